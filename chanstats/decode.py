@@ -1,0 +1,173 @@
+"""Bytes → pixels with an explicit mode policy, and typed errors that name the file.
+
+Modes:
+
+* ``RGB`` (default): exactly torchvision's default loader, ``PIL.Image.open(f).convert("RGB")``:
+  grey is replicated, palettes are expanded, alpha is dropped (and reported).
+* ``L``: ``convert("L")`` (ITU-R 601-2 luma), alpha dropped.
+* ``keep``: native channels and bit depth: 8-bit L, LA, RGB, RGBA, CMYK, and 16-bit greyscale.
+
+A 16-bit image under ``RGB``/``L`` is refused rather than clipped to 8 bits, which is what Pillow's
+``convert`` would silently do. Truncated files are errors: Pillow's ``LOAD_TRUNCATED_IMAGES`` is
+never enabled.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from .errors import BadImageError, ChanstatsError
+from .moments import IntegerMoments, integer_moments_from_histogram, integer_moments_of
+
+MODES = ("RGB", "L", "keep")
+
+_CHANNEL_NAMES = {
+    "L": ("L",),
+    "LA": ("L", "A"),
+    "RGB": ("R", "G", "B"),
+    "RGBA": ("R", "G", "B", "A"),
+    "CMYK": ("C", "M", "Y", "K"),
+}
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+@dataclass(frozen=True)
+class PixelFormat:
+    """What a decoded image's pixels are: channel names and the value of full scale."""
+
+    channels: tuple[str, ...]
+    scale: int
+
+    @property
+    def label(self) -> str:
+        """``"RGB 8-bit"``, ``"L 16-bit"``: used in messages about mixed formats."""
+        bits = 16 if self.scale == 65535 else 8
+        return f"{''.join(self.channels)} {bits}-bit"
+
+
+@dataclass
+class DecodedImage:
+    """A fully loaded image in the chosen mode.
+
+    ``image`` is a Pillow image in one of the 8-bit modes above, or ``I;16`` for 16-bit grey;
+    ``dropped_alpha`` says whether the file had transparency that the mode threw away.
+    """
+
+    image: Image.Image
+    format: PixelFormat
+    dropped_alpha: bool
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.image.size
+
+    def moments(self) -> IntegerMoments:
+        """Exact integer moments of every channel."""
+        if self.format.scale == 255:
+            # Pillow's own histogram runs on the decoded buffer without any numpy copy.
+            bins = np.asarray(self.image.histogram(), dtype=np.int64)
+            return integer_moments_from_histogram(bins.reshape(len(self.format.channels), 256))
+        return integer_moments_of(self.pixels())
+
+    def pixels(self) -> np.ndarray:
+        """The pixels as an (H, W) or (H, W, C) uint8/uint16 array."""
+        if self.format.scale == 65535:
+            return np.asarray(self.image, dtype=np.uint16)
+        return np.asarray(self.image)
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ChanstatsError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
+    return mode
+
+
+def decode(path: str, mode: str = "RGB", display: str | None = None) -> DecodedImage:
+    """Read and fully decode the image at ``path`` under ``mode``.
+
+    Raises :class:`BadImageError` (naming ``display`` or ``path``) for anything that cannot be
+    turned into trustworthy pixels.
+    """
+    shown = display or path
+    # Guards against a caller that switched truncated-image loading on for the whole process.
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns, then errors at twice the limit; both count as a bomb here.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:
+                _refuse_reduced_depth(opened, shown)
+                opened.load()
+                return _apply_mode(opened, mode, shown)
+    except BadImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise BadImageError(shown, f"decompression bomb ({error})") from None
+    except UnidentifiedImageError:
+        raise BadImageError(shown, "not an image Pillow can read") from None
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as error:
+        raise BadImageError(shown, f"cannot read: {error.strerror}") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as error:
+        # Pillow reports truncation and corrupt streams as OSError, some parsers as others.
+        raise BadImageError(shown, f"corrupt or truncated image ({error})") from None
+
+
+def _refuse_reduced_depth(image: Image.Image, shown: str) -> None:
+    # Pillow has no 16-bit colour modes: it silently keeps the high byte of 16-bit RGB(A) PNGs.
+    for tile in image.tile:
+        rawmode = tile.args[0] if isinstance(tile.args, tuple) else tile.args
+        if isinstance(rawmode, str) and image.mode in ("RGB", "RGBA", "LA") and ";16" in rawmode:
+            raise BadImageError(shown, f"16-bit {image.mode} is not supported (Pillow would reduce it to 8 bits)")
+
+
+def _apply_mode(image: Image.Image, mode: str, shown: str) -> DecodedImage:
+    source_mode = image.mode
+    has_alpha = source_mode in _ALPHA_MODES or (
+        source_mode in ("P", "L", "RGB") and "transparency" in image.info
+    )
+    if source_mode in _SIXTEEN_BIT_MODES:
+        if mode != "keep":
+            raise BadImageError(
+                shown, f"16-bit image ({source_mode}); --mode {mode} would clip it to 8 bits, use --mode keep"
+            )
+        return DecodedImage(_as_uint16(image, shown), PixelFormat(("L",), 65535), False)
+    if source_mode in ("F", "I;32", "I;32B"):
+        raise BadImageError(shown, f"unsupported pixel type {source_mode} (32-bit)")
+    if mode == "RGB":
+        return DecodedImage(_convert(image, "RGB"), PixelFormat(_CHANNEL_NAMES["RGB"], 255), has_alpha)
+    if mode == "L":
+        return DecodedImage(_convert(image, "L"), PixelFormat(_CHANNEL_NAMES["L"], 255), has_alpha)
+    native = _native_mode(image)
+    return DecodedImage(_convert(image, native), PixelFormat(_CHANNEL_NAMES[native], 255), False)
+
+
+def _native_mode(image: Image.Image) -> str:
+    mode = image.mode
+    if mode == "1":
+        return "L"
+    if mode == "P":
+        return "RGBA" if "transparency" in image.info else "RGB"
+    if mode == "PA":
+        return "RGBA"
+    if mode in _CHANNEL_NAMES:
+        return mode
+    return "RGB"  # YCbCr, LAB, HSV: colour data that torchvision would also load as RGB
+
+
+def _convert(image: Image.Image, mode: str) -> Image.Image:
+    return image if image.mode == mode else image.convert(mode)
+
+
+def _as_uint16(image: Image.Image, shown: str) -> Image.Image:
+    if image.mode.startswith("I;16"):
+        return image
+    # 32-bit "I" holding 16-bit data (some TIFF/PNG readers): accept only when it truly fits.
+    low, high = image.getextrema()
+    if low < 0 or high > 65535:
+        raise BadImageError(shown, f"32-bit integer pixels outside 0..65535 ({low}..{high})")
+    return Image.fromarray(np.asarray(image).astype(np.uint16))

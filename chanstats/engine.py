@@ -1,0 +1,113 @@
+"""The parallel pass: measure every source with worker processes, results back in listing order.
+
+Work goes out in chunks of consecutive sources (so per-task overhead stays small) and comes back
+as small :class:`~chanstats.measure.Measurement` objects, never pixels. Results are yielded in
+listing order whatever order workers finish in, which is what makes the output identical for any
+number of workers. At most a few chunks per worker are in flight, so memory stays constant.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Callable, Iterator, Sequence
+
+from .errors import BadImageError, ChanstatsError
+from .measure import Measurement
+from .sources import ImageSource
+
+Outcome = Measurement | BadImageError
+MeasureFn = Callable[[ImageSource], Measurement]
+
+CHUNK_SIZE = 16
+IN_FLIGHT_PER_WORKER = 4
+
+
+def default_workers() -> int:
+    """All cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def measure_all(
+    sources: Sequence[ImageSource],
+    measure: MeasureFn,
+    *,
+    workers: int | None = None,
+    chunk_size: int = CHUNK_SIZE,
+    progress: bool = False,
+) -> Iterator[tuple[int, Outcome]]:
+    """Yield ``(index, measurement or BadImageError)`` for every source, in listing order.
+
+    ``workers=0`` measures in this process (for debugging and tiny inputs); ``None`` means all
+    cores. Bad images are yielded, not raised, so the caller can apply its error policy after
+    seeing all of them.
+    """
+    if workers is None:
+        workers = default_workers()
+    if workers < 0:
+        raise ChanstatsError("--workers must be 0 (in-process) or more")
+    bar = _progress_bar(len(sources), progress)
+    try:
+        if workers == 0 or len(sources) <= chunk_size:
+            chunks = (_measure_chunk(measure, sources[i : i + chunk_size], i) for i in range(0, len(sources), chunk_size))
+        else:
+            chunks = _parallel_chunks(sources, measure, workers, chunk_size)
+        for chunk in chunks:
+            for item in chunk:
+                yield item
+            if bar is not None:
+                bar.update(len(chunk))
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _parallel_chunks(
+    sources: Sequence[ImageSource], measure: MeasureFn, workers: int, chunk_size: int
+) -> Iterator[list[tuple[int, Outcome]]]:
+    starts = iter(range(0, len(sources), chunk_size))
+    pending: deque[Future] = deque()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_context()) as pool:
+
+        def submit_next() -> None:
+            start = next(starts, None)
+            if start is not None:
+                pending.append(pool.submit(_measure_chunk, measure, list(sources[start : start + chunk_size]), start))
+
+        for _ in range(workers * IN_FLIGHT_PER_WORKER):
+            submit_next()
+        while pending:
+            chunk = pending.popleft().result()
+            submit_next()
+            yield chunk
+
+
+def _measure_chunk(measure: MeasureFn, chunk: Sequence[ImageSource], start: int) -> list[tuple[int, Outcome]]:
+    results: list[tuple[int, Outcome]] = []
+    for offset, source in enumerate(chunk):
+        try:
+            results.append((start + offset, measure(source)))
+        except BadImageError as error:
+            results.append((start + offset, error))
+    return results
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    # fork starts workers in milliseconds; it is safe here because the parent has not started
+    # any threads that a child could inherit in a locked state (torch is imported lazily, in
+    # the workers, when a transform needs it).
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+def _progress_bar(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", desc="chanstats", leave=False, mininterval=0.5)

@@ -1,0 +1,37 @@
+"""The few exceptions chanstats raises on purpose.
+
+The CLI turns every :class:`ChanstatsError` into one line on stderr and exit code 2; anything else
+is a bug and shows a traceback.
+"""
+
+from __future__ import annotations
+
+
+class ChanstatsError(Exception):
+    """A problem with the user's input or options; the message is shown as is."""
+
+
+class BadImageError(ChanstatsError):
+    """One file could not be turned into pixels: corrupt, truncated, not an image, too large."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class BadImagesError(ChanstatsError):
+    """Several bad files were found; the message lists each on its own line."""
+
+    def __init__(self, bad: list[tuple[str, str]], summary: str):
+        lines = [summary] + [f"  {path}: {reason}" for path, reason in bad]
+        super().__init__("\n".join(lines))
+        self.bad = bad
+
+
+class NoImagesError(ChanstatsError):
+    """The inputs held no file with an image extension."""
+
+
+class BadSpecError(ChanstatsError):
+    """A transform spec, config file or option value that cannot be used."""

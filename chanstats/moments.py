@@ -1,0 +1,327 @@
+"""Per-channel moment accumulators: exact integer sums and float64 Chan/Welford moments.
+
+Every accumulator has the same shape: ``update(...)`` returns ``self``, ``merge(other)`` returns
+``self``, ``finalize(...)`` returns plain numbers. They are plain data (pickle and JSON round-trip
+losslessly), so worker processes, shards and checkpoints can carry them.
+
+Two paths, chosen by what the pixels are:
+
+* integer pixels (8- or 16-bit): :class:`IntegerMoments` keeps the pixel count and per-channel sums
+  of values and squares as Python integers. Merging is integer addition, so totals do not depend on
+  order or on the number of workers, and :meth:`IntegerMoments.finalize` rounds exactly once, to the
+  nearest float64 of the true mean and population std.
+* float pixels (a transform that outputs floats): :class:`FloatMoments` keeps count, mean and M2
+  (sum of squared deviations) in float64, two-pass inside an image, merged with Chan et al.'s
+  parallel formula. Never ``E[x**2] - E[x]**2`` in floating point.
+
+:class:`MomentsTable` is the per-sample view (count, mean, M2 for each image) that the BatchNorm
+simulation, the per-image report and sampling use; it is a few dozen bytes per image.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+
+
+def sqrt_ratio_to_float(numerator: int, denominator: int) -> float:
+    """Return the float64 nearest to ``sqrt(numerator / denominator)`` (correctly rounded).
+
+    Uses integer square roots with a sticky bit, so no floating-point step can round twice.
+
+    >>> sqrt_ratio_to_float(1, 4)
+    0.5
+    >>> sqrt_ratio_to_float(2, 1) == math.sqrt(2)
+    True
+    """
+    if numerator < 0 or denominator <= 0:
+        raise ValueError("need numerator >= 0 and denominator > 0")
+    if numerator == 0:
+        return 0.0
+    # Scale so the integer root has at least 56 significant bits: two more than a double holds,
+    # which with the sticky bit below makes the final int/int division round correctly.
+    shift = max(0, 112 - (numerator.bit_length() - denominator.bit_length()))
+    shift += shift & 1
+    scaled, remainder = divmod(numerator << shift, denominator)
+    root = math.isqrt(scaled)
+    if remainder or root * root != scaled:
+        root |= 1  # the true root lies strictly between root and root + 1
+    return root / (1 << (shift // 2))
+
+
+@dataclass(frozen=True)
+class ChannelStats:
+    """Final per-channel statistics of one run.
+
+    ``mean``/``std`` are on the [0, 1] scale for integer data (raw values divided by ``scale``) and
+    in the pipeline's own units for float data; ``mean_raw``/``std_raw`` are on the raw scale
+    (0-255 or 0-65535). The std is the population std (ddof 0), what ``Normalize`` needs.
+    """
+
+    pixels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    mean_raw: tuple[float, ...]
+    std_raw: tuple[float, ...]
+    min: tuple[float, ...]
+    max: tuple[float, ...]
+
+
+@dataclass
+class IntegerMoments:
+    """Exact per-channel pixel count, sum, sum of squares, min and max of integer pixels.
+
+    >>> m = IntegerMoments.empty(1).update(np.array([[254, 255], [254, 255]], dtype=np.uint8))
+    >>> s = m.finalize(scale=255)
+    >>> s.mean_raw, s.std_raw
+    ((254.5,), (0.5,))
+    """
+
+    pixels: int
+    sums: list[int]
+    sumsq: list[int]
+    mins: list[int]
+    maxs: list[int]
+
+    @classmethod
+    def empty(cls, channels: int) -> "IntegerMoments":
+        return cls(0, [0] * channels, [0] * channels, [-1] * channels, [-1] * channels)
+
+    @property
+    def channels(self) -> int:
+        return len(self.sums)
+
+    def update(self, pixels: np.ndarray) -> "IntegerMoments":
+        """Add an (H, W) or (H, W, C) array of unsigned integer pixels."""
+        return self.merge(integer_moments_of(pixels))
+
+    def merge(self, other: "IntegerMoments") -> "IntegerMoments":
+        if other.pixels == 0:
+            return self
+        if self.pixels == 0:
+            self.pixels = other.pixels
+            self.sums, self.sumsq = list(other.sums), list(other.sumsq)
+            self.mins, self.maxs = list(other.mins), list(other.maxs)
+            return self
+        if other.channels != self.channels:
+            raise ValueError(f"cannot merge {other.channels} channels into {self.channels}")
+        self.pixels += other.pixels
+        self.sums = [a + b for a, b in zip(self.sums, other.sums)]
+        self.sumsq = [a + b for a, b in zip(self.sumsq, other.sumsq)]
+        self.mins = [min(a, b) for a, b in zip(self.mins, other.mins)]
+        self.maxs = [max(a, b) for a, b in zip(self.maxs, other.maxs)]
+        return self
+
+    def finalize(self, scale: int) -> ChannelStats:
+        """Mean and population std, each correctly rounded to float64, on both scales."""
+        n = self.pixels
+        if n == 0:
+            raise ValueError("no pixels")
+        # n²·var = n·Q − S², an exact non-negative integer.
+        var_numerators = [n * q - s * s for s, q in zip(self.sums, self.sumsq)]
+        return ChannelStats(
+            pixels=n,
+            mean=tuple(s / (n * scale) for s in self.sums),
+            std=tuple(sqrt_ratio_to_float(v, n * n * scale * scale) for v in var_numerators),
+            mean_raw=tuple(s / n for s in self.sums),
+            std_raw=tuple(sqrt_ratio_to_float(v, n * n) for v in var_numerators),
+            min=tuple(float(v) for v in self.mins),
+            max=tuple(float(v) for v in self.maxs),
+        )
+
+    def to_json(self) -> dict:
+        # Decimal strings: JSON readers are free to turn big integers into doubles.
+        return {
+            "pixels": str(self.pixels),
+            "sums": [str(v) for v in self.sums],
+            "sumsq": [str(v) for v in self.sumsq],
+            "mins": self.mins,
+            "maxs": self.maxs,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "IntegerMoments":
+        return cls(
+            int(data["pixels"]),
+            [int(v) for v in data["sums"]],
+            [int(v) for v in data["sumsq"]],
+            [int(v) for v in data["mins"]],
+            [int(v) for v in data["maxs"]],
+        )
+
+
+def integer_moments_of(pixels: np.ndarray) -> IntegerMoments:
+    """Exact moments of one (H, W) or (H, W, C) unsigned integer array."""
+    if pixels.dtype.kind != "u":
+        raise TypeError(f"need unsigned integer pixels, got {pixels.dtype}")
+    flat = pixels.reshape(-1, 1 if pixels.ndim == 2 else pixels.shape[-1])
+    if flat.shape[0] == 0:
+        return IntegerMoments.empty(flat.shape[1])
+    wide = flat.astype(np.uint64)
+    # uint64 cannot overflow here: 65535² · 2³² < 2⁶⁴, far beyond any single image.
+    return IntegerMoments(
+        pixels=flat.shape[0],
+        sums=[int(v) for v in wide.sum(axis=0)],
+        sumsq=[int(v) for v in (wide * wide).sum(axis=0)],
+        mins=[int(v) for v in flat.min(axis=0)],
+        maxs=[int(v) for v in flat.max(axis=0)],
+    )
+
+
+def integer_moments_from_histogram(histogram: np.ndarray) -> IntegerMoments:
+    """Exact moments from a (C, bins) integer histogram, e.g. Pillow's ``Image.histogram()``."""
+    counts = np.asarray(histogram, dtype=np.int64)
+    values = np.arange(counts.shape[1], dtype=np.int64)
+    pixels = int(counts[0].sum())
+    if pixels == 0:
+        return IntegerMoments.empty(counts.shape[0])
+    occupied = counts > 0
+    # int64 is safe: 65535² · count < 2⁶³ for any image below two billion pixels.
+    return IntegerMoments(
+        pixels=pixels,
+        sums=[int(v) for v in counts @ values],
+        sumsq=[int(v) for v in counts @ (values * values)],
+        mins=[int(np.argmax(row)) for row in occupied],
+        maxs=[int(counts.shape[1] - 1 - np.argmax(row[::-1])) for row in occupied],
+    )
+
+
+@dataclass
+class FloatMoments:
+    """Per-channel count, mean and M2 (sum of squared deviations) in float64.
+
+    Merged with Chan et al.'s parallel update, which stays accurate when the mean is large
+    compared with the spread (the case where ``E[x**2] - E[x]**2`` collapses).
+
+    >>> a = FloatMoments.empty(1).update(np.array([[1.0, 2.0]]))
+    >>> b = FloatMoments.empty(1).update(np.array([[3.0, 4.0]]))
+    >>> a.merge(b).finalize().std
+    (1.118033988749895,)
+    """
+
+    pixels: int
+    mean: np.ndarray
+    m2: np.ndarray
+    mins: np.ndarray
+    maxs: np.ndarray
+
+    @classmethod
+    def empty(cls, channels: int) -> "FloatMoments":
+        zeros = np.zeros(channels, dtype=np.float64)
+        return cls(0, zeros, zeros.copy(), np.full(channels, np.inf), np.full(channels, -np.inf))
+
+    def update(self, pixels: np.ndarray) -> "FloatMoments":
+        """Add an (H, W) or (H, W, C) array of pixels (any real dtype, computed in float64)."""
+        return self.merge(float_moments_of(pixels))
+
+    def merge(self, other: "FloatMoments") -> "FloatMoments":
+        if other.pixels == 0:
+            return self
+        if self.pixels == 0:
+            self.pixels, self.mean, self.m2 = other.pixels, other.mean.copy(), other.m2.copy()
+            self.mins, self.maxs = other.mins.copy(), other.maxs.copy()
+            return self
+        n_a, n_b = self.pixels, other.pixels
+        n = n_a + n_b
+        delta = other.mean - self.mean
+        self.mean = self.mean + delta * (n_b / n)
+        self.m2 = self.m2 + other.m2 + delta * delta * (n_a * n_b / n)
+        self.pixels = n
+        self.mins = np.minimum(self.mins, other.mins)
+        self.maxs = np.maximum(self.maxs, other.maxs)
+        return self
+
+    def finalize(self) -> ChannelStats:
+        """Mean and population std (ddof 0) in the data's own units."""
+        if self.pixels == 0:
+            raise ValueError("no pixels")
+        std = np.sqrt(np.maximum(self.m2, 0.0) / self.pixels)
+        mean = tuple(float(v) for v in self.mean)
+        return ChannelStats(
+            pixels=self.pixels,
+            mean=mean,
+            std=tuple(float(v) for v in std),
+            mean_raw=mean,
+            std_raw=tuple(float(v) for v in std),
+            min=tuple(float(v) for v in self.mins),
+            max=tuple(float(v) for v in self.maxs),
+        )
+
+
+def float_moments_of(pixels: np.ndarray) -> FloatMoments:
+    """Two-pass float64 moments of one (H, W) or (H, W, C) array."""
+    flat = pixels.reshape(-1, 1 if pixels.ndim == 2 else pixels.shape[-1]).astype(np.float64)
+    if flat.shape[0] == 0:
+        return FloatMoments.empty(flat.shape[1])
+    mean = flat.mean(axis=0)
+    centred = flat - mean
+    return FloatMoments(
+        pixels=flat.shape[0],
+        mean=mean,
+        m2=np.einsum("ij,ij->j", centred, centred),
+        mins=flat.min(axis=0),
+        maxs=flat.max(axis=0),
+    )
+
+
+@dataclass
+class MomentsTable:
+    """Per-sample moments in listing order: what BatchNorm simulation and per-image views need.
+
+    ``count[i]`` is the number of pixels per channel of sample ``i``; ``mean[i, c]`` and
+    ``m2[i, c]`` are its channel mean and sum of squared deviations, in model units ([0, 1] for
+    integer images, the pipeline's own units for float output).
+    """
+
+    count: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    mean: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float64))
+    m2: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float64))
+
+    def __len__(self) -> int:
+        return len(self.count)
+
+    @property
+    def channels(self) -> int:
+        return self.mean.shape[1]
+
+    @classmethod
+    def from_rows(cls, rows: list[tuple[int, np.ndarray, np.ndarray]], channels: int) -> "MomentsTable":
+        if not rows:
+            return cls(np.zeros(0, np.int64), np.zeros((0, channels)), np.zeros((0, channels)))
+        return cls(
+            np.array([r[0] for r in rows], dtype=np.int64),
+            np.array([r[1] for r in rows], dtype=np.float64).reshape(len(rows), channels),
+            np.array([r[2] for r in rows], dtype=np.float64).reshape(len(rows), channels),
+        )
+
+    def take(self, indices: np.ndarray) -> "MomentsTable":
+        return MomentsTable(self.count[indices], self.mean[indices], self.m2[indices])
+
+    def totals(self) -> FloatMoments:
+        """All samples pooled (closed-form Chan merge; the result does not depend on row order
+        beyond float64 summation, which :func:`math.fsum` makes exact before rounding)."""
+        channels = self.channels
+        total = int(self.count.sum())
+        if total == 0:
+            return FloatMoments.empty(channels)
+        weights = self.count.astype(np.float64)
+        mean = np.array([math.fsum(weights * self.mean[:, c]) / total for c in range(channels)])
+        deviation = self.mean - mean
+        m2 = np.array(
+            [math.fsum(self.m2[:, c]) + math.fsum(weights * deviation[:, c] ** 2) for c in range(channels)]
+        )
+        return FloatMoments(total, mean, m2, np.full(channels, np.nan), np.full(channels, np.nan))
+
+
+def integer_sample_row(moments: IntegerMoments, scale: int) -> tuple[int, list[float], list[float]]:
+    """One image's (count, mean, M2) on the [0, 1] scale, each correctly rounded from integers."""
+    n = moments.pixels
+    if n == 0:
+        return 0, [0.0] * moments.channels, [0.0] * moments.channels
+    means = [s / (n * scale) for s in moments.sums]
+    # M2 = Q − S²/n = (n·Q − S²)/n, on the [0, 1] scale divided by scale².
+    m2s = [float(Fraction(n * q - s * s, n * scale * scale)) for s, q in zip(moments.sums, moments.sumsq)]
+    return n, means, m2s

@@ -1,0 +1,217 @@
+"""The result of a run: its schema, atomic JSON/YAML writing, safe reading and the human summary.
+
+The written config holds no timestamps, durations, host names or worker counts, so the same inputs
+and options give the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ChanstatsError
+from .moments import ChannelStats, MomentsTable
+from .running import RunningEstimate
+from .sources import ImageSource
+
+FORMATS = ("json", "yaml")
+
+
+@dataclass
+class Result:
+    """Everything one ``compute`` found.
+
+    ``exact`` holds the exact statistics (mean/std on the [0, 1] scale, ``*_raw`` on 0..scale,
+    population std, ddof 0); ``running`` the simulated BatchNorm running estimate (on [0, 1]);
+    ``table`` the per-sample moments in listing order and ``sources`` the images measured.
+    """
+
+    version: str
+    channels: tuple[str, ...]
+    scale: int
+    images: int
+    samples: int
+    exact: ChannelStats
+    exact_method: str
+    running: RunningEstimate
+    options: dict[str, Any]
+    fingerprint: str
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    dropped_alpha: int = 0
+    table: MomentsTable | None = field(default=None, repr=False)
+    sources: list[ImageSource] = field(default_factory=list, repr=False)
+
+    @property
+    def mean(self) -> list[float]:
+        """Per-channel mean on the [0, 1] scale: what ``Normalize(mean=...)`` takes."""
+        return list(self.exact.mean)
+
+    @property
+    def std(self) -> list[float]:
+        """Per-channel population std (ddof 0) on the [0, 1] scale: ``Normalize(std=...)``."""
+        return list(self.exact.std)
+
+    def to_dict(self) -> dict[str, Any]:
+        exact = self.exact
+        running = self.running
+        settings = running.settings
+        return {
+            "chanstats": self.version,
+            "channels": list(self.channels),
+            "scale": self.scale,
+            "count": {
+                "images": self.images,
+                "samples": self.samples,
+                "pixels": exact.pixels,
+                "skipped": len(self.skipped),
+                "dropped_alpha": self.dropped_alpha,
+            },
+            "exact": {
+                "method": self.exact_method,
+                "mean": list(exact.mean),
+                "std": list(exact.std),
+                "mean_raw": list(exact.mean_raw),
+                "std_raw": list(exact.std_raw),
+                "min": [_number(v) for v in exact.min],
+                "max": [_number(v) for v in exact.max],
+                "ddof": 0,
+            },
+            "running": {
+                "convention": settings.convention,
+                "momentum": "none" if settings.cumulative else settings.effective_momentum,
+                "batch_size": settings.batch_size,
+                "shuffle": settings.shuffle,
+                "seed": settings.seed,
+                "drop_last": settings.drop_last,
+                "batches": running.batches,
+                "mean": _floats(running.mean),
+                "var": _floats(running.var),
+                "std": _floats(running.std),
+            },
+            "gap": {
+                "mean": [float(r) - e for r, e in zip(running.mean, exact.mean)],
+                "std": [float(r) - e for r, e in zip(running.std, exact.std)],
+            },
+            "options": self.options,
+            "fingerprint": self.fingerprint,
+            "skipped": [{"path": path, "error": error} for path, error in self.skipped],
+        }
+
+    def dumps(self, fmt: str = "json") -> str:
+        return dumps(self.to_dict(), fmt)
+
+    def write(self, path: str, fmt: str | None = None) -> None:
+        """Write the config atomically; the format comes from ``fmt`` or the file's extension."""
+        write_atomic(path, self.dumps(fmt or format_for_path(path)))
+
+
+def _floats(values) -> list[float]:
+    return [float(v) for v in values]
+
+
+def _number(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def format_for_path(path: str) -> str:
+    return "yaml" if path.lower().endswith((".yaml", ".yml")) else "json"
+
+
+def dumps(data: dict[str, Any], fmt: str) -> str:
+    if fmt == "json":
+        return _json_text(data, "") + "\n"
+    if fmt == "yaml":
+        import yaml
+
+        return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+    raise ChanstatsError(f"unknown format {fmt!r}: choose json or yaml")
+
+
+def _json_text(value: Any, indent: str) -> str:
+    """Indented JSON with each list of scalars on one line, so per-channel values read as a row."""
+    inner = indent + "  "
+    if isinstance(value, dict) and value:
+        items = [f"{inner}{json.dumps(str(k))}: {_json_text(v, inner)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + indent + "}"
+    if isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+        items = [inner + _json_text(v, inner) for v in value]
+        return "[\n" + ",\n".join(items) + "\n" + indent + "]"
+    return json.dumps(value, allow_nan=False)
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=".chanstats-", suffix=".tmp", dir=directory)
+    except OSError as error:
+        raise ChanstatsError(f"{path}: cannot write: {error.strerror or error}") from None
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def read_config(path: str) -> dict[str, Any]:
+    """Read a config written by chanstats (JSON or YAML), with a clear error for anything else."""
+    try:
+        with open(path, encoding="utf-8") as stream:
+            text = stream.read()
+    except OSError as error:
+        raise ChanstatsError(f"{path}: cannot read: {error.strerror or error}") from None
+    try:
+        if format_for_path(path) == "yaml":
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except ValueError as error:  # json.JSONDecodeError and yaml.YAMLError's parse errors
+        raise ChanstatsError(f"{path}: not a valid config ({error})") from None
+    except Exception as error:  # yaml.YAMLError does not derive from ValueError
+        raise ChanstatsError(f"{path}: not a valid config ({error})") from None
+    if not isinstance(data, dict) or "chanstats" not in data or "exact" not in data:
+        raise ChanstatsError(f"{path}: not a chanstats config (no 'chanstats'/'exact' keys)")
+    return data
+
+
+def summary(result: Result) -> str:
+    """The human table: exact vs running per channel, then a paste-ready Normalize line."""
+    exact, running = result.exact, result.running
+    settings = running.settings
+    unit = "[0,1] scale" if result.exact_method == "integer" else "pipeline output units"
+    lines = [
+        f"chanstats {result.version}: {result.images} images, {result.samples} samples, "
+        f"{exact.pixels:,} pixels per channel ({unit}, std ddof 0)",
+        f"{'channel':<8} {'mean':>10} {'std':>10} {'run mean':>10} {'run std':>10} {'gap mean':>10} {'gap std':>10}",
+    ]
+    for c, name in enumerate(result.channels):
+        lines.append(
+            f"{name:<8} {exact.mean[c]:>10.6f} {exact.std[c]:>10.6f} {running.mean[c]:>10.6f} "
+            f"{running.std[c]:>10.6f} {running.mean[c] - exact.mean[c]:>+10.6f} {running.std[c] - exact.std[c]:>+10.6f}"
+        )
+    momentum = "none (cumulative)" if settings.cumulative else f"{settings.effective_momentum:g}"
+    order = f"shuffled, seed {settings.seed}" if settings.shuffle else "listing order"
+    lines.append(
+        f"running: BatchNorm {settings.convention} convention, momentum {momentum}, batch size "
+        f"{settings.batch_size}, {running.batches} batches ({order})"
+    )
+    if result.dropped_alpha:
+        lines.append(f"note: {result.dropped_alpha} images had transparency; --mode {result.options.get('mode')} dropped it")
+    if result.skipped:
+        lines.append(f"skipped {len(result.skipped)} bad images:")
+        lines.extend(f"  {path}: {error}" for path, error in result.skipped)
+    mean = ", ".join(f"{v:.6g}" for v in exact.mean)
+    std = ", ".join(f"{v:.6g}" for v in exact.std)
+    lines.append(f"transforms.Normalize(mean=[{mean}], std=[{std}])")
+    return "\n".join(lines)
