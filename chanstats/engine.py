@@ -19,7 +19,8 @@ from .measure import Measurement
 from .sources import ImageSource
 
 Outcome = Measurement | BadImageError
-MeasureFn = Callable[[ImageSource], Measurement]
+# Called with the source's global listing index, which seeds any randomness of that sample.
+MeasureFn = Callable[[int, ImageSource], Measurement]
 
 CHUNK_SIZE = 16
 IN_FLIGHT_PER_WORKER = 4
@@ -91,7 +92,7 @@ def _measure_chunk(measure: MeasureFn, chunk: Sequence[ImageSource], start: int)
     results: list[tuple[int, Outcome]] = []
     for offset, source in enumerate(chunk):
         try:
-            results.append((start + offset, measure(source)))
+            results.append((start + offset, measure(start + offset, source)))
         except BadImageError as error:
             results.append((start + offset, error))
     return results

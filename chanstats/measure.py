@@ -38,7 +38,7 @@ class Measurer:
 
     mode: str = "RGB"
 
-    def __call__(self, source: ImageSource) -> Measurement:
+    def __call__(self, index: int, source: ImageSource) -> Measurement:
         decoded = decode(source.path, self.mode, source.display)
         moments = decoded.moments()
         width, height = decoded.size
