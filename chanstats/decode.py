@@ -14,8 +14,10 @@ never enabled.
 
 from __future__ import annotations
 
+import io
 import warnings
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
@@ -87,13 +89,16 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-def decode(path: str, mode: str = "RGB", display: str | None = None) -> DecodedImage:
-    """Read and fully decode the image at ``path`` under ``mode``.
+def decode(path: str | bytes | BinaryIO, mode: str = "RGB", display: str | None = None) -> DecodedImage:
+    """Read and fully decode an image under ``mode``.
 
-    Raises :class:`BadImageError` (naming ``display`` or ``path``) for anything that cannot be
-    turned into trustworthy pixels.
+    ``path`` is a file path, the file's bytes (a tar member read by a worker) or a binary file
+    object. Raises :class:`BadImageError` (naming ``display``, else the path) for anything that
+    cannot be turned into trustworthy pixels.
     """
-    shown = display or path
+    shown = display or (path if isinstance(path, str) else "<image bytes>")
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        path = io.BytesIO(path)
     # Guards against a caller that switched truncated-image loading on for the whole process.
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:

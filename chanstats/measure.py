@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .decode import PixelFormat, decode
 from .moments import FloatMoments, IntegerMoments, integer_sample_row
-from .sources import ImageSource
+from .sources import ImageSource, read_source
 
 SampleRow = tuple[int, list[float], list[float]]  # (pixels per channel, mean, M2) in model units
 
@@ -39,7 +39,7 @@ class Measurer:
     mode: str = "RGB"
 
     def __call__(self, index: int, source: ImageSource) -> Measurement:
-        decoded = decode(source.path, self.mode, source.display)
+        decoded = decode(read_source(source), self.mode, source.display)
         moments = decoded.moments()
         width, height = decoded.size
         return Measurement(

@@ -1,20 +1,26 @@
-"""Finding images: directories, single files and ``@list`` files, in a deterministic order.
+"""Finding images: directories, single files, ``@list`` files and tar shards, in a deterministic order.
 
 The order is the contract that makes every later step reproducible: the inputs in the order given,
 and inside a directory the files sorted by the bytes of their path relative to that directory.
 Hidden files and folders (a name starting with ``.``) are skipped, symlinked folders are followed
 once (loops are cut), and a file reached twice (listed twice, or through a link) is kept only the
 first time.
+
+A ``.tar``/``.tar.gz``/``.tgz`` input is a shard (see :mod:`chanstats.tarshards`): its image
+members in archive order, WebDataset's order, named ``shard.tar::member``. An input that does not
+exist but holds a brace group, such as ``shards/train-{000000..000146}.tar`` or ``{a,b}.tar``, is
+expanded (zero padding kept) into inputs taken in that order; every expanded path must exist.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from .errors import ChanstatsError, NoImagesError
+from .errors import BadImageError, ChanstatsError, NoImagesError
 
 # The extensions torchvision's ImageFolder accepts, compared case-insensitively.
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -27,12 +33,21 @@ class ImageSource:
     ``path`` is what to open; ``name`` is the path relative to the input it was found under, used
     for ordering and the listing fingerprint (so a dataset moved elsewhere keeps its fingerprint);
     ``display`` is how messages show it (the input joined with ``name``).
+
+    A member of a tar shard has ``path`` = the shard, ``name`` = the member's name in the archive,
+    ``display`` = ``shard.tar::member``, ``offset`` = where its bytes start in the (decompressed)
+    archive stream and ``compressed`` = whether the shard is gzip-compressed; a worker reads the
+    bytes itself (:func:`read_source`). ``problem`` is a reason found while listing that makes the
+    source a bad image (a link or device member, a member too large to read).
     """
 
     path: str
     name: str
     display: str
     size: int
+    offset: int = -1
+    compressed: bool = False
+    problem: str | None = None
 
 
 def normalize_extensions(extensions: Iterable[str]) -> tuple[str, ...]:
@@ -63,15 +78,13 @@ def list_images(inputs: Iterable[str], extensions: tuple[str, ...] = IMAGE_EXTEN
     :class:`ChanstatsError` for an input that does not exist.
     """
     inputs = list(inputs)
-    seen: set[tuple[int, int]] = set()
+    seen: set[tuple[int, ...]] = set()
     found: list[ImageSource] = []
-    for source in _expand(inputs, extensions):
-        stat = os.stat(source.path)
-        identity = (stat.st_dev, stat.st_ino)
+    for source, identity in _expand(inputs, extensions):
         if identity in seen:
             continue
         seen.add(identity)
-        found.append(ImageSource(source.path, source.name, source.display, stat.st_size))
+        found.append(source)
     if not found:
         where = ", ".join(inputs) if inputs else "(no inputs)"
         raise NoImagesError(f"no images found in {where} (looked for {' '.join(extensions)}; change with --ext)")
@@ -87,25 +100,51 @@ def fingerprint(sources: Iterable[ImageSource]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def _expand(inputs: list[str], extensions: tuple[str, ...]) -> Iterator[ImageSource]:
+# A source and its identity: (dev, inode) of a file, (dev, inode, offset) of a tar member.
+Listed = tuple[ImageSource, tuple[int, ...]]
+
+
+def _expand(inputs: list[str], extensions: tuple[str, ...]) -> Iterator[Listed]:
     for item in inputs:
         if item.startswith("@"):
             yield from _from_list_file(item[1:], extensions)
+        elif not os.path.lexists(item) and has_brace_pattern(item):
+            expanded = expand_braces(item)
+            missing = [path for path in expanded if not os.path.lexists(path)]
+            if missing:
+                more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+                raise ChanstatsError(f"{missing[0]}{more}: no such file (from the pattern {item})")
+            yield from _expand(expanded, extensions)
         elif os.path.isdir(item):
             yield from _walk(item, extensions)
         elif os.path.isfile(item):
-            # A file named explicitly is taken whatever its extension: the user asked for it.
-            yield ImageSource(item, os.path.basename(item), item, 0)
+            yield from _file(item, os.path.basename(item), extensions)
         elif os.path.lexists(item):
             raise ChanstatsError(f"{item}: not a regular file or directory")
         else:
             raise ChanstatsError(f"{item}: no such file or directory")
 
 
-def _from_list_file(list_path: str, extensions: tuple[str, ...]) -> Iterator[ImageSource]:
+def _file(path: str, name: str, extensions: tuple[str, ...]) -> Iterator[Listed]:
+    """A file named explicitly: a tar shard's image members, or the file itself whatever its
+    extension (the user asked for it)."""
+    from .tarshards import is_tar_path, list_tar
+
+    stat = os.stat(path)
+    identity = (stat.st_dev, stat.st_ino)
+    if is_tar_path(path):
+        # A shard given twice is read once; inside it, members are distinct records (by offset).
+        for member in list_tar(path, extensions):
+            yield member, (*identity, member.offset)
+        return
+    yield ImageSource(path, name, path, stat.st_size), identity
+
+
+def _from_list_file(list_path: str, extensions: tuple[str, ...]) -> Iterator[Listed]:
     """Paths in a list file, one per line; relative ones are relative to the list file's folder.
 
-    Blank lines and lines starting with ``#`` are ignored. Listed directories are walked.
+    Blank lines and lines starting with ``#`` are ignored. Listed directories are walked and listed
+    tar shards read.
     """
     try:
         with open(list_path, encoding="utf-8") as handle:
@@ -121,14 +160,19 @@ def _from_list_file(list_path: str, extensions: tuple[str, ...]) -> Iterator[Ima
         if os.path.isdir(path):
             yield from _walk(path, extensions)
         elif os.path.isfile(path):
-            yield ImageSource(path, entry, path, 0)
+            yield from _file(path, entry, extensions)
         else:
             raise ChanstatsError(f"{list_path}:{number}: {entry}: no such file")
 
 
-def _walk(root: str, extensions: tuple[str, ...]) -> Iterator[ImageSource]:
-    """Image files under ``root``, sorted by the bytes of their path relative to ``root``."""
-    names: list[str] = []
+def _walk(root: str, extensions: tuple[str, ...]) -> list[Listed]:
+    """Image files under ``root``, sorted by the bytes of their path relative to ``root``.
+
+    One ``stat`` per image (for its size and identity, through the cached ``DirEntry.stat``) and
+    none per rejected entry: ``scandir``'s file types answer ``is_dir``/``is_file`` without a
+    system call except for symlinks.
+    """
+    found: list[tuple[bytes, str, os.DirEntry]] = []
     visited: set[tuple[int, int]] = set()
     stack = [""]
     while stack:
@@ -142,18 +186,91 @@ def _walk(root: str, extensions: tuple[str, ...]) -> Iterator[ImageSource]:
             continue  # a symlink loop or a second link to a folder already walked
         visited.add((stat.st_dev, stat.st_ino))
         try:
-            entries = list(os.scandir(directory))
+            with os.scandir(directory) as iterator:
+                entries = list(iterator)
         except OSError as error:
             raise ChanstatsError(f"{directory}: cannot list folder: {error.strerror or error}") from None
+        prefix = relative_dir + "/" if relative_dir else ""
         for entry in entries:
-            if entry.name.startswith("."):
+            name = entry.name
+            if name[0] == ".":
                 continue
-            relative = f"{relative_dir}/{entry.name}" if relative_dir else entry.name
             if entry.is_dir():
-                stack.append(relative)
-            elif entry.is_file() and has_image_extension(entry.name, extensions):
-                names.append(relative)
-    names.sort(key=os.fsencode)
-    for name in names:
-        path = os.path.join(root, name)
-        yield ImageSource(path, name, path, 0)
+                stack.append(prefix + name)
+            elif name.lower().endswith(extensions) and entry.is_file():
+                relative = prefix + name
+                found.append((os.fsencode(relative), relative, entry))
+    found.sort(key=_first)
+    listed: list[Listed] = []
+    append = listed.append
+    for _, name, entry in found:
+        try:
+            stat = entry.stat()
+        except OSError:
+            continue  # removed (or its link target removed) while listing
+        path = entry.path
+        append((ImageSource(path, name, path, stat.st_size), (stat.st_dev, stat.st_ino)))
+    return listed
+
+
+def _first(item: tuple) -> bytes:
+    return item[0]
+
+
+def has_brace_pattern(text: str) -> bool:
+    """Whether ``text`` holds a ``{a,b}`` or ``{000..146}`` group (WebDataset shard notation)."""
+    return _BRACE.search(text) is not None
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """Expand shell-style brace groups, left to right, as WebDataset writes shard lists.
+
+    ``{000..003}`` is a numeric range that keeps the zero padding of its bounds; ``{a,b}`` a list.
+    Several groups multiply out, the first group varying slowest.
+
+    >>> expand_braces("train-{000..002}.tar")
+    ['train-000.tar', 'train-001.tar', 'train-002.tar']
+    >>> expand_braces("{a,b}/x-{8..10}.tar")
+    ['a/x-8.tar', 'a/x-9.tar', 'a/x-10.tar', 'b/x-8.tar', 'b/x-9.tar', 'b/x-10.tar']
+    """
+    match = _BRACE.search(pattern)
+    if match is None:
+        return [pattern]
+    head, tail = pattern[: match.start()], pattern[match.end() :]
+    body = match.group(1)
+    numeric = _RANGE.fullmatch(body)
+    if numeric:
+        low_text, high_text = numeric.group(1), numeric.group(2)
+        low, high = int(low_text), int(high_text)
+        if high < low:
+            raise ChanstatsError(f"{pattern}: empty range {{{body}}}")
+        if high - low >= 10_000_000:
+            raise ChanstatsError(f"{pattern}: range {{{body}}} is too long")
+        # bash's rule: a bound written with a leading zero pads every value to the wider bound.
+        padded = any(len(text) > 1 and text.startswith("0") for text in (low_text, high_text))
+        width = max(len(low_text), len(high_text)) if padded else 0
+        choices = [f"{value:0{width}d}" for value in range(low, high + 1)]
+    else:
+        choices = body.split(",")
+        if len(choices) < 2:
+            raise ChanstatsError(f"{pattern}: {{{body}}} is neither a range {{000..009}} nor a list {{a,b}}")
+    return [head + choice + rest for choice in choices for rest in expand_braces(tail)]
+
+
+_BRACE = re.compile(r"\{([^{}]*(?:,|\.\.)[^{}]*)\}")
+_RANGE = re.compile(r"(\d+)\.\.(\d+)")
+
+
+def read_source(source: ImageSource) -> str | bytes:
+    """What :func:`chanstats.decode.decode` should open: the file's path, or a tar member's bytes.
+
+    Raises :class:`~chanstats.errors.BadImageError` for a member that listing found unusable (a
+    link, a device, too large) or that can no longer be read.
+    """
+    if source.problem is not None:
+        raise BadImageError(source.display, source.problem)
+    if source.offset < 0:
+        return source.path
+    from .tarshards import read_member
+
+    return read_member(source)
