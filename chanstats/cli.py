@@ -58,20 +58,23 @@ def _csv_list(value: str) -> list[str]:
               help="BatchNorm momentum: a number, or 'none' for torch's cumulative average (default: 0.1 torch, 0.99 keras).")
 @click.option("--convention", type=click.Choice(["torch", "keras"]), default="torch", show_default=True,
               help="torch: running = (1-m)·running + m·batch, unbiased var; keras: moving = m·moving + (1-m)·batch, biased var.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the batch shuffle.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the batch shuffle (and of --sample).")
 @click.option("--no-shuffle", is_flag=True, help="Batch in listing order instead of a seeded shuffle.")
 @click.option("--drop-last", is_flag=True, help="Drop the last partial batch, like DataLoader(drop_last=True).")
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
               help="fail: list every bad image and exit 2; skip: leave them out and list them in the output.")
 @click.option("--max-bad", default=None, metavar="N|P%", help="With --on-error skip: fail when more than N images (or P% of them) are bad.")
+@click.option("--sample", default=None, metavar="N|P%",
+              help="Measure a seeded random subset of N images (or P% of them), seed --seed, and report 95% confidence intervals.")
 @click.option("--workers", type=int, default=None, help="Worker processes (default: all cores; 0: in this process).")
 @click.option("-q", "--quiet", is_flag=True, help="No summary or progress bar on stderr.")
 def compute(paths, output, fmt, mode, extensions, batch_size, momentum, convention, seed, no_shuffle, drop_last,
-            on_error, max_bad, workers, quiet):
+            on_error, max_bad, sample, workers, quiet):
     """Compute exact per-channel mean/std of the images under PATHS.
 
-    PATHS are folders (searched recursively, hidden entries skipped), image files, or @list.txt
-    files with one path per line (relative to the list file). The config goes to stdout or -o;
+    PATHS are folders (searched recursively, hidden entries skipped), image files, @list.txt
+    files with one path per line (relative to the list file), or tar shards (.tar, .tar.gz; a
+    pattern such as 'train-{000000..000146}.tar' is expanded), read in archive order. The config goes to stdout or -o;
     a summary table and a paste-ready Normalize line go to stderr.
     """
     from .pipeline import compute as compute_statistics
@@ -91,6 +94,7 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
         on_error=on_error,
         max_bad=max_bad,
         workers=workers,
+        sample=sample,
         progress=not quiet and sys.stderr.isatty(),
     )
     text = dumps(result.to_dict(), fmt or (format_for_path(output) if output else "json"))

@@ -16,6 +16,7 @@ from .measure import Measurement, Measurer
 from .moments import ChannelStats, FloatMoments, IntegerMoments, MomentsTable
 from .report import Result
 from .running import RunningSettings, simulate
+from .sampling import SampleSpec, cluster_intervals, cluster_table, describe, sample_indices
 from .sources import IMAGE_EXTENSIONS, ImageSource, fingerprint, list_images, normalize_extensions
 
 ON_ERROR = ("fail", "skip")
@@ -99,6 +100,7 @@ def compute(
     max_bad: str | int | None = None,
     workers: int | None = None,
     progress: bool = False,
+    sample: str | int | None = None,
 ) -> Result:
     """Exact per-channel statistics of the images under ``paths``, and BatchNorm's running estimate.
 
@@ -106,6 +108,8 @@ def compute(
     ``"RGB"`` (torchvision's loader), ``"L"`` or ``"keep"``. The result's ``mean``/``std`` are on the
     [0, 1] scale with ddof 0, ready for ``transforms.Normalize``. Bad images raise
     :class:`~chanstats.errors.BadImagesError` listing each, unless ``on_error="skip"``.
+    ``sample``: measure only a seeded random subset (``500`` images or ``"10%"``, seed ``seed``);
+    the result then carries confidence intervals (:mod:`chanstats.sampling`).
 
     >>> result = compute("examples/images", workers=0)  # doctest: +SKIP
     >>> result.mean, result.std  # doctest: +SKIP
@@ -117,8 +121,13 @@ def compute(
     budget = ErrorBudget.parse(max_bad)
     extensions = normalize_extensions(extensions)
     settings = running_settings(convention, momentum, batch_size, shuffle, seed, drop_last)
+    sample_spec = SampleSpec.parse(sample)
 
-    sources = list_images(paths, extensions)
+    listing = list_images(paths, extensions)
+    sources = listing
+    if sample_spec is not None:
+        # Sampled before anything is read; the fingerprint still identifies the whole listing.
+        sources = [listing[i] for i in sample_indices(len(listing), sample_spec.size(len(listing)), seed)]
     outcomes = measure_all(sources, Measurer(mode), workers=workers, progress=progress)
     good, bad = _split(outcomes, sources)
     _apply_error_policy(bad, len(sources), on_error, budget)
@@ -143,6 +152,12 @@ def compute(
         "seed": settings.seed,
         "drop_last": settings.drop_last,
     }
+    sampled = None
+    if sample_spec is not None:
+        options["sample"] = str(sample_spec)
+        clusters = cluster_table([measurement.rows for _, measurement in good], len(pixel_format.channels))
+        bounds = (0.0, 1.0) if method == "integer" else None
+        sampled = describe(sample_spec, cluster_intervals(clusters, len(listing), bounds=bounds), seed)
     return Result(
         version=__version__,
         channels=pixel_format.channels,
@@ -153,11 +168,12 @@ def compute(
         exact_method=method,
         running=running,
         options=options,
-        fingerprint=fingerprint(sources),
+        fingerprint=fingerprint(listing),
         skipped=[(sources[i].display, error.reason) for i, error in bad],
         dropped_alpha=sum(1 for _, m in good if m.dropped_alpha),
         table=table,
         sources=[sources[i] for i, _ in good],
+        sample=sampled,
     )
 
 

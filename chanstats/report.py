@@ -43,6 +43,9 @@ class Result:
     dropped_alpha: int = 0
     table: MomentsTable | None = field(default=None, repr=False)
     sources: list[ImageSource] = field(default_factory=list, repr=False)
+    # Set when only a seeded random subset was measured (--sample): its size and confidence
+    # intervals, see chanstats.sampling.describe. ``exact`` is then exact for that subset.
+    sample: dict[str, Any] | None = None
 
     @property
     def mean(self) -> list[float]:
@@ -58,7 +61,7 @@ class Result:
         exact = self.exact
         running = self.running
         settings = running.settings
-        return {
+        data = {
             "chanstats": self.version,
             "channels": list(self.channels),
             "scale": self.scale,
@@ -99,6 +102,9 @@ class Result:
             "fingerprint": self.fingerprint,
             "skipped": [{"path": path, "error": error} for path, error in self.skipped],
         }
+        if self.sample is not None:
+            data["sample"] = self.sample
+        return data
 
     def dumps(self, fmt: str = "json") -> str:
         return dumps(self.to_dict(), fmt)
@@ -211,7 +217,26 @@ def summary(result: Result) -> str:
     if result.skipped:
         lines.append(f"skipped {len(result.skipped)} bad images:")
         lines.extend(f"  {path}: {error}" for path, error in result.skipped)
+    if result.sample is not None:
+        lines.extend(_sample_lines(result))
     mean = ", ".join(f"{v:.6g}" for v in exact.mean)
     std = ", ".join(f"{v:.6g}" for v in exact.std)
     lines.append(f"transforms.Normalize(mean=[{mean}], std=[{std}])")
     return "\n".join(lines)
+
+
+def _sample_lines(result: Result) -> list[str]:
+    sample = result.sample or {}
+    lines = [
+        f"sampled: {sample['images']} of {sample['of']} images ({sample['fraction']:.2%}, seed {sample['seed']}); "
+        f"the numbers above are exact for the sample"
+    ]
+    ci = sample.get("ci") or {}
+    if ci.get("mean") is None:
+        lines.append("  (no confidence interval from fewer than 2 images)")
+        return lines
+    level = f"{sample['level']:.0%}"
+    for c, name in enumerate(result.channels):
+        (mean_lo, mean_hi), (std_lo, std_hi) = ci["mean"][c], ci["std"][c]
+        lines.append(f"  {name:<6} {level} CI mean [{mean_lo:.6f}, {mean_hi:.6f}]  std [{std_lo:.6f}, {std_hi:.6f}]")
+    return lines
