@@ -42,11 +42,14 @@ def is_tar_path(path: str) -> bool:
     return path.lower().endswith(TAR_SUFFIXES)
 
 
-def list_tar(path: str, extensions: tuple[str, ...], max_member_bytes: int = MAX_MEMBER_BYTES) -> list[ImageSource]:
+def list_tar(path: str, extensions: tuple[str, ...], max_member_bytes: int | None = None) -> list[ImageSource]:
     """The image members of the tar shard at ``path``, in archive order.
 
-    Raises :class:`ChanstatsError` naming the shard when it is not a readable plain or gzip tar.
+    ``max_member_bytes`` defaults to :data:`MAX_MEMBER_BYTES`. Raises :class:`ChanstatsError`
+    naming the shard when it is not a readable plain or gzip tar.
     """
+    if max_member_bytes is None:
+        max_member_bytes = MAX_MEMBER_BYTES
     compressed = _is_gzip(path)
     members: list[ImageSource] = []
     try:
