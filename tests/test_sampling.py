@@ -1,0 +1,148 @@
+"""--sample: seeded subsets and cluster confidence intervals whose coverage is checked by simulation.
+
+Reference t quantiles are scipy.stats.t.ppf values."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from chanstats.errors import ChanstatsError
+from chanstats.moments import MomentsTable
+from chanstats.pipeline import compute
+from chanstats.sampling import SampleSpec, cluster_intervals, sample_indices, t_quantile
+
+
+def population(size: int = 3000, channels: int = 3, seed: int = 7) -> MomentsTable:
+    """Per-image moments with strong between-image variation: pixel counts from 50 to 5000,
+    image means from a skewed Beta, one channel's mean tied to image size (so a per-image average
+    would be biased), within-image stds from 0.02 to 0.25."""
+    rng = np.random.default_rng(seed)
+    count = rng.integers(50, 5000, size)
+    mean = rng.beta(2, 5, (size, channels))
+    mean[:, 1] = np.clip(mean[:, 1] + 0.3 * count / 5000, 0, 1)
+    std = rng.uniform(0.02, 0.25, (size, channels))
+    return MomentsTable(count.astype(np.int64), mean, std**2 * count[:, None])
+
+
+def truth(table: MomentsTable) -> tuple[np.ndarray, np.ndarray]:
+    pooled = table.totals()
+    return pooled.mean, np.sqrt(pooled.m2 / pooled.pixels)
+
+
+@pytest.mark.parametrize("k", [100, 600])
+def test_intervals_cover_the_truth_at_close_to_the_nominal_rate(k):
+    table = population()
+    true_mean, true_std = truth(table)
+    seeds = 400
+    covered_mean = np.zeros(table.channels)
+    covered_std = np.zeros(table.channels)
+    for seed in range(seeds):
+        intervals = cluster_intervals(table.take(sample_indices(len(table), k, seed)), len(table))
+        covered_mean += [lo <= m <= hi for (lo, hi), m in zip(intervals.mean_ci, true_mean)]
+        covered_std += [lo <= s <= hi for (lo, hi), s in zip(intervals.std_ci, true_std)]
+    rates = np.concatenate([covered_mean, covered_std]) / seeds
+    assert np.all((rates >= 0.90) & (rates <= 0.99)), rates
+
+
+def test_a_per_pixel_interval_would_be_far_too_narrow():
+    # Why clusters: treating the sampled pixels as independent gives a much shorter interval.
+    table = population()
+    sample = table.take(sample_indices(len(table), 100, seed=1))
+    intervals = cluster_intervals(sample, len(table))
+    pixels = sample.count.sum()
+    per_pixel_half_width = 1.96 * np.array(intervals.std) / np.sqrt(pixels)
+    cluster_half_width = np.array([(hi - lo) / 2 for lo, hi in intervals.mean_ci])
+    assert np.all(cluster_half_width > 10 * per_pixel_half_width)
+
+
+def test_point_estimates_are_the_pooled_sample_statistics_and_a_census_is_exact():
+    table = population(size=200)
+    true_mean, true_std = truth(table)
+    census = cluster_intervals(table.take(sample_indices(200, 200, seed=3)), 200)
+    assert np.allclose(census.mean, true_mean, rtol=1e-12) and np.allclose(census.std, true_std, rtol=1e-12)
+    for (lo, hi), m in zip(census.mean_ci, census.mean):
+        assert lo == pytest.approx(m, abs=1e-15) and hi == pytest.approx(m, abs=1e-15)
+    single = cluster_intervals(table.take(np.array([5])), 200)
+    assert single.mean_ci is None and single.std_ci is None
+
+
+def test_sample_indices_are_seeded_sorted_and_nested():
+    small, large = sample_indices(1000, 50, seed=4), sample_indices(1000, 200, seed=4)
+    assert small.tolist() == sorted(set(small.tolist())) and len(small) == 50
+    assert set(small.tolist()) <= set(large.tolist())
+    assert sample_indices(1000, 50, seed=4).tolist() == small.tolist()
+    assert sample_indices(1000, 50, seed=5).tolist() != small.tolist()
+
+
+def test_sample_spec_parsing():
+    assert SampleSpec.parse("10%").size(25) == 3  # 2.5 rounds half up
+    assert SampleSpec.parse("0.1%").size(10) == 1  # at least one image
+    assert SampleSpec.parse("100%").size(7) == 7
+    assert SampleSpec.parse("50").size(7) == 7
+    assert str(SampleSpec.parse("12.5%")) == "12.5%"
+    for bad in ["0", "-3", "0%", "101%", "ten", "1.5"]:
+        with pytest.raises(ChanstatsError, match="--sample"):
+            SampleSpec.parse(bad)
+
+
+def test_t_quantile_against_known_values():
+    assert t_quantile(0.975, 1) == pytest.approx(12.706204736, rel=1e-9)
+    assert t_quantile(0.975, 2) == pytest.approx(4.302652730, rel=1e-9)
+    assert t_quantile(0.975, 29) == pytest.approx(2.045229642, rel=1e-9)
+    assert t_quantile(0.975, 1000) == pytest.approx(1.962339081, rel=1e-9)
+    assert t_quantile(0.975, 1001) == pytest.approx(1.96233670528088, rel=1e-9)  # Cornish-Fisher side
+    assert t_quantile(0.975, 5000) == pytest.approx(1.96043855170651, rel=1e-9)
+    assert t_quantile(0.025, 10) == -t_quantile(0.975, 10)
+
+
+def write_images(root: Path, count: int) -> Path:
+    rng = np.random.default_rng(0)
+    root.mkdir()
+    for i in range(count):
+        level = int(rng.integers(20, 230))
+        array = np.clip(rng.normal(level, 20, size=(8, 10, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(array).save(root / f"{i:03d}.png")
+    return root
+
+
+def test_compute_with_sample_measures_exactly_the_sampled_images(tmp_path):
+    root = write_images(tmp_path / "data", 30)
+    sampled = compute(str(root), sample="10", seed=2, workers=0)
+    chosen = sample_indices(30, 10, seed=2)
+    listed = [f"{i:03d}.png" for i in chosen]
+    assert [s.name for s in sampled.sources] == listed
+    direct = compute([str(root / name) for name in listed], workers=0)
+    assert sampled.mean == direct.mean and sampled.std == direct.std
+    assert sampled.fingerprint == compute(str(root), workers=0).fingerprint  # the whole listing's
+    block = sampled.to_dict()["sample"]
+    assert (block["images"], block["of"], block["seed"], block["level"]) == (10, 30, 2, 0.95)
+    for (lo, hi), mean in zip(block["ci"]["mean"], sampled.mean):
+        assert 0 <= lo < mean < hi <= 1
+    assert "sample" not in compute(str(root), workers=0).to_dict()
+
+
+def test_cli_sample_output_is_marked_and_reproducible(tmp_path):
+    root = write_images(tmp_path / "data", 24)
+    script = Path(sys.executable).with_name("chanstats")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "chanstats"]
+    runs = [
+        subprocess.run([*command, "compute", str(root), "--sample", "25%", "--seed", "9", "--workers", str(w)],
+                       capture_output=True, text=True, timeout=300)
+        for w in (0, 2)
+    ]
+    assert all(run.returncode == 0 for run in runs), runs[0].stderr
+    assert runs[0].stdout == runs[1].stdout
+    config = json.loads(runs[0].stdout)
+    assert config["sample"]["images"] == 6 and config["sample"]["of"] == 24
+    assert config["options"]["sample"] == "25%" and config["count"]["images"] == 6
+    assert "sampled: 6 of 24 images" in runs[0].stderr and "95% CI mean" in runs[0].stderr
+    bad = subprocess.run([*command, "compute", str(root), "--sample", "0%"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "Error: --sample '0%'" in bad.stderr
