@@ -253,3 +253,43 @@ def test_cli_reads_shards_from_a_pattern_and_records_member_names(tmp_path):
     failed = run_cli("compute", str(tmp_path / "s-0.tar"), str(tmp_path / "s-1.tar.gz"))
     assert failed.returncode == 2 and f"{tmp_path}/s-1.tar.gz::000003.png: not an image" in failed.stderr
     assert "Traceback" not in failed.stderr
+
+
+@pytest.mark.parametrize("tar_format", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+@pytest.mark.parametrize("compression", ["", "gz"])
+def test_fast_header_reader_agrees_with_tarfile(tmp_path, tar_format, compression):
+    shard = tmp_path / ("s.tar.gz" if compression else "s.tar")
+    long_folder = "d" * 120  # ustar splits it into prefix + name; GNU and pax use extension headers
+    with tarfile.open(shard, f"w:{compression}" if compression else "w", format=tar_format) as archive:
+        folder = tarfile.TarInfo("class/")
+        folder.type = tarfile.DIRTYPE
+        archive.addfile(folder)
+        add_file(archive, "class/a.png", b"a" * 700)
+        add_file(archive, f"{long_folder}/b.png", b"b" * 3)
+        add_special(archive, "class/link.png", tarfile.SYMTYPE, "a.png")
+        add_file(archive, "class/empty.png", b"")
+        add_file(archive, "z.jpg", b"z" * 512)
+        if tar_format != tarfile.USTAR_FORMAT:
+            add_file(archive, "n" * 150 + ".png", b"long")  # too long for ustar at all
+    compressed = bool(compression)
+    with tarfile.open(shard) as reference:
+        expected = [(m.name, m.type, m.size, m.offset_data, m.linkname) for m in reference]
+    assert [tuple(h) for h in tarshards.scan_headers(str(shard), compressed)] == expected
+    assert [tuple(h) for h in tarshards._tarfile_headers(str(shard), compressed)] == expected
+    opener = tarshards.gzip.open if compressed else open
+    with opener(shard, "rb") as stream:
+        fast = tarshards._fast_headers(stream)
+    # The fast reader handles plain ustar itself and defers extension headers to tarfile.
+    assert (fast is not None) == (tar_format == tarfile.USTAR_FORMAT)
+
+
+def test_fast_header_reader_takes_gnu_and_v7_archives_with_short_names(tmp_path):
+    for tar_format in (tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT):
+        shard = tmp_path / f"s{tar_format}.tar"
+        with tarfile.open(shard, "w", format=tar_format) as archive:
+            add_file(archive, "a/1.png", b"1" * 600)
+            add_file(archive, "a/2.png", b"2")
+        with open(shard, "rb") as stream:
+            fast = tarshards._fast_headers(stream)
+        assert fast is not None
+        assert [(h.name, h.size, h.offset) for h in fast] == [("a/1.png", 600, 512), ("a/2.png", 1, 512 + 512 + 1024)]
