@@ -13,6 +13,7 @@ from .decode import PixelFormat, check_mode
 from .engine import measure_all
 from .errors import BadImagesError, ChanstatsError, NoImagesError
 from .measure import Measurement, Measurer
+from .per_image import PerImage
 from .moments import ChannelStats, FloatMoments, IntegerMoments, MomentsTable
 from .report import Result
 from .running import RunningSettings, simulate
@@ -99,6 +100,7 @@ def compute(
     max_bad: str | int | None = None,
     workers: int | None = None,
     progress: bool = False,
+    listing: bool = False,
 ) -> Result:
     """Exact per-channel statistics of the images under ``paths``, and BatchNorm's running estimate.
 
@@ -106,6 +108,8 @@ def compute(
     ``"RGB"`` (torchvision's loader), ``"L"`` or ``"keep"``. The result's ``mean``/``std`` are on the
     [0, 1] scale with ddof 0, ready for ``transforms.Normalize``. Bad images raise
     :class:`~chanstats.errors.BadImagesError` listing each, unless ``on_error="skip"``.
+    ``listing=True`` also records every file's relative name and size in the config, so that
+    ``chanstats check`` can count added and removed files, not only see that the list changed.
 
     >>> result = compute("examples/images", workers=0)  # doctest: +SKIP
     >>> result.mean, result.std  # doctest: +SKIP
@@ -143,6 +147,8 @@ def compute(
         "seed": settings.seed,
         "drop_last": settings.drop_last,
     }
+    if listing:  # only when asked, so default configs keep their bytes
+        options["listing"] = True
     return Result(
         version=__version__,
         channels=pixel_format.channels,
@@ -158,6 +164,10 @@ def compute(
         dropped_alpha=sum(1 for _, m in good if m.dropped_alpha),
         table=table,
         sources=[sources[i] for i, _ in good],
+        per_image=PerImage.from_measurements(
+            ((sources[i].display, m.width, m.height, m.rows) for i, m in good), len(pixel_format.channels)
+        ),
+        listing=[(source.name, source.size) for source in sources] if listing else None,
     )
 
 
