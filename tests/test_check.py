@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from chanstats.cli import cli
-from issue6_images import exact_mean_std, write_constant, write_dataset
+from .issue6_images import exact_mean_std, write_constant, write_dataset
 
 
 @pytest.fixture()

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from chanstats.cli import cli
-from issue6_images import exact_mean_std, write_dataset
+from .issue6_images import exact_mean_std, write_dataset
 
 BATCH_SIZES, MOMENTA, SEEDS = (2, 3), ("0.1", "0.01", "none"), (0, 1)
 

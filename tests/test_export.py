@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from torchvision.transforms import v2
 
 from chanstats.cli import cli
-from issue6_images import exact_mean_std, write_dataset
+from .issue6_images import exact_mean_std, write_dataset
 
 
 @pytest.fixture(scope="module")
