@@ -17,6 +17,7 @@ from .moments import ChannelStats, FloatMoments, IntegerMoments, MomentsTable
 from .report import Result
 from .running import RunningSettings, simulate
 from .sources import IMAGE_EXTENSIONS, ImageSource, fingerprint, list_images, normalize_extensions
+from .transforms import resolve as resolve_transform
 
 ON_ERROR = ("fail", "skip")
 DEFAULT_MOMENTUM = "default"
@@ -99,6 +100,10 @@ def compute(
     max_bad: str | int | None = None,
     workers: int | None = None,
     progress: bool = False,
+    transform: str | list | None = None,
+    epochs: int = 1,
+    resize: int | None = None,
+    center_crop: int | None = None,
 ) -> Result:
     """Exact per-channel statistics of the images under ``paths``, and BatchNorm's running estimate.
 
@@ -106,6 +111,13 @@ def compute(
     ``"RGB"`` (torchvision's loader), ``"L"`` or ``"keep"``. The result's ``mean``/``std`` are on the
     [0, 1] scale with ddof 0, ready for ``transforms.Normalize``. Bad images raise
     :class:`~chanstats.errors.BadImagesError` listing each, unless ``on_error="skip"``.
+
+    ``transform`` (a YAML/JSON spec file, a list of ``torchvision.transforms.v2`` steps, or
+    ``module:attr`` / ``file.py:attr``) and the ``resize``/``center_crop`` shorthands (applied
+    first) give the statistics of what the model sees: each image passes ``epochs`` times, every
+    random draw seeded by ``(seed, epoch, index)``. Output that stays PIL/uint8/uint16 is measured
+    exactly (``exact_method == "integer"``, [0, 1] scale); float output in float64, in its own
+    units (``"float64"``). ``compute(result.options.pop("inputs"), **result.options)`` replays a run.
 
     >>> result = compute("examples/images", workers=0)  # doctest: +SKIP
     >>> result.mean, result.std  # doctest: +SKIP
@@ -117,9 +129,17 @@ def compute(
     budget = ErrorBudget.parse(max_bad)
     extensions = normalize_extensions(extensions)
     settings = running_settings(convention, momentum, batch_size, shuffle, seed, drop_last)
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ChanstatsError(f"--epochs must be a positive integer, got {epochs!r}")
+    spec, recorded_transform = resolve_transform(transform, resize=resize, center_crop=center_crop)
+    if spec is not None:
+        spec.build()  # a bad spec fails here, once, before any image is read
 
     sources = list_images(paths, extensions)
-    outcomes = measure_all(sources, Measurer(mode), workers=workers, progress=progress)
+    measurer = Measurer(mode, spec, epochs, settings.seed)
+    outcomes = measure_all(
+        sources, measurer, workers=workers, progress=progress, start_method="forkserver" if spec is not None else None
+    )
     good, bad = _split(outcomes, sources)
     _apply_error_policy(bad, len(sources), on_error, budget)
     if not good:
@@ -127,9 +147,10 @@ def compute(
     pixel_format = _single_format(good, sources)
 
     exact, method = _exact_statistics(good, pixel_format)
-    rows = [row for _, measurement in good for row in measurement.rows]
+    # Epoch-major, as training visits them: all images of epoch 0, then of epoch 1, ...
+    rows = [measurement.rows[epoch] for epoch in range(epochs) for _, measurement in good]
     table = MomentsTable.from_rows(rows, len(pixel_format.channels))
-    running = simulate(table, settings)
+    running = simulate(table, settings, epochs=epochs)
     options: dict[str, Any] = {
         "inputs": paths,
         "mode": mode,
@@ -142,6 +163,10 @@ def compute(
         "shuffle": settings.shuffle,
         "seed": settings.seed,
         "drop_last": settings.drop_last,
+        "transform": recorded_transform,
+        "resize": resize,
+        "center_crop": center_crop,
+        "epochs": epochs,
     }
     return Result(
         version=__version__,
