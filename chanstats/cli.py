@@ -58,19 +58,25 @@ def _csv_list(value: str) -> list[str]:
               help="BatchNorm momentum: a number, or 'none' for torch's cumulative average (default: 0.1 torch, 0.99 keras).")
 @click.option("--convention", type=click.Choice(["torch", "keras"]), default="torch", show_default=True,
               help="torch: running = (1-m)·running + m·batch, unbiased var; keras: moving = m·moving + (1-m)·batch, biased var.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the batch shuffle.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the batch shuffle and of random augmentations.")
 @click.option("--no-shuffle", is_flag=True, help="Batch in listing order instead of a seeded shuffle.")
 @click.option("--drop-last", is_flag=True, help="Drop the last partial batch, like DataLoader(drop_last=True).")
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
               help="fail: list every bad image and exit 2; skip: leave them out and list them in the output.")
 @click.option("--max-bad", default=None, metavar="N|P%", help="With --on-error skip: fail when more than N images (or P% of them) are bad.")
 @click.option("--workers", type=int, default=None, help="Worker processes (default: all cores; 0: in this process).")
+@click.option("--transform", default=None, metavar="SPEC",
+              help="Training transform: a YAML/JSON list of torchvision.transforms.v2 steps, or module:attr / file.py:attr.")
+@click.option("--resize", type=click.IntRange(min=1), default=None, metavar="N", help="Resize(N) before any --transform.")
+@click.option("--center-crop", type=click.IntRange(min=1), default=None, metavar="N", help="CenterCrop(N) after --resize, before any --transform.")
+@click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Pass every image this many times, with fresh random draws (samples = images × epochs).")
 @click.option("-q", "--quiet", is_flag=True, help="No summary or progress bar on stderr.")
 @click.option("--per-image", "per_image", type=click.Path(dir_okay=False), metavar="FILE.csv",
               help="Also write one CSV row per image: path, width, height, per-channel mean and std ([0,1] scale, ddof 0).")
 @click.option("--listing", is_flag=True, help="Record every file's relative name and size in the config, so `check` can count added/removed files.")
 def compute(paths, output, fmt, mode, extensions, batch_size, momentum, convention, seed, no_shuffle, drop_last,
-            on_error, max_bad, workers, quiet, per_image, listing):
+            on_error, max_bad, workers, transform, resize, center_crop, epochs, quiet, per_image, listing):
     """Compute exact per-channel mean/std of the images under PATHS.
 
     PATHS are folders (searched recursively, hidden entries skipped), image files, or @list.txt
@@ -95,7 +101,11 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
         max_bad=max_bad,
         workers=workers,
         progress=not quiet and sys.stderr.isatty(),
-        **({"listing": True} if listing else {}),
+        transform=transform,
+        epochs=epochs,
+        resize=resize,
+        center_crop=center_crop,
+        listing=listing,
     )
     text = dumps(result.to_dict(), fmt or (format_for_path(output) if output else "json"))
     if output:

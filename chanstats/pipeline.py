@@ -18,6 +18,7 @@ from .moments import ChannelStats, FloatMoments, IntegerMoments, MomentsTable
 from .report import Result
 from .running import RunningSettings, simulate
 from .sources import IMAGE_EXTENSIONS, ImageSource, fingerprint, list_images, normalize_extensions
+from .transforms import resolve as resolve_transform
 
 ON_ERROR = ("fail", "skip")
 DEFAULT_MOMENTUM = "default"
@@ -100,6 +101,10 @@ def compute(
     max_bad: str | int | None = None,
     workers: int | None = None,
     progress: bool = False,
+    transform: str | list | None = None,
+    epochs: int = 1,
+    resize: int | None = None,
+    center_crop: int | None = None,
     listing: bool = False,
 ) -> Result:
     """Exact per-channel statistics of the images under ``paths``, and BatchNorm's running estimate.
@@ -111,6 +116,13 @@ def compute(
     ``listing=True`` also records every file's relative name and size in the config, so that
     ``chanstats check`` can count added and removed files, not only see that the list changed.
 
+    ``transform`` (a YAML/JSON spec file, a list of ``torchvision.transforms.v2`` steps, or
+    ``module:attr`` / ``file.py:attr``) and the ``resize``/``center_crop`` shorthands (applied
+    first) give the statistics of what the model sees: each image passes ``epochs`` times, every
+    random draw seeded by ``(seed, epoch, index)``. Output that stays PIL/uint8/uint16 is measured
+    exactly (``exact_method == "integer"``, [0, 1] scale); float output in float64, in its own
+    units (``"float64"``). ``compute(result.options.pop("inputs"), **result.options)`` replays a run.
+
     >>> result = compute("examples/images", workers=0)  # doctest: +SKIP
     >>> result.mean, result.std  # doctest: +SKIP
     """
@@ -121,9 +133,17 @@ def compute(
     budget = ErrorBudget.parse(max_bad)
     extensions = normalize_extensions(extensions)
     settings = running_settings(convention, momentum, batch_size, shuffle, seed, drop_last)
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ChanstatsError(f"--epochs must be a positive integer, got {epochs!r}")
+    spec, recorded_transform = resolve_transform(transform, resize=resize, center_crop=center_crop)
+    if spec is not None:
+        spec.build()  # a bad spec fails here, once, before any image is read
 
     sources = list_images(paths, extensions)
-    outcomes = measure_all(sources, Measurer(mode), workers=workers, progress=progress)
+    measurer = Measurer(mode, spec, epochs, settings.seed)
+    outcomes = measure_all(
+        sources, measurer, workers=workers, progress=progress, start_method="forkserver" if spec is not None else None
+    )
     good, bad = _split(outcomes, sources)
     _apply_error_policy(bad, len(sources), on_error, budget)
     if not good:
@@ -131,9 +151,10 @@ def compute(
     pixel_format = _single_format(good, sources)
 
     exact, method = _exact_statistics(good, pixel_format)
-    rows = [row for _, measurement in good for row in measurement.rows]
+    # Epoch-major, as training visits them: all images of epoch 0, then of epoch 1, ...
+    rows = [measurement.rows[epoch] for epoch in range(epochs) for _, measurement in good]
     table = MomentsTable.from_rows(rows, len(pixel_format.channels))
-    running = simulate(table, settings)
+    running = simulate(table, settings, epochs=epochs)
     options: dict[str, Any] = {
         "inputs": paths,
         "mode": mode,
@@ -146,6 +167,10 @@ def compute(
         "shuffle": settings.shuffle,
         "seed": settings.seed,
         "drop_last": settings.drop_last,
+        "transform": recorded_transform,
+        "resize": resize,
+        "center_crop": center_crop,
+        "epochs": epochs,
     }
     if listing:  # only when asked, so default configs keep their bytes
         options["listing"] = True
