@@ -58,7 +58,7 @@ def _csv_list(value: str) -> list[str]:
               help="BatchNorm momentum: a number, or 'none' for torch's cumulative average (default: 0.1 torch, 0.99 keras).")
 @click.option("--convention", type=click.Choice(["torch", "keras"]), default="torch", show_default=True,
               help="torch: running = (1-m)·running + m·batch, unbiased var; keras: moving = m·moving + (1-m)·batch, biased var.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the batch shuffle (and of --sample).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the batch shuffle, of random augmentations and of --sample.")
 @click.option("--no-shuffle", is_flag=True, help="Batch in listing order instead of a seeded shuffle.")
 @click.option("--drop-last", is_flag=True, help="Drop the last partial batch, like DataLoader(drop_last=True).")
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
@@ -67,9 +67,18 @@ def _csv_list(value: str) -> list[str]:
 @click.option("--sample", default=None, metavar="N|P%",
               help="Measure a seeded random subset of N images (or P% of them), seed --seed, and report 95% confidence intervals.")
 @click.option("--workers", type=int, default=None, help="Worker processes (default: all cores; 0: in this process).")
+@click.option("--transform", default=None, metavar="SPEC",
+              help="Training transform: a YAML/JSON list of torchvision.transforms.v2 steps, or module:attr / file.py:attr.")
+@click.option("--resize", type=click.IntRange(min=1), default=None, metavar="N", help="Resize(N) before any --transform.")
+@click.option("--center-crop", type=click.IntRange(min=1), default=None, metavar="N", help="CenterCrop(N) after --resize, before any --transform.")
+@click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Pass every image this many times, with fresh random draws (samples = images × epochs).")
 @click.option("-q", "--quiet", is_flag=True, help="No summary or progress bar on stderr.")
+@click.option("--per-image", "per_image", type=click.Path(dir_okay=False), metavar="FILE.csv",
+              help="Also write one CSV row per image: path, width, height, per-channel mean and std ([0,1] scale, ddof 0).")
+@click.option("--listing", is_flag=True, help="Record every file's relative name and size in the config, so `check` can count added/removed files.")
 def compute(paths, output, fmt, mode, extensions, batch_size, momentum, convention, seed, no_shuffle, drop_last,
-            on_error, max_bad, sample, workers, quiet):
+            on_error, max_bad, sample, workers, transform, resize, center_crop, epochs, quiet, per_image, listing):
     """Compute exact per-channel mean/std of the images under PATHS.
 
     PATHS are folders (searched recursively, hidden entries skipped), image files, @list.txt
@@ -96,16 +105,153 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
         workers=workers,
         sample=sample,
         progress=not quiet and sys.stderr.isatty(),
+        transform=transform,
+        epochs=epochs,
+        resize=resize,
+        center_crop=center_crop,
+        listing=listing,
     )
     text = dumps(result.to_dict(), fmt or (format_for_path(output) if output else "json"))
     if output:
         write_atomic(output, text)
     else:
         click.echo(text, nl=False)
+    if per_image and result.per_image is not None:
+        write_atomic(per_image, result.per_image.to_csv(result.channels))
     if not quiet:
         click.echo(summary(result), err=True)
+        atypical = result.per_image.atypical_summary(result.channels) if result.per_image is not None else ""
+        if atypical:
+            click.echo(atypical, err=True)
         if output:
             click.echo(f"wrote {output}", err=True)
+        if per_image:
+            click.echo(f"wrote {per_image}", err=True)
+
+
+EXIT_CHECK_FAILED = 1
+
+
+@cli.command()
+@click.argument("paths", nargs=-1)
+@click.option("--against", "config_path", required=True, type=click.Path(dir_okay=False), metavar="CONFIG",
+              help="The config (JSON/YAML) written by `chanstats compute`; its recorded options are replayed.")
+@click.option("--tolerance", type=click.FloatRange(min=0), default=0.01, show_default=True,
+              help="Largest allowed |new − old| of any channel's mean or std, on the [0,1] scale (0.01 ≈ 2.55 grey levels).")
+@click.option("--workers", type=int, default=None, help="Worker processes (default: all cores; 0: in this process).")
+def check(paths, config_path, tolerance, workers):
+    """Recompute PATHS (default: the config's recorded inputs) and compare with CONFIG.
+
+    Exit 0 when every channel's mean and std are within --tolerance, 1 on drift, 2 on usage or
+    input errors. Reports old/new/delta per channel and whether the file list changed.
+    """
+    from .check import check as run_check
+    from .report import read_config
+
+    config = read_config(config_path)
+    report, _ = run_check(list(paths), config, tolerance=tolerance, workers=workers,
+                          progress=sys.stderr.isatty(), source=config_path)
+    click.echo(report.format())
+    if not report.passed:
+        sys.exit(EXIT_CHECK_FAILED)
+
+
+def _int_list(value: str, name: str) -> list[int]:
+    try:
+        return [int(v) for v in _csv_list(value)]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected comma-separated integers", param_hint=name) from None
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--batch-size", "batch_sizes", default="16,64,256", show_default=True, help="Comma-separated batch sizes.")
+@click.option("--momentum", "momenta", default="0.1,0.01,none", show_default=True,
+              help="Comma-separated momenta in each convention's own meaning; 'none' = torch cumulative average; 'default' = 0.1 torch / 0.99 keras.")
+@click.option("--convention", "conventions", default="torch", show_default=True, help="Comma-separated: torch, keras.")
+@click.option("--seeds", default="0", show_default=True, help="Comma-separated shuffle seeds.")
+@click.option("--no-shuffle", is_flag=True, help="Batch in listing order (then one seed).")
+@click.option("--drop-last", is_flag=True, help="Drop each epoch's last partial batch.")
+@click.option("--mode", type=click.Choice(["RGB", "L", "keep"]), default="RGB", show_default=True, help="Decoding mode, as in compute.")
+@click.option("--ext", "extensions", default=None, metavar="EXTS", help="Comma-separated image extensions, as in compute.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), metavar="FILE", help="Write the raw rows (one per combination and channel) as CSV.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), metavar="FILE.png",
+              help="Draw each estimate's trajectory over batches against the exact value (needs the 'plot' extra: matplotlib).")
+@click.option("--workers", type=int, default=None, help="Worker processes (default: all cores; 0: in this process).")
+def compare(paths, batch_sizes, momenta, conventions, seeds, no_shuffle, drop_last, mode, extensions, csv_path, plot_path, workers):
+    """How far BatchNorm's running mean/std land from the exact values, for every combination.
+
+    One decoding pass; every (convention, batch size, momentum, seed) is simulated from the
+    per-image moments. Prints running mean/std per channel with absolute and relative gaps.
+    """
+    from .compare import combinations
+    from .compare import compare as run_compare
+    from .pipeline import compute as compute_statistics
+    from .report import write_atomic
+    from .sources import IMAGE_EXTENSIONS
+
+    if plot_path:
+        from .plot import require_matplotlib
+
+        require_matplotlib()  # before the pass, not after minutes of decoding
+    settings, notes = combinations(
+        _csv_list(conventions), _int_list(batch_sizes, "--batch-size"), _csv_list(momenta), _int_list(seeds, "--seeds"),
+        shuffle=not no_shuffle, drop_last=drop_last,
+    )
+    result = compute_statistics(
+        list(paths), mode=mode, extensions=_csv_list(extensions) if extensions is not None else IMAGE_EXTENSIONS,
+        workers=workers, progress=sys.stderr.isatty(),
+    )
+    comparison = run_compare(result, settings, notes=notes, trajectory=bool(plot_path))
+    click.echo(comparison.table())
+    if csv_path:
+        write_atomic(csv_path, comparison.to_csv())
+        click.echo(f"wrote {csv_path}", err=True)
+    if plot_path:
+        from .plot import plot_png
+
+        write_atomic(plot_path, plot_png(comparison))
+        click.echo(f"wrote {plot_path}", err=True)
+
+
+@cli.command()
+@click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
+@click.option("--to", "fmt", required=True, type=click.Choice(["torchvision", "timm", "hf", "albumentations", "mmengine", "keras", "bn-state", "json", "yaml"]),
+              help="Target framework or format.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write here instead of stdout (required for bn-state).")
+@click.option("--eps", type=float, default=1e-5, show_default=True, help="bn-state: the BatchNorm2d eps to compensate for.")
+def export(config_path, fmt, output, eps):
+    """Render CONFIG's exact mean/std for a training framework.
+
+    torchvision/timm/hf/keras take [0,1]-scale values; mmengine raw 0-255 (RGB order,
+    bgr_to_rgb=True); albumentations [0,1] with max_pixel_value; bn-state is a torch state_dict for
+    nn.BatchNorm2d(C, affine=False) whose eval output equals Normalize(mean, std).
+    """
+    from .export import export as render
+    from .report import read_config, write_atomic
+
+    content = render(read_config(config_path), fmt, eps=eps)
+    if output:
+        write_atomic(output, content)
+        click.echo(f"wrote {output}", err=True)
+    elif isinstance(content, bytes):
+        raise click.UsageError(f"--to {fmt} is binary (torch.save): give -o FILE.pt")
+    else:
+        click.echo(content, nl=False)
+
+
+@cli.command()
+@click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
+def show(config_path):
+    """Print CONFIG as the human summary table (the one compute prints)."""
+    from .report import config_summary, read_config
+
+    config = read_config(config_path)
+    try:
+        text = config_summary(config)
+    except (KeyError, TypeError, ValueError, IndexError) as error:
+        raise ChanstatsError(f"{config_path}: incomplete config ({error!r})") from None
+    click.echo(text)
 
 
 def main() -> None:

@@ -40,14 +40,17 @@ _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 @dataclass(frozen=True)
 class PixelFormat:
-    """What a decoded image's pixels are: channel names and the value of full scale."""
+    """What a decoded image's pixels are: channel names and the value of full scale (1 for the
+    float output of a transform, measured in its own units)."""
 
     channels: tuple[str, ...]
     scale: int
 
     @property
     def label(self) -> str:
-        """``"RGB 8-bit"``, ``"L 16-bit"``: used in messages about mixed formats."""
+        """``"RGB 8-bit"``, ``"L 16-bit"``, ``"RGB float"``: used in messages about mixed formats."""
+        if self.scale == 1:
+            return f"{''.join(self.channels)} float"
         bits = 16 if self.scale == 65535 else 8
         return f"{''.join(self.channels)} {bits}-bit"
 

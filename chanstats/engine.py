@@ -41,12 +41,14 @@ def measure_all(
     workers: int | None = None,
     chunk_size: int = CHUNK_SIZE,
     progress: bool = False,
+    start_method: str | None = None,
 ) -> Iterator[tuple[int, Outcome]]:
     """Yield ``(index, measurement or BadImageError)`` for every source, in listing order.
 
     ``workers=0`` measures in this process (for debugging and tiny inputs); ``None`` means all
     cores. Bad images are yielded, not raised, so the caller can apply its error policy after
-    seeing all of them.
+    seeing all of them. ``start_method="forkserver"`` starts workers from a clean process: what a
+    transform needs, since the parent has imported torch by then (see :func:`_context`).
     """
     if workers is None:
         workers = default_workers()
@@ -57,7 +59,7 @@ def measure_all(
         if workers == 0 or len(sources) <= chunk_size:
             chunks = (_measure_chunk(measure, sources[i : i + chunk_size], i) for i in range(0, len(sources), chunk_size))
         else:
-            chunks = _parallel_chunks(sources, measure, workers, chunk_size)
+            chunks = _parallel_chunks(sources, measure, workers, chunk_size, start_method)
         for chunk in chunks:
             for item in chunk:
                 yield item
@@ -69,11 +71,11 @@ def measure_all(
 
 
 def _parallel_chunks(
-    sources: Sequence[ImageSource], measure: MeasureFn, workers: int, chunk_size: int
+    sources: Sequence[ImageSource], measure: MeasureFn, workers: int, chunk_size: int, start_method: str | None = None
 ) -> Iterator[list[tuple[int, Outcome]]]:
     starts = iter(range(0, len(sources), chunk_size))
     pending: deque[Future] = deque()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_context()) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_context(start_method)) as pool:
 
         def submit_next() -> None:
             start = next(starts, None)
@@ -98,11 +100,19 @@ def _measure_chunk(measure: MeasureFn, chunk: Sequence[ImageSource], start: int)
     return results
 
 
-def _context() -> multiprocessing.context.BaseContext:
+def _context(start_method: str | None = None) -> multiprocessing.context.BaseContext:
     # fork starts workers in milliseconds; it is safe here because the parent has not started
-    # any threads that a child could inherit in a locked state (torch is imported lazily, in
-    # the workers, when a transform needs it).
+    # any threads that a child could inherit in a locked state. A transform imports torch in the
+    # parent (to check the spec), after which fork is not safe (OpenMP/intra-op thread pools):
+    # such runs ask for forkserver, a clean process that preloads torchvision once and forks
+    # the workers from there.
     methods = multiprocessing.get_all_start_methods()
+    if start_method == "forkserver" and "forkserver" in methods:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["torchvision.transforms.v2", "chanstats.measure"])
+        return context
+    if start_method is not None and start_method != "fork":
+        return multiprocessing.get_context("spawn")
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 

@@ -8,10 +8,22 @@ K epochs gives K samples.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from .decode import PixelFormat, decode
-from .moments import FloatMoments, IntegerMoments, integer_sample_row
+from .errors import BadSpecError
+from .moments import (
+    FloatMoments,
+    IntegerMoments,
+    float_moments_of,
+    integer_moments_from_histogram,
+    integer_moments_of,
+    integer_sample_row,
+)
 from .sources import ImageSource, read_source
+from .transforms import TransformSpec
 
 SampleRow = tuple[int, list[float], list[float]]  # (pixels per channel, mean, M2) in model units
 
@@ -34,19 +46,120 @@ class Measurement:
 
 @dataclass(frozen=True)
 class Measurer:
-    """Decodes an image under ``mode`` and measures it; picklable, so workers can run it."""
+    """Decodes an image under ``mode`` and measures it; picklable, so workers can run it.
+
+    With a ``transform``, each of the ``epochs`` samples is the transform applied to the decoded
+    (PIL) image with every random draw seeded from ``(seed, epoch, index)``; the pipeline itself
+    is built lazily, once per process, from the spec.
+    """
 
     mode: str = "RGB"
+    transform: TransformSpec | None = None
+    epochs: int = 1
+    seed: int = 0
 
     def __call__(self, index: int, source: ImageSource) -> Measurement:
         decoded = decode(read_source(source), self.mode, source.display)
-        moments = decoded.moments()
         width, height = decoded.size
+        if self.transform is None:
+            moments = decoded.moments()
+            samples = [(decoded.format, moments, integer_sample_row(moments, decoded.format.scale))] * self.epochs
+        else:
+            samples = self._transformed(index, source, decoded)
+        formats = {fmt for fmt, _, _ in samples}
+        if len(formats) > 1:
+            kinds = ", ".join(sorted(fmt.label for fmt in formats))
+            raise BadSpecError(f"{source.display}: the transform gave different kinds of output across epochs ({kinds})")
         return Measurement(
-            format=decoded.format,
+            format=samples[0][0],
             width=width,
             height=height,
             dropped_alpha=decoded.dropped_alpha,
-            moments=[moments],
-            rows=[integer_sample_row(moments, decoded.format.scale)],
+            moments=[moments for _, moments, _ in samples],
+            rows=[row for _, _, row in samples],
         )
+
+    def _transformed(self, index: int, source: ImageSource, decoded) -> list[tuple[PixelFormat, Any, SampleRow]]:
+        from .transforms import seeded, single_threaded
+
+        pipeline = self.transform.build()  # type: ignore[union-attr]
+        samples = []
+        with single_threaded():
+            for epoch in range(self.epochs):
+                with seeded(self.seed, epoch, index):
+                    try:
+                        output = pipeline(decoded.image.copy())
+                    except Exception as error:  # the spec, not the image, is at fault
+                        detail = " ".join(str(error).split()) or type(error).__name__
+                        raise BadSpecError(f"transform failed on {source.display} (epoch {epoch}): {detail}") from None
+                samples.append(measure_output(output, decoded.format, source.display))
+        return samples
+
+
+_NAMES_BY_COUNT = {1: ("L",), 2: ("L", "A"), 3: ("R", "G", "B"), 4: ("R", "G", "B", "A")}
+FLOAT_SCALE = 1  # float output is measured in its own units
+
+
+def measure_output(output: Any, input_format: PixelFormat, shown: str) -> tuple[PixelFormat, Any, SampleRow]:
+    """Moments of one transform output: PIL images and uint8/uint16 arrays stay exact (integers),
+    float tensors/arrays get float64 two-pass moments.
+
+    Tensors are channels-first, ``(C, H, W)`` or with leading dimensions (e.g. stacked crops,
+    all pooled); numpy arrays channels-last ``(H, W, C)``, as PIL gives them; 2-D means one channel.
+    """
+    from PIL import Image
+
+    if isinstance(output, Image.Image):
+        return _measure_pil(output, input_format, shown)
+    if isinstance(output, np.ndarray):
+        pixels = output if output.ndim == 3 else output.reshape(*output.shape[:2], 1) if output.ndim == 2 else None
+        if pixels is None:
+            raise BadSpecError(f"{shown}: the transform returned a {output.ndim}-D array; expected (H, W) or (H, W, C)")
+        return _measure_array(pixels, input_format, shown)
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        tensor = output.detach().cpu()
+        if tensor.ndim < 2:
+            raise BadSpecError(f"{shown}: the transform returned a {tensor.ndim}-D tensor; expected (C, H, W)")
+        if tensor.ndim == 2:
+            tensor = tensor.unsqueeze(0)
+        pixels = tensor.movedim(-3, -1).reshape(-1, 1, tensor.shape[-3]).contiguous().numpy()
+        return _measure_array(pixels, input_format, shown)
+    raise BadSpecError(
+        f"{shown}: the transform returned a {type(output).__name__}; it must end in one image "
+        "(PIL image, tensor or array), e.g. end the spec with ToImage"
+    )
+
+
+def _channel_names(count: int, input_format: PixelFormat) -> tuple[str, ...]:
+    if count == len(input_format.channels):
+        return input_format.channels
+    return _NAMES_BY_COUNT.get(count, tuple(f"c{i}" for i in range(count)))
+
+
+def _measure_pil(image, input_format: PixelFormat, shown: str) -> tuple[PixelFormat, Any, SampleRow]:
+    if image.mode in ("L", "LA", "RGB", "RGBA"):
+        bins = np.asarray(image.histogram(), dtype=np.int64).reshape(len(image.mode), 256)
+        moments = integer_moments_from_histogram(bins)
+        fmt = PixelFormat(_channel_names(len(image.mode), input_format), 255)
+        return fmt, moments, integer_sample_row(moments, 255)
+    if image.mode.startswith("I;16"):
+        return _measure_array(np.asarray(image, dtype=np.uint16)[:, :, None], input_format, shown)
+    if image.mode in ("F", "I"):
+        return _measure_array(np.asarray(image)[:, :, None], input_format, shown)
+    raise BadSpecError(f"{shown}: the transform returned a PIL image in mode {image.mode}; convert it to RGB or L")
+
+
+def _measure_array(pixels: np.ndarray, input_format: PixelFormat, shown: str) -> tuple[PixelFormat, Any, SampleRow]:
+    names = _channel_names(pixels.shape[-1], input_format)
+    if pixels.dtype in (np.uint8, np.uint16):
+        scale = 255 if pixels.dtype == np.uint8 else 65535
+        moments = integer_moments_of(pixels)
+        return PixelFormat(names, scale), moments, integer_sample_row(moments, scale)
+    if pixels.dtype.kind in "fiu":
+        moments = float_moments_of(pixels)
+        if not np.all(np.isfinite(moments.mean)) or not np.all(np.isfinite(moments.m2)):
+            raise BadSpecError(f"{shown}: the transform output holds NaN or infinite values")
+        return PixelFormat(names, FLOAT_SCALE), moments, (moments.pixels, moments.mean.tolist(), moments.m2.tolist())
+    raise BadSpecError(f"{shown}: the transform returned {pixels.dtype} pixels; expected uint8, uint16 or float")

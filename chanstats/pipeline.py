@@ -13,11 +13,13 @@ from .decode import PixelFormat, check_mode
 from .engine import measure_all
 from .errors import BadImagesError, ChanstatsError, NoImagesError
 from .measure import Measurement, Measurer
+from .per_image import PerImage
 from .moments import ChannelStats, FloatMoments, IntegerMoments, MomentsTable
 from .report import Result
 from .running import RunningSettings, simulate
 from .sampling import SampleSpec, cluster_intervals, cluster_table, describe, sample_indices
 from .sources import IMAGE_EXTENSIONS, ImageSource, fingerprint, list_images, normalize_extensions
+from .transforms import resolve as resolve_transform
 
 ON_ERROR = ("fail", "skip")
 DEFAULT_MOMENTUM = "default"
@@ -100,6 +102,11 @@ def compute(
     max_bad: str | int | None = None,
     workers: int | None = None,
     progress: bool = False,
+    transform: str | list | None = None,
+    epochs: int = 1,
+    resize: int | None = None,
+    center_crop: int | None = None,
+    listing: bool = False,
     sample: str | int | None = None,
 ) -> Result:
     """Exact per-channel statistics of the images under ``paths``, and BatchNorm's running estimate.
@@ -111,6 +118,16 @@ def compute(
     ``sample``: measure only a seeded random subset (``500`` images or ``"10%"``, seed ``seed``);
     the result then carries confidence intervals (:mod:`chanstats.sampling`).
 
+    ``listing=True`` also records every file's relative name and size in the config, so that
+    ``chanstats check`` can count added and removed files, not only see that the list changed.
+
+    ``transform`` (a YAML/JSON spec file, a list of ``torchvision.transforms.v2`` steps, or
+    ``module:attr`` / ``file.py:attr``) and the ``resize``/``center_crop`` shorthands (applied
+    first) give the statistics of what the model sees: each image passes ``epochs`` times, every
+    random draw seeded by ``(seed, epoch, index)``. Output that stays PIL/uint8/uint16 is measured
+    exactly (``exact_method == "integer"``, [0, 1] scale); float output in float64, in its own
+    units (``"float64"``). ``compute(result.options.pop("inputs"), **result.options)`` replays a run.
+
     >>> result = compute("examples/images", workers=0)  # doctest: +SKIP
     >>> result.mean, result.std  # doctest: +SKIP
     """
@@ -121,14 +138,22 @@ def compute(
     budget = ErrorBudget.parse(max_bad)
     extensions = normalize_extensions(extensions)
     settings = running_settings(convention, momentum, batch_size, shuffle, seed, drop_last)
-    sample_spec = SampleSpec.parse(sample)
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ChanstatsError(f"--epochs must be a positive integer, got {epochs!r}")
+    spec, recorded_transform = resolve_transform(transform, resize=resize, center_crop=center_crop)
+    if spec is not None:
+        spec.build()  # a bad spec fails here, once, before any image is read
 
-    listing = list_images(paths, extensions)
-    sources = listing
+    sample_spec = SampleSpec.parse(sample)
+    everything = list_images(paths, extensions)
+    sources = everything
     if sample_spec is not None:
         # Sampled before anything is read; the fingerprint still identifies the whole listing.
-        sources = [listing[i] for i in sample_indices(len(listing), sample_spec.size(len(listing)), seed)]
-    outcomes = measure_all(sources, Measurer(mode), workers=workers, progress=progress)
+        sources = [everything[i] for i in sample_indices(len(everything), sample_spec.size(len(everything)), seed)]
+    measurer = Measurer(mode, spec, epochs, settings.seed)
+    outcomes = measure_all(
+        sources, measurer, workers=workers, progress=progress, start_method="forkserver" if spec is not None else None
+    )
     good, bad = _split(outcomes, sources)
     _apply_error_policy(bad, len(sources), on_error, budget)
     if not good:
@@ -136,9 +161,10 @@ def compute(
     pixel_format = _single_format(good, sources)
 
     exact, method = _exact_statistics(good, pixel_format)
-    rows = [row for _, measurement in good for row in measurement.rows]
+    # Epoch-major, as training visits them: all images of epoch 0, then of epoch 1, ...
+    rows = [measurement.rows[epoch] for epoch in range(epochs) for _, measurement in good]
     table = MomentsTable.from_rows(rows, len(pixel_format.channels))
-    running = simulate(table, settings)
+    running = simulate(table, settings, epochs=epochs)
     options: dict[str, Any] = {
         "inputs": paths,
         "mode": mode,
@@ -151,13 +177,19 @@ def compute(
         "shuffle": settings.shuffle,
         "seed": settings.seed,
         "drop_last": settings.drop_last,
+        "transform": recorded_transform,
+        "resize": resize,
+        "center_crop": center_crop,
+        "epochs": epochs,
     }
+    if listing:  # only when asked, so default configs keep their bytes
+        options["listing"] = True
     sampled = None
     if sample_spec is not None:
         options["sample"] = str(sample_spec)
         clusters = cluster_table([measurement.rows for _, measurement in good], len(pixel_format.channels))
         bounds = (0.0, 1.0) if method == "integer" else None
-        sampled = describe(sample_spec, cluster_intervals(clusters, len(listing), bounds=bounds), seed)
+        sampled = describe(sample_spec, cluster_intervals(clusters, len(everything), bounds=bounds), seed)
     return Result(
         version=__version__,
         channels=pixel_format.channels,
@@ -168,12 +200,16 @@ def compute(
         exact_method=method,
         running=running,
         options=options,
-        fingerprint=fingerprint(listing),
+        fingerprint=fingerprint(everything),
         skipped=[(sources[i].display, error.reason) for i, error in bad],
         dropped_alpha=sum(1 for _, m in good if m.dropped_alpha),
         table=table,
         sources=[sources[i] for i, _ in good],
         sample=sampled,
+        per_image=PerImage.from_measurements(
+            ((sources[i].display, m.width, m.height, m.rows) for i, m in good), len(pixel_format.channels)
+        ),
+        listing=[(source.name, source.size) for source in everything] if listing else None,
     )
 
 

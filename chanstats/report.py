@@ -7,6 +7,7 @@ and options give the same bytes.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Any
 
 from .errors import ChanstatsError
 from .moments import ChannelStats, MomentsTable
+from .per_image import PerImage
 from .running import RunningEstimate
 from .sources import ImageSource
 
@@ -43,6 +45,8 @@ class Result:
     dropped_alpha: int = 0
     table: MomentsTable | None = field(default=None, repr=False)
     sources: list[ImageSource] = field(default_factory=list, repr=False)
+    per_image: PerImage | None = field(default=None, repr=False)
+    listing: list[tuple[str, int]] | None = field(default=None, repr=False)
     # Set when only a seeded random subset was measured (--sample): its size and confidence
     # intervals, see chanstats.sampling.describe. ``exact`` is then exact for that subset.
     sample: dict[str, Any] | None = None
@@ -101,6 +105,7 @@ class Result:
             "options": self.options,
             "fingerprint": self.fingerprint,
             "skipped": [{"path": path, "error": error} for path, error in self.skipped],
+            **({"listing": [[name, size] for name, size in self.listing]} if self.listing is not None else {}),
         }
         if self.sample is not None:
             data["sample"] = self.sample
@@ -148,15 +153,16 @@ def _json_text(value: Any, indent: str) -> str:
     return json.dumps(value, allow_nan=False)
 
 
-def write_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half."""
+def write_atomic(path: str, text: str | bytes) -> None:
+    """Write ``text`` (or bytes) to ``path`` so that readers see the old file or the new one, never half."""
     directory = os.path.dirname(os.path.abspath(path))
     try:
         handle, temporary = tempfile.mkstemp(prefix=".chanstats-", suffix=".tmp", dir=directory)
     except OSError as error:
         raise ChanstatsError(f"{path}: cannot write: {error.strerror or error}") from None
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        binary = isinstance(text, bytes)
+        with os.fdopen(handle, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as stream:
             stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
@@ -193,40 +199,53 @@ def read_config(path: str) -> dict[str, Any]:
 
 def summary(result: Result) -> str:
     """The human table: exact vs running per channel, then a paste-ready Normalize line."""
-    exact, running = result.exact, result.running
-    settings = running.settings
-    unit = "[0,1] scale" if result.exact_method == "integer" else "pipeline output units"
+    return config_summary(result.to_dict())
+
+
+def config_summary(config: dict[str, Any]) -> str:
+    """:func:`summary` of a config as written (``chanstats show`` reads it back from a file)."""
+    exact, running, count = config["exact"], config.get("running") or {}, config.get("count") or {}
+    channels = config.get("channels") or [str(c) for c in range(len(exact["mean"]))]
+    unit = "[0,1] scale" if exact.get("method", "integer") == "integer" else "pipeline output units"
+    pixels = count.get("pixels")
     lines = [
-        f"chanstats {result.version}: {result.images} images, {result.samples} samples, "
-        f"{exact.pixels:,} pixels per channel ({unit}, std ddof 0)",
+        f"chanstats {config.get('chanstats')}: {count.get('images')} images, {count.get('samples')} samples, "
+        f"{pixels:,} pixels per channel ({unit}, std ddof 0)" if isinstance(pixels, int) else
+        f"chanstats {config.get('chanstats')}: {count.get('images')} images ({unit}, std ddof 0)",
         f"{'channel':<8} {'mean':>10} {'std':>10} {'run mean':>10} {'run std':>10} {'gap mean':>10} {'gap std':>10}",
     ]
-    for c, name in enumerate(result.channels):
+    run_mean = running.get("mean") or [math.nan] * len(channels)
+    run_std = running.get("std") or [math.nan] * len(channels)
+    for c, name in enumerate(channels):
+        mean, std = exact["mean"][c], exact["std"][c]
         lines.append(
-            f"{name:<8} {exact.mean[c]:>10.6f} {exact.std[c]:>10.6f} {running.mean[c]:>10.6f} "
-            f"{running.std[c]:>10.6f} {running.mean[c] - exact.mean[c]:>+10.6f} {running.std[c] - exact.std[c]:>+10.6f}"
+            f"{name:<8} {mean:>10.6f} {std:>10.6f} {run_mean[c]:>10.6f} "
+            f"{run_std[c]:>10.6f} {run_mean[c] - mean:>+10.6f} {run_std[c] - std:>+10.6f}"
         )
-    momentum = "none (cumulative)" if settings.cumulative else f"{settings.effective_momentum:g}"
-    order = f"shuffled, seed {settings.seed}" if settings.shuffle else "listing order"
-    lines.append(
-        f"running: BatchNorm {settings.convention} convention, momentum {momentum}, batch size "
-        f"{settings.batch_size}, {running.batches} batches ({order})"
-    )
-    if result.dropped_alpha:
-        lines.append(f"note: {result.dropped_alpha} images had transparency; --mode {result.options.get('mode')} dropped it")
-    if result.skipped:
-        lines.append(f"skipped {len(result.skipped)} bad images:")
-        lines.extend(f"  {path}: {error}" for path, error in result.skipped)
-    if result.sample is not None:
-        lines.extend(_sample_lines(result))
-    mean = ", ".join(f"{v:.6g}" for v in exact.mean)
-    std = ", ".join(f"{v:.6g}" for v in exact.std)
+    if running:
+        momentum = running.get("momentum")
+        momentum = "none (cumulative)" if momentum in (None, "none") else f"{float(momentum):g}"
+        order = f"shuffled, seed {running.get('seed')}" if running.get("shuffle") else "listing order"
+        lines.append(
+            f"running: BatchNorm {running.get('convention')} convention, momentum {momentum}, batch size "
+            f"{running.get('batch_size')}, {running.get('batches')} batches ({order})"
+        )
+    if count.get("dropped_alpha"):
+        mode = (config.get("options") or {}).get("mode")
+        lines.append(f"note: {count['dropped_alpha']} images had transparency; --mode {mode} dropped it")
+    skipped = config.get("skipped") or []
+    if skipped:
+        lines.append(f"skipped {len(skipped)} bad images:")
+        lines.extend(f"  {item['path']}: {item['error']}" for item in skipped)
+    if config.get("sample") is not None:
+        lines.extend(_sample_lines(config["sample"], channels))
+    mean = ", ".join(f"{v:.6g}" for v in exact["mean"])
+    std = ", ".join(f"{v:.6g}" for v in exact["std"])
     lines.append(f"transforms.Normalize(mean=[{mean}], std=[{std}])")
     return "\n".join(lines)
 
 
-def _sample_lines(result: Result) -> list[str]:
-    sample = result.sample or {}
+def _sample_lines(sample: dict[str, Any], channels: list[str]) -> list[str]:
     lines = [
         f"sampled: {sample['images']} of {sample['of']} images ({sample['fraction']:.2%}, seed {sample['seed']}); "
         f"the numbers above are exact for the sample"
@@ -236,7 +255,7 @@ def _sample_lines(result: Result) -> list[str]:
         lines.append("  (no confidence interval from fewer than 2 images)")
         return lines
     level = f"{sample['level']:.0%}"
-    for c, name in enumerate(result.channels):
+    for c, name in enumerate(channels):
         (mean_lo, mean_hi), (std_lo, std_hi) = ci["mean"][c], ci["std"][c]
         lines.append(f"  {name:<6} {level} CI mean [{mean_lo:.6f}, {mean_hi:.6f}]  std [{std_lo:.6f}, {std_hi:.6f}]")
     return lines

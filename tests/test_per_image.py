@@ -1,0 +1,53 @@
+"""`compute --per-image`: the CSV against numpy on the files, and the atypical-images summary."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from chanstats.cli import cli
+from .issue6_images import pixels_01, write_constant, write_dataset
+
+
+def test_csv_matches_numpy(tmp_path):
+    paths = write_dataset(tmp_path / "data", count=7)
+    # a greyscale and a palette image: the CSV is what torchvision's RGB loader sees
+    grey = tmp_path / "data" / "grey.png"
+    Image.fromarray(np.arange(60, dtype=np.uint8).reshape(6, 10) * 4, "L").save(grey)
+    palette = tmp_path / "data" / "palette.png"
+    Image.open(paths[0]).convert("P").save(palette)
+    paths = sorted(paths + [grey, palette], key=lambda p: p.name.encode())
+    out = tmp_path / "per_image.csv"
+    result = CliRunner().invoke(cli, ["compute", str(tmp_path / "data"), "--per-image", str(out), "--workers", "0", "-q"])
+    assert result.exit_code == 0, result.output
+    with open(out, newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert list(rows[0]) == ["path", "width", "height", "mean_R", "mean_G", "mean_B", "std_R", "std_G", "std_B"]
+    assert [r["path"] for r in rows] == [str(p) for p in paths]
+    for row, path, pixels in zip(rows, paths, pixels_01(paths)):
+        height, width, _ = pixels.shape
+        assert (int(row["width"]), int(row["height"])) == (width, height)
+        for c, name in enumerate("RGB"):
+            assert float(row[f"mean_{name}"]) == pytest.approx(pixels[..., c].mean(), abs=1e-12)
+            assert float(row[f"std_{name}"]) == pytest.approx(pixels[..., c].std(), abs=1e-12)
+
+
+def test_atypical_images_are_named(tmp_path):
+    write_dataset(tmp_path / "data", count=12, spread=20)
+    write_constant(tmp_path / "data" / "blank.png", 0, size=(12, 10))
+    result = CliRunner().invoke(cli, ["compute", str(tmp_path / "data"), "--workers", "0", "-o", str(tmp_path / "c.json")])
+    assert result.exit_code == 0, result.output
+    section = result.output.split("most atypical images", 1)[1].splitlines()[1:]
+    assert "blank.png" in section[0] and "z " in section[0]
+    assert float(section[0].split()[1]) < -3.5  # darker than the rest
+
+
+def test_no_atypical_section_when_nothing_stands_out(tmp_path):
+    write_dataset(tmp_path / "data", count=10, spread=5)
+    result = CliRunner().invoke(cli, ["compute", str(tmp_path / "data"), "--workers", "0", "-o", str(tmp_path / "c.json")])
+    assert result.exit_code == 0
+    assert "most atypical" not in result.output
