@@ -4,10 +4,7 @@ Reference t quantiles are scipy.stats.t.ppf values."""
 
 from __future__ import annotations
 
-import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +15,8 @@ from chanstats.errors import ChanstatsError
 from chanstats.moments import MomentsTable
 from chanstats.pipeline import compute
 from chanstats.sampling import SampleSpec, cluster_intervals, sample_indices, t_quantile
+
+from .conftest import run_cli
 
 
 def population(size: int = 3000, channels: int = 3, seed: int = 7) -> MomentsTable:
@@ -131,18 +130,34 @@ def test_compute_with_sample_measures_exactly_the_sampled_images(tmp_path):
 
 def test_cli_sample_output_is_marked_and_reproducible(tmp_path):
     root = write_images(tmp_path / "data", 24)
-    script = Path(sys.executable).with_name("chanstats")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "chanstats"]
-    runs = [
-        subprocess.run([*command, "compute", str(root), "--sample", "25%", "--seed", "9", "--workers", str(w)],
-                       capture_output=True, text=True, timeout=300)
-        for w in (0, 2)
-    ]
+    runs = [run_cli("compute", str(root), "--sample", "25%", "--seed", "9", "--workers", str(w)) for w in (0, 2)]
     assert all(run.returncode == 0 for run in runs), runs[0].stderr
     assert runs[0].stdout == runs[1].stdout
     config = json.loads(runs[0].stdout)
     assert config["sample"]["images"] == 6 and config["sample"]["of"] == 24
     assert config["options"]["sample"] == "25%" and config["count"]["images"] == 6
     assert "sampled: 6 of 24 images" in runs[0].stderr and "95% CI mean" in runs[0].stderr
-    bad = subprocess.run([*command, "compute", str(root), "--sample", "0%"], capture_output=True, text=True)
+    bad = run_cli("compute", str(root), "--sample", "0%")
     assert bad.returncode == 2 and "Error: --sample '0%'" in bad.stderr
+
+
+def test_an_image_seen_over_several_epochs_is_still_one_cluster(tmp_path):
+    # A deterministic transform seen twice doubles every cluster's totals; the ratio estimator
+    # and its variance are unchanged (K samples of one image are not K independent draws).
+    root = write_images(tmp_path / "data", 20)
+    once = compute(str(root), sample="8", resize=6, workers=0)
+    twice = compute(str(root), sample="8", resize=6, epochs=2, workers=0)
+    assert twice.samples == 2 * once.samples == 16
+    for key in ("mean", "std"):
+        for a, b in zip(once.sample["ci"][key], twice.sample["ci"][key]):
+            assert a == pytest.approx(b, rel=1e-12, abs=1e-15)
+
+
+def test_show_prints_the_intervals_of_a_sampled_config(tmp_path):
+    root = write_images(tmp_path / "data", 12)
+    config = tmp_path / "stats.json"
+    compute(str(root), sample="50%", workers=0).write(str(config))
+    shown = run_cli("show", str(config))
+    assert shown.returncode == 0, shown.stderr
+    assert "sampled: 6 of 12 images" in shown.stdout + shown.stderr
+    assert "95% CI mean" in shown.stdout + shown.stderr

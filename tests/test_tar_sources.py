@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -19,6 +16,8 @@ from chanstats.decode import decode
 from chanstats.errors import BadImageError, BadImagesError, ChanstatsError
 from chanstats.pipeline import compute
 from chanstats.sources import expand_braces, fingerprint, list_images, read_source
+
+from .conftest import run_cli
 
 
 def png_bytes(array: np.ndarray) -> bytes:
@@ -62,12 +61,6 @@ def write_folder(root: Path, members: dict[str, bytes]) -> Path:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(data)
     return root
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    script = Path(sys.executable).with_name("chanstats")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "chanstats"]
-    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=300)
 
 
 def test_members_in_archive_order_images_only(tmp_path):
