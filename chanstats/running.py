@@ -1,0 +1,248 @@
+"""What a first ``BatchNorm2d`` layer's running averages would estimate on the same data.
+
+Exact semantics (all arithmetic in float64):
+
+* Batches. Each epoch is shuffled on its own, like a ``DataLoader(shuffle=True)`` epoch, with
+  ``np.random.default_rng([seed, epoch]).permutation(epoch_len)`` (listing order when
+  ``shuffle=False``), cut into consecutive batches of ``batch_size`` samples; the last, partial batch
+  is kept unless ``drop_last``. With ``epochs=K`` the table holds K consecutive epochs of equal length.
+* Batch statistics pool all N·H·W pixels of a channel, as ``BatchNorm2d`` does in training: the
+  closed-form Chan merge of the samples' (count, mean, M2), ``n_b = Σ nᵢ``,
+  ``mean_b = Σ nᵢ·meanᵢ / n_b``, ``M2_b = Σ M2ᵢ + Σ nᵢ·(meanᵢ − mean_b)²``.
+* torch: ``running_mean = m·mean_b + (1 − m)·running_mean`` and ``running_var`` is the running
+  average of the Bessel-corrected batch variance ``M2_b / (n_b − 1)``, from 0 and 1, m = 0.1.
+  ``cumulative`` (``BatchNorm2d(momentum=None)``) uses m = 1/k for the k-th batch, so the result
+  is the plain average of the batch statistics. A batch with a single value per channel is an
+  error, as in torch. eps only enters when normalizing, never the running statistics.
+* keras: ``moving = m·moving + (1 − m)·batch`` with the biased variance ``M2_b / n_b``, m = 0.99,
+  from 0 and 1.
+
+``var`` is the running variance exactly as the framework stores it; ``std`` is its square root.
+This module never imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from numbers import Integral, Real
+
+import numpy as np
+from numpy.typing import NDArray
+
+from chanstats.errors import BadSpecError, ChanstatsError
+from chanstats.moments import MomentsTable
+
+DEFAULT_MOMENTUM: dict[str, float] = {"torch": 0.1, "keras": 0.99}
+Floats = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class RunningSettings:
+    """How the simulated layer is trained: convention, momentum and data-loader batching.
+
+    ``momentum`` is in the convention's own meaning (torch: weight of the new batch; keras: weight
+    of the old value); ``None`` means the convention's default.
+    """
+
+    convention: str = "torch"
+    momentum: float | None = None
+    cumulative: bool = False
+    batch_size: int = 64
+    shuffle: bool = True
+    seed: int = 0
+    drop_last: bool = False
+
+    @property
+    def effective_momentum(self) -> float | None:
+        """The momentum actually used; ``None`` for the cumulative average (m = 1/k)."""
+        if self.cumulative:
+            return None
+        return DEFAULT_MOMENTUM.get(self.convention, math.nan) if self.momentum is None else self.momentum
+
+    def validate(self) -> RunningSettings:
+        """Return ``self``, or raise :class:`BadSpecError` naming the first unusable value."""
+        if self.convention not in DEFAULT_MOMENTUM:
+            raise BadSpecError(f"unknown BatchNorm convention {self.convention!r}; use 'torch' or 'keras'")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, Integral) or self.batch_size < 1:
+            raise BadSpecError(f"batch size must be a positive integer, got {self.batch_size!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, Integral) or self.seed < 0:
+            raise BadSpecError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.cumulative and self.convention == "keras":
+            raise BadSpecError("a cumulative average (torch momentum=None) does not exist in the keras convention")
+        if self.cumulative and self.momentum is not None:
+            raise BadSpecError(f"cumulative averaging takes no momentum, got momentum={self.momentum!r}")
+        m = self.momentum
+        if m is not None and (isinstance(m, bool) or not isinstance(m, Real) or not 0.0 < m <= 1.0):
+            raise BadSpecError(f"momentum must lie in (0, 1], got {m!r}")
+        return self
+
+    def _schedule_key(self) -> tuple[int, bool, int, bool]:
+        return (int(self.batch_size), bool(self.shuffle), int(self.seed), bool(self.drop_last))
+
+
+@dataclass(frozen=True)
+class RunningEstimate:
+    """Running statistics after the last batch; arrays are float64, (C,) or (batches, C)."""
+
+    settings: RunningSettings
+    batches: int
+    mean: NDArray[np.float64]
+    var: NDArray[np.float64]
+    std: NDArray[np.float64]
+    trajectory_mean: NDArray[np.float64] | None = None
+    trajectory_var: NDArray[np.float64] | None = None
+
+
+def _schedule(n_samples: int, settings: RunningSettings, epochs: int) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """Table rows in visiting order and the offset into them where each batch starts."""
+    if isinstance(epochs, bool) or not isinstance(epochs, Integral) or epochs < 1:
+        raise BadSpecError(f"epochs must be a positive integer, got {epochs!r}")
+    if n_samples % epochs:
+        raise BadSpecError(f"{n_samples} samples do not split into {epochs} epochs of equal length")
+    epoch_len, size = n_samples // epochs, int(settings.batch_size)
+    kept = epoch_len - epoch_len % size if settings.drop_last else epoch_len
+    rows, starts = [], []
+    for epoch in range(epochs):
+        if settings.shuffle:
+            order = np.random.default_rng([int(settings.seed), epoch]).permutation(epoch_len)
+        else:
+            order = np.arange(epoch_len)
+        rows.append(order[:kept] + epoch * epoch_len)
+        starts.append(np.arange(0, kept, size) + epoch * kept)
+    return np.concatenate(rows).astype(np.intp), np.concatenate(starts).astype(np.intp)
+
+
+def batch_order(n_samples: int, settings: RunningSettings, epochs: int = 1) -> list[NDArray[np.intp]]:
+    """Table row indices of each batch, in training order, over all ``epochs``.
+
+    >>> [b.tolist() for b in batch_order(5, RunningSettings(batch_size=2, shuffle=False))]
+    [[0, 1], [2, 3], [4]]
+    """
+    settings.validate()
+    rows, starts = _schedule(n_samples, settings, epochs)
+    return np.split(rows, starts[1:]) if len(starts) else []
+
+
+def _pool(
+    table: MomentsTable, rows: NDArray[np.intp], starts: NDArray[np.intp]
+) -> tuple[NDArray[np.int64], Floats, Floats]:
+    """Per-batch pixel count, mean and M2 per channel: the exact pooling of the batch's samples."""
+    # np.take: several times faster than fancy indexing of (n, C) rows
+    counts = np.take(table.count, rows).astype(np.int64)
+    weights = counts.astype(np.float64)[:, None]
+    means = np.take(table.mean, rows, axis=0)
+    n_b = np.add.reduceat(counts, starts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_b = np.add.reduceat(weights * means, starts, axis=0) / n_b[:, None]
+    deviation = means - np.repeat(mean_b, np.diff(np.append(starts, len(rows))), axis=0)
+    m2_within = np.add.reduceat(np.take(table.m2, rows, axis=0), starts, axis=0)
+    m2_b = m2_within + np.add.reduceat(weights * deviation**2, starts, axis=0)
+    return n_b, mean_b, m2_b
+
+
+def _check_batches(
+    n_b: NDArray[np.int64], starts: NDArray[np.intp], n_rows: int, settings: RunningSettings
+) -> None:
+    smallest = 1 if settings.convention == "torch" else 0
+    bad = np.flatnonzero(n_b <= smallest)
+    if bad.size == 0:
+        return
+    k = int(bad[0])
+    size = (int(starts[k + 1]) if k + 1 < len(starts) else n_rows) - int(starts[k])
+    what = f"batch {k + 1} ({size} sample(s), batch_size={settings.batch_size})"
+    what += f" has {int(n_b[k])} pixel(s) per channel"
+    if n_b[k] == 0:
+        raise BadSpecError(f"{what}: no batch statistics exist")
+    raise BadSpecError(
+        f"{what}: torch.nn.BatchNorm2d raises 'Expected more than 1 value per channel when training'; "
+        "use a larger batch size" + (" or drop_last" if size < settings.batch_size else "")
+    )
+
+
+def simulate_many(
+    table: MomentsTable, settings_list: list[RunningSettings], *, epochs: int = 1, trajectory: bool = False
+) -> list[RunningEstimate]:
+    """:func:`simulate` for several settings; those sharing a batch schedule share the pooling and
+    run their recurrences side by side. Results come in the order of ``settings_list``."""
+    if len(table) == 0:
+        raise ChanstatsError("no samples to simulate")
+    for settings in settings_list:
+        settings.validate()
+    groups: dict[tuple[int, bool, int, bool], list[int]] = {}
+    for i, settings in enumerate(settings_list):
+        groups.setdefault(settings._schedule_key(), []).append(i)
+    results: list[RunningEstimate | None] = [None] * len(settings_list)
+    for members in groups.values():
+        rows, starts = _schedule(len(table), settings_list[members[0]], epochs)
+        if len(starts) == 0:
+            s = settings_list[members[0]]
+            raise BadSpecError(
+                f"drop_last with batch_size={s.batch_size} > {len(table) // epochs} samples per epoch leaves no batch"
+            )
+        n_b, mean_b, m2_b = _pool(table, rows, starts)
+        group = [settings_list[i] for i in members]
+        for settings in group:
+            _check_batches(n_b, starts, len(rows), settings)
+        estimates = _recur(n_b, mean_b, m2_b, group, trajectory)
+        for i, estimate in zip(members, estimates):
+            results[i] = estimate
+    return [r for r in results if r is not None]
+
+
+def _recur(
+    n_b: NDArray[np.int64], mean_b: Floats, m2_b: Floats, group: list[RunningSettings], trajectory: bool
+) -> list[RunningEstimate]:
+    batches, channels = mean_b.shape
+    take = np.empty((batches, len(group), 1))  # weight of the batch statistic
+    keep = np.empty((batches, len(group), 1))  # weight of the old running value
+    var_in = np.empty((batches, len(group), channels))
+    counts = n_b.astype(np.float64)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for j, s in enumerate(group):
+            if s.cumulative:
+                take[:, j, 0] = 1.0 / np.arange(1, batches + 1, dtype=np.float64)
+                keep[:, j, 0] = 1.0 - take[:, j, 0]
+            else:
+                m = float(DEFAULT_MOMENTUM[s.convention] if s.momentum is None else s.momentum)
+                # keras states the momentum as the weight of the old value, torch of the new batch
+                take[:, j, 0], keep[:, j, 0] = (m, 1.0 - m) if s.convention == "torch" else (1.0 - m, m)
+            var_in[:, j] = m2_b / (counts - 1.0 if s.convention == "torch" else counts)
+    mean = np.zeros((len(group), channels))
+    var = np.ones((len(group), channels))
+    path_mean = np.empty((batches, len(group), channels)) if trajectory else None
+    path_var = np.empty((batches, len(group), channels)) if trajectory else None
+    # Same products, same sum as torch's kernel (m·batch + (1 − m)·running) and Keras' assign.
+    for b in range(batches):
+        mean = take[b] * mean_b[b] + keep[b] * mean
+        var = take[b] * var_in[b] + keep[b] * var
+        if path_mean is not None and path_var is not None:
+            path_mean[b], path_var[b] = mean, var
+    return [
+        RunningEstimate(
+            settings=s,
+            batches=batches,
+            mean=mean[j].copy(),
+            var=var[j].copy(),
+            std=np.sqrt(var[j]),
+            trajectory_mean=None if path_mean is None else path_mean[:, j].copy(),
+            trajectory_var=None if path_var is None else path_var[:, j].copy(),
+        )
+        for j, s in enumerate(group)
+    ]
+
+
+def simulate(
+    table: MomentsTable, settings: RunningSettings, *, epochs: int = 1, trajectory: bool = False
+) -> RunningEstimate:
+    """Running mean/var a BatchNorm layer trained on ``table``'s samples would hold (see module doc).
+
+    ``table`` is in model units and so is the result. ``var`` is the variance as the framework
+    stores it (torch: Bessel-corrected), not the ddof-0 variance that ``Normalize`` wants.
+
+    >>> t = MomentsTable(np.array([2, 2]), np.array([[0.0], [1.0]]), np.array([[0.0], [0.0]]))
+    >>> e = simulate(t, RunningSettings(batch_size=2, shuffle=False))
+    >>> e.batches, e.mean.tolist(), e.var.tolist()  # one batch of pixels 0, 0, 1, 1: unbiased var 1/3
+    (1, [0.05], [0.9333333333333333])
+    """
+    return simulate_many(table, [settings], epochs=epochs, trajectory=trajectory)[0]
