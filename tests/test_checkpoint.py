@@ -12,7 +12,7 @@ import pytest
 
 from chanstats.checkpoint import TEST_DELAY_ENV, Interval
 from chanstats.errors import ChanstatsError
-from scale_helpers import chanstats_command, make_dataset, run
+from tests.scale_helpers import chanstats_command, make_dataset, run
 
 OPTIONS = ["--batch-size", "4", "--workers", "0", "-q"]
 

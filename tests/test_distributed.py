@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from scale_helpers import make_dataset, run
+from tests.scale_helpers import make_dataset, run
 
 OPTIONS = ["--batch-size", "3", "--workers", "0", "-q"]
 

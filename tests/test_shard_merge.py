@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from chanstats.cli import cli
 from chanstats.partial import PartialState, read_partial, shard_bounds
-from scale_helpers import make_dataset, run
+from tests.scale_helpers import make_dataset, run
 
 # Small batches so the BatchNorm simulation spans many batches: a wrong global order would show.
 OPTIONS = ["--batch-size", "3", "--workers", "0", "-q"]
