@@ -110,13 +110,13 @@ class CheckReport:
 
 def replay_options(options: Any, source: str = "config") -> dict[str, Any]:
     """The keyword arguments of :func:`chanstats.compute` that reproduce a recorded run."""
-    from .pipeline import compute
+    from .pipeline import plan
 
     if options is None:
         return {}
     if not isinstance(options, dict):
         raise BadSpecError(f"{source}: 'options' must be a mapping")
-    accepted = inspect.signature(compute).parameters
+    accepted = inspect.signature(plan).parameters  # compute passes its options on to plan
     unknown = sorted(k for k in options if k not in _NOT_REPLAYED and k not in accepted)
     if unknown:
         raise BadSpecError(

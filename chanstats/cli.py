@@ -25,7 +25,8 @@ class ChanstatsGroup(click.Group):
         except ChanstatsError as error:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            click.echo(f"Error: {error}", err=True)
+            if str(error):  # empty: another torchrun rank reports it
+                click.echo(f"Error: {error}", err=True)
             ctx.exit(EXIT_INPUT_ERROR)
 
 
@@ -73,25 +74,45 @@ def _csv_list(value: str) -> list[str]:
 @click.option("--center-crop", type=click.IntRange(min=1), default=None, metavar="N", help="CenterCrop(N) after --resize, before any --transform.")
 @click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Pass every image this many times, with fresh random draws (samples = images × epochs).")
+@click.option("--shard", metavar="K/N", help="Measure only the K-th of N contiguous slices of the listing (K from 1); needs --partial.")
+@click.option("--partial", "partial_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Write the lossless partial state (for chanstats merge) instead of a config.")
+@click.option("--distributed", is_flag=True, help="Under torchrun: each rank measures its shard, rank 0 gathers them (gloo) and writes the config.")
+@click.option("--checkpoint", "checkpoint_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Save progress here and resume from it when rerun; deleted after success. Under --distributed put {rank} in the name.")
+@click.option("--checkpoint-every", default="60s", show_default=True, metavar="N|Ts",
+              help="Checkpoint interval: N images, a time such as 30s or 5m, or both (500,60s).")
+@click.option("--restart", is_flag=True, help="Discard an existing --checkpoint instead of resuming from it.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary or progress bar on stderr.")
 @click.option("--per-image", "per_image", type=click.Path(dir_okay=False), metavar="FILE.csv",
               help="Also write one CSV row per image: path, width, height, per-channel mean and std ([0,1] scale, ddof 0).")
 @click.option("--listing", is_flag=True, help="Record every file's relative name and size in the config, so `check` can count added/removed files.")
 def compute(paths, output, fmt, mode, extensions, batch_size, momentum, convention, seed, no_shuffle, drop_last,
-            on_error, max_bad, sample, workers, transform, resize, center_crop, epochs, quiet, per_image, listing):
+            on_error, max_bad, sample, workers, transform, resize, center_crop, epochs, shard, partial_path, distributed,
+            checkpoint_path, checkpoint_every, restart, quiet, per_image, listing):
     """Compute exact per-channel mean/std of the images under PATHS.
 
     PATHS are folders (searched recursively, hidden entries skipped), image files, @list.txt
     files with one path per line (relative to the list file), or tar shards (.tar, .tar.gz; a
-    pattern such as 'train-{000000..000146}.tar' is expanded), read in archive order. The config goes to stdout or -o;
-    a summary table and a paste-ready Normalize line go to stderr.
+    pattern such as 'train-{000000..000146}.tar' is expanded), read in archive order. The config
+    goes to stdout or -o; a summary table and a paste-ready Normalize line go to stderr.
     """
-    from .pipeline import compute as compute_statistics
-    from .report import dumps, format_for_path, summary, write_atomic
+    from .checkpoint import Checkpointer, Interval
+    from .partial import parse_shard
+    from .pipeline import finalize, measure, plan
     from .sources import IMAGE_EXTENSIONS
 
-    result = compute_statistics(
-        list(paths),
+    shard_kn = parse_shard(shard) if shard else None
+    if shard_kn and not partial_path:
+        raise click.UsageError("--shard K/N writes a partial state: add --partial FILE (and merge the parts with chanstats merge)")
+    if partial_path and output:
+        raise click.UsageError("--partial FILE replaces -o: a partial state is not a config (chanstats merge writes the config)")
+    if distributed and (shard_kn or partial_path):
+        raise click.UsageError("--distributed shards by rank and writes the config on rank 0: drop --shard/--partial")
+    if restart and not checkpoint_path:
+        raise click.UsageError("--restart discards a --checkpoint: give --checkpoint FILE")
+    every = Interval.parse(checkpoint_every)
+    options = dict(
         mode=mode,
         extensions=_csv_list(extensions) if extensions is not None else IMAGE_EXTENSIONS,
         batch_size=batch_size,
@@ -102,15 +123,60 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
         drop_last=drop_last,
         on_error=on_error,
         max_bad=max_bad,
-        workers=workers,
         sample=sample,
-        progress=not quiet and sys.stderr.isatty(),
         transform=transform,
         epochs=epochs,
         resize=resize,
         center_crop=center_crop,
         listing=listing,
     )
+    progress = not quiet and sys.stderr.isatty()
+    if distributed:
+        from .distributed import compute_distributed
+
+        outcome = compute_distributed(list(paths), workers=workers, progress=progress, checkpoint=checkpoint_path,
+                                      checkpoint_every=every, restart=restart, **options)
+        if outcome.result is not None:
+            _emit(outcome.result, output, fmt, quiet, per_image)
+        if outcome.checkpoint is not None:
+            outcome.checkpoint.remove()
+        return
+    checkpointer = Checkpointer(checkpoint_path, every, restart) if checkpoint_path else None
+    state = measure(plan(list(paths), **options), shard=shard_kn or (1, 1), workers=workers, progress=progress,
+                    checkpoint=checkpointer)
+    if partial_path:
+        state.write(partial_path)
+        if not quiet:
+            click.echo(f"wrote {partial_path}: shard {state.shard[0]}/{state.shard[1]}, images {state.start}..{state.stop - 1} "
+                       f"of {state.listing_size} ({len(state.images)} read, {len(state.bad)} bad)", err=True)
+    else:
+        _emit(finalize(state), output, fmt, quiet, per_image)
+    if checkpointer is not None:
+        checkpointer.remove()
+
+
+@cli.command()
+@click.argument("parts", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the config here (JSON, or YAML for .yaml/.yml) instead of stdout.")
+@click.option("--format", "fmt", type=click.Choice(["json", "yaml"]), help="Output format (default: from the -o extension, else JSON).")
+@click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
+def merge(parts, output, fmt, quiet):
+    """Merge the partial states of a sharded run (compute --shard K/N --partial FILE) into a config.
+
+    The parts must come from the same options and file listing and tile the listing exactly (no
+    slice missing, none twice); their order on the command line does not matter. The config is
+    byte-identical to what a single compute run on the same data writes.
+    """
+    from .partial import merge_states, read_partial
+    from .pipeline import finalize
+
+    states = [read_partial(part) for part in parts]
+    _emit(finalize(merge_states(states, list(parts))), output, fmt, quiet)
+
+
+def _emit(result, output, fmt, quiet, per_image=None) -> None:
+    from .report import dumps, format_for_path, summary, write_atomic
+
     text = dumps(result.to_dict(), fmt or (format_for_path(output) if output else "json"))
     if output:
         write_atomic(output, text)

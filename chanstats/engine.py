@@ -42,6 +42,7 @@ def measure_all(
     chunk_size: int = CHUNK_SIZE,
     progress: bool = False,
     start_method: str | None = None,
+    offset: int = 0,
 ) -> Iterator[tuple[int, Outcome]]:
     """Yield ``(index, measurement or BadImageError)`` for every source, in listing order.
 
@@ -49,6 +50,9 @@ def measure_all(
     cores. Bad images are yielded, not raised, so the caller can apply its error policy after
     seeing all of them. ``start_method="forkserver"`` starts workers from a clean process: what a
     transform needs, since the parent has imported torch by then (see :func:`_context`).
+    ``offset`` is the global listing index of ``sources[0]`` when ``sources`` is a slice (a shard,
+    or the rest after a checkpoint): indices passed to ``measure`` and yielded stay global, so
+    per-sample seeding does not depend on how the listing was split.
     """
     if workers is None:
         workers = default_workers()
@@ -57,9 +61,11 @@ def measure_all(
     bar = _progress_bar(len(sources), progress)
     try:
         if workers == 0 or len(sources) <= chunk_size:
-            chunks = (_measure_chunk(measure, sources[i : i + chunk_size], i) for i in range(0, len(sources), chunk_size))
+            chunks = (
+                _measure_chunk(measure, sources[i : i + chunk_size], offset + i) for i in range(0, len(sources), chunk_size)
+            )
         else:
-            chunks = _parallel_chunks(sources, measure, workers, chunk_size, start_method)
+            chunks = _parallel_chunks(sources, measure, workers, chunk_size, offset, start_method)
         for chunk in chunks:
             for item in chunk:
                 yield item
@@ -71,7 +77,12 @@ def measure_all(
 
 
 def _parallel_chunks(
-    sources: Sequence[ImageSource], measure: MeasureFn, workers: int, chunk_size: int, start_method: str | None = None
+    sources: Sequence[ImageSource],
+    measure: MeasureFn,
+    workers: int,
+    chunk_size: int,
+    offset: int = 0,
+    start_method: str | None = None,
 ) -> Iterator[list[tuple[int, Outcome]]]:
     starts = iter(range(0, len(sources), chunk_size))
     pending: deque[Future] = deque()
@@ -80,7 +91,7 @@ def _parallel_chunks(
         def submit_next() -> None:
             start = next(starts, None)
             if start is not None:
-                pending.append(pool.submit(_measure_chunk, measure, list(sources[start : start + chunk_size]), start))
+                pending.append(pool.submit(_measure_chunk, measure, list(sources[start : start + chunk_size]), offset + start))
 
         for _ in range(workers * IN_FLIGHT_PER_WORKER):
             submit_next()

@@ -1,4 +1,5 @@
-"""``compute``: list → measure (in parallel) → merge → finalize → simulate BatchNorm → Result.
+"""``compute`` = ``finalize(measure(plan(...)))``: list → measure a slice (in parallel) into a lossless
+partial state → merge states → finalize → simulate BatchNorm → Result.
 
 Everything here runs in the main process on small per-image records, in listing order.
 """
@@ -6,20 +7,24 @@ Everything here runs in the main process on small per-image records, in listing 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from . import __version__
-from .decode import PixelFormat, check_mode
+from .decode import check_mode
 from .engine import measure_all
 from .errors import BadImagesError, ChanstatsError, NoImagesError
-from .measure import Measurement, Measurer
+from .measure import Measurer
+from .moments import FloatMoments, MomentsTable
+from .partial import BadRecord, PartialState, shard_bounds
 from .per_image import PerImage
-from .moments import ChannelStats, FloatMoments, IntegerMoments, MomentsTable
 from .report import Result
 from .running import RunningSettings, simulate
 from .sampling import SampleSpec, cluster_intervals, cluster_table, describe, sample_indices
 from .sources import IMAGE_EXTENSIONS, ImageSource, fingerprint, list_images, normalize_extensions
 from .transforms import resolve as resolve_transform
+
+if TYPE_CHECKING:
+    from .checkpoint import Checkpointer
 
 ON_ERROR = ("fail", "skip")
 DEFAULT_MOMENTUM = "default"
@@ -87,7 +92,21 @@ def running_settings(
     ).validate()
 
 
-def compute(
+@dataclass
+class Plan:
+    """A run before any pixel is read: the global listing, the per-image measurer and the options
+    that go into the config (and that partial states and checkpoints must agree on)."""
+
+    sources: list[ImageSource]
+    measurer: Measurer
+    options: dict[str, Any]
+    fingerprint: str
+    # With --sample: every image found (``sources`` is then the sampled subset, in listing order);
+    # the fingerprint, --listing and the confidence intervals' population are the whole listing's.
+    everything: list[ImageSource] | None = None
+
+
+def plan(
     paths: str | Iterable[str],
     *,
     mode: str = "RGB",
@@ -100,37 +119,14 @@ def compute(
     drop_last: bool = False,
     on_error: str = "fail",
     max_bad: str | int | None = None,
-    workers: int | None = None,
-    progress: bool = False,
     transform: str | list | None = None,
     epochs: int = 1,
     resize: int | None = None,
     center_crop: int | None = None,
     listing: bool = False,
     sample: str | int | None = None,
-) -> Result:
-    """Exact per-channel statistics of the images under ``paths``, and BatchNorm's running estimate.
-
-    ``paths``: directories (walked recursively), image files, and ``@list.txt`` files. ``mode``:
-    ``"RGB"`` (torchvision's loader), ``"L"`` or ``"keep"``. The result's ``mean``/``std`` are on the
-    [0, 1] scale with ddof 0, ready for ``transforms.Normalize``. Bad images raise
-    :class:`~chanstats.errors.BadImagesError` listing each, unless ``on_error="skip"``.
-    ``sample``: measure only a seeded random subset (``500`` images or ``"10%"``, seed ``seed``);
-    the result then carries confidence intervals (:mod:`chanstats.sampling`).
-
-    ``listing=True`` also records every file's relative name and size in the config, so that
-    ``chanstats check`` can count added and removed files, not only see that the list changed.
-
-    ``transform`` (a YAML/JSON spec file, a list of ``torchvision.transforms.v2`` steps, or
-    ``module:attr`` / ``file.py:attr``) and the ``resize``/``center_crop`` shorthands (applied
-    first) give the statistics of what the model sees: each image passes ``epochs`` times, every
-    random draw seeded by ``(seed, epoch, index)``. Output that stays PIL/uint8/uint16 is measured
-    exactly (``exact_method == "integer"``, [0, 1] scale); float output in float64, in its own
-    units (``"float64"``). ``compute(result.options.pop("inputs"), **result.options)`` replays a run.
-
-    >>> result = compute("examples/images", workers=0)  # doctest: +SKIP
-    >>> result.mean, result.std  # doctest: +SKIP
-    """
+) -> Plan:
+    """Check the options and list the images (the same keyword arguments as :func:`compute`)."""
     paths = [paths] if isinstance(paths, str) else list(paths)
     check_mode(mode)
     if on_error not in ON_ERROR:
@@ -143,28 +139,14 @@ def compute(
     spec, recorded_transform = resolve_transform(transform, resize=resize, center_crop=center_crop)
     if spec is not None:
         spec.build()  # a bad spec fails here, once, before any image is read
-
     sample_spec = SampleSpec.parse(sample)
-    everything = list_images(paths, extensions)
-    sources = everything
+    sources = list_images(paths, extensions)
+    listing_fingerprint = fingerprint(sources)
+    everything = None
     if sample_spec is not None:
-        # Sampled before anything is read; the fingerprint still identifies the whole listing.
+        # Sampled before anything is read: shards, checkpoints and workers only see the sample.
+        everything = sources
         sources = [everything[i] for i in sample_indices(len(everything), sample_spec.size(len(everything)), seed)]
-    measurer = Measurer(mode, spec, epochs, settings.seed)
-    outcomes = measure_all(
-        sources, measurer, workers=workers, progress=progress, start_method="forkserver" if spec is not None else None
-    )
-    good, bad = _split(outcomes, sources)
-    _apply_error_policy(bad, len(sources), on_error, budget)
-    if not good:
-        raise NoImagesError("no image could be read")
-    pixel_format = _single_format(good, sources)
-
-    exact, method = _exact_statistics(good, pixel_format)
-    # Epoch-major, as training visits them: all images of epoch 0, then of epoch 1, ...
-    rows = [measurement.rows[epoch] for epoch in range(epochs) for _, measurement in good]
-    table = MomentsTable.from_rows(rows, len(pixel_format.channels))
-    running = simulate(table, settings, epochs=epochs)
     options: dict[str, Any] = {
         "inputs": paths,
         "mode": mode,
@@ -184,76 +166,151 @@ def compute(
     }
     if listing:  # only when asked, so default configs keep their bytes
         options["listing"] = True
-    sampled = None
     if sample_spec is not None:
         options["sample"] = str(sample_spec)
-        clusters = cluster_table([measurement.rows for _, measurement in good], len(pixel_format.channels))
+    return Plan(sources, Measurer(mode, spec, epochs, settings.seed), options, listing_fingerprint, everything)
+
+
+def measure(
+    run: Plan,
+    *,
+    shard: tuple[int, int] = (1, 1),
+    workers: int | None = None,
+    progress: bool = False,
+    checkpoint: "Checkpointer | None" = None,
+) -> PartialState:
+    """Measure the ``shard`` K/N slice of the listing into a lossless :class:`PartialState`.
+
+    Indices stay global. With ``checkpoint``, a matching saved state is resumed and the state is
+    saved as it grows. Under ``on_error="fail"`` bad images in the slice raise
+    :class:`BadImagesError` once the whole slice has been read.
+    """
+    start, stop = shard_bounds(len(run.sources), *shard)
+    everything = run.sources if run.everything is None else run.everything
+    listing = [(source.name, source.size) for source in everything] if run.options.get("listing") else None
+    state = PartialState(
+        __version__, run.options, run.fingerprint, len(run.sources), shard, start, stop, start, listing=listing,
+        population=None if run.everything is None else len(run.everything),
+    )
+    if checkpoint is not None:
+        state = checkpoint.resume(state)
+    todo = run.sources[state.done : stop]
+    # Workers that run a transform start from a clean forkserver: this process has imported torch.
+    start_method = "forkserver" if run.measurer.transform is not None else None
+    outcomes = measure_all(
+        todo, run.measurer, workers=workers, progress=progress, offset=state.done, start_method=start_method
+    )
+    for index, outcome in outcomes:
+        state.add(index, run.sources[index], outcome)
+        if checkpoint is not None:
+            checkpoint.after_image(state)
+    if checkpoint is not None:
+        checkpoint.save(state)
+    if run.options["on_error"] == "fail":
+        _apply_error_policy(state.bad, stop - start, "fail", None)
+    return state
+
+
+def finalize(state: PartialState) -> Result:
+    """A :class:`Result` from a state covering the whole listing (one run's, or merged partials').
+
+    Applies the error budget, checks that every image has one pixel format, finishes the exact
+    statistics (integer totals, or float64 moments merged in listing order) and runs the BatchNorm
+    simulation on the per-sample rows in global listing order.
+    """
+    if (state.start, state.done) != (0, state.listing_size):
+        raise ChanstatsError(f"state covers images {state.start}..{state.done - 1}, not all {state.listing_size}")
+    options = state.options
+    budget = ErrorBudget.parse(options["max_bad"])
+    settings = running_settings(
+        options["convention"], options["momentum"], options["batch_size"], options["shuffle"], options["seed"], options["drop_last"]
+    )
+    bad = sorted(state.bad, key=lambda b: b.index)
+    _apply_error_policy(bad, state.listing_size, options["on_error"], budget)
+    images = sorted(state.images, key=lambda r: r.index)
+    if not images:
+        raise NoImagesError("no image could be read")
+    if len(state.formats) > 1:
+        ordered = sorted(state.formats.values(), key=lambda t: t.first_index)
+        kinds = "; ".join(f"{t.format.label} (e.g. {t.example})" for t in ordered)
+        raise ChanstatsError(f"images have different channels or bit depths: {kinds}; choose --mode RGB or --mode L")
+    (totals,) = state.formats.values()
+    pixel_format = totals.format
+
+    if totals.integer is not None:
+        exact, method = totals.integer.finalize(pixel_format.scale), "integer"
+    else:
+        total_float = FloatMoments.empty(len(pixel_format.channels))
+        for record in images:
+            for moments in record.float_moments or ():
+                total_float.merge(moments)
+        exact, method = total_float.finalize(), "float64"
+    epochs = options.get("epochs", 1)
+    # Epoch-major, as training visits them: all images of epoch 0, then of epoch 1, ...
+    rows = [record.rows[epoch] for epoch in range(epochs) for record in images]
+    table = MomentsTable.from_rows(rows, len(pixel_format.channels))
+    running = simulate(table, settings, epochs=epochs)
+    sampled = None
+    if options.get("sample") is not None:
+        if state.population is None:
+            raise ChanstatsError("a sampled run's state does not say how many images were listed")
+        clusters = cluster_table([record.rows for record in images], len(pixel_format.channels))
         bounds = (0.0, 1.0) if method == "integer" else None
-        sampled = describe(sample_spec, cluster_intervals(clusters, len(everything), bounds=bounds), seed)
+        intervals = cluster_intervals(clusters, state.population, bounds=bounds)
+        sampled = describe(SampleSpec.parse(options["sample"]), intervals, options["seed"])
     return Result(
-        version=__version__,
+        version=state.version,
         channels=pixel_format.channels,
         scale=pixel_format.scale,
-        images=len(good),
+        images=len(images),
         samples=len(table),
         exact=exact,
         exact_method=method,
         running=running,
         options=options,
-        fingerprint=fingerprint(everything),
-        skipped=[(sources[i].display, error.reason) for i, error in bad],
-        dropped_alpha=sum(1 for _, m in good if m.dropped_alpha),
+        fingerprint=state.fingerprint,
+        skipped=[(b.display, b.reason) for b in bad],
+        dropped_alpha=sum(1 for r in images if r.dropped_alpha),
         table=table,
-        sources=[sources[i] for i, _ in good],
-        sample=sampled,
+        sources=[r.source for r in images],
         per_image=PerImage.from_measurements(
-            ((sources[i].display, m.width, m.height, m.rows) for i, m in good), len(pixel_format.channels)
+            ((r.source.display, r.width, r.height, r.rows) for r in images), len(pixel_format.channels)
         ),
-        listing=[(source.name, source.size) for source in everything] if listing else None,
+        listing=state.listing,
+        sample=sampled,
     )
 
 
-def _split(outcomes, sources: Sequence[ImageSource]):
-    good: list[tuple[int, Measurement]] = []
-    bad = []
-    for index, outcome in outcomes:
-        if isinstance(outcome, Measurement):
-            good.append((index, outcome))
-        else:
-            bad.append((index, outcome))
-    return good, bad
+def compute(
+    paths: str | Iterable[str],
+    *,
+    workers: int | None = None,
+    progress: bool = False,
+    checkpoint: "Checkpointer | None" = None,
+    **options: Any,
+) -> Result:
+    """Exact per-channel statistics of the images under ``paths``, and BatchNorm's running estimate.
+
+    ``paths``: directories (walked recursively), image files, and ``@list.txt`` files. ``mode``:
+    ``"RGB"`` (torchvision's loader), ``"L"`` or ``"keep"``; the other keyword options are those of
+    :func:`plan`. The result's ``mean``/``std`` are on the [0, 1] scale with ddof 0, ready for
+    ``transforms.Normalize``. Bad images raise :class:`~chanstats.errors.BadImagesError` listing
+    each, unless ``on_error="skip"``. ``sample="500"`` or ``"10%"`` measures only a seeded random
+    subset (seed ``seed``) and adds confidence intervals (:mod:`chanstats.sampling`). It is ``finalize(measure(plan(...)))``; sharded runs measure
+    slices and merge them (:func:`chanstats.partial.merge_states`) before finalizing.
+
+    >>> result = compute("examples/images", workers=0)  # doctest: +SKIP
+    >>> result.mean, result.std  # doctest: +SKIP
+    """
+    state = measure(plan(paths, **options), workers=workers, progress=progress, checkpoint=checkpoint)
+    return finalize(state)
 
 
-def _apply_error_policy(bad, total: int, on_error: str, budget: ErrorBudget | None) -> None:
+def _apply_error_policy(bad: Sequence[BadRecord], total: int, on_error: str, budget: ErrorBudget | None) -> None:
     if not bad:
         return
-    listed = [(error.path, error.reason) for _, error in bad]
+    listed = [(b.path, b.reason) for b in bad]
     if on_error == "fail":
         raise BadImagesError(listed, f"{len(bad)} of {total} images could not be read (use --on-error skip to skip them):")
     if budget is not None and budget.exceeded(len(bad), total):
         raise BadImagesError(listed, f"{len(bad)} of {total} images could not be read, more than --max-bad {budget}:")
-
-
-def _single_format(good: list[tuple[int, Measurement]], sources: Sequence[ImageSource]) -> PixelFormat:
-    examples: dict[PixelFormat, str] = {}
-    for index, measurement in good:
-        examples.setdefault(measurement.format, sources[index].display)
-    if len(examples) > 1:
-        kinds = "; ".join(f"{fmt.label} (e.g. {path})" for fmt, path in examples.items())
-        raise ChanstatsError(f"images have different channels or bit depths: {kinds}; choose --mode RGB or --mode L")
-    return next(iter(examples))
-
-
-def _exact_statistics(good: list[tuple[int, Measurement]], pixel_format: PixelFormat) -> tuple[ChannelStats, str]:
-    first = good[0][1].moments[0]
-    if isinstance(first, IntegerMoments):
-        total = IntegerMoments.empty(len(pixel_format.channels))
-        for _, measurement in good:
-            for moments in measurement.moments:
-                total.merge(moments)  # type: ignore[arg-type]
-        return total.finalize(pixel_format.scale), "integer"
-    total_float = FloatMoments.empty(len(pixel_format.channels))
-    for _, measurement in good:
-        for moments in measurement.moments:
-            total_float.merge(moments)  # type: ignore[arg-type]
-    return total_float.finalize(), "float64"

@@ -161,3 +161,21 @@ def test_show_prints_the_intervals_of_a_sampled_config(tmp_path):
     assert shown.returncode == 0, shown.stderr
     assert "sampled: 6 of 12 images" in shown.stdout + shown.stderr
     assert "95% CI mean" in shown.stdout + shown.stderr
+
+
+def test_a_sampled_run_sharded_and_merged_equals_the_single_run(tmp_path):
+    from chanstats.partial import PartialState, merge_states
+    from chanstats.pipeline import finalize, measure, plan
+
+    root = write_images(tmp_path / "data", 23)
+    options = dict(sample="40%", seed=5, listing=True)
+    single = compute(str(root), workers=0, **options).dumps()
+    run = plan(str(root), **options)
+    assert len(run.sources) == 9 and run.fingerprint == compute(str(root), workers=0).fingerprint
+    for parts in (2, 3):
+        # Through the partial files' text, as `chanstats merge` reads them.
+        states = [PartialState.loads(measure(run, shard=(k, parts), workers=0).dumps(), f"part-{k}")
+                  for k in range(1, parts + 1)]
+        merged = finalize(merge_states(states, [f"part-{k}" for k in range(1, parts + 1)]))
+        assert merged.dumps() == single
+    assert len(json.loads(single)["listing"]) == 23  # --listing records every file, not the sample
