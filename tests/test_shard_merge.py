@@ -175,12 +175,12 @@ def test_merge_with_random_transform_and_epochs_is_byte_identical(tmp_path, spec
     data = make_dataset(tmp_path, count=9)
     options = ["--transform", spec, "--epochs", "2", "--listing", *OPTIONS]
     single = tmp_path / "single.json"
-    run(["compute", str(data), "-o", str(single), *options], cwd=tmp_path)
+    assert invoke(["compute", str(data), "-o", str(single), *options]).exit_code == 0
     parts = [str(tmp_path / f"part{k}.json") for k in (1, 2, 3)]
     for k, part in enumerate(parts, start=1):
-        run(["compute", str(data), "--shard", f"{k}/3", "--partial", part, *options], cwd=tmp_path)
+        assert invoke(["compute", str(data), "--shard", f"{k}/3", "--partial", part, *options]).exit_code == 0
     merged = tmp_path / "merged.json"
-    run(["merge", *parts, "-o", str(merged), "-q"], cwd=tmp_path)
+    assert invoke(["merge", *parts, "-o", str(merged), "-q"]).exit_code == 0
     assert merged.read_bytes() == single.read_bytes()
     config = json.loads(single.read_text())
     assert config["count"]["samples"] == 18 and "listing" in config
