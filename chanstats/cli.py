@@ -46,14 +46,38 @@ def _csv_list(value: str) -> list[str]:
     return [item for item in (part.strip() for part in value.split(",")) if item]
 
 
+def sample_options(command):
+    """The options that decide which pixels are measured: shared by compute and compare."""
+    options = [
+        click.option("--mode", type=click.Choice(["RGB", "L", "keep"]), default="RGB", show_default=True,
+                     help="RGB: like torchvision's loader (grey replicated, alpha dropped); L: greyscale; keep: native channels and bit depth (16-bit grey too)."),
+        click.option("--ext", "extensions", default=None, metavar="EXTS",
+                     help="Comma-separated image extensions to look for (default: torchvision's: .jpg,.jpeg,.png,.ppm,.bmp,.pgm,.tif,.tiff,.webp)."),
+        click.option("--transform", default=None, metavar="SPEC",
+                     help="Training transform: a YAML/JSON list of torchvision.transforms.v2 steps, or module:attr / file.py:attr."),
+        click.option("--resize", type=click.IntRange(min=1), default=None, metavar="N", help="Resize(N) before any --transform."),
+        click.option("--center-crop", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="CenterCrop(N) after --resize, before any --transform."),
+        click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Pass every image this many times, with fresh random draws (samples = images × epochs)."),
+        click.option("--workers", type=int, default=None, help="Worker processes (default: all cores; 0: in this process)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _extensions(value: str | None):
+    from .sources import IMAGE_EXTENSIONS
+
+    return _csv_list(value) if value is not None else IMAGE_EXTENSIONS
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the config here (JSON, or YAML for .yaml/.yml) instead of stdout.")
 @click.option("--format", "fmt", type=click.Choice(["json", "yaml"]), help="Output format (default: from the -o extension, else JSON).")
-@click.option("--mode", type=click.Choice(["RGB", "L", "keep"]), default="RGB", show_default=True,
-              help="RGB: like torchvision's loader (grey replicated, alpha dropped); L: greyscale; keep: native channels and bit depth (16-bit grey too).")
-@click.option("--ext", "extensions", default=None, metavar="EXTS",
-              help="Comma-separated image extensions to look for (default: torchvision's: .jpg,.jpeg,.png,.ppm,.bmp,.pgm,.tif,.tiff,.webp).")
+@sample_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="BatchNorm simulation: images per batch.")
 @click.option("--momentum", default="default", show_default=True,
               help="BatchNorm momentum: a number, or 'none' for torch's cumulative average (default: 0.1 torch, 0.99 keras).")
@@ -67,13 +91,6 @@ def _csv_list(value: str) -> list[str]:
 @click.option("--max-bad", default=None, metavar="N|P%", help="With --on-error skip: fail when more than N images (or P% of them) are bad.")
 @click.option("--sample", default=None, metavar="N|P%",
               help="Measure a seeded random subset of N images (or P% of them), seed --seed, and report 95% confidence intervals.")
-@click.option("--workers", type=int, default=None, help="Worker processes (default: all cores; 0: in this process).")
-@click.option("--transform", default=None, metavar="SPEC",
-              help="Training transform: a YAML/JSON list of torchvision.transforms.v2 steps, or module:attr / file.py:attr.")
-@click.option("--resize", type=click.IntRange(min=1), default=None, metavar="N", help="Resize(N) before any --transform.")
-@click.option("--center-crop", type=click.IntRange(min=1), default=None, metavar="N", help="CenterCrop(N) after --resize, before any --transform.")
-@click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Pass every image this many times, with fresh random draws (samples = images × epochs).")
 @click.option("--shard", metavar="K/N", help="Measure only the K-th of N contiguous slices of the listing (K from 1); needs --partial.")
 @click.option("--partial", "partial_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="Write the lossless partial state (for chanstats merge) instead of a config.")
@@ -100,7 +117,6 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
     from .checkpoint import Checkpointer, Interval
     from .partial import parse_shard
     from .pipeline import finalize, measure, plan
-    from .sources import IMAGE_EXTENSIONS
 
     shard_kn = parse_shard(shard) if shard else None
     if shard_kn and not partial_path:
@@ -114,7 +130,7 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
     every = Interval.parse(checkpoint_every)
     options = dict(
         mode=mode,
-        extensions=_csv_list(extensions) if extensions is not None else IMAGE_EXTENSIONS,
+        extensions=_extensions(extensions),
         batch_size=batch_size,
         momentum=momentum,
         convention=convention,
@@ -238,23 +254,22 @@ def _int_list(value: str, name: str) -> list[int]:
 @click.option("--seeds", default="0", show_default=True, help="Comma-separated shuffle seeds.")
 @click.option("--no-shuffle", is_flag=True, help="Batch in listing order (then one seed).")
 @click.option("--drop-last", is_flag=True, help="Drop each epoch's last partial batch.")
-@click.option("--mode", type=click.Choice(["RGB", "L", "keep"]), default="RGB", show_default=True, help="Decoding mode, as in compute.")
-@click.option("--ext", "extensions", default=None, metavar="EXTS", help="Comma-separated image extensions, as in compute.")
+@sample_options
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), metavar="FILE", help="Write the raw rows (one per combination and channel) as CSV.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), metavar="FILE.png",
               help="Draw each estimate's trajectory over batches against the exact value (needs the 'plot' extra: matplotlib).")
-@click.option("--workers", type=int, default=None, help="Worker processes (default: all cores; 0: in this process).")
-def compare(paths, batch_sizes, momenta, conventions, seeds, no_shuffle, drop_last, mode, extensions, csv_path, plot_path, workers):
+def compare(paths, batch_sizes, momenta, conventions, seeds, no_shuffle, drop_last, mode, extensions, transform, resize,
+            center_crop, epochs, workers, csv_path, plot_path):
     """How far BatchNorm's running mean/std land from the exact values, for every combination.
 
     One decoding pass; every (convention, batch size, momentum, seed) is simulated from the
     per-image moments. Prints running mean/std per channel with absolute and relative gaps.
+    Random augmentations (--transform) are drawn with the first of --seeds.
     """
     from .compare import combinations
     from .compare import compare as run_compare
     from .pipeline import compute as compute_statistics
     from .report import write_atomic
-    from .sources import IMAGE_EXTENSIONS
 
     if plot_path:
         from .plot import require_matplotlib
@@ -265,8 +280,9 @@ def compare(paths, batch_sizes, momenta, conventions, seeds, no_shuffle, drop_la
         shuffle=not no_shuffle, drop_last=drop_last,
     )
     result = compute_statistics(
-        list(paths), mode=mode, extensions=_csv_list(extensions) if extensions is not None else IMAGE_EXTENSIONS,
-        workers=workers, progress=sys.stderr.isatty(),
+        list(paths), mode=mode, extensions=_extensions(extensions), transform=transform, resize=resize,
+        center_crop=center_crop, epochs=epochs, seed=_int_list(seeds, "--seeds")[0], workers=workers,
+        progress=sys.stderr.isatty(),
     )
     comparison = run_compare(result, settings, notes=notes, trajectory=bool(plot_path))
     click.echo(comparison.table())

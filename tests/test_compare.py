@@ -115,3 +115,22 @@ def test_bad_settings_are_exit_2(tmp_path, args, message):
     result = CliRunner().invoke(cli, ["compare", str(tmp_path / "data"), "--workers", "0", *args])
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_compare_measures_the_augmented_samples_like_compute(tmp_path):
+    write_dataset(tmp_path / "data", count=6)
+    augment = ["--transform", "[RandomHorizontalFlip, {RandomCrop: 3}]", "--epochs", "2", "--workers", "0"]
+    result = CliRunner().invoke(cli, [
+        "compare", str(tmp_path / "data"), "--batch-size", "4", "--momentum", "0.1", "--seeds", "5",
+        "--csv", str(tmp_path / "rows.csv"), *augment,
+    ])
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "rows.csv", newline="") as stream:
+        rows = {row["channel"]: row for row in csv.DictReader(stream)}
+    single = CliRunner().invoke(cli, ["compute", str(tmp_path / "data"), "-q", "--batch-size", "4", "--seed", "5", *augment])
+    config = json.loads(single.output)
+    assert config["count"]["samples"] == 12
+    for c, name in enumerate("RGB"):
+        assert float(rows[name]["exact_mean"]) == config["exact"]["mean"][c]
+        assert float(rows[name]["running_mean"]) == config["running"]["mean"][c]
+        assert int(rows[name]["batches"]) == config["running"]["batches"] == 4
