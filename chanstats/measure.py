@@ -14,6 +14,7 @@ import numpy as np
 
 from .decode import PixelFormat, decode
 from .errors import BadSpecError
+from .fastjpeg import measure_jpeg
 from .moments import (
     FloatMoments,
     IntegerMoments,
@@ -59,13 +60,19 @@ class Measurer:
     seed: int = 0
 
     def __call__(self, index: int, source: ImageSource) -> Measurement:
-        decoded = decode(read_source(source), self.mode, source.display)
-        width, height = decoded.size
+        data = read_source(source)
         if self.transform is None:
-            moments = decoded.moments()
-            samples = [(decoded.format, moments, integer_sample_row(moments, decoded.format.scale))] * self.epochs
-        else:
-            samples = self._transformed(index, source, decoded)
+            # Without a transform every epoch sees the same pixels: measure them once.
+            fast = measure_jpeg(data, self.mode, source.display)
+            if fast is not None:
+                pixel_format, width, height, moments = fast
+                return _untransformed(pixel_format, width, height, False, moments, self.epochs)
+            decoded = decode(data, self.mode, source.display)
+            width, height = decoded.size
+            return _untransformed(decoded.format, width, height, decoded.dropped_alpha, decoded.moments(), self.epochs)
+        decoded = decode(data, self.mode, source.display)
+        width, height = decoded.size
+        samples = self._transformed(index, source, decoded)
         formats = {fmt for fmt, _, _ in samples}
         if len(formats) > 1:
             kinds = ", ".join(sorted(fmt.label for fmt in formats))
@@ -94,6 +101,13 @@ class Measurer:
                         raise BadSpecError(f"transform failed on {source.display} (epoch {epoch}): {detail}") from None
                 samples.append(measure_output(output, decoded.format, source.display))
         return samples
+
+
+def _untransformed(
+    pixel_format: PixelFormat, width: int, height: int, dropped_alpha: bool, moments: IntegerMoments, epochs: int
+) -> Measurement:
+    row = integer_sample_row(moments, pixel_format.scale)
+    return Measurement(pixel_format, width, height, dropped_alpha, [moments] * epochs, [row] * epochs)
 
 
 _NAMES_BY_COUNT = {1: ("L",), 2: ("L", "A"), 3: ("R", "G", "B"), 4: ("R", "G", "B", "A")}

@@ -261,16 +261,21 @@ _BRACE = re.compile(r"\{([^{}]*(?:,|\.\.)[^{}]*)\}")
 _RANGE = re.compile(r"(\d+)\.\.(\d+)")
 
 
-def read_source(source: ImageSource) -> str | bytes:
-    """What :func:`chanstats.decode.decode` should open: the file's path, or a tar member's bytes.
+def read_source(source: ImageSource) -> bytes:
+    """The encoded bytes of a file or tar member, read in one go.
 
-    Raises :class:`~chanstats.errors.BadImageError` for a member that listing found unusable (a
-    link, a device, too large) or that can no longer be read.
+    Decoders work from memory (Pillow decodes faster from bytes than from a file, and simplejpeg
+    needs them). Raises :class:`~chanstats.errors.BadImageError` for a file that cannot be read,
+    or a member that listing found unusable (a link, a device, too large) or that is gone.
     """
     if source.problem is not None:
         raise BadImageError(source.display, source.problem)
     if source.offset < 0:
-        return source.path
+        try:
+            with open(source.path, "rb") as stream:
+                return stream.read()
+        except OSError as error:
+            raise BadImageError(source.display, f"cannot read: {error.strerror or error}") from None
     from .tarshards import read_member
 
     return read_member(source)

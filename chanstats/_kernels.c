@@ -1,0 +1,145 @@
+/*
+ * chanstats._kernels: exact per-channel moments of interleaved 8-bit pixels in one pass.
+ *
+ * moments_u8(buffer, channels) -> (sums, sumsq, mins, maxs), four lists of Python ints.
+ *
+ * Why a compiled kernel: decoding a JPEG costs a few ns per pixel, and every exact statistic
+ * available from Python (Pillow's histogram on a numpy buffer, numpy bincount or sums) costs
+ * from half to several times as much again. This loop costs a fraction of a ns per pixel.
+ *
+ * How it stays exact and vectorizable: the buffer is read as rows of 48 bytes (48 is a multiple
+ * of 1, 2, 3 and 4 channels, so byte j of a row always belongs to channel j % channels). Each of
+ * the 48 lanes accumulates in uint32, which cannot overflow within a block of BLOCK_ROWS rows
+ * (255² · 65536 < 2³²), and blocks are folded into uint64 totals, which cannot overflow for any
+ * image below 2⁴⁰ pixels. The inner loop over 48 independent lanes is what compilers vectorize.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define LANES 48
+#define BLOCK_ROWS 65536
+#define MAX_CHANNELS 4
+
+static void
+accumulate(const uint8_t *data, Py_ssize_t size, int channels, uint64_t *sums, uint64_t *sumsq,
+           uint8_t *mins, uint8_t *maxs)
+{
+    uint64_t lane_sum[LANES] = {0}, lane_sumsq[LANES] = {0};
+    uint8_t lane_min[LANES], lane_max[LANES];
+    memset(lane_min, 255, sizeof lane_min);
+    memset(lane_max, 0, sizeof lane_max);
+
+    Py_ssize_t rows = size / LANES;
+    const uint8_t *p = data;
+    while (rows > 0) {
+        Py_ssize_t block = rows < BLOCK_ROWS ? rows : BLOCK_ROWS;
+        uint32_t s[LANES] = {0}, q[LANES] = {0};
+        uint8_t lo[LANES], hi[LANES];
+        memcpy(lo, lane_min, LANES);
+        memcpy(hi, lane_max, LANES);
+        for (Py_ssize_t r = 0; r < block; r++, p += LANES) {
+            for (int j = 0; j < LANES; j++) {
+                uint32_t v = p[j];
+                s[j] += v;
+                q[j] += v * v;
+                lo[j] = p[j] < lo[j] ? p[j] : lo[j];
+                hi[j] = p[j] > hi[j] ? p[j] : hi[j];
+            }
+        }
+        for (int j = 0; j < LANES; j++) {
+            lane_sum[j] += s[j];
+            lane_sumsq[j] += q[j];
+        }
+        memcpy(lane_min, lo, LANES);
+        memcpy(lane_max, hi, LANES);
+        rows -= block;
+    }
+    /* The last partial row: byte k of it is still channel k % channels. */
+    Py_ssize_t tail = size % LANES;
+    for (Py_ssize_t k = 0; k < tail; k++) {
+        uint32_t v = p[k];
+        lane_sum[k] += v;
+        lane_sumsq[k] += v * v;
+        lane_min[k] = p[k] < lane_min[k] ? p[k] : lane_min[k];
+        lane_max[k] = p[k] > lane_max[k] ? p[k] : lane_max[k];
+    }
+    for (int c = 0; c < channels; c++) {
+        sums[c] = 0;
+        sumsq[c] = 0;
+        mins[c] = 255;
+        maxs[c] = 0;
+    }
+    Py_ssize_t lanes_used = size < LANES ? size : LANES;
+    for (int j = 0; j < lanes_used; j++) {
+        int c = j % channels;
+        sums[c] += lane_sum[j];
+        sumsq[c] += lane_sumsq[j];
+        mins[c] = lane_min[j] < mins[c] ? lane_min[j] : mins[c];
+        maxs[c] = lane_max[j] > maxs[c] ? lane_max[j] : maxs[c];
+    }
+}
+
+static PyObject *
+int_list_u64(const uint64_t *values, int n)
+{
+    PyObject *list = PyList_New(n);
+    if (list == NULL)
+        return NULL;
+    for (int i = 0; i < n; i++) {
+        PyObject *item = PyLong_FromUnsignedLongLong(values[i]);
+        if (item == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, item);
+    }
+    return list;
+}
+
+static PyObject *
+int_list_u8(const uint8_t *values, int n)
+{
+    uint64_t wide[MAX_CHANNELS];
+    for (int i = 0; i < n; i++)
+        wide[i] = values[i];
+    return int_list_u64(wide, n);
+}
+
+static PyObject *
+moments_u8(PyObject *module, PyObject *args)
+{
+    Py_buffer view;
+    int channels;
+    if (!PyArg_ParseTuple(args, "y*i", &view, &channels))
+        return NULL;
+    if (channels < 1 || channels > MAX_CHANNELS || view.len % channels != 0 || view.len == 0) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "need a non-empty buffer of 1 to 4 interleaved 8-bit channels");
+        return NULL;
+    }
+    uint64_t sums[MAX_CHANNELS], sumsq[MAX_CHANNELS];
+    uint8_t mins[MAX_CHANNELS], maxs[MAX_CHANNELS];
+    Py_BEGIN_ALLOW_THREADS
+    accumulate((const uint8_t *)view.buf, view.len, channels, sums, sumsq, mins, maxs);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    return Py_BuildValue("(NNNN)", int_list_u64(sums, channels), int_list_u64(sumsq, channels),
+                         int_list_u8(mins, channels), int_list_u8(maxs, channels));
+}
+
+static PyMethodDef methods[] = {
+    {"moments_u8", moments_u8, METH_VARARGS,
+     "moments_u8(buffer, channels) -> (sums, sumsq, mins, maxs): exact per-channel integer moments "
+     "of a C-contiguous buffer of interleaved 8-bit pixels."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "chanstats._kernels", NULL, -1, methods};
+
+PyMODINIT_FUNC
+PyInit__kernels(void)
+{
+    return PyModule_Create(&module);
+}
