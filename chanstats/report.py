@@ -87,12 +87,7 @@ class Result:
                 "ddof": 0,
             },
             "running": {
-                "convention": settings.convention,
-                "momentum": "none" if settings.cumulative else settings.effective_momentum,
-                "batch_size": settings.batch_size,
-                "shuffle": settings.shuffle,
-                "seed": settings.seed,
-                "drop_last": settings.drop_last,
+                **settings.to_dict(),
                 "batches": running.batches,
                 "mean": _floats(running.mean),
                 "var": _floats(running.var),

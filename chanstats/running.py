@@ -60,6 +60,17 @@ class RunningSettings:
             return None
         return DEFAULT_MOMENTUM.get(self.convention, math.nan) if self.momentum is None else self.momentum
 
+    def to_dict(self) -> dict[str, object]:
+        """The settings as the config records them (momentum ``"none"`` for the cumulative average)."""
+        return {
+            "convention": self.convention,
+            "momentum": "none" if self.cumulative else self.effective_momentum,
+            "batch_size": self.batch_size,
+            "shuffle": self.shuffle,
+            "seed": self.seed,
+            "drop_last": self.drop_last,
+        }
+
     def validate(self) -> RunningSettings:
         """Return ``self``, or raise :class:`BadSpecError` naming the first unusable value."""
         if self.convention not in DEFAULT_MOMENTUM:

@@ -244,18 +244,13 @@ def _argument(key: str, value: Any, label: str) -> Any:
 
     if key == "transforms" and isinstance(value, list):
         return build_steps(value, f"{label}, transforms step")
-    if key == "interpolation" and isinstance(value, str):
+    enums = {"interpolation": v2.InterpolationMode, "policy": v2.AutoAugmentPolicy}
+    if key in enums and isinstance(value, str):
         try:
-            return v2.InterpolationMode(value.lower())
+            return enums[key](value.lower())
         except ValueError:
-            choices = ", ".join(m.value for m in v2.InterpolationMode)
-            raise BadSpecError(f"transform {label}: interpolation {value!r} is not one of {choices}") from None
-    if key == "policy" and isinstance(value, str):
-        try:
-            return v2.AutoAugmentPolicy(value.lower())
-        except ValueError:
-            choices = ", ".join(p.value for p in v2.AutoAugmentPolicy)
-            raise BadSpecError(f"transform {label}: policy {value!r} is not one of {choices}") from None
+            choices = ", ".join(member.value for member in enums[key])
+            raise BadSpecError(f"transform {label}: {key} {value!r} is not one of {choices}") from None
     if isinstance(value, str):
         bare = value[len("torch."):] if value.startswith("torch.") else value
         if bare in _DTYPE_NAMES:
