@@ -297,6 +297,29 @@ class MomentsTable:
             np.array([r[2] for r in rows], dtype=np.float64).reshape(len(rows), channels),
         )
 
+    @classmethod
+    def from_packed(cls, packed: np.ndarray, channels: int) -> "MomentsTable":
+        """From an (n, 1 + 2·channels) array of rows ``count, means..., M2s...``."""
+        return cls(
+            packed[:, 0].astype(np.int64),
+            np.ascontiguousarray(packed[:, 1 : 1 + channels]),
+            np.ascontiguousarray(packed[:, 1 + channels : 1 + 2 * channels]),
+        )
+
+    def pooled(self, groups: int) -> "MomentsTable":
+        """Every ``groups`` consecutive rows merged into one (closed-form Chan merge), e.g. an
+        image's samples over several epochs."""
+        if groups == 1:
+            return self
+        count = self.count.reshape(-1, groups)
+        mean = self.mean.reshape(count.shape[0], groups, -1)
+        m2 = self.m2.reshape(count.shape[0], groups, -1)
+        weights = count[:, :, None].astype(np.float64)
+        total = count.sum(axis=1)
+        pooled_mean = (weights * mean).sum(axis=1) / np.maximum(total, 1)[:, None]
+        pooled_m2 = m2.sum(axis=1) + (weights * (mean - pooled_mean[:, None, :]) ** 2).sum(axis=1)
+        return MomentsTable(total, pooled_mean, pooled_m2)
+
     def take(self, indices: np.ndarray) -> "MomentsTable":
         return MomentsTable(self.count[indices], self.mean[indices], self.m2[indices])
 

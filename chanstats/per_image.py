@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -38,17 +37,6 @@ class PerImage:
     widths: list[int]
     heights: list[int]
     table: MomentsTable
-
-    @classmethod
-    def from_measurements(cls, measured: Iterable[tuple[str, int, int, Sequence]], channels: int) -> "PerImage":
-        """From ``(path, width, height, sample rows)``; each sample row is (count, mean, M2)."""
-        paths, widths, heights, rows = [], [], [], []
-        for path, width, height, samples in measured:
-            paths.append(path)
-            widths.append(int(width))
-            heights.append(int(height))
-            rows.append(_pool(samples, channels))
-        return cls(paths, widths, heights, MomentsTable.from_rows(rows, channels))
 
     @property
     def mean(self) -> np.ndarray:
@@ -122,18 +110,3 @@ def robust_z(values: np.ndarray) -> np.ndarray:
     return z
 
 
-def _pool(samples: Sequence, channels: int) -> tuple[int, list[float], list[float]]:
-    """Chan merge of one image's samples (a single sample is returned as is)."""
-    if len(samples) == 1:
-        count, mean, m2 = samples[0]
-        return int(count), [float(v) for v in mean], [float(v) for v in m2]
-    total = sum(int(s[0]) for s in samples)
-    if total == 0:
-        return 0, [0.0] * channels, [0.0] * channels
-    means, m2s = [], []
-    for c in range(channels):
-        mean_c = math.fsum(int(s[0]) * float(s[1][c]) for s in samples) / total
-        m2_c = math.fsum(float(s[2][c]) for s in samples) + math.fsum(int(s[0]) * (float(s[1][c]) - mean_c) ** 2 for s in samples)
-        means.append(mean_c)
-        m2s.append(m2_c)
-    return total, means, m2s

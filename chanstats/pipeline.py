@@ -6,8 +6,11 @@ Everything here runs in the main process on small per-image records, in listing 
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+import numpy as np
 
 from . import __version__
 from .decode import check_mode
@@ -222,7 +225,9 @@ def finalize(state: PartialState) -> Result:
     )
     bad = sorted(state.bad, key=lambda b: b.index)
     _apply_error_policy(bad, state.listing_size, options["on_error"], budget)
-    images = sorted(state.images, key=lambda r: r.index)
+    images = state.images
+    if any(a.index > b.index for a, b in zip(images, images[1:])):
+        images = sorted(images, key=lambda r: r.index)
     if not images:
         raise NoImagesError("no image could be read")
     if len(state.formats) > 1:
@@ -241,9 +246,14 @@ def finalize(state: PartialState) -> Result:
                 total_float.merge(moments)
         exact, method = total_float.finalize(), "float64"
     epochs = options.get("epochs", 1)
+    channels = len(pixel_format.channels)
+    # One (images, epochs, 1 + 2C) array straight from the packed rows: no per-sample objects.
+    packed = array("d")
+    for record in images:
+        packed.extend(record.packed_rows)
+    samples = np.frombuffer(packed, dtype=np.float64).reshape(len(images), epochs, 1 + 2 * channels)
     # Epoch-major, as training visits them: all images of epoch 0, then of epoch 1, ...
-    rows = [record.rows[epoch] for epoch in range(epochs) for record in images]
-    table = MomentsTable.from_rows(rows, len(pixel_format.channels))
+    table = MomentsTable.from_packed(samples.transpose(1, 0, 2).reshape(-1, 1 + 2 * channels), channels)
     running = simulate(table, settings, epochs=epochs)
     sampled = None
     if options.get("sample") is not None:
@@ -268,8 +278,11 @@ def finalize(state: PartialState) -> Result:
         dropped_alpha=sum(1 for r in images if r.dropped_alpha),
         table=table,
         sources=[r.source for r in images],
-        per_image=PerImage.from_measurements(
-            ((r.source.display, r.width, r.height, r.rows) for r in images), len(pixel_format.channels)
+        per_image=PerImage(
+            [r.source.display for r in images],
+            [r.width for r in images],
+            [r.height for r in images],
+            table if epochs == 1 else MomentsTable.from_packed(samples.reshape(-1, 1 + 2 * channels), channels).pooled(epochs),
         ),
         listing=state.listing,
         sample=sampled,

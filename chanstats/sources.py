@@ -26,7 +26,7 @@ from .errors import BadImageError, ChanstatsError, NoImagesError
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ImageSource:
     """One image to read.
 
@@ -78,12 +78,16 @@ def list_images(inputs: Iterable[str], extensions: tuple[str, ...] = IMAGE_EXTEN
     :class:`ChanstatsError` for an input that does not exist.
     """
     inputs = list(inputs)
-    seen: set[tuple[int, ...]] = set()
+    seen: set[int] = set()
     found: list[ImageSource] = []
     for source, identity in _expand(inputs, extensions):
-        if identity in seen:
+        # One int per file rather than a tuple: this set holds every image while listing.
+        packed = 0
+        for part in identity:
+            packed = (packed << 64) | (part + 1)  # + 1: a file's offset is -1
+        if packed in seen:
             continue
-        seen.add(identity)
+        seen.add(packed)
         found.append(source)
     if not found:
         where = ", ".join(inputs) if inputs else "(no inputs)"
@@ -165,14 +169,14 @@ def _from_list_file(list_path: str, extensions: tuple[str, ...]) -> Iterator[Lis
             raise ChanstatsError(f"{list_path}:{number}: {entry}: no such file")
 
 
-def _walk(root: str, extensions: tuple[str, ...]) -> list[Listed]:
+def _walk(root: str, extensions: tuple[str, ...]) -> Iterator[Listed]:
     """Image files under ``root``, sorted by the bytes of their path relative to ``root``.
 
-    One ``stat`` per image (for its size and identity, through the cached ``DirEntry.stat``) and
-    none per rejected entry: ``scandir``'s file types answer ``is_dir``/``is_file`` without a
-    system call except for symlinks.
+    One ``stat`` per image (for its size and identity) and none per rejected entry: ``scandir``'s
+    file types answer ``is_dir``/``is_file`` without a system call except for symlinks. Only the
+    relative names are kept while walking, so the peak memory is a few dozen bytes per file.
     """
-    found: list[tuple[bytes, str, os.DirEntry]] = []
+    names: list[str] = []
     visited: set[tuple[int, int]] = set()
     stack = [""]
     while stack:
@@ -185,36 +189,27 @@ def _walk(root: str, extensions: tuple[str, ...]) -> list[Listed]:
         if (stat.st_dev, stat.st_ino) in visited:
             continue  # a symlink loop or a second link to a folder already walked
         visited.add((stat.st_dev, stat.st_ino))
+        prefix = relative_dir + "/" if relative_dir else ""
         try:
             with os.scandir(directory) as iterator:
-                entries = list(iterator)
+                for entry in iterator:
+                    name = entry.name
+                    if name[0] == ".":
+                        continue
+                    if entry.is_dir():
+                        stack.append(prefix + name)
+                    elif name.lower().endswith(extensions) and entry.is_file():
+                        names.append(prefix + name)
         except OSError as error:
             raise ChanstatsError(f"{directory}: cannot list folder: {error.strerror or error}") from None
-        prefix = relative_dir + "/" if relative_dir else ""
-        for entry in entries:
-            name = entry.name
-            if name[0] == ".":
-                continue
-            if entry.is_dir():
-                stack.append(prefix + name)
-            elif name.lower().endswith(extensions) and entry.is_file():
-                relative = prefix + name
-                found.append((os.fsencode(relative), relative, entry))
-    found.sort(key=_first)
-    listed: list[Listed] = []
-    append = listed.append
-    for _, name, entry in found:
+    names.sort(key=os.fsencode)
+    for name in names:
+        path = os.path.join(root, name)
         try:
-            stat = entry.stat()
+            stat = os.stat(path)
         except OSError:
             continue  # removed (or its link target removed) while listing
-        path = entry.path
-        append((ImageSource(path, name, path, stat.st_size), (stat.st_dev, stat.st_ino)))
-    return listed
-
-
-def _first(item: tuple) -> bytes:
-    return item[0]
+        yield ImageSource(path, name, path, stat.st_size), (stat.st_dev, stat.st_ino)
 
 
 def has_brace_pattern(text: str) -> bool:
