@@ -11,7 +11,8 @@
  * of 1, 2, 3 and 4 channels, so byte j of a row always belongs to channel j % channels). Each of
  * the 48 lanes accumulates in uint32, which cannot overflow within a block of BLOCK_ROWS rows
  * (255² · 65536 < 2³²), and blocks are folded into uint64 totals, which cannot overflow for any
- * image below 2⁴⁰ pixels. The inner loop over 48 independent lanes is what compilers vectorize.
+ * image below 2⁴⁰ pixels. The inner loop over 48 independent lanes is what compilers vectorize;
+ * on x86-64 an SSE2 version (always available there) does the same about twice as fast.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -21,6 +22,66 @@
 #define LANES 48
 #define BLOCK_ROWS 65536
 #define MAX_CHANNELS 4
+
+#ifdef __SSE2__
+#include <emmintrin.h>
+
+/* Adds two rows' values of 16 lanes: a and b are interleaved byte by byte, so that pmaddwd adds
+ * each lane's two values (times 1, or squared) without mixing lanes, that is, channels. */
+static inline void
+add_row_pair(__m128i a, __m128i b, __m128i *s, __m128i *q)
+{
+    const __m128i zero = _mm_setzero_si128(), ones = _mm_set1_epi16(1);
+    __m128i pairs_lo = _mm_unpacklo_epi8(a, b), pairs_hi = _mm_unpackhi_epi8(a, b);
+    __m128i w[4] = {_mm_unpacklo_epi8(pairs_lo, zero), _mm_unpackhi_epi8(pairs_lo, zero),
+                    _mm_unpacklo_epi8(pairs_hi, zero), _mm_unpackhi_epi8(pairs_hi, zero)};
+    for (int k = 0; k < 4; k++) {
+        s[k] = _mm_add_epi32(s[k], _mm_madd_epi16(w[k], ones));
+        q[k] = _mm_add_epi32(q[k], _mm_madd_epi16(w[k], w[k]));
+    }
+}
+
+/* The 16 lanes starting at `p` (one third of each 48-byte row) over `rows` rows. One group at a
+ * time keeps all its accumulators in registers. */
+static void
+accumulate_group_sse2(const uint8_t *p, Py_ssize_t rows, uint64_t *lane_sum, uint64_t *lane_sumsq,
+                      uint8_t *lane_min, uint8_t *lane_max)
+{
+    const __m128i zero = _mm_setzero_si128();
+    __m128i lo = _mm_loadu_si128((const __m128i *)lane_min);
+    __m128i hi = _mm_loadu_si128((const __m128i *)lane_max);
+    while (rows > 0) {
+        Py_ssize_t block = rows < BLOCK_ROWS ? rows : BLOCK_ROWS;
+        rows -= block;
+        __m128i s[4] = {zero, zero, zero, zero}, q[4] = {zero, zero, zero, zero};
+        for (Py_ssize_t pair = 0; pair < block / 2; pair++, p += 2 * LANES) {
+            __m128i a = _mm_loadu_si128((const __m128i *)p);
+            __m128i b = _mm_loadu_si128((const __m128i *)(p + LANES));
+            lo = _mm_min_epu8(lo, _mm_min_epu8(a, b));
+            hi = _mm_max_epu8(hi, _mm_max_epu8(a, b));
+            add_row_pair(a, b, s, q);
+        }
+        if (block % 2) { /* an odd last row, paired with zeros, which add nothing */
+            __m128i a = _mm_loadu_si128((const __m128i *)p);
+            lo = _mm_min_epu8(lo, a);
+            hi = _mm_max_epu8(hi, a);
+            add_row_pair(a, zero, s, q);
+            p += LANES;
+        }
+        uint32_t sums[16], squares[16];
+        for (int k = 0; k < 4; k++) {
+            _mm_storeu_si128((__m128i *)(sums + 4 * k), s[k]);
+            _mm_storeu_si128((__m128i *)(squares + 4 * k), q[k]);
+        }
+        for (int j = 0; j < 16; j++) {
+            lane_sum[j] += sums[j];
+            lane_sumsq[j] += squares[j];
+        }
+    }
+    _mm_storeu_si128((__m128i *)lane_min, lo);
+    _mm_storeu_si128((__m128i *)lane_max, hi);
+}
+#endif
 
 static void
 accumulate(const uint8_t *data, Py_ssize_t size, int channels, uint64_t *sums, uint64_t *sumsq,
@@ -33,6 +94,12 @@ accumulate(const uint8_t *data, Py_ssize_t size, int channels, uint64_t *sums, u
 
     Py_ssize_t rows = size / LANES;
     const uint8_t *p = data;
+#ifdef __SSE2__
+    for (int g = 0; g < LANES; g += 16)
+        accumulate_group_sse2(data + g, rows, lane_sum + g, lane_sumsq + g, lane_min + g, lane_max + g);
+    p = data + rows * LANES;
+    rows = 0;
+#endif
     while (rows > 0) {
         Py_ssize_t block = rows < BLOCK_ROWS ? rows : BLOCK_ROWS;
         uint32_t s[LANES] = {0}, q[LANES] = {0};
@@ -108,7 +175,7 @@ int_list_u8(const uint8_t *values, int n)
 }
 
 static PyObject *
-moments_u8(PyObject *module, PyObject *args)
+moments_u8(PyObject *Py_UNUSED(module), PyObject *args)
 {
     Py_buffer view;
     int channels;

@@ -35,8 +35,8 @@ def test_kernel_equals_numpy_on_any_shape(pixels):
 
 
 def test_kernel_is_exact_across_its_block_boundaries(rng):
-    # More than 65536 rows of 48 bytes, plus a partial row: every accumulator gets folded.
-    pixels = rng.integers(0, 256, size=(3000, 1051, 3), dtype=np.uint8)
+    # 197437 rows of 48 bytes (more than 65536, an odd number) plus a partial row.
+    pixels = rng.integers(0, 256, size=(3000, 1053, 3), dtype=np.uint8)
     pixels[::7] = 255  # long runs of the extreme value stress the uint32 lane sums
     assert fastjpeg._kernels.moments_u8(pixels, 3) == tuple(numpy_moments(pixels, 3))
 
