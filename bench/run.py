@@ -61,7 +61,7 @@ for the raw numbers).
 
 Bench-only dependencies (not chanstats dependencies)::
 
-    pip install scikit-image simplejpeg psutil torch torchvision
+    pip install -e ".[bench]"        # scikit-image (the corpus) and psutil (memory polling)
 """
 
 from __future__ import annotations
