@@ -299,12 +299,9 @@ class MomentsTable:
 
     @classmethod
     def from_packed(cls, packed: np.ndarray, channels: int) -> "MomentsTable":
-        """From an (n, 1 + 2·channels) array of rows ``count, means..., M2s...``."""
-        return cls(
-            packed[:, 0].astype(np.int64),
-            np.ascontiguousarray(packed[:, 1 : 1 + channels]),
-            np.ascontiguousarray(packed[:, 1 + channels : 1 + 2 * channels]),
-        )
+        """From an (n, 1 + 2·channels) array of rows ``count, means..., M2s...``; ``mean`` and
+        ``m2`` are views into it, not copies."""
+        return cls(packed[:, 0].astype(np.int64), packed[:, 1 : 1 + channels], packed[:, 1 + channels : 1 + 2 * channels])
 
     def pooled(self, groups: int) -> "MomentsTable":
         """Every ``groups`` consecutive rows merged into one (closed-form Chan merge), e.g. an

@@ -226,7 +226,7 @@ def finalize(state: PartialState) -> Result:
     bad = sorted(state.bad, key=lambda b: b.index)
     _apply_error_policy(bad, state.listing_size, options["on_error"], budget)
     images = state.images
-    if any(a.index > b.index for a, b in zip(images, images[1:])):
+    if any(images[i].index > images[i + 1].index for i in range(len(images) - 1)):
         images = sorted(images, key=lambda r: r.index)
     if not images:
         raise NoImagesError("no image could be read")

@@ -135,10 +135,29 @@ def batch_order(n_samples: int, settings: RunningSettings, epochs: int = 1) -> l
     return np.split(rows, starts[1:]) if len(starts) else []
 
 
+# Batches are pooled a slice of about this many samples at a time, so that the temporaries stay a
+# few megabytes whatever the dataset size; each batch only ever involves its own rows, so slicing
+# does not change a single bit of the result.
+_POOL_ROWS = 1 << 15
+
+
 def _pool(
     table: MomentsTable, rows: NDArray[np.intp], starts: NDArray[np.intp]
 ) -> tuple[NDArray[np.int64], Floats, Floats]:
     """Per-batch pixel count, mean and M2 per channel: the exact pooling of the batch's samples."""
+    ends = np.append(starts[1:], len(rows))
+    per_slice = max(1, _POOL_ROWS // int((ends - starts).max()))
+    pieces = [
+        _pool_slice(table, rows[starts[first] : ends[last - 1]], starts[first:last] - starts[first])
+        for first, last in ((i, min(i + per_slice, len(starts))) for i in range(0, len(starts), per_slice))
+    ]
+    n_b, mean_b, m2_b = (np.concatenate(parts) for parts in zip(*pieces))
+    return n_b, mean_b, m2_b
+
+
+def _pool_slice(
+    table: MomentsTable, rows: NDArray[np.intp], starts: NDArray[np.intp]
+) -> tuple[NDArray[np.int64], Floats, Floats]:
     # np.take: several times faster than fancy indexing of (n, C) rows
     counts = np.take(table.count, rows).astype(np.int64)
     weights = counts.astype(np.float64)[:, None]
