@@ -34,7 +34,7 @@ corpus directory records, per file, the kind, size and source photo.
 Usage::
 
     python bench/corpus.py --n 2000            # -> bench/.cache/corpus-s0/
-    python bench/corpus.py --n 200 --root /tmp/c --seed 3
+    python bench/corpus.py --n 200 --root corpus-small --seed 3
 """
 
 from __future__ import annotations
@@ -319,6 +319,20 @@ def load_manifest(root: str | os.PathLike) -> dict[str, dict]:
     return {r["file"]: r for r in m["images"].values()}
 
 
+def corpus_summary(paths: list[Path]) -> dict:
+    """Image count, pixels, bytes and JPEG/PNG kinds of corpus files, from the manifest."""
+    manifest = load_manifest(paths[0].parent)
+    kinds: dict[str, int] = {}
+    pixels = nbytes = 0
+    for path in paths:
+        record = manifest[path.name]
+        kinds[record["kind"]] = kinds.get(record["kind"], 0) + 1
+        pixels += record["width"] * record["height"]
+        nbytes += record["bytes"]
+    jpeg = sum(count for kind, count in kinds.items() if kind.startswith("jpeg"))
+    return {"images": len(paths), "pixels": pixels, "bytes": nbytes, "jpeg": jpeg, "png": len(paths) - jpeg, "kinds": kinds}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=2000, help="number of images (default 2000)")
@@ -328,14 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     paths = build_corpus(a.n, a.root, a.seed, a.workers, verbose=True)
     root = paths[0].parent if paths else Path(a.root or default_root(a.seed))
-    man = load_manifest(root)
-    kinds: dict[str, int] = {}
-    px = nbytes = 0
-    for p in paths:
-        r = man[p.name]
-        kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
-        px += r["width"] * r["height"]
-        nbytes += r["bytes"]
+    summary = corpus_summary(paths)
+    kinds, px, nbytes = summary["kinds"], summary["pixels"], summary["bytes"]
     print(f"{len(paths)} images in {root}")
     print(f"  {px / len(paths) / 1e3:.0f} kpx/image mean, {nbytes / 2**20:.1f} MiB total")
     for k, c in sorted(kinds.items()):

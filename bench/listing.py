@@ -5,7 +5,7 @@ Listing never decodes, so the files are a few bytes each. Prints a table: wall a
 (best of ``--repeat``; the first, cold-cache run shown apart) and files per second.
 
     PYTHONPATH=. python bench/listing.py                      # 200,000 files in 400 folders
-    PYTHONPATH=. python bench/listing.py --files 20000 --keep /tmp/tree
+    PYTHONPATH=. python bench/listing.py --files 20000 --keep tree-copy
 """
 
 from __future__ import annotations

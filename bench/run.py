@@ -425,16 +425,7 @@ def machine() -> dict:
 def corpus_summary(paths: list[Path]) -> dict:
     import corpus
 
-    man = corpus.load_manifest(paths[0].parent)
-    kinds: dict[str, int] = {}
-    px = nbytes = 0
-    for p in paths:
-        r = man[p.name]
-        kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
-        px += r["width"] * r["height"]
-        nbytes += r["bytes"]
-    jpeg = sum(c for k, c in kinds.items() if k.startswith("jpeg"))
-    return {"images": len(paths), "pixels": px, "bytes": nbytes, "jpeg": jpeg, "png": len(paths) - jpeg, "kinds": kinds}
+    return corpus.corpus_summary(paths)
 
 
 def importtime_modules(stderr: str) -> set[str]:

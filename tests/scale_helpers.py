@@ -4,13 +4,13 @@ for the real ``chanstats`` command."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from .conftest import chanstats_command
 
 
 def make_dataset(root: Path, count: int = 14, seed: int = 7, corrupt: int = 0) -> Path:
@@ -28,11 +28,6 @@ def make_dataset(root: Path, count: int = 14, seed: int = 7, corrupt: int = 0) -
         good = folder / "img001.png"
         (folder / f"bad{j}.png").write_bytes(good.read_bytes()[:60])
     return folder
-
-
-def chanstats_command() -> list[str]:
-    script = shutil.which("chanstats")
-    return [script] if script else [sys.executable, "-m", "chanstats"]
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
