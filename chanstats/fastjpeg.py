@@ -5,7 +5,8 @@ Decoding dominates the cost of exact statistics. simplejpeg (libjpeg-turbo with 
 DCT and upsampling as Pillow) decodes colour and greyscale JPEGs about 1.3-1.5× faster than
 Pillow, with pixels identical to ``PIL.Image.open(f).convert("RGB")`` (a test checks this on the
 shipped examples and every JPEG kind; the benchmark checks the bench corpus). Pillow's histogram
-cannot read a numpy buffer without a copy, so the statistics come from ``chanstats._kernels``.
+cannot read a numpy buffer without a copy, so the statistics come from the compiled kernel behind
+:func:`~chanstats.moments.integer_moments_of`.
 
 The fast path declines (returns None) whenever it could differ from Pillow, and the caller then
 decodes with Pillow: other modes than RGB/keep, CMYK/YCCK JPEGs, any decoding warning or error
@@ -18,18 +19,14 @@ from PIL import Image
 
 from .decode import PixelFormat
 from .errors import BadImageError
-from .moments import IntegerMoments
+from .moments import KERNEL_AVAILABLE, IntegerMoments, integer_moments_of
 
 try:
     import simplejpeg
 except ImportError:  # pragma: no cover - simplejpeg is a dependency, but keep working without it
     simplejpeg = None
-try:
-    from . import _kernels
-except ImportError:  # the C extension was not built: no compiler at install time
-    _kernels = None
-
-AVAILABLE = simplejpeg is not None and _kernels is not None
+# Without the compiled kernel, numpy sums would cost more than simplejpeg saves over Pillow.
+AVAILABLE = simplejpeg is not None and KERNEL_AVAILABLE
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _RGB = PixelFormat(("R", "G", "B"), 255)
 _GREY = PixelFormat(("L",), 255)
@@ -55,5 +52,4 @@ def measure_jpeg(data: bytes, mode: str, shown: str) -> tuple[PixelFormat, int, 
         pixels = simplejpeg.decode_jpeg(data, colorspace=target, strict=True)
     except ValueError:
         return None
-    sums, sumsq, mins, maxs = _kernels.moments_u8(pixels, len(pixel_format.channels))
-    return pixel_format, width, height, IntegerMoments(width * height, sums, sumsq, mins, maxs)
+    return pixel_format, width, height, integer_moments_of(pixels)
