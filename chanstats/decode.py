@@ -74,9 +74,7 @@ class DecodedImage:
     def moments(self) -> IntegerMoments:
         """Exact integer moments of every channel."""
         if self.format.scale == 255:
-            # Pillow's own histogram runs on the decoded buffer without any numpy copy.
-            bins = np.asarray(self.image.histogram(), dtype=np.int64)
-            return integer_moments_from_histogram(bins.reshape(len(self.format.channels), 256))
+            return histogram_moments(self.image)
         return integer_moments_of(self.pixels())
 
     def pixels(self) -> np.ndarray:
@@ -84,6 +82,13 @@ class DecodedImage:
         if self.format.scale == 65535:
             return np.asarray(self.image, dtype=np.uint16)
         return np.asarray(self.image)
+
+
+def histogram_moments(image: Image.Image) -> IntegerMoments:
+    """Exact moments of an 8-bit Pillow image (L, LA, RGB, RGBA, CMYK), from Pillow's own
+    histogram, which runs on the decoded buffer without any numpy copy."""
+    bins = np.asarray(image.histogram(), dtype=np.int64)
+    return integer_moments_from_histogram(bins.reshape(len(image.getbands()), 256))
 
 
 def check_mode(mode: str) -> str:

@@ -12,14 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from .decode import PixelFormat, decode
+from .decode import PixelFormat, decode, histogram_moments
 from .errors import BadSpecError
 from .fastjpeg import measure_jpeg
 from .moments import (
     FloatMoments,
     IntegerMoments,
     float_moments_of,
-    integer_moments_from_histogram,
     integer_moments_of,
     integer_sample_row,
 )
@@ -154,8 +153,7 @@ def _channel_names(count: int, input_format: PixelFormat) -> tuple[str, ...]:
 
 def _measure_pil(image, input_format: PixelFormat, shown: str) -> tuple[PixelFormat, Any, SampleRow]:
     if image.mode in ("L", "LA", "RGB", "RGBA"):
-        bins = np.asarray(image.histogram(), dtype=np.int64).reshape(len(image.mode), 256)
-        moments = integer_moments_from_histogram(bins)
+        moments = histogram_moments(image)
         fmt = PixelFormat(_channel_names(len(image.mode), input_format), 255)
         return fmt, moments, integer_sample_row(moments, 255)
     if image.mode.startswith("I;16"):
