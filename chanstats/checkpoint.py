@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 
 from .errors import ChanstatsError
-from .partial import PartialState, read_partial
+from .partial import PartialState, differing_options, read_partial
 
 TEST_DELAY_ENV = "CHANSTATS_TEST_DELAY_PER_IMAGE"
 DEFAULT_EVERY = "60s"
@@ -117,7 +117,7 @@ def _mismatch(saved: PartialState, fresh: PartialState) -> str | None:
     if saved.version != fresh.version:
         return f"was written by chanstats {saved.version}, this is {fresh.version}"
     if saved.options != fresh.options:
-        keys = [k for k in dict.fromkeys([*saved.options, *fresh.options]) if saved.options.get(k) != fresh.options.get(k)]
+        keys = differing_options(saved.options, fresh.options)
         diff = "; ".join(f"{k}: {saved.options.get(k)!r} there, {fresh.options.get(k)!r} now" for k in keys)
         return f"was written with other options ({diff})"
     if (saved.fingerprint, saved.listing_size) != (fresh.fingerprint, fresh.listing_size):

@@ -385,6 +385,10 @@ def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
     return a[0] < b[1] and b[0] < a[1] and a[0] < a[1]
 
 
+def differing_options(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The option names whose values differ between two runs, in order of first appearance."""
+    return [k for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
+
+
 def _option_diff(a: dict[str, Any], b: dict[str, Any]) -> str:
-    keys = [k for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
-    return "; ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys)
+    return "; ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in differing_options(a, b))
