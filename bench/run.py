@@ -10,8 +10,12 @@ ImageNet-like corpus of real photographs, JPEG + PNG; page cache warmed first):
    paths, each worker reads its files and decodes them to RGB, returning only a
    counter: (a) Pillow ``Image.open(BytesIO(data)).convert("RGB")``;
    (b) simplejpeg ``decode_jpeg(data, colorspace="RGB")`` for YCbCr / grey
-   JPEGs, Pillow for PNG and CMYK JPEGs.  simplejpeg's pixels are checked
-   against Pillow's on every JPEG of the corpus in the same run;
+   JPEGs, Pillow for PNG and CMYK JPEGs; (c) as (b) with pyspng (libspng) for
+   PNGs, when pyspng is installed; (d) as (b) with chanstats' own PNG decoder
+   (``chanstats.fastpng.decode_png``: zlib-ng + the compiled unfilter), which is
+   what chanstats uses.  Every fast decoder's pixels are checked against
+   Pillow's on every file of its kind in the corpus, in the same run; a decoder
+   counts as "pixel-identical" only if all of them match;
 3. the community recipe: torchvision ``ImageFolder`` + ``ToTensor()`` +
    ``DataLoader(batch_size=64, num_workers=N, collate_fn=list)``, full
    resolution, mean of per-image float32 means and mean of per-image stds (the
@@ -20,7 +24,7 @@ ImageNet-like corpus of real photographs, JPEG + PNG; page cache warmed first):
 4. scaling: ``chanstats compute --workers 1`` vs default;
 5. start-up: ``chanstats --help`` (median of 5) and ``python -X importtime``
    proof that ``compute`` without a transform imports no torch/torchvision
-   (the same trace tells which JPEG decoder chanstats uses);
+   (the same trace tells which decoders chanstats uses);
 6. memory at two corpus sizes (``--n`` and ``--big``) and its growth.
 
 Every timed measurement is repeated ``--repeat`` times, the measurements
@@ -129,14 +133,21 @@ def _sj_or_none(data: bytes):
         return None
 
 
-def _decode_simplejpeg_chunk(paths: list[str]) -> tuple[int, int]:
+def _decode_mixed_chunk(paths: list[str], png_decoder=None) -> tuple[int, int]:
+    """simplejpeg for YCbCr / grey JPEGs, ``png_decoder`` (bytes -> array or None) for PNGs,
+    Pillow for everything they decline."""
     from PIL import Image
 
     n = px = 0
     for p in paths:
         with open(p, "rb") as f:
             data = f.read()
-        arr = _sj_or_none(data) if p.lower().endswith(JPEG_EXT) else None
+        name = p.lower()
+        arr = None
+        if name.endswith(JPEG_EXT):
+            arr = _sj_or_none(data)
+        elif png_decoder is not None and name.endswith(".png"):
+            arr = png_decoder(data)
         if arr is not None:
             px += arr.shape[0] * arr.shape[1]
         else:
@@ -147,26 +158,85 @@ def _decode_simplejpeg_chunk(paths: list[str]) -> tuple[int, int]:
     return n, px
 
 
-DECODERS = {"pillow": _decode_pillow_chunk, "simplejpeg": _decode_simplejpeg_chunk}
+def _decode_simplejpeg_chunk(paths: list[str]) -> tuple[int, int]:
+    return _decode_mixed_chunk(paths)
 
 
-def _identity_chunk(paths: list[str]) -> tuple[int, int, int]:
-    """(identical, compared, left to Pillow) for simplejpeg vs Pillow on JPEGs."""
+def _pyspng_or_none(data: bytes):
+    import pyspng
+
+    try:
+        return pyspng.load(data)
+    except Exception:
+        return None
+
+
+def _decode_pyspng_chunk(paths: list[str]) -> tuple[int, int]:
+    return _decode_mixed_chunk(paths, _pyspng_or_none)
+
+
+def _decode_chanstats_png_chunk(paths: list[str]) -> tuple[int, int]:
+    from chanstats.fastpng import decode_png
+
+    return _decode_mixed_chunk(paths, decode_png)
+
+
+# Decode-only programs: name -> (chunk function, modules it needs).
+DECODERS = {
+    "pillow": (_decode_pillow_chunk, ()),
+    "simplejpeg": (_decode_simplejpeg_chunk, ("simplejpeg",)),
+    "simplejpeg+pyspng": (_decode_pyspng_chunk, ("simplejpeg", "pyspng")),
+    "simplejpeg+chanstats-png": (_decode_chanstats_png_chunk, ("simplejpeg", "chanstats.fastpng")),
+}
+
+
+DECODER_LABELS = {
+    "pillow": "Pillow",
+    "simplejpeg": "simplejpeg JPEG, Pillow PNG",
+    "simplejpeg+pyspng": "simplejpeg JPEG, pyspng PNG",
+    "simplejpeg+chanstats-png": "simplejpeg JPEG, chanstats PNG (zlib-ng + kernel)",
+}
+
+
+def available_decoders() -> list[str]:
+    import importlib.util
+
+    def have(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is not None
+        except ImportError:
+            return False
+
+    return [name for name, (_, needs) in DECODERS.items() if all(have(m) for m in needs)]
+
+
+# Fast decoders checked pixel for pixel against Pillow: name -> (files it decodes, bytes -> array
+# or None when it declines the file). JPEGs are compared with convert("RGB"), what simplejpeg is
+# asked for; PNGs with Pillow's pixels as stored, which is what the PNG decoders return.
+def _fast_decoders() -> dict:
+    from chanstats.fastpng import decode_png
+
+    return {"simplejpeg": (JPEG_EXT, _sj_or_none), "pyspng": ((".png",), _pyspng_or_none), "chanstats-png": ((".png",), decode_png)}
+
+
+def _identity_chunk(decoder: str, paths: list[str]) -> tuple[int, int, int]:
+    """(identical, compared, left to Pillow) for one fast decoder vs Pillow on its files."""
     import numpy as np
     from PIL import Image
 
+    _, fast = _fast_decoders()[decoder]
     same = cmp = fallback = 0
     for p in paths:
         with open(p, "rb") as f:
             data = f.read()
-        arr = _sj_or_none(data)
+        arr = fast(data)
         if arr is None:
             fallback += 1
             continue
         with Image.open(io.BytesIO(data)) as im:
-            ref = np.asarray(im.convert("RGB"))
+            ref = np.asarray(im.convert("RGB") if decoder == "simplejpeg" else im)
         cmp += 1
-        same += int(ref.shape == arr.shape and np.array_equal(ref, arr))
+        same += int(arr.size == ref.size and np.array_equal(ref, arr.reshape(ref.shape)))
     return same, cmp, fallback
 
 
@@ -179,11 +249,13 @@ def helper_decode(argv: list[str]) -> int:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
+    import importlib
+
     import PIL.Image  # noqa: F401  (imports before the clock starts)
 
-    if argv[0] == "simplejpeg":
-        import simplejpeg  # noqa: F401
-    fn = DECODERS[argv[0]]
+    fn, needs = DECODERS[argv[0]]
+    for module in needs:
+        importlib.import_module(module)
     workers = int(argv[1])
     paths = Path(argv[2]).read_text().splitlines()
     t0 = time.perf_counter()
@@ -506,28 +578,33 @@ def main(argv: list[str] | None = None) -> int:
     mods_help, mods_comp = importtime_modules(imp_help.stderr), importtime_modules(imp_comp.stderr)
     torchy = lambda ms: sorted(m for m in ms if m.split(".")[0] in ("torch", "torchvision"))  # noqa: E731
     torch_help, torch_comp = torchy(mods_help), torchy(mods_comp)
-    own = "simplejpeg" if any(m.split(".")[0] == "simplejpeg" for m in mods_comp) else "pillow"
+    # chanstats' own decoders: simplejpeg and its PNG path need the compiled kernel (chanstats._kernels).
+    own = "simplejpeg+chanstats-png" if {"simplejpeg", "chanstats._kernels"} <= mods_comp else "pillow"
+    decoders = available_decoders()
 
-    # --- pixel identity simplejpeg vs Pillow on the corpus' JPEGs
-    log("pixel identity simplejpeg vs Pillow ...")
+    # --- pixel identity of every fast decoder vs Pillow, on the corpus' files of its kind
+    log("pixel identity of the fast decoders vs Pillow ...")
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
 
-    jpegs = [p for p in files_n if p.lower().endswith(JPEG_EXT)]
-    try:
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as ex:
-            ident = [sum(x) for x in zip(*ex.map(_identity_chunk, _chunks(jpegs)))]
-    except ImportError as e:
-        ident = [0, 0, len(jpegs)]
-        errors.append(f"pixel identity check: {e}")
-    sj_identical = ident[1] > 0 and ident[0] == ident[1]
+    ident: dict[str, list[int]] = {}
+    fast_names = [d for d in _fast_decoders() if any(d in name.split("+") for name in decoders)]
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as ex:
+        for fast_name in fast_names:
+            kinds = _fast_decoders()[fast_name][0]
+            files = [p for p in files_n if p.lower().endswith(kinds)]
+            ident[fast_name] = [sum(x) for x in zip(*ex.map(partial(_identity_chunk, fast_name), _chunks(files)))] or [0, 0, 0]
+    fast_identical = {name: counts[1] > 0 and counts[0] == counts[1] for name, counts in ident.items()}
 
     # --- timed measurements, interleaved
     jobs = {
         "chanstats": lambda: Run(cs + ["compute", str(set_n), "-q", "-o", str(tmp / "out.json")] + wflag),
         "chanstats_w1": lambda: Run(cs + ["compute", str(set_n), "-q", "-o", str(tmp / "out_w1.json"), "--workers", "1"]),
-        "decode_pillow": lambda: Run([sys.executable, __file__, "_decode", "pillow", str(workers), str(list_n)]),
-        "decode_simplejpeg": lambda: Run([sys.executable, __file__, "_decode", "simplejpeg", str(workers), str(list_n)]),
+        **{
+            f"decode_{d}": partial(lambda d: Run([sys.executable, __file__, "_decode", d, str(workers), str(list_n)]), d)
+            for d in decoders
+        },
         "recipe": lambda: Run([sys.executable, __file__, "_recipe", str(set_n), str(workers)]),
         "chanstats_big": lambda: Run(cs + ["compute", str(set_big), "-q", "-o", str(tmp / "out_big.json")] + wflag),
     }
@@ -581,9 +658,10 @@ def main(argv: list[str] | None = None) -> int:
         len(set(outs["chanstats"] + outs["chanstats_w1"])) == 1 if outs["chanstats"] and outs["chanstats_w1"] else None
     )
 
-    dec_ok = {"pillow": True, "simplejpeg": sj_identical}
-    dec_ips = {d: med(ips[f"decode_{d}"]) if ips[f"decode_{d}"] else 0.0 for d in DECODERS}
-    fastest = max((d for d in DECODERS if dec_ok[d]), key=lambda d: dec_ips[d])
+    # A combination is pixel-identical when each of its fast decoders was (Pillow is the reference).
+    dec_ok = {d: all(fast_identical.get(part, False) for part in d.split("+") if part != "pillow") for d in decoders}
+    dec_ips = {d: med(ips[f"decode_{d}"]) if ips[f"decode_{d}"] else 0.0 for d in decoders}
+    fastest = max((d for d in decoders if dec_ok[d]), key=lambda d: dec_ips[d])
 
     rss = {k: (med([r.maxrss for r in res[k]]), med([r.peak_tree_rss for r in res[k]])) for k in ("chanstats", "chanstats_big")}
     growth_single = rss["chanstats_big"][0] / rss["chanstats"][0] - 1 if res["chanstats"] and res["chanstats_big"] else float("nan")
@@ -605,8 +683,7 @@ def main(argv: list[str] | None = None) -> int:
         row_speed(f"chanstats compute (workers {wdesc})", "chanstats"),
         row_speed("chanstats compute --workers 1", "chanstats_w1"),
         row_speed(f"chanstats compute (workers {wdesc}), big corpus", "chanstats_big"),
-        row_speed(f"decode-only Pillow, {workers} processes", "decode_pillow"),
-        row_speed(f"decode-only simplejpeg+Pillow fallback, {workers} processes", "decode_simplejpeg"),
+        *[row_speed(f"decode-only {DECODER_LABELS[d]}, {workers} processes", f"decode_{d}") for d in decoders],
         row_speed(f"recipe ImageFolder+ToTensor+DataLoader({workers} workers)", "recipe"),
     ]
     speed_head = ["run", "images", "wall s (median)", "images/s", "MP/s", "spread", "cores used", "peak RSS MiB single / tree"]
@@ -633,7 +710,7 @@ def main(argv: list[str] | None = None) -> int:
         r_l, per_l = ratio_launch("chanstats", "decode_" + decoder)
         ratio_rows.append([f"same, {label} ({decoder}), both timed from launch to exit", rr(r_l, per_l),
                            f"≥ {TARGETS[target]:.2f}×", verdict(r_l >= TARGETS[target] if per_l else None)])
-    for d in DECODERS:
+    for d in decoders:
         if d not in (fastest, own):
             r_d, per_d = ratio("chanstats", "decode_" + d)
             ratio_rows.append([f"chanstats / decode-only {d}", rr(r_d, per_d), "—", "info"])
@@ -656,7 +733,11 @@ def main(argv: list[str] | None = None) -> int:
     ratio_head = ["check", "measured (per-round range)", "target", "result"]
 
     info_rows = [
-        ["simplejpeg pixels == Pillow's (JPEGs of the corpus)", f"{ident[0]}/{ident[1]} identical, {ident[2]} CMYK left to Pillow"],
+        *[
+            [f"{name} pixels == Pillow's (corpus {'JPEGs' if name == 'simplejpeg' else 'PNGs'})",
+             f"{same}/{compared} identical, {declined} left to Pillow"]
+            for name, (same, compared, declined) in ident.items()
+        ],
         ["chanstats out.json byte-identical across runs and worker counts", {True: "yes", False: "NO", None: "n/a"}[identical_outputs]],
         ["load average before / after", f"{load0[0]:.2f} / {load1[0]:.2f}"],
     ]

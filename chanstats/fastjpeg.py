@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from PIL import Image
 
-from .decode import PixelFormat
+from .decode import Measured, PixelFormat
 from .errors import BadImageError
-from .moments import KERNEL_AVAILABLE, IntegerMoments, integer_moments_of
+from .moments import KERNEL_AVAILABLE, integer_moments_of
 
 try:
     import simplejpeg
@@ -32,8 +32,8 @@ _RGB = PixelFormat(("R", "G", "B"), 255)
 _GREY = PixelFormat(("L",), 255)
 
 
-def measure_jpeg(data: bytes, mode: str, shown: str) -> tuple[PixelFormat, int, int, IntegerMoments] | None:
-    """``(format, width, height, exact moments)`` of a JPEG under ``mode``, or None to fall back."""
+def measure_jpeg(data: bytes, mode: str, shown: str) -> Measured | None:
+    """The exact moments of a JPEG under ``mode``, or None to fall back to Pillow."""
     if not AVAILABLE or mode not in ("RGB", "keep") or not data.startswith(_JPEG_MAGIC):
         return None
     try:
@@ -52,4 +52,4 @@ def measure_jpeg(data: bytes, mode: str, shown: str) -> tuple[PixelFormat, int, 
         pixels = simplejpeg.decode_jpeg(data, colorspace=target, strict=True)
     except ValueError:
         return None
-    return pixel_format, width, height, integer_moments_of(pixels)
+    return Measured(pixel_format, width, height, False, integer_moments_of(pixels))

@@ -86,7 +86,8 @@ def test_fast_path_equals_pillow_for_every_jpeg_kind(rng, mode):
     for name, data in kinds_of_jpeg(rng).items():
         fast = fastjpeg.measure_jpeg(data, mode, name)
         assert fast is not None, name
-        pixel_format, width, height, moments = fast
+        pixel_format, width, height, dropped_alpha, moments = fast
+        assert not dropped_alpha
         pillow = Image.open(io.BytesIO(data))
         expected = np.asarray(pillow.convert("RGB") if mode == "RGB" else pillow)
         assert (width, height) == pillow.size, name
