@@ -50,7 +50,8 @@ them); exact, no sampling.  (b) the peak of the *sum* of RSS over the CLI's
 process tree, polled every 25 ms with psutil: an upper bound on the tree's
 footprint (pages shared after fork are counted once per process) that may
 miss spikes shorter than the poll interval.  The growth target must hold for
-both.
+both.  Polling walks /proc and costs CPU, so memory comes from separate,
+untimed runs of the same commands; timed runs are not polled.
 
 Usage::
 
@@ -310,7 +311,7 @@ def chanstats_cmd() -> list[str]:
 class Run:
     """One finished subprocess: wall time, rusage of its whole tree, polled tree RSS."""
 
-    def __init__(self, cmd: list[str], poll_s: float = 0.025, env: dict | None = None):
+    def __init__(self, cmd: list[str], poll_s: float | None = None, env: dict | None = None):
         self.cmd = cmd
         out = tempfile.TemporaryFile()
         err = tempfile.TemporaryFile()
@@ -340,12 +341,15 @@ class Run:
                 self.peak_tree_rss = max(self.peak_tree_rss, total)
                 done.wait(poll_s)
 
+        # Polling costs CPU (it walks /proc), so timed runs do not poll; memory runs do.
         th = threading.Thread(target=poll, daemon=True)
-        th.start()
+        if poll_s is not None:
+            th.start()
         _, status, ru = os.wait4(proc.pid, 0)
         self.wall = time.perf_counter() - t0
         done.set()
-        th.join()
+        if th.is_alive():
+            th.join()
         proc.returncode = self.rc = os.waitstatus_to_exitcode(status)
         self.maxrss = ru.ru_maxrss * 1024  # KiB on Linux
         self.cpu = ru.ru_utime + ru.ru_stime
@@ -607,6 +611,9 @@ def main(argv: list[str] | None = None) -> int:
         },
         "recipe": lambda: Run([sys.executable, __file__, "_recipe", str(set_n), str(workers)]),
         "chanstats_big": lambda: Run(cs + ["compute", str(set_big), "-q", "-o", str(tmp / "out_big.json")] + wflag),
+        # The same two runs again, with the tree's RSS polled (see "Memory"): not timed.
+        "memory_n": lambda: Run(cs + ["compute", str(set_n), "-q", "-o", str(tmp / "mem.json")] + wflag, poll_s=0.025),
+        "memory_big": lambda: Run(cs + ["compute", str(set_big), "-q", "-o", str(tmp / "mem_big.json")] + wflag, poll_s=0.025),
     }
     names = list(jobs)
     res: dict[str, list[Run]] = {k: [] for k in names}
@@ -663,9 +670,11 @@ def main(argv: list[str] | None = None) -> int:
     dec_ips = {d: med(ips[f"decode_{d}"]) if ips[f"decode_{d}"] else 0.0 for d in decoders}
     fastest = max((d for d in decoders if dec_ok[d]), key=lambda d: dec_ips[d])
 
-    rss = {k: (med([r.maxrss for r in res[k]]), med([r.peak_tree_rss for r in res[k]])) for k in ("chanstats", "chanstats_big")}
-    growth_single = rss["chanstats_big"][0] / rss["chanstats"][0] - 1 if res["chanstats"] and res["chanstats_big"] else float("nan")
-    growth_tree = rss["chanstats_big"][1] / rss["chanstats"][1] - 1 if res["chanstats"] and res["chanstats_big"] else float("nan")
+    memory_run = {"chanstats": "memory_n", "chanstats_big": "memory_big"}
+    rss = {k: (med([r.maxrss for r in res[k]]), med([r.peak_tree_rss for r in res[k]])) for k in memory_run.values()}
+    measured = res["memory_n"] and res["memory_big"]
+    growth_single = rss["memory_big"][0] / rss["memory_n"][0] - 1 if measured else float("nan")
+    growth_tree = rss["memory_big"][1] / rss["memory_n"][1] - 1 if measured else float("nan")
 
     # --- tables
     def row_speed(label: str, k: str) -> list[str]:
@@ -674,8 +683,9 @@ def main(argv: list[str] | None = None) -> int:
         t = med(T[k])
         cores = "" if k.startswith("decode") or k == "recipe" else f"{med([r.cpu / r.wall for r in res[k]]):.2f}"
         mem = ""
-        if not (k.startswith("decode") or k == "recipe"):
-            mem = f"{med([r.maxrss for r in res[k]]) / 2**20:.0f} / {med([r.peak_tree_rss for r in res[k]]) / 2**20:.0f}"
+        if k in memory_run and res[memory_run[k]]:
+            m = memory_run[k]
+            mem = f"{med([r.maxrss for r in res[m]]) / 2**20:.0f} / {med([r.peak_tree_rss for r in res[m]]) / 2**20:.0f}"
         return [label, f"{imgs[k]}", f"{t:.2f}", f"{imgs[k] / t:.0f}", f"{pix[k] / t / 1e6:.1f}", spread(T[k]), cores, mem]
 
     wdesc = f"{a.workers}" if a.workers else "default"
@@ -829,7 +839,7 @@ def main(argv: list[str] | None = None) -> int:
         raw = {
             "command": command, "machine": mach, "n": summ_n, "big": summ_big, "workers": workers,
             "times": T, "help_s": help_t, "identity": ident, "own_decoder": own,
-            "rss": {k: [[r.maxrss, r.peak_tree_rss] for r in res[k]] for k in ("chanstats", "chanstats_big")},
+            "rss": {k: [[r.maxrss, r.peak_tree_rss] for r in res[k]] for k in memory_run.values()},
             "recipe": recipe_vals, "exact": exact, "errors": errors,
         }
         Path(a.json).write_text(json.dumps(raw, indent=1))
