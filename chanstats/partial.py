@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from array import array
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -68,9 +68,9 @@ def parse_shard(text: str) -> tuple[int, int]:
 class ImageRecord:
     """One image that was read: its place in the global listing and its statistics.
 
-    A run keeps one record per image, so its sample rows are packed into one array of doubles
-    (count, means, M2s per sample) rather than lists of float objects: about 100 bytes per image
-    instead of a kilobyte. Counts are integers below 2⁵³, exact in a double.
+    A view of one row of an :class:`ImageTable`, made when the table is iterated (a state keeps
+    columns, not one of these per image). ``packed_rows`` holds each sample's count, means and
+    M2s; counts are integers below 2⁵³, exact in a double.
     """
 
     index: int
@@ -82,15 +82,6 @@ class ImageRecord:
     packed_rows: array
     float_moments: list[FloatMoments] | None = None  # float pipelines only; integer ones go to totals
 
-    @staticmethod
-    def pack(rows: Sequence[SampleRow]) -> array:
-        packed = array("d")
-        for count, mean, m2 in rows:
-            packed.append(count)
-            packed.extend(mean)
-            packed.extend(m2)
-        return packed
-
     @property
     def rows(self) -> list[SampleRow]:
         """The per-sample (count, mean, M2) rows, unpacked."""
@@ -101,6 +92,98 @@ class ImageRecord:
             (int(values[i]), list(values[i + 1 : i + 1 + channels]), list(values[i + 1 + channels : i + width]))
             for i in range(0, len(values), width)
         ]
+
+
+class ImageTable:
+    """Every good image of a state, column by column, in the order added.
+
+    A run keeps one entry per image for its whole length, so this holds flat arrays (about 100
+    bytes per image, the source object being the listing's own) rather than an object per image
+    with its own small ints and arrays (about 400 bytes). Iterating yields :class:`ImageRecord`
+    views.
+    """
+
+    __slots__ = ("sources", "index", "format_id", "dropped_alpha", "width", "height", "rows", "row_start",
+                 "formats", "float_moments")
+
+    def __init__(self) -> None:
+        self.sources: list[ImageSource] = []
+        self.index = array("q")
+        self.format_id = array("B")
+        self.dropped_alpha = array("B")
+        self.width = array("q")
+        self.height = array("q")
+        self.rows = array("d")  # every image's packed sample rows, one after the other
+        self.row_start = array("q", [0])  # image i's rows are rows[row_start[i]:row_start[i + 1]]
+        self.formats: list[PixelFormat] = []
+        self.float_moments: list[list[FloatMoments] | None] | None = None  # only once a float image came
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def append(self, record: ImageRecord) -> None:
+        if record.format not in self.formats:
+            if len(self.formats) == 255:
+                raise ChanstatsError("more than 255 kinds of pixel format in one run")
+            self.formats.append(record.format)
+        self.sources.append(record.source)
+        self.index.append(record.index)
+        self.format_id.append(self.formats.index(record.format))
+        self.dropped_alpha.append(int(record.dropped_alpha))
+        self.width.append(record.width)
+        self.height.append(record.height)
+        self.rows.extend(record.packed_rows)
+        self.row_start.append(len(self.rows))
+        if record.float_moments is not None and self.float_moments is None:
+            self.float_moments = [None] * (len(self.index) - 1)
+        if self.float_moments is not None:
+            self.float_moments.append(record.float_moments)
+
+    def extend(self, other: "ImageTable") -> None:
+        for record in other:
+            self.append(record)
+
+    def __getitem__(self, i: int) -> ImageRecord:
+        return ImageRecord(
+            index=self.index[i],
+            source=self.sources[i],
+            format=self.formats[self.format_id[i]],
+            dropped_alpha=bool(self.dropped_alpha[i]),
+            width=self.width[i],
+            height=self.height[i],
+            packed_rows=self.rows[self.row_start[i] : self.row_start[i + 1]],
+            float_moments=None if self.float_moments is None else self.float_moments[i],
+        )
+
+    def __iter__(self) -> Iterator[ImageRecord]:
+        return (self[i] for i in range(len(self)))
+
+    def in_listing_order(self) -> "ImageTable":
+        """This table, or a reordered copy, sorted by listing index (merged partials may not be)."""
+        if all(self.index[i] < self.index[i + 1] for i in range(len(self) - 1)):
+            return self
+        ordered = ImageTable()
+        for i in sorted(range(len(self)), key=self.index.__getitem__):
+            ordered.append(self[i])
+        return ordered
+
+    def packed_samples(self, epochs: int) -> np.ndarray:
+        """All rows as an (images, epochs, 1 + 2·channels) float64 array, a view of the table's own
+        buffer; every image must have the same pixel format."""
+        if len(self.formats) != 1:
+            raise ValueError("packed_samples needs images of one pixel format")
+        width = 1 + 2 * len(self.formats[0].channels)
+        return np.frombuffer(self.rows, dtype=np.float64).reshape(len(self), epochs, width)
+
+
+def pack_rows(rows: Sequence[SampleRow]) -> array:
+    """Sample rows as one flat array of doubles: count, means, M2s for each sample."""
+    packed = array("d")
+    for count, mean, m2 in rows:
+        packed.append(count)
+        packed.extend(mean)
+        packed.extend(m2)
+    return packed
 
 
 @dataclass
@@ -132,7 +215,7 @@ class PartialState:
     stop: int
     done: int
     formats: dict[PixelFormat, FormatTotals] = field(default_factory=dict)
-    images: list[ImageRecord] = field(default_factory=list)
+    images: ImageTable = field(default_factory=ImageTable)
     bad: list[BadRecord] = field(default_factory=list)
     listing: list[tuple[str, int]] | None = None  # every file's (name, size), with compute --listing
     # With --sample: how many images the whole listing holds (listing_size is the sample's size).
@@ -168,7 +251,7 @@ class PartialState:
                 dropped_alpha=outcome.dropped_alpha,
                 width=outcome.width,
                 height=outcome.height,
-                packed_rows=ImageRecord.pack(outcome.rows),
+                packed_rows=pack_rows(outcome.rows),
                 float_moments=None if integer else list(outcome.moments),  # type: ignore[arg-type]
             )
         )
@@ -240,7 +323,7 @@ class PartialState:
             integer = None if entry["integer"] is None else IntegerMoments.from_json(entry["integer"])
             formats[fmt] = FormatTotals(fmt, int(entry["first_index"]), entry["example"], integer)
             by_id.append(fmt)
-        images = []
+        images = ImageTable()
         for item in data["images"]:
             index, fmt_id, alpha, path, name, display, size, width, height, rows, floats = item
             images.append(
@@ -251,7 +334,7 @@ class PartialState:
                     dropped_alpha=bool(alpha),
                     width=int(width),
                     height=int(height),
-                    packed_rows=ImageRecord.pack(rows),
+                    packed_rows=pack_rows(rows),
                     float_moments=None if floats is None else [_float_moments_from_json(f) for f in floats],
                 )
             )

@@ -34,8 +34,8 @@ class PerImage:
     and ``table`` row ``i`` holds its (pixel count, mean, M2) per channel."""
 
     paths: list[str]
-    widths: list[int]
-    heights: list[int]
+    widths: Sequence[int]
+    heights: Sequence[int]
     table: MomentsTable
 
     @property

@@ -6,7 +6,6 @@ Everything here runs in the main process on small per-image records, in listing 
 
 from __future__ import annotations
 
-from array import array
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
@@ -225,10 +224,8 @@ def finalize(state: PartialState) -> Result:
     )
     bad = sorted(state.bad, key=lambda b: b.index)
     _apply_error_policy(bad, state.listing_size, options["on_error"], budget)
-    images = state.images
-    if any(images[i].index > images[i + 1].index for i in range(len(images) - 1)):
-        images = sorted(images, key=lambda r: r.index)
-    if not images:
+    images = state.images.in_listing_order()
+    if not len(images):
         raise NoImagesError("no image could be read")
     if len(state.formats) > 1:
         ordered = sorted(state.formats.values(), key=lambda t: t.first_index)
@@ -241,17 +238,13 @@ def finalize(state: PartialState) -> Result:
         exact, method = totals.integer.finalize(pixel_format.scale), "integer"
     else:
         total_float = FloatMoments.empty(len(pixel_format.channels))
-        for record in images:
-            for moments in record.float_moments or ():
+        for moments_of_image in images.float_moments or ():
+            for moments in moments_of_image or ():
                 total_float.merge(moments)
         exact, method = total_float.finalize(), "float64"
     epochs = options.get("epochs", 1)
     channels = len(pixel_format.channels)
-    # One (images, epochs, 1 + 2C) array straight from the packed rows: no per-sample objects.
-    packed = array("d")
-    for record in images:
-        packed.extend(record.packed_rows)
-    samples = np.frombuffer(packed, dtype=np.float64).reshape(len(images), epochs, 1 + 2 * channels)
+    samples = images.packed_samples(epochs)  # a view of the table: no per-sample objects
     # Epoch-major, as training visits them: all images of epoch 0, then of epoch 1, ...
     table = MomentsTable.from_packed(samples.transpose(1, 0, 2).reshape(-1, 1 + 2 * channels), channels)
     running = simulate(table, settings, epochs=epochs)
@@ -275,13 +268,13 @@ def finalize(state: PartialState) -> Result:
         options=options,
         fingerprint=state.fingerprint,
         skipped=[(b.display, b.reason) for b in bad],
-        dropped_alpha=sum(1 for r in images if r.dropped_alpha),
+        dropped_alpha=sum(images.dropped_alpha),
         table=table,
-        sources=[r.source for r in images],
+        sources=images.sources,
         per_image=PerImage(
-            [r.source.display for r in images],
-            [r.width for r in images],
-            [r.height for r in images],
+            [source.display for source in images.sources],
+            images.width,
+            images.height,
             table if epochs == 1 else MomentsTable.from_packed(samples.reshape(-1, 1 + 2 * channels), channels).pooled(epochs),
         ),
         listing=state.listing,

@@ -1,0 +1,67 @@
+"""A state's per-image table: columns that read back as the records put in, and stay small."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+
+from chanstats.decode import PixelFormat
+from chanstats.moments import FloatMoments
+from chanstats.partial import ImageRecord, ImageTable, pack_rows
+from chanstats.sources import ImageSource
+
+RGB = PixelFormat(("R", "G", "B"), 255)
+GREY = PixelFormat(("L",), 255)
+
+
+def record(index: int, fmt: PixelFormat = RGB, epochs: int = 1, floats=None) -> ImageRecord:
+    channels = len(fmt.channels)
+    rows = [(100 + index, [index / 7 + e] * channels, [index / 3 + e] * channels) for e in range(epochs)]
+    source = ImageSource(f"/data/{index}.png", f"{index}.png", f"/data/{index}.png", 1000 + index)
+    return ImageRecord(index, source, fmt, index % 2 == 0, 640 + index, 480 + index, pack_rows(rows), floats)
+
+
+def test_records_read_back_as_they_were_added():
+    originals = [record(i, RGB if i < 3 else GREY, epochs=2) for i in range(5)]
+    table = ImageTable()
+    for original in originals:
+        table.append(original)
+    assert len(table) == 5
+    assert list(table) == originals
+    assert table[4].rows == originals[4].rows
+
+
+def test_float_moments_stay_aligned_when_they_start_late():
+    floats = [FloatMoments.empty(3)]
+    table = ImageTable()
+    table.append(record(0))
+    table.append(record(1, floats=floats))
+    assert [r.float_moments for r in table] == [None, floats]
+
+
+def test_listing_order_and_packed_samples():
+    table = ImageTable()
+    for index in (5, 6, 0, 1, 2):  # as a merge of two shards may leave them
+        table.append(record(index, epochs=2))
+    ordered = table.in_listing_order()
+    assert [r.index for r in ordered] == [0, 1, 2, 5, 6]
+    samples = ordered.packed_samples(epochs=2)
+    assert samples.shape == (5, 2, 7)
+    expected = np.array([list(pack_rows(record(i, epochs=2).rows)) for i in (0, 1, 2, 5, 6)]).reshape(5, 2, 7)
+    np.testing.assert_array_equal(samples, expected)
+    assert ordered.in_listing_order() is ordered
+
+
+def test_a_table_costs_about_a_hundred_bytes_per_image():
+    records = [record(i) for i in range(20_000)]  # built first: the listing owns sources elsewhere
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    table = ImageTable()
+    for r in records:
+        table.append(r)
+    per_image = (tracemalloc.get_traced_memory()[0] - before) / len(records)
+    tracemalloc.stop()
+    assert len(table) == len(records)
+    # sources list 8, index/width/height 24, format/alpha 2, one RGB row 56, row offset 8 (+ growth slack)
+    assert per_image < 130, per_image
