@@ -117,6 +117,9 @@ def kinds_of_png(rng) -> dict[str, bytes]:
     rgba = Image.fromarray(rng.integers(0, 256, size=(37, 53, 4), dtype=np.uint8), "RGBA")
     samples = {mode: pillow_png(rgba.convert(mode)) for mode in ("L", "LA", "RGB", "RGBA")}
     samples["RGB, optimized, with dpi"] = pillow_png(rgba.convert("RGB"), optimize=True, dpi=(72, 72))
+    samples["RGB, stored (no compression)"] = pillow_png(rgba.convert("RGB"), compress_level=0)
+    samples["RGBA, one row"] = pillow_png(rgba.crop((0, 0, 53, 1)))
+    samples["L, one column"] = pillow_png(rgba.convert("L").crop((0, 0, 1, 37)))
     for path in sorted(EXAMPLES.glob("*.png")):
         samples[path.name] = path.read_bytes()
     return samples
