@@ -5,7 +5,7 @@ files are accepted. Pillow spends about 25 ns per pixel on a photographic PNG, h
 inflating (stock zlib) and half undoing the scanline filters a byte at a time. Here the chunks are
 walked in Python (a handful per file), the image data is inflated by zlib-ng (about 1.4× stock
 zlib; stock zlib when zlib-ng is not installed) and unfiltered by the compiled kernel
-(:func:`chanstats._kernels.unfilter_png`), then measured by the moments kernel: about 2.5× faster
+(:func:`chanstats._kernels.unfilter_png`), then measured by the moments kernel: about 2.3× faster
 than Pillow on the benchmark corpus, with identical pixels (tested on every filter type and PNG kind
 taken here, and on the benchmark corpus).
 

@@ -160,16 +160,18 @@ class ImageTable:
 
     def in_listing_order(self) -> "ImageTable":
         """This table, or a reordered copy, sorted by listing index (merged partials may not be)."""
-        if all(self.index[i] < self.index[i + 1] for i in range(len(self) - 1)):
+        indices = np.array(self.index, dtype=np.int64)
+        if np.all(indices[1:] > indices[:-1]):
             return self
         ordered = ImageTable()
-        for i in sorted(range(len(self)), key=self.index.__getitem__):
-            ordered.append(self[i])
+        for i in np.argsort(indices, kind="stable"):
+            ordered.append(self[int(i)])
         return ordered
 
     def packed_samples(self, epochs: int) -> np.ndarray:
         """All rows as an (images, epochs, 1 + 2·channels) float64 array, a view of the table's own
-        buffer; every image must have the same pixel format."""
+        buffer (no copy; the table cannot grow while the view lives); every image must have the
+        same pixel format."""
         if len(self.formats) != 1:
             raise ValueError("packed_samples needs images of one pixel format")
         width = 1 + 2 * len(self.formats[0].channels)
