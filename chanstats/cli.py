@@ -104,9 +104,10 @@ def _extensions(value: str | None):
 @click.option("--per-image", "per_image", type=click.Path(dir_okay=False), metavar="FILE.csv",
               help="Also write one CSV row per image: path, width, height, per-channel mean and std ([0,1] scale, ddof 0).")
 @click.option("--listing", is_flag=True, help="Record every file's relative name and size in the config, so `check` can count added/removed files.")
+@click.option("--timings", is_flag=True, help="Print on stderr how long listing, measuring, finalizing and writing took (even with -q).")
 def compute(paths, output, fmt, mode, extensions, batch_size, momentum, convention, seed, no_shuffle, drop_last,
             on_error, max_bad, sample, workers, transform, resize, center_crop, epochs, shard, partial_path, distributed,
-            checkpoint_path, checkpoint_every, restart, quiet, per_image, listing):
+            checkpoint_path, checkpoint_every, restart, quiet, per_image, listing, timings):
     """Compute exact per-channel mean/std of the images under PATHS.
 
     PATHS are folders (searched recursively, hidden entries skipped), image files, @list.txt
@@ -127,6 +128,8 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
         raise click.UsageError("--distributed shards by rank and writes the config on rank 0: drop --shard/--partial")
     if restart and not checkpoint_path:
         raise click.UsageError("--restart discards a --checkpoint: give --checkpoint FILE")
+    if timings and distributed:
+        raise click.UsageError("--timings times one process's phases: it does not go with --distributed")
     every = Interval.parse(checkpoint_every)
     options = dict(
         mode=mode,
@@ -158,17 +161,49 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
             outcome.checkpoint.remove()
         return
     checkpointer = Checkpointer(checkpoint_path, every, restart) if checkpoint_path else None
-    state = measure(plan(list(paths), **options), shard=shard_kn or (1, 1), workers=workers, progress=progress,
-                    checkpoint=checkpointer)
+    clock = PhaseClock()
+    run = plan(list(paths), **options)
+    clock.lap("listing")
+    state = measure(run, shard=shard_kn or (1, 1), workers=workers, progress=progress, checkpoint=checkpointer)
+    clock.lap("measuring")
     if partial_path:
         state.write(partial_path)
+        clock.lap("writing")
         if not quiet:
             click.echo(f"wrote {partial_path}: shard {state.shard[0]}/{state.shard[1]}, images {state.start}..{state.stop - 1} "
                        f"of {state.listing_size} ({len(state.images)} read, {len(state.bad)} bad)", err=True)
     else:
-        _emit(finalize(state), output, fmt, quiet, per_image)
+        result = finalize(state)
+        clock.lap("finalizing")
+        _emit(result, output, fmt, quiet, per_image)
+        clock.lap("writing")
     if checkpointer is not None:
         checkpointer.remove()
+    if timings:
+        click.echo(f"timings: {clock}", err=True)
+
+
+class PhaseClock:
+    """Wall time of consecutive phases of a command, for ``--timings``.
+
+    >>> clock = PhaseClock(); clock.lap("listing"); str(clock).startswith("listing 0.0")
+    True
+    """
+
+    def __init__(self) -> None:
+        import time
+
+        self._now = time.perf_counter
+        self._last = self._now()
+        self.phases: list[tuple[str, float]] = []
+
+    def lap(self, name: str) -> None:
+        now = self._now()
+        self.phases.append((name, now - self._last))
+        self._last = now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name} {seconds:.3f} s" for name, seconds in self.phases)
 
 
 @cli.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from decimal import Decimal, localcontext
 from fractions import Fraction
@@ -137,6 +138,16 @@ def test_console_script_on_examples():
     for key in ("chanstats", "channels", "scale", "count", "exact", "running", "gap", "options", "fingerprint", "skipped"):
         assert key in data
     assert set(data["running"]) >= {"convention", "momentum", "batch_size", "shuffle", "seed", "drop_last", "batches", "mean", "var", "std"}
+
+
+def test_timings_name_every_phase_even_when_quiet(rgb_folder, tmp_path):
+    target = tmp_path / "out.json"
+    run = run_cli("compute", str(rgb_folder), "-q", "--timings", "-o", str(target))
+    assert run.returncode == 0, run.stderr
+    assert re.fullmatch(r"timings: listing [\d.]+ s, measuring [\d.]+ s, finalizing [\d.]+ s, writing [\d.]+ s\n", run.stderr)
+    assert json.loads(target.read_text())["count"]["images"] == 7
+    refused = run_cli("compute", str(rgb_folder), "--timings", "--distributed")
+    assert refused.returncode == 2 and "--timings" in refused.stderr
 
 
 def test_python_dash_m_and_version():
