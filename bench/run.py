@@ -12,7 +12,7 @@ ImageNet-like corpus of real photographs, JPEG + PNG; page cache warmed first):
    (b) simplejpeg ``decode_jpeg(data, colorspace="RGB")`` for YCbCr / grey
    JPEGs, Pillow for PNG and CMYK JPEGs; (c) as (b) with pyspng (libspng) for
    PNGs, when pyspng is installed; (d) as (b) with chanstats' own PNG decoder
-   (``chanstats.fastpng.decode_png``: zlib-ng + the compiled unfilter), which is
+   (``chanstats.fastpng.decode_png``: ISA-L inflation + the compiled unfilter), which is
    what chanstats uses.  Every fast decoder's pixels are checked against
    Pillow's on every file of its kind in the corpus, in the same run; a decoder
    counts as "pixel-identical" only if all of them match;
@@ -197,7 +197,7 @@ DECODER_LABELS = {
     "pillow": "Pillow",
     "simplejpeg": "simplejpeg JPEG, Pillow PNG",
     "simplejpeg+pyspng": "simplejpeg JPEG, pyspng PNG",
-    "simplejpeg+chanstats-png": "simplejpeg JPEG, chanstats PNG (zlib-ng + kernel)",
+    "simplejpeg+chanstats-png": "simplejpeg JPEG, chanstats PNG (ISA-L + kernel)",
 }
 
 
