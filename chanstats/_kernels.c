@@ -1,7 +1,9 @@
 /*
- * chanstats._kernels: exact per-channel moments of interleaved 8-bit pixels in one pass.
+ * chanstats._kernels: exact per-channel moments of interleaved 8-bit pixels in one pass, and the
+ * scanline unfiltering of the PNG fast path (chanstats.fastpng).
  *
  * moments_u8(buffer, channels) -> (sums, sumsq, mins, maxs), four lists of Python ints.
+ * unfilter_png(scanlines, width, height, channels) -> bytes, the pixels.
  *
  * Why a compiled kernel: decoding a JPEG costs a few ns per pixel, and every exact statistic
  * available from Python (Pillow's histogram on a numpy buffer, numpy bincount or sums) costs
@@ -12,7 +14,8 @@
  * the 48 lanes accumulates in uint32, which cannot overflow within a block of BLOCK_ROWS rows
  * (255² · 65536 < 2³²), and blocks are folded into uint64 totals, which cannot overflow for any
  * image below 2⁴⁰ pixels. The inner loop over 48 independent lanes is what compilers vectorize;
- * on x86-64 an SSE2 version (always available there) does the same about twice as fast.
+ * on x86-64 an SSE2 version (always available there) does the same about twice as fast, and an
+ * AVX2 version (used where the CPU has it) twice as fast again.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -84,6 +87,105 @@ accumulate_group_sse2(const uint8_t *p, Py_ssize_t rows, uint64_t *lane_sum, uin
 }
 #endif
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+/* AVX2, chosen at run time where the CPU has it: the SSE2 scheme on 32 lanes at a time, over rows
+ * of 96 bytes (a multiple of 1, 2, 3 and 4, like 48, so byte j is still channel j % channels).
+ * 256-bit unpacks work within each 128-bit half, so 32-bit lane t of accumulator k holds the byte
+ * position 4k + t (t < 4) or 16 + 4k + t - 4 (t >= 4) of its 32-byte group. About twice as fast. */
+#define HAVE_AVX2_PATH 1
+#include <immintrin.h>
+#define AVX2_ROW 96
+
+__attribute__((target("avx2"))) static inline void
+add_row_pair_avx2(__m256i a, __m256i b, __m256i *s, __m256i *q)
+{
+    const __m256i zero = _mm256_setzero_si256(), ones = _mm256_set1_epi16(1);
+    __m256i pairs_lo = _mm256_unpacklo_epi8(a, b), pairs_hi = _mm256_unpackhi_epi8(a, b);
+    __m256i w[4] = {_mm256_unpacklo_epi8(pairs_lo, zero), _mm256_unpackhi_epi8(pairs_lo, zero),
+                    _mm256_unpacklo_epi8(pairs_hi, zero), _mm256_unpackhi_epi8(pairs_hi, zero)};
+    for (int k = 0; k < 4; k++) {
+        s[k] = _mm256_add_epi32(s[k], _mm256_madd_epi16(w[k], ones));
+        q[k] = _mm256_add_epi32(q[k], _mm256_madd_epi16(w[k], w[k]));
+    }
+}
+
+__attribute__((target("avx2"))) static void
+accumulate_group_avx2(const uint8_t *p, Py_ssize_t rows, uint64_t *lane_sum, uint64_t *lane_sumsq,
+                      uint8_t *lane_min, uint8_t *lane_max)
+{
+    const __m256i zero = _mm256_setzero_si256();
+    __m256i lo = _mm256_loadu_si256((const __m256i *)lane_min);
+    __m256i hi = _mm256_loadu_si256((const __m256i *)lane_max);
+    while (rows > 0) {
+        Py_ssize_t block = rows < BLOCK_ROWS ? rows : BLOCK_ROWS;
+        rows -= block;
+        __m256i s[4] = {zero, zero, zero, zero}, q[4] = {zero, zero, zero, zero};
+        for (Py_ssize_t pair = 0; pair < block / 2; pair++, p += 2 * AVX2_ROW) {
+            __m256i a = _mm256_loadu_si256((const __m256i *)p);
+            __m256i b = _mm256_loadu_si256((const __m256i *)(p + AVX2_ROW));
+            lo = _mm256_min_epu8(lo, _mm256_min_epu8(a, b));
+            hi = _mm256_max_epu8(hi, _mm256_max_epu8(a, b));
+            add_row_pair_avx2(a, b, s, q);
+        }
+        if (block % 2) { /* an odd last row, paired with zeros, which add nothing */
+            __m256i a = _mm256_loadu_si256((const __m256i *)p);
+            lo = _mm256_min_epu8(lo, a);
+            hi = _mm256_max_epu8(hi, a);
+            add_row_pair_avx2(a, zero, s, q);
+            p += AVX2_ROW;
+        }
+        uint32_t sums[8], squares[8];
+        for (int k = 0; k < 4; k++) {
+            _mm256_storeu_si256((__m256i *)sums, s[k]);
+            _mm256_storeu_si256((__m256i *)squares, q[k]);
+            for (int t = 0; t < 8; t++) {
+                int j = t < 4 ? 4 * k + t : 16 + 4 * k + (t - 4);
+                lane_sum[j] += sums[t];
+                lane_sumsq[j] += squares[t];
+            }
+        }
+    }
+    _mm256_storeu_si256((__m256i *)lane_min, lo);
+    _mm256_storeu_si256((__m256i *)lane_max, hi);
+}
+
+/* The whole 96-byte rows of the buffer with AVX2, folded into the 48 lanes of `accumulate` (byte j
+ * of a 96-byte row is lane j % 48: the same channel). Returns the number of bytes consumed. */
+static Py_ssize_t
+accumulate_avx2(const uint8_t *data, Py_ssize_t size, uint64_t *lane_sum, uint64_t *lane_sumsq, uint8_t *lane_min,
+                uint8_t *lane_max)
+{
+    uint64_t sum96[AVX2_ROW] = {0}, sumsq96[AVX2_ROW] = {0};
+    uint8_t min96[AVX2_ROW], max96[AVX2_ROW];
+    memset(min96, 255, sizeof min96);
+    memset(max96, 0, sizeof max96);
+    Py_ssize_t rows = size / AVX2_ROW;
+    for (int g = 0; g < AVX2_ROW; g += 32)
+        accumulate_group_avx2(data + g, rows, sum96 + g, sumsq96 + g, min96 + g, max96 + g);
+    for (int j = 0; j < AVX2_ROW; j++) {
+        int lane = j % LANES;
+        lane_sum[lane] += sum96[j];
+        lane_sumsq[lane] += sumsq96[j];
+        lane_min[lane] = min96[j] < lane_min[lane] ? min96[j] : lane_min[lane];
+        lane_max[lane] = max96[j] > lane_max[lane] ? max96[j] : lane_max[lane];
+    }
+    return rows * AVX2_ROW;
+}
+
+/* CHANSTATS_NO_AVX2=1 in the environment forces the SSE2 path (for its tests, and for debugging). */
+static int
+cpu_has_avx2(void)
+{
+    static int known = -1;
+    if (known < 0) {
+        const char *off = getenv("CHANSTATS_NO_AVX2");
+        __builtin_cpu_init();
+        known = __builtin_cpu_supports("avx2") && !(off && *off && strcmp(off, "0")) ? 1 : 0;
+    }
+    return known;
+}
+#endif
+
 static void
 accumulate(const uint8_t *data, Py_ssize_t size, int channels, uint64_t *sums, uint64_t *sumsq,
            uint8_t *mins, uint8_t *maxs)
@@ -93,12 +195,20 @@ accumulate(const uint8_t *data, Py_ssize_t size, int channels, uint64_t *sums, u
     memset(lane_min, 255, sizeof lane_min);
     memset(lane_max, 0, sizeof lane_max);
 
-    Py_ssize_t rows = size / LANES;
     const uint8_t *p = data;
+    Py_ssize_t remaining = size;
+#ifdef HAVE_AVX2_PATH
+    if (cpu_has_avx2()) {
+        Py_ssize_t done = accumulate_avx2(data, size, lane_sum, lane_sumsq, lane_min, lane_max);
+        p += done; /* a multiple of 96, so the rest still starts on channel 0 */
+        remaining -= done;
+    }
+#endif
+    Py_ssize_t rows = remaining / LANES;
 #ifdef __SSE2__
     for (int g = 0; g < LANES; g += 16)
-        accumulate_group_sse2(data + g, rows, lane_sum + g, lane_sumsq + g, lane_min + g, lane_max + g);
-    p = data + rows * LANES;
+        accumulate_group_sse2(p + g, rows, lane_sum + g, lane_sumsq + g, lane_min + g, lane_max + g);
+    p += rows * LANES;
     rows = 0;
 #endif
     while (rows > 0) {
@@ -125,7 +235,7 @@ accumulate(const uint8_t *data, Py_ssize_t size, int channels, uint64_t *sums, u
         rows -= block;
     }
     /* The last partial row: byte k of it is still channel k % channels. */
-    Py_ssize_t tail = size % LANES;
+    Py_ssize_t tail = remaining % LANES;
     for (Py_ssize_t k = 0; k < tail; k++) {
         uint32_t v = p[k];
         lane_sum[k] += v;
