@@ -1,7 +1,9 @@
 """The parallel pass: measure every source with worker processes, results back in listing order.
 
-Work goes out in chunks of consecutive sources (so per-task overhead stays small) and comes back
-as small :class:`~chanstats.measure.Measurement` objects, never pixels. Results are yielded in
+Work goes out in chunks of consecutive sources and comes back as small
+:class:`~chanstats.measure.Measurement` objects, never pixels. Chunks are large while much work is
+left (per-chunk overhead falls on the main process, which shares the cores with the workers) and
+shrink towards the end (so no worker is left alone with a long last chunk): guided scheduling. Results are yielded in
 listing order whatever order workers finish in, which is what makes the output identical for any
 number of workers. At most a few chunks per worker are in flight, so memory stays constant.
 """
@@ -22,7 +24,8 @@ Outcome = Measurement | BadImageError
 # Called with the source's global listing index, which seeds any randomness of that sample.
 MeasureFn = Callable[[int, ImageSource], Measurement]
 
-CHUNK_SIZE = 16
+CHUNK_SIZE = 16  # in-process (workers=0) and the smallest parallel chunk
+LARGEST_CHUNK = 64
 IN_FLIGHT_PER_WORKER = 4
 
 
@@ -76,6 +79,20 @@ def measure_all(
             bar.close()
 
 
+def guided_chunks(total: int, workers: int, smallest: int = CHUNK_SIZE, largest: int = LARGEST_CHUNK) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` of consecutive chunks covering ``range(total)``: each a quarter of what is
+    left per worker, between ``smallest`` and ``largest``.
+
+    >>> [stop - start for start, stop in guided_chunks(300, 2, 8, 64)]
+    [37, 32, 28, 25, 22, 19, 17, 15, 13, 11, 10, 8, 8, 8, 8, 8, 8, 8, 8, 7]
+    """
+    start = 0
+    while start < total:
+        size = min(largest, max(smallest, (total - start) // (4 * workers)))
+        yield start, min(total, start + size)
+        start += size
+
+
 def _parallel_chunks(
     sources: Sequence[ImageSource],
     measure: MeasureFn,
@@ -84,14 +101,15 @@ def _parallel_chunks(
     offset: int = 0,
     start_method: str | None = None,
 ) -> Iterator[list[tuple[int, Outcome]]]:
-    starts = iter(range(0, len(sources), chunk_size))
+    chunks = guided_chunks(len(sources), workers, smallest=chunk_size)
     pending: deque[Future] = deque()
     with ProcessPoolExecutor(max_workers=workers, mp_context=_context(start_method)) as pool:
 
         def submit_next() -> None:
-            start = next(starts, None)
-            if start is not None:
-                pending.append(pool.submit(_measure_chunk, measure, list(sources[start : start + chunk_size]), offset + start))
+            bounds = next(chunks, None)
+            if bounds is not None:
+                start, stop = bounds
+                pending.append(pool.submit(_measure_chunk, measure, list(sources[start:stop]), offset + start))
 
         for _ in range(workers * IN_FLIGHT_PER_WORKER):
             submit_next()
