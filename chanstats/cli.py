@@ -7,6 +7,7 @@ code 2 here, and nowhere else; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import sys
+import time
 
 import click
 
@@ -191,14 +192,11 @@ class PhaseClock:
     """
 
     def __init__(self) -> None:
-        import time
-
-        self._now = time.perf_counter
-        self._last = self._now()
+        self._last = time.perf_counter()
         self.phases: list[tuple[str, float]] = []
 
     def lap(self, name: str) -> None:
-        now = self._now()
+        now = time.perf_counter()
         self.phases.append((name, now - self._last))
         self._last = now
 

@@ -3,9 +3,10 @@
 Work goes out in chunks of consecutive sources and comes back as small
 :class:`~chanstats.measure.Measurement` objects, never pixels. Chunks are large while much work is
 left (per-chunk overhead falls on the main process, which shares the cores with the workers) and
-shrink towards the end (so no worker is left alone with a long last chunk): guided scheduling. Results are yielded in
-listing order whatever order workers finish in, which is what makes the output identical for any
-number of workers. At most a few chunks per worker are in flight, so memory stays constant.
+shrink towards the end (so no worker is left alone with a long last chunk): guided scheduling.
+Results are yielded in listing order whatever order workers finish in, which is what makes the
+output identical for any number of workers. At most a few chunks per worker are in flight, so
+memory stays constant.
 """
 
 from __future__ import annotations
