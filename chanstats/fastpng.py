@@ -30,10 +30,10 @@ from .decode import Measured, PixelFormat
 from .moments import KERNEL_AVAILABLE, IntegerMoments, integer_moments_of
 
 try:  # faster inflation, the same bytes out, and the same adler32 check; stock zlib otherwise
-    from isal.isal_zlib import decompress as _inflate
+    from isal.isal_zlib import decompressobj as _inflater
     from isal.isal_zlib import error as _InflateError
 except ImportError:  # pragma: no cover - isal is a dependency where it has a wheel
-    _inflate, _InflateError = zlib.decompress, zlib.error
+    _inflater, _InflateError = zlib.decompressobj, zlib.error
 
 if KERNEL_AVAILABLE:
     from ._kernels import unfilter_png
@@ -65,15 +65,24 @@ def decode_png(data: bytes) -> np.ndarray | None:
     if header is None:
         return None
     width, height, channels, compressed = header
-    expected = height * (width * channels + 1)
     try:
-        scanlines = _inflate(compressed, bufsize=expected)
-        if len(scanlines) != expected:  # short: truncated; long: not what IHDR says
+        scanlines = _inflate_exactly(compressed, height * (width * channels + 1))
+        if scanlines is None:
             return None
         pixels = unfilter_png(scanlines, width, height, channels)
     except (_InflateError, zlib.error, ValueError, MemoryError, OverflowError):
         return None
     return np.frombuffer(pixels, dtype=np.uint8).reshape(height, width, channels)
+
+
+def _inflate_exactly(stream: bytes, size: int) -> bytes | None:
+    """The ``size`` bytes a complete zlib stream inflates to, or None if it holds fewer (truncated)
+    or more (not what the header says). At most ``size + 1`` bytes are ever produced, so image
+    data that would inflate to gigabytes (a decompression bomb in a small file) costs nothing:
+    Pillow, too, only inflates what the image needs."""
+    inflater = _inflater()
+    scanlines = inflater.decompress(stream, size + 1)
+    return scanlines if len(scanlines) == size and inflater.eof else None
 
 
 def measure_png(data: bytes, mode: str, shown: str) -> Measured | None:

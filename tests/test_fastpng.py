@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import struct
+import tracemalloc
 import zlib
 
 import numpy as np
@@ -186,6 +187,21 @@ def test_damaged_pngs_are_still_errors_end_to_end(tmp_path, rng):
         assert fastpng.measure_png(data, "RGB", name) is None
         with pytest.raises(BadImageError, match=name):
             decode(data, "RGB", name)
+
+
+def test_image_data_that_inflates_far_beyond_the_image_is_never_inflated():
+    # A 10×10 RGB header over image data that inflates to 30 MB: the fast path stops one byte past
+    # what the header allows, then leaves the file to Pillow.
+    header = struct.pack(">IIBBBBB", 10, 10, 8, 2, 0, 0, 0)
+    bomb = zlib.compress(bytes(30_000_000), 9)
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", bomb) + chunk(b"IEND", b"")
+    tracemalloc.start()
+    try:
+        assert fastpng.decode_png(data) is None
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * len(data) + 100_000, peak
 
 
 def test_decompression_bomb_limit_is_left_to_pillow(rng, monkeypatch):
