@@ -326,12 +326,13 @@ class PartialState:
             formats[fmt] = FormatTotals(fmt, int(entry["first_index"]), entry["example"], integer)
             by_id.append(fmt)
         images = ImageTable()
+        roots: dict[str, str] = {}
         for item in data["images"]:
             index, fmt_id, alpha, path, name, display, size, width, height, rows, floats = item
             images.append(
                 ImageRecord(
                     index=int(index),
-                    source=ImageSource(path, name, display, int(size)),
+                    source=_source_from_json(path, name, display, int(size), roots),
                     format=by_id[fmt_id],
                     dropped_alpha=bool(alpha),
                     width=int(width),
@@ -366,6 +367,15 @@ def read_partial(path: str) -> PartialState:
     except OSError as error:
         raise ChanstatsError(f"{path}: cannot read: {error.strerror or error}") from None
     return PartialState.loads(text, path)
+
+
+def _source_from_json(path: str, name: str, display: str, size: int, roots: dict[str, str]) -> ImageSource:
+    """A source as written by :func:`_image_json` (its bytes are not read again: no offset)."""
+    if display == f"{path}::{name}":
+        return ImageSource(roots.setdefault(path, path), name, size, in_archive=True)
+    if display != path:
+        raise ValueError(f"image {display!r} is shown neither as its path {path!r} nor as a shard member")
+    return ImageSource.from_path(path, name, size, roots)
 
 
 def _image_json(record: ImageRecord, format_id: int) -> list[Any]:

@@ -33,7 +33,7 @@ class PerImage:
     """Per-image statistics in listing order: ``paths[i]`` is ``widths[i]`` × ``heights[i]`` pixels
     and ``table`` row ``i`` holds its (pixel count, mean, M2) per channel."""
 
-    paths: list[str]
+    paths: Sequence[str]
     widths: Sequence[int]
     heights: Sequence[int]
     table: MomentsTable

@@ -22,7 +22,7 @@ from .per_image import PerImage
 from .report import Result
 from .running import RunningSettings, simulate
 from .sampling import SampleSpec, cluster_intervals, cluster_table, describe, sample_indices
-from .sources import IMAGE_EXTENSIONS, ImageSource, fingerprint, list_images, normalize_extensions
+from .sources import IMAGE_EXTENSIONS, DisplayNames, ImageSource, fingerprint, list_images, normalize_extensions
 from .transforms import resolve as resolve_transform
 
 if TYPE_CHECKING:
@@ -272,7 +272,7 @@ def finalize(state: PartialState) -> Result:
         table=table,
         sources=images.sources,
         per_image=PerImage(
-            [source.display for source in images.sources],
+            DisplayNames(images.sources),
             images.width,
             images.height,
             table if epochs == 1 else MomentsTable.from_packed(samples.reshape(-1, 1 + 2 * channels), channels).pooled(epochs),

@@ -18,7 +18,7 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 from .errors import BadImageError, ChanstatsError, NoImagesError
 
@@ -30,24 +30,62 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".
 class ImageSource:
     """One image to read.
 
-    ``path`` is what to open; ``name`` is the path relative to the input it was found under, used
-    for ordering and the listing fingerprint (so a dataset moved elsewhere keeps its fingerprint);
-    ``display`` is how messages show it (the input joined with ``name``).
+    ``name`` is the path relative to the input it was found under, used for ordering and the
+    listing fingerprint (so a dataset moved elsewhere keeps its fingerprint). ``root`` is what it
+    is relative to, one string shared by every image found under it: a run keeps a source per
+    image, so the full path is not stored but derived: :attr:`path` (what to open) is
+    ``os.path.join(root, name)``, and :attr:`display` (how messages show it) is the same.
 
-    A member of a tar shard has ``path`` = the shard, ``name`` = the member's name in the archive,
-    ``display`` = ``shard.tar::member``, ``offset`` = where its bytes start in the (decompressed)
-    archive stream and ``compressed`` = whether the shard is gzip-compressed; a worker reads the
-    bytes itself (:func:`read_source`). ``problem`` is a reason found while listing that makes the
-    source a bad image (a link or device member, a member too large to read).
+    A member of a tar shard (``in_archive``) has ``root`` = the shard, ``name`` = the member's name
+    in the archive, :attr:`display` ``shard.tar::member``, ``offset`` = where its bytes start in the
+    (decompressed) archive stream and ``compressed`` = whether the shard is gzip-compressed; a
+    worker reads the bytes itself (:func:`read_source`). ``problem`` is a reason found while listing
+    that makes the source a bad image (a link or device member, a member too large to read).
     """
 
-    path: str
+    root: str
     name: str
-    display: str
     size: int
     offset: int = -1
     compressed: bool = False
     problem: str | None = None
+    in_archive: bool = False
+
+    @property
+    def path(self) -> str:
+        return self.root if self.in_archive else os.path.join(self.root, self.name)
+
+    @property
+    def display(self) -> str:
+        return f"{self.root}::{self.name}" if self.in_archive else os.path.join(self.root, self.name)
+
+    @classmethod
+    def from_path(cls, path: str, name: str, size: int, roots: dict[str, str] | None = None) -> "ImageSource":
+        """The source of the file at ``path`` whose relative name ``name`` ends it; ``roots``
+        collects the roots so that sources under one folder share one string."""
+        root = path[: len(path) - len(name)]
+        if not path.endswith(name) or os.path.join(root, name) != path:
+            raise ValueError(f"{path!r} is not a folder joined with its name {name!r}")
+        if roots is not None:
+            root = roots.setdefault(root, root)
+        return cls(root, name, size)
+
+
+class DisplayNames(Sequence[str]):
+    """``sources[i].display`` for each source, made when read: a run's paths are not stored twice."""
+
+    __slots__ = ("sources",)
+
+    def __init__(self, sources: Sequence[ImageSource]) -> None:
+        self.sources = sources
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [source.display for source in self.sources[index]]
+        return self.sources[index].display
 
 
 def normalize_extensions(extensions: Iterable[str]) -> tuple[str, ...]:
@@ -129,9 +167,9 @@ def _expand(inputs: list[str], extensions: tuple[str, ...]) -> Iterator[Listed]:
             raise ChanstatsError(f"{item}: no such file or directory")
 
 
-def _file(path: str, name: str, extensions: tuple[str, ...]) -> Iterator[Listed]:
+def _file(path: str, name: str, extensions: tuple[str, ...], roots: dict[str, str] | None = None) -> Iterator[Listed]:
     """A file named explicitly: a tar shard's image members, or the file itself whatever its
-    extension (the user asked for it)."""
+    extension (the user asked for it). ``roots``: see :meth:`ImageSource.from_path`."""
     from .tarshards import is_tar_path, list_tar
 
     stat = os.stat(path)
@@ -141,7 +179,7 @@ def _file(path: str, name: str, extensions: tuple[str, ...]) -> Iterator[Listed]
         for member in list_tar(path, extensions):
             yield member, (*identity, member.offset)
         return
-    yield ImageSource(path, name, path, stat.st_size), identity
+    yield ImageSource.from_path(path, name, stat.st_size, roots), identity
 
 
 def _from_list_file(list_path: str, extensions: tuple[str, ...]) -> Iterator[Listed]:
@@ -156,6 +194,7 @@ def _from_list_file(list_path: str, extensions: tuple[str, ...]) -> Iterator[Lis
     except OSError as error:
         raise ChanstatsError(f"@{list_path}: cannot read list file: {error.strerror or error}") from None
     base = os.path.dirname(list_path)
+    roots: dict[str, str] = {}
     for number, line in enumerate(lines, start=1):
         entry = line.strip()
         if not entry or entry.startswith("#"):
@@ -164,7 +203,7 @@ def _from_list_file(list_path: str, extensions: tuple[str, ...]) -> Iterator[Lis
         if os.path.isdir(path):
             yield from _walk(path, extensions)
         elif os.path.isfile(path):
-            yield from _file(path, entry, extensions)
+            yield from _file(path, entry, extensions, roots)
         else:
             raise ChanstatsError(f"{list_path}:{number}: {entry}: no such file")
 
@@ -209,7 +248,7 @@ def _walk(root: str, extensions: tuple[str, ...]) -> Iterator[Listed]:
             stat = os.stat(path)
         except OSError:
             continue  # removed (or its link target removed) while listing
-        yield ImageSource(path, name, path, stat.st_size), (stat.st_dev, stat.st_ino)
+        yield ImageSource(root, name, stat.st_size), (stat.st_dev, stat.st_ino)
 
 
 def has_brace_pattern(text: str) -> bool:
@@ -265,7 +304,7 @@ def read_source(source: ImageSource) -> bytes:
     """
     if source.problem is not None:
         raise BadImageError(source.display, source.problem)
-    if source.offset < 0:
+    if not source.in_archive:
         try:
             with open(source.path, "rb") as stream:
                 return stream.read()

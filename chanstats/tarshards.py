@@ -69,7 +69,7 @@ def list_tar(path: str, extensions: tuple[str, ...], max_member_bytes: int | Non
         if header.type == tarfile.DIRTYPE or not has_image_extension(name, extensions) or _is_hidden(name):
             continue
         problem = _problem(header, max_member_bytes)
-        members.append(ImageSource(path, name, f"{path}::{name}", header.size, header.offset, compressed, problem))
+        members.append(ImageSource(path, name, header.size, header.offset, compressed, problem, in_archive=True))
     return members
 
 

@@ -18,7 +18,7 @@ GREY = PixelFormat(("L",), 255)
 def record(index: int, fmt: PixelFormat = RGB, epochs: int = 1, floats=None) -> ImageRecord:
     channels = len(fmt.channels)
     rows = [(100 + index, [index / 7 + e] * channels, [index / 3 + e] * channels) for e in range(epochs)]
-    source = ImageSource(f"/data/{index}.png", f"{index}.png", f"/data/{index}.png", 1000 + index)
+    source = ImageSource("/data", f"{index}.png", 1000 + index)
     return ImageRecord(index, source, fmt, index % 2 == 0, 640 + index, 480 + index, pack_rows(rows), floats)
 
 

@@ -89,3 +89,24 @@ def test_fingerprint_depends_on_names_and_sizes_not_location(tmp_path):
     assert fingerprint(list_images([str(tmp_path / "one")])) == fingerprint(list_images([str(tmp_path / "two")]))
     touch(tmp_path / "two" / "a.png", b"345")
     assert fingerprint(list_images([str(tmp_path / "one")])) != fingerprint(list_images([str(tmp_path / "two")]))
+
+
+def test_paths_are_the_inputs_joined_with_names_however_they_are_spelled(tmp_path, monkeypatch):
+    touch(tmp_path / "data" / "sub" / "a.png")
+    touch(tmp_path / "data" / "b.jpg")
+    touch(tmp_path / "c.jpg")
+    (tmp_path / "list.txt").write_text(f"data/b.jpg\n./c.jpg\n{tmp_path / 'data' / 'sub'}\n")
+    monkeypatch.chdir(tmp_path)
+    inputs = ["data/", "data//b.jpg", "./c.jpg", str(tmp_path / "c.jpg"), "@list.txt"]
+    listed = {(s.path, s.name) for s in list_images(inputs)}
+    # A file reached twice is listed once, under the first spelling that reached it.
+    assert listed == {
+        ("data/sub/a.png", "sub/a.png"),
+        ("data/b.jpg", "b.jpg"),
+        ("./c.jpg", "c.jpg"),
+    }
+    for source in list_images(["data//b.jpg", "@list.txt"]):
+        assert source.display == source.path and os.path.exists(source.path)
+    # Sources under one folder share one root string instead of each holding its full path.
+    roots = {id(s.root) for s in list_images(["data"])}
+    assert len(roots) == 1
