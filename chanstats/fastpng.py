@@ -118,7 +118,6 @@ def _read_plain_png(data: bytes) -> tuple[int, int, int, bytes] | None:
     view = memoryview(data)
     position = len(_SIGNATURE)
     header = None
-    previous = b""
     image_data: list[memoryview] = []
     while position + 12 <= len(data):
         length, kind = _CHUNK_HEAD.unpack_from(data, position)
@@ -129,7 +128,8 @@ def _read_plain_png(data: bytes) -> tuple[int, int, int, bytes] | None:
         body = view[body_start:body_end]
         position = body_end + 4
         if kind == b"IDAT":
-            if header is None or (image_data and previous != b"IDAT"):
+            # Consecutive by construction: any other chunk after image data returns below.
+            if header is None:
                 return None
             image_data.append(body)  # Pillow does not check image data CRCs; zlib's adler32 does
         elif kind == b"IEND":
@@ -148,7 +148,6 @@ def _read_plain_png(data: bytes) -> tuple[int, int, int, bytes] | None:
                     return None
             elif header is None or _INERT_CHUNKS.get(kind) != length:
                 return None
-        previous = kind
     return None
 
 
