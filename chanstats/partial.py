@@ -122,13 +122,16 @@ class ImageTable:
         return len(self.index)
 
     def append(self, record: ImageRecord) -> None:
-        if record.format not in self.formats:
+        try:
+            format_id = self.formats.index(record.format)
+        except ValueError:
             if len(self.formats) == 255:
-                raise ChanstatsError("more than 255 kinds of pixel format in one run")
+                raise ChanstatsError("more than 255 kinds of pixel format in one run") from None
+            format_id = len(self.formats)
             self.formats.append(record.format)
         self.sources.append(record.source)
         self.index.append(record.index)
-        self.format_id.append(self.formats.index(record.format))
+        self.format_id.append(format_id)
         self.dropped_alpha.append(int(record.dropped_alpha))
         self.width.append(record.width)
         self.height.append(record.height)
