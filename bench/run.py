@@ -556,7 +556,10 @@ def main(argv: list[str] | None = None) -> int:
     if big <= n:
         ap.error("--big must be larger than --n")
     workers = a.workers or len(os.sched_getaffinity(0))
-    command = "python bench/run.py " + " ".join(argv) if argv else "python bench/run.py"
+    # The options that change what is measured; where the results are written is not one of them
+    # (and would put a path of this machine into RESULTS.md).
+    measured = [f"--{k} {v}" for k, v in (("n", a.n), ("big", a.big), ("workers", a.workers), ("repeat", a.repeat)) if v]
+    command = " ".join(["python bench/run.py", *(["--quick"] if a.quick else []), *measured])
 
     import corpus
 
