@@ -8,7 +8,11 @@ from __future__ import annotations
 
 
 class ChanstatsError(Exception):
-    """A problem with the user's input or options; the message is shown as is."""
+    """A problem with the user's input or options; the message is shown as is.
+
+    Subclasses whose ``__init__`` takes other arguments than the message define ``__reduce__``, so
+    that every error survives pickling: worker processes send them back to the main process.
+    """
 
 
 class BadImageError(ChanstatsError):
@@ -19,6 +23,9 @@ class BadImageError(ChanstatsError):
         self.path = path
         self.reason = reason
 
+    def __reduce__(self):
+        return type(self), (self.path, self.reason)
+
 
 class BadImagesError(ChanstatsError):
     """Several bad files were found; the message lists each on its own line."""
@@ -27,6 +34,10 @@ class BadImagesError(ChanstatsError):
         lines = [summary] + [f"  {path}: {reason}" for path, reason in bad]
         super().__init__("\n".join(lines))
         self.bad = bad
+        self.summary = summary
+
+    def __reduce__(self):
+        return type(self), (self.bad, self.summary)
 
 
 class NoImagesError(ChanstatsError):
