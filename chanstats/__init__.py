@@ -1,24 +1,39 @@
 """chanstats: exact per-channel mean/std of image datasets, as the model sees them.
 
-``chanstats.compute(paths, **options)`` returns a :class:`Result`; the ``chanstats`` command is a
-thin layer over it.
+The Python API (every command is one of these calls; see README's "From Python"):
+
+* :func:`compute` ``(paths, options=None, **overrides)`` → :class:`Result`
+* :func:`compute_shard`, :func:`merge`: a sharded run and its merge
+* :func:`check`, :func:`compare`, :func:`export`: the other commands
+* :class:`RunOptions`: every option of a run, with its default
+* the errors: :class:`ChanstatsError` and its subclasses
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ._version import __version__
 from .errors import BadImageError, BadImagesError, BadSpecError, ChanstatsError, NoImagesError
 
-__version__ = "0.1.0"
-
 if TYPE_CHECKING:
-    from .pipeline import compute
-    from .report import Result
+    from .api import check, compare, compute, compute_distributed, compute_shard, export, merge
+    from .options import RunOptions
+    from .report.result import Result
 
-# numpy and Pillow are only imported when compute/Result are first used, so that
-# `chanstats --help` and `--version` start in a fraction of the time.
-_LAZY = {"compute": ("pipeline", "compute"), "Result": ("report", "Result")}
+# numpy and Pillow are only imported when the API is first used, so that `chanstats --help` and
+# `--version` start in a fraction of the time.
+_LAZY = {
+    "compute": ("api", "compute"),
+    "compute_shard": ("api", "compute_shard"),
+    "compute_distributed": ("api", "compute_distributed"),
+    "merge": ("api", "merge"),
+    "check": ("api", "check"),
+    "compare": ("api", "compare"),
+    "export": ("api", "export"),
+    "RunOptions": ("options", "RunOptions"),
+    "Result": ("report.result", "Result"),
+}
 
 
 def __getattr__(name: str):
@@ -32,8 +47,19 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'chanstats' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
     "compute",
+    "compute_shard",
+    "compute_distributed",
+    "merge",
+    "check",
+    "compare",
+    "export",
+    "RunOptions",
     "Result",
     "__version__",
     "ChanstatsError",

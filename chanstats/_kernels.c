@@ -1,6 +1,6 @@
 /*
  * chanstats._kernels: exact per-channel moments of interleaved 8-bit pixels in one pass, and the
- * scanline unfiltering of the PNG fast path (chanstats.fastpng).
+ * scanline unfiltering of the PNG fast path (chanstats.decoding.png).
  *
  * moments_u8(buffer, channels) -> (sums, sumsq, mins, maxs), four lists of Python ints.
  * unfilter_png(scanlines, width, height, channels) -> bytes, the pixels.
@@ -418,7 +418,23 @@ unfilter_png(PyObject *Py_UNUSED(module), PyObject *args)
     return result;
 }
 
+/* simd() -> "avx2", "sse2" or "scalar": the instruction set the moments kernel uses on this CPU. */
+static PyObject *
+simd(PyObject *self, PyObject *args)
+{
+#ifdef HAVE_AVX2_PATH
+    if (cpu_has_avx2())
+        return PyUnicode_FromString("avx2");
+#endif
+#ifdef __SSE2__
+    return PyUnicode_FromString("sse2");
+#else
+    return PyUnicode_FromString("scalar");
+#endif
+}
+
 static PyMethodDef methods[] = {
+    {"simd", simd, METH_NOARGS, "simd() -> str: the instruction set of the moments kernel: avx2, sse2 or scalar."},
     {"moments_u8", moments_u8, METH_VARARGS,
      "moments_u8(buffer, channels) -> (sums, sumsq, mins, maxs): exact per-channel integer moments "
      "of a C-contiguous buffer of interleaved 8-bit pixels."},

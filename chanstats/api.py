@@ -1,97 +1,47 @@
-"""``compute`` = ``finalize(measure(plan(...)))``: list → measure a slice (in parallel) into a lossless
-partial state → merge states → finalize → simulate BatchNorm → Result.
+"""The Python API, and the one orchestration every command and every entry point goes through:
+``plan`` (check the options, list the images) → ``measure`` (a slice of the listing, in parallel,
+into a lossless partial state) → merge states → ``finalize`` (exact statistics, BatchNorm
+simulation) → :class:`~chanstats.report.result.Result`.
 
-Everything here runs in the main process on small per-image records, in listing order.
+:func:`compute`, :func:`compute_shard` and :func:`compute_distributed` differ only in which slice
+they measure and where the states meet; :func:`merge`, :func:`check`, :func:`compare` and
+:func:`export` are the other commands. Everything here runs in the main process on small
+per-image records, in listing order.
 """
 
 from __future__ import annotations
 
+import inspect
+import os
+import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
 
-import numpy as np
-
-from . import __version__
-from .decode import check_mode
-from .engine import measure_all
+from . import kernel
+from ._version import __version__
 from .errors import BadImagesError, ChanstatsError, NoImagesError
 from .measure import Measurer
-from .moments import FloatMoments, MomentsTable
-from .partial import BadRecord, PartialState, shard_bounds
-from .per_image import PerImage
-from .report import Result
-from .running import RunningSettings, simulate
-from .sampling import SampleSpec, cluster_intervals, cluster_table, describe, sample_indices
-from .sources import IMAGE_EXTENSIONS, DisplayNames, ImageSource, fingerprint, list_images, normalize_extensions
-from .transforms import resolve as resolve_transform
+from .options import ErrorBudget, RunOptions, compose, settings_of
+from .report.files import read_config
+from .report.result import Result
+from .scale import state_file
+from .scale.checkpoint import Checkpointer, Interval
+from .scale.engine import measure_all
+from .scale.merge import merge_states
+from .scale.state import BadRecord, PartialState, shard_bounds
+from .sources.base import DisplayNames, ImageSource
+from .sources.listing import fingerprint, list_images
+from .stats.batchnorm import simulate
+from .stats.moments import FloatMoments, MomentsTable
+from .stats.per_image import PerImage
+from .stats.sampling import SampleSpec, cluster_intervals, cluster_table, describe, sample_indices
 
 if TYPE_CHECKING:
-    from .checkpoint import Checkpointer
+    from .report.check import CheckReport
+    from .report.compare import Comparison
 
-ON_ERROR = ("fail", "skip")
-DEFAULT_MOMENTUM = "default"
-
-
-@dataclass(frozen=True)
-class ErrorBudget:
-    """``--max-bad``: how many bad images a ``--on-error skip`` run may skip, as a count or percent."""
-
-    limit: float
-    percent: bool
-
-    @classmethod
-    def parse(cls, text: str | int | None) -> "ErrorBudget | None":
-        """``"10"`` → at most 10 images; ``"2.5%"`` → at most 2.5 % of the images found.
-
-        >>> ErrorBudget.parse("2.5%")
-        ErrorBudget(limit=2.5, percent=True)
-        """
-        if text is None:
-            return None
-        raw = str(text).strip()
-        percent = raw.endswith("%")
-        try:
-            limit = float(raw[:-1]) if percent else int(raw)
-        except ValueError:
-            raise ChanstatsError(f"--max-bad {raw!r}: expected a count such as 10 or a percentage such as 2%") from None
-        if limit < 0 or (percent and limit > 100):
-            raise ChanstatsError(f"--max-bad {raw!r}: out of range")
-        return cls(limit, percent)
-
-    def exceeded(self, bad: int, total: int) -> bool:
-        allowed = self.limit * total / 100 if self.percent else self.limit
-        return bad > allowed
-
-    def __str__(self) -> str:
-        return f"{self.limit:g}%" if self.percent else str(int(self.limit))
-
-
-def running_settings(
-    convention: str = "torch",
-    momentum: float | str | None = DEFAULT_MOMENTUM,
-    batch_size: int = 64,
-    shuffle: bool = True,
-    seed: int = 0,
-    drop_last: bool = False,
-) -> RunningSettings:
-    """Settings from user-level values. ``momentum``: a number, ``None`` or ``"none"`` for torch's
-    cumulative average, or ``"default"`` for the convention's default (torch 0.1, keras 0.99)."""
-    cumulative = momentum is None or (isinstance(momentum, str) and momentum.lower() == "none")
-    value: float | None = None
-    if not cumulative and momentum != DEFAULT_MOMENTUM:
-        try:
-            value = float(momentum)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise ChanstatsError(f"--momentum {momentum!r}: expected a number or 'none'") from None
-    return RunningSettings(
-        convention=convention,
-        momentum=value,
-        cumulative=cumulative,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        seed=seed,
-        drop_last=drop_last,
-    ).validate()
+# What ``paths`` may be: one path, or several.
+Paths = Union[str, os.PathLike, Iterable[Union[str, os.PathLike]]]
 
 
 @dataclass
@@ -108,64 +58,26 @@ class Plan:
     everything: list[ImageSource] | None = None
 
 
-def plan(
-    paths: str | Iterable[str],
-    *,
-    mode: str = "RGB",
-    extensions: Iterable[str] = IMAGE_EXTENSIONS,
-    batch_size: int = 64,
-    momentum: float | str | None = DEFAULT_MOMENTUM,
-    convention: str = "torch",
-    seed: int = 0,
-    shuffle: bool = True,
-    drop_last: bool = False,
-    on_error: str = "fail",
-    max_bad: str | int | None = None,
-    transform: str | list | None = None,
-    epochs: int = 1,
-    resize: int | None = None,
-    center_crop: int | None = None,
-    listing: bool = False,
-    sample: str | int | None = None,
-) -> Plan:
-    """Check the options and list the images (the same keyword arguments as :func:`compute`)."""
-    paths = [paths] if isinstance(paths, str) else list(paths)
-    check_mode(mode)
-    if on_error not in ON_ERROR:
-        raise ChanstatsError(f"unknown on_error {on_error!r}: choose fail or skip")
-    budget = ErrorBudget.parse(max_bad)
-    extensions = normalize_extensions(extensions)
-    settings = running_settings(convention, momentum, batch_size, shuffle, seed, drop_last)
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ChanstatsError(f"--epochs must be a positive integer, got {epochs!r}")
-    spec, recorded_transform = resolve_transform(transform, resize=resize, center_crop=center_crop)
-    if spec is not None:
-        spec.build()  # a bad spec fails here, once, before any image is read
-    sample_spec = SampleSpec.parse(sample)
-    sources = list_images(paths, extensions)
+def plan(paths: Paths, options: RunOptions | None = None) -> Plan:
+    """Check the options and list the images: everything a run decides before reading a pixel."""
+    paths = _path_list(paths)
+    resolved = (options or RunOptions()).resolve(paths)
+    sources = list_images(paths, resolved.extensions)
     listing_fingerprint = fingerprint(sources)
     everything = None
-    if sample_spec is not None:
+    if resolved.sample is not None:
         # Sampled before anything is read: shards, checkpoints and workers only see the sample.
         everything = sources
-        sources = [everything[i] for i in sample_indices(len(everything), sample_spec.size(len(everything)), seed)]
-    options: dict[str, Any] = {
-        "inputs": paths,
-        "mode": mode,
-        "extensions": list(extensions),
-        "on_error": on_error,
-        "max_bad": None if budget is None else str(budget),
-        **settings.to_dict(),
-        "transform": recorded_transform,
-        "resize": resize,
-        "center_crop": center_crop,
-        "epochs": epochs,
-    }
-    if listing:  # only when asked, so default configs keep their bytes
-        options["listing"] = True
-    if sample_spec is not None:
-        options["sample"] = str(sample_spec)
-    return Plan(sources, Measurer(mode, spec, epochs, settings.seed), options, listing_fingerprint, everything)
+        size = resolved.sample.size(len(everything))
+        sources = [everything[i] for i in sample_indices(len(everything), size, resolved.settings.seed)]
+    measurer = Measurer(resolved.options.mode, resolved.transform, resolved.options.epochs, resolved.settings.seed)
+    return Plan(sources, measurer, resolved.record, listing_fingerprint, everything)
+
+
+def _path_list(paths: Paths) -> list[str]:
+    if isinstance(paths, (str, os.PathLike)):
+        return [os.fspath(paths)]
+    return [os.fspath(path) if isinstance(path, os.PathLike) else path for path in paths]
 
 
 def measure(
@@ -174,7 +86,7 @@ def measure(
     shard: tuple[int, int] = (1, 1),
     workers: int | None = None,
     progress: bool = False,
-    checkpoint: "Checkpointer | None" = None,
+    checkpoint: Checkpointer | None = None,
 ) -> PartialState:
     """Measure the ``shard`` K/N slice of the listing into a lossless :class:`PartialState`.
 
@@ -182,6 +94,7 @@ def measure(
     saved as it grows. Under ``on_error="fail"`` bad images in the slice raise
     :class:`BadImagesError` once the whole slice has been read.
     """
+    kernel.warn_if_missing()
     start, stop = shard_bounds(len(run.sources), *shard)
     everything = run.sources if run.everything is None else run.everything
     listing = [(source.name, source.size) for source in everything] if run.options.get("listing") else None
@@ -219,9 +132,7 @@ def finalize(state: PartialState) -> Result:
         raise ChanstatsError(f"state covers images {state.start}..{state.done - 1}, not all {state.listing_size}")
     options = state.options
     budget = ErrorBudget.parse(options["max_bad"])
-    settings = running_settings(
-        options["convention"], options["momentum"], options["batch_size"], options["shuffle"], options["seed"], options["drop_last"]
-    )
+    settings = settings_of(options)
     bad = sorted(state.bad, key=lambda b: b.index)
     _apply_error_policy(bad, state.listing_size, options["on_error"], budget)
     images = state.images.in_listing_order()
@@ -233,29 +144,14 @@ def finalize(state: PartialState) -> Result:
         raise ChanstatsError(f"images have different channels or bit depths: {kinds}; choose --mode RGB or --mode L")
     (totals,) = state.formats.values()
     pixel_format = totals.format
-
-    if totals.integer is not None:
-        exact, method = totals.integer.finalize(pixel_format.scale), "integer"
-    else:
-        total_float = FloatMoments.empty(len(pixel_format.channels))
-        for moments_of_image in images.float_moments or ():
-            for moments in moments_of_image or ():
-                total_float.merge(moments)
-        exact, method = total_float.finalize(), "float64"
+    exact, method = _exact_statistics(totals, images)
     epochs = options.get("epochs", 1)
     channels = len(pixel_format.channels)
     samples = images.packed_samples(epochs)  # a view of the table: no per-sample objects
     # Epoch-major, as training visits them: all images of epoch 0, then of epoch 1, ...
     table = MomentsTable.from_packed(samples.transpose(1, 0, 2).reshape(-1, 1 + 2 * channels), channels)
     running = simulate(table, settings, epochs=epochs)
-    sampled = None
-    if options.get("sample") is not None:
-        if state.population is None:
-            raise ChanstatsError("a sampled run's state does not say how many images were listed")
-        clusters = cluster_table([record.rows for record in images], len(pixel_format.channels))
-        bounds = (0.0, 1.0) if method == "integer" else None
-        intervals = cluster_intervals(clusters, state.population, bounds=bounds)
-        sampled = describe(SampleSpec.parse(options["sample"]), intervals, options["seed"])
+    sampled = None if options.get("sample") is None else _sample_description(state, images, pixel_format, method)
     return Result(
         version=state.version,
         channels=pixel_format.channels,
@@ -282,31 +178,6 @@ def finalize(state: PartialState) -> Result:
     )
 
 
-def compute(
-    paths: str | Iterable[str],
-    *,
-    workers: int | None = None,
-    progress: bool = False,
-    checkpoint: "Checkpointer | None" = None,
-    **options: Any,
-) -> Result:
-    """Exact per-channel statistics of the images under ``paths``, and BatchNorm's running estimate.
-
-    ``paths``: directories (walked recursively), image files, and ``@list.txt`` files. ``mode``:
-    ``"RGB"`` (torchvision's loader), ``"L"`` or ``"keep"``; the other keyword options are those of
-    :func:`plan`. The result's ``mean``/``std`` are on the [0, 1] scale with ddof 0, ready for
-    ``transforms.Normalize``. Bad images raise :class:`~chanstats.errors.BadImagesError` listing
-    each, unless ``on_error="skip"``. ``sample="500"`` or ``"10%"`` measures only a seeded random
-    subset (seed ``seed``) and adds confidence intervals (:mod:`chanstats.sampling`). It is ``finalize(measure(plan(...)))``; sharded runs measure
-    slices and merge them (:func:`chanstats.partial.merge_states`) before finalizing.
-
-    >>> result = compute("examples/images", workers=0)  # doctest: +SKIP
-    >>> result.mean, result.std  # doctest: +SKIP
-    """
-    state = measure(plan(paths, **options), workers=workers, progress=progress, checkpoint=checkpoint)
-    return finalize(state)
-
-
 def _apply_error_policy(bad: Sequence[BadRecord], total: int, on_error: str, budget: ErrorBudget | None) -> None:
     if not bad:
         return
@@ -315,3 +186,268 @@ def _apply_error_policy(bad: Sequence[BadRecord], total: int, on_error: str, bud
         raise BadImagesError(listed, f"{len(bad)} of {total} images could not be read (use --on-error skip to skip them):")
     if budget is not None and budget.exceeded(len(bad), total):
         raise BadImagesError(listed, f"{len(bad)} of {total} images could not be read, more than --max-bad {budget}:")
+
+
+def _exact_statistics(totals, images) -> tuple[Any, str]:
+    """The exact statistics of one pixel format: integer totals finalized once, or the images'
+    float64 moments merged in listing order (Chan's formula is not associative in floating point)."""
+    pixel_format = totals.format
+    if totals.integer is not None:
+        return totals.integer.finalize(pixel_format.scale), "integer"
+    total_float = FloatMoments.empty(len(pixel_format.channels))
+    for moments_of_image in images.float_moments or ():
+        for moments in moments_of_image or ():
+            total_float.merge(moments)
+    return total_float.finalize(), "float64"
+
+
+def _sample_description(state: PartialState, images, pixel_format, method: str) -> dict[str, Any]:
+    """A sampled run's size and confidence intervals (see :mod:`chanstats.stats.sampling`)."""
+    options = state.options
+    if state.population is None:
+        raise ChanstatsError("a sampled run's state does not say how many images were listed")
+    clusters = cluster_table([record.rows for record in images], len(pixel_format.channels))
+    bounds = (0.0, 1.0) if method == "integer" else None
+    intervals = cluster_intervals(clusters, state.population, bounds=bounds)
+    return describe(SampleSpec.parse(options["sample"]), intervals, options["seed"])
+
+
+class PhaseClock:
+    """Wall time of consecutive phases of a run, for ``--timings``.
+
+    >>> clock = PhaseClock(); clock.lap("listing"); str(clock).startswith("listing 0.0")
+    True
+    """
+
+    def __init__(self) -> None:
+        self._last = time.perf_counter()
+        self.phases: list[tuple[str, float]] = []
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.phases.append((name, now - self._last))
+        self._last = now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name} {seconds:.3f} s" for name, seconds in self.phases)
+
+
+def _checkpointer(checkpoint: str | os.PathLike | Checkpointer | None, every: str | Interval, restart: bool) -> Checkpointer | None:
+    if checkpoint is None or isinstance(checkpoint, Checkpointer):
+        return checkpoint
+    return Checkpointer(os.fspath(checkpoint), every if isinstance(every, Interval) else Interval.parse(every), restart)
+
+
+def _lap(clock: PhaseClock | None, name: str) -> None:
+    if clock is not None:
+        clock.lap(name)
+
+
+def compute(
+    paths: Paths,
+    options: RunOptions | None = None,
+    *,
+    workers: int | None = None,
+    progress: bool = False,
+    checkpoint: str | os.PathLike | Checkpointer | None = None,
+    checkpoint_every: str | Interval = "60s",
+    restart: bool = False,
+    clock: PhaseClock | None = None,
+    **overrides: Any,
+) -> Result:
+    """Exact per-channel statistics of the images under ``paths``, and BatchNorm's running estimate.
+
+    ``paths``: folders (walked recursively), image files, ``@list.txt`` files and tar shards.
+    ``options``: a :class:`~chanstats.options.RunOptions`; keyword ``overrides`` replace its fields
+    (``compute(paths, batch_size=32)``). The result's ``mean``/``std`` are on the [0, 1] scale with
+    ddof 0, ready for ``transforms.Normalize``. Bad images raise
+    :class:`~chanstats.errors.BadImagesError` listing each, unless ``on_error="skip"``.
+
+    ``workers``: processes (default: all cores; 0: in this process). ``checkpoint``: a file where
+    progress is saved every ``checkpoint_every`` and resumed from when rerun (``restart`` discards
+    it); it is deleted once the result is computed. ``clock`` collects the phase times.
+
+    >>> result = compute("examples/images", workers=0)  # doctest: +SKIP
+    >>> result.mean, result.std  # doctest: +SKIP
+    """
+    run_options = compose(options, overrides, "compute")
+    checkpointer = _checkpointer(checkpoint, checkpoint_every, restart)
+    run = plan(paths, run_options)
+    _lap(clock, "listing")
+    state = measure(run, workers=workers, progress=progress, checkpoint=checkpointer)
+    _lap(clock, "measuring")
+    result = finalize(state)
+    _lap(clock, "finalizing")
+    if checkpointer is not None:
+        checkpointer.remove()
+    return result
+
+
+def compute_shard(
+    paths: Paths,
+    shard: tuple[int, int],
+    output: str | os.PathLike,
+    options: RunOptions | None = None,
+    *,
+    workers: int | None = None,
+    progress: bool = False,
+    checkpoint: str | os.PathLike | Checkpointer | None = None,
+    checkpoint_every: str | Interval = "60s",
+    restart: bool = False,
+    clock: PhaseClock | None = None,
+    **overrides: Any,
+) -> PartialState:
+    """Measure slice ``shard = (K, N)`` of the listing and write its lossless partial state to
+    ``output`` (for :func:`merge`). The other arguments are those of :func:`compute`."""
+    run_options = compose(options, overrides, "compute_shard")
+    checkpointer = _checkpointer(checkpoint, checkpoint_every, restart)
+    run = plan(paths, run_options)
+    _lap(clock, "listing")
+    state = measure(run, shard=shard, workers=workers, progress=progress, checkpoint=checkpointer)
+    _lap(clock, "measuring")
+    state_file.write(state, os.fspath(output))
+    _lap(clock, "writing")
+    if checkpointer is not None:
+        checkpointer.remove()
+    return state
+
+
+def compute_distributed(
+    paths: Paths,
+    options: RunOptions | None = None,
+    *,
+    workers: int | None = None,
+    progress: bool = False,
+    checkpoint: str | None = None,
+    checkpoint_every: str | Interval = "60s",
+    restart: bool = False,
+    **overrides: Any,
+) -> Result | None:
+    """This rank's share of a ``torchrun`` job (see :mod:`chanstats.scale.distributed`): measure
+    shard ``RANK+1`` of ``WORLD_SIZE``, gather the states on rank 0 and finalize them there.
+
+    Returns the result on rank 0, ``None`` on the other ranks. ``checkpoint`` must contain
+    ``{rank}`` when there is more than one rank.
+    """
+    from .scale import distributed
+
+    run_options = compose(options, overrides, "compute_distributed")
+    rank, world = distributed.rank_and_world()
+    checkpointer = None
+    if checkpoint is not None:
+        checkpointer = _checkpointer(distributed.rank_checkpoint(checkpoint, rank, world), checkpoint_every, restart)
+    payload: str | None = None
+    error: str | None = None
+    try:
+        state = measure(plan(paths, run_options), shard=(rank + 1, world), workers=workers,
+                        progress=progress and rank == 0, checkpoint=checkpointer)
+        payload = state_file.dumps(state)
+    except ChanstatsError as failure:
+        error = str(failure)
+    states = distributed.gather_states(payload, error, rank, world)
+    result = None if states is None else finalize(merge_states(states, [f"rank {r}" for r in range(world)]))
+    if checkpointer is not None:
+        checkpointer.remove()
+    return result
+
+
+def merge(parts: Sequence[str | os.PathLike | PartialState]) -> Result:
+    """The result of a sharded run from its partial states (files written by :func:`compute_shard`,
+    or states): byte-identical to a single :func:`compute` on the same data. The parts must come
+    from the same options and listing and tile it exactly; their order does not matter."""
+    states = [part if isinstance(part, PartialState) else state_file.read_partial(os.fspath(part)) for part in parts]
+    names = [f"part {i + 1}" if isinstance(part, PartialState) else os.fspath(part) for i, part in enumerate(parts)]
+    return finalize(merge_states(states, names))
+
+
+def check(
+    config: str | os.PathLike | dict[str, Any],
+    paths: Paths | None = None,
+    *,
+    tolerance: float | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+) -> "CheckReport":
+    """Recompute ``paths`` (default: the config's recorded inputs) with the options ``config`` (a
+    file or a loaded mapping) recorded, and compare with its statistics.
+
+    ``report.passed`` says whether every channel's mean and std moved by at most ``tolerance``
+    (default 0.01, on the [0, 1] scale); ``report.result`` is the new result.
+    """
+    from .report.check import DEFAULT_TOLERANCE, build_report, check_tolerance, recorded_exact, recorded_inputs
+
+    source = "config" if isinstance(config, dict) else os.fspath(config)
+    data = config if isinstance(config, dict) else read_config(source)
+    tolerance = DEFAULT_TOLERANCE if tolerance is None else tolerance
+    check_tolerance(tolerance)
+    recorded_exact(data, source)
+    options = RunOptions.from_record(data.get("options"), source)
+    if data.get("listing") is not None:
+        options = options.replace(listing=True)
+    inputs = _path_list(paths) if paths else recorded_inputs(data, source)
+    result = compute(inputs, options, workers=workers, progress=progress)
+    return build_report(data, result, tolerance, source)
+
+
+def compare(
+    paths: Paths,
+    options: RunOptions | None = None,
+    *,
+    batch_sizes: Sequence[int] = (16, 64, 256),
+    momenta: Sequence[float | str | None] = (0.1, 0.01, "none"),
+    conventions: Sequence[str] = ("torch",),
+    seeds: Sequence[int] = (0,),
+    shuffle: bool = True,
+    drop_last: bool = False,
+    trajectory: bool = False,
+    workers: int | None = None,
+    progress: bool = False,
+    **overrides: Any,
+) -> "Comparison":
+    """How far BatchNorm's running mean/std land from the exact values for every combination of
+    ``conventions`` × ``batch_sizes`` × ``momenta`` × ``seeds``, from one decoding pass.
+
+    Random augmentations are drawn with the first of ``seeds``. ``trajectory`` keeps each
+    estimate's path over batches (for :func:`chanstats.report.plot.plot_png`).
+    """
+    from .report.compare import combinations
+    from .report.compare import compare as compare_settings
+
+    settings, notes = combinations(
+        [str(c) for c in conventions], list(batch_sizes), ["none" if m is None else str(m) for m in momenta], list(seeds),
+        shuffle=shuffle, drop_last=drop_last,
+    )
+    run_options = compose(options, {**overrides, "seed": list(seeds)[0]}, "compare")
+    result = compute(paths, run_options, workers=workers, progress=progress)
+    return compare_settings(result, settings, notes=notes, trajectory=trajectory)
+
+
+def export(config: str | os.PathLike | dict[str, Any], to: str, *, eps: float | None = None) -> str | bytes:
+    """``config``'s exact mean/std (a file or a loaded mapping) rendered for a framework ``to``:
+    torchvision, timm, hf, albumentations, mmengine, keras, bn-state (bytes), json or yaml."""
+    from .report.export import BN_EPS
+    from .report.export import export as render
+
+    data = config if isinstance(config, dict) else read_config(os.fspath(config))
+    return render(data, to, eps=BN_EPS if eps is None else eps)
+
+
+def write(result: Result, path: str | os.PathLike, fmt: str | None = None) -> None:
+    """Write ``result``'s config to ``path`` atomically (JSON, or YAML for .yaml/.yml)."""
+    result.write(os.fspath(path), fmt)
+
+
+def _show_options(function) -> None:
+    """Give ``function`` a signature that lists every option of :class:`RunOptions` as a keyword,
+    so ``help()`` and editors show them instead of ``**overrides``."""
+    signature = inspect.signature(function)
+    parameters = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    defaults = RunOptions()
+    for name in RunOptions.names():
+        if name not in signature.parameters:
+            parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=getattr(defaults, name)))
+    function.__signature__ = signature.replace(parameters=parameters)
+
+
+for _function in (compute, compute_shard, compute_distributed, compare):
+    _show_options(_function)

@@ -7,11 +7,10 @@ code 2 here, and nowhere else; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import sys
-import time
 
 import click
 
-from . import __version__
+from ._version import __version__
 from .errors import ChanstatsError
 
 EXIT_INPUT_ERROR = 2
@@ -32,7 +31,8 @@ class ChanstatsGroup(click.Group):
 
 
 @click.group(cls=ChanstatsGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="chanstats")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=lambda ctx, _, value: _print_version(ctx, value),
+              help="Show the version and which compiled kernel is in use (avx2, sse2, none), then exit.")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
@@ -41,6 +41,15 @@ def cli(ctx: click.Context, debug: bool) -> None:
     Exit codes: 0 ok, 1 check failed, 2 usage or input error.
     """
     ctx.obj = {"debug": debug}
+
+
+def _print_version(ctx: click.Context, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from . import kernel
+
+    click.echo(f"chanstats, version {__version__} (kernel: {kernel.name()})")
+    ctx.exit()
 
 
 def _csv_list(value: str) -> list[str]:
@@ -69,7 +78,7 @@ def sample_options(command):
 
 
 def _extensions(value: str | None):
-    from .sources import IMAGE_EXTENSIONS
+    from .sources.base import IMAGE_EXTENSIONS
 
     return _csv_list(value) if value is not None else IMAGE_EXTENSIONS
 
@@ -116,9 +125,10 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
     pattern such as 'train-{000000..000146}.tar' is expanded), read in archive order. The config
     goes to stdout or -o; a summary table and a paste-ready Normalize line go to stderr.
     """
-    from .checkpoint import Checkpointer, Interval
-    from .partial import parse_shard
-    from .pipeline import finalize, measure, plan
+    from . import api, kernel
+    from .options import RunOptions
+    from .scale.checkpoint import Interval
+    from .scale.state import parse_shard
 
     shard_kn = parse_shard(shard) if shard else None
     if shard_kn and not partial_path:
@@ -132,9 +142,9 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
     if timings and distributed:
         raise click.UsageError("--timings times one process's phases: it does not go with --distributed")
     every = Interval.parse(checkpoint_every)
-    options = dict(
+    options = RunOptions(
         mode=mode,
-        extensions=_extensions(extensions),
+        extensions=tuple(_extensions(extensions)),
         batch_size=batch_size,
         momentum=momentum,
         convention=convention,
@@ -150,59 +160,24 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
         center_crop=center_crop,
         listing=listing,
     )
-    progress = not quiet and sys.stderr.isatty()
+    run = dict(workers=workers, progress=not quiet and sys.stderr.isatty(), checkpoint=checkpoint_path or None,
+               checkpoint_every=every, restart=restart)
     if distributed:
-        from .distributed import compute_distributed
-
-        outcome = compute_distributed(list(paths), workers=workers, progress=progress, checkpoint=checkpoint_path,
-                                      checkpoint_every=every, restart=restart, **options)
-        if outcome.result is not None:
-            _emit(outcome.result, output, fmt, quiet, per_image)
-        if outcome.checkpoint is not None:
-            outcome.checkpoint.remove()
+        result = api.compute_distributed(list(paths), options, **run)
+        if result is not None:
+            _emit(result, output, fmt, quiet, per_image)
         return
-    checkpointer = Checkpointer(checkpoint_path, every, restart) if checkpoint_path else None
-    clock = PhaseClock()
-    run = plan(list(paths), **options)
-    clock.lap("listing")
-    state = measure(run, shard=shard_kn or (1, 1), workers=workers, progress=progress, checkpoint=checkpointer)
-    clock.lap("measuring")
+    clock = api.PhaseClock()
     if partial_path:
-        state.write(partial_path)
-        clock.lap("writing")
+        state = api.compute_shard(list(paths), shard_kn or (1, 1), partial_path, options, clock=clock, **run)
         if not quiet:
             click.echo(f"wrote {partial_path}: shard {state.shard[0]}/{state.shard[1]}, images {state.start}..{state.stop - 1} "
                        f"of {state.listing_size} ({len(state.images)} read, {len(state.bad)} bad)", err=True)
     else:
-        result = finalize(state)
-        clock.lap("finalizing")
-        _emit(result, output, fmt, quiet, per_image)
+        _emit(api.compute(list(paths), options, clock=clock, **run), output, fmt, quiet, per_image)
         clock.lap("writing")
-    if checkpointer is not None:
-        checkpointer.remove()
     if timings:
-        click.echo(f"timings: {clock}", err=True)
-
-
-class PhaseClock:
-    """Wall time of consecutive phases of a command, for ``--timings``.
-
-    >>> clock = PhaseClock(); clock.lap("listing"); str(clock).startswith("listing 0.0")
-    True
-    """
-
-    def __init__(self) -> None:
-        self._last = time.perf_counter()
-        self.phases: list[tuple[str, float]] = []
-
-    def lap(self, name: str) -> None:
-        now = time.perf_counter()
-        self.phases.append((name, now - self._last))
-        self._last = now
-
-    def __str__(self) -> str:
-        return ", ".join(f"{name} {seconds:.3f} s" for name, seconds in self.phases)
-
+        click.echo(f"timings: {clock}; kernel {kernel.name()}", err=True)
 
 @cli.command()
 @click.argument("parts", nargs=-1, required=True, type=click.Path(dir_okay=False))
@@ -216,15 +191,13 @@ def merge(parts, output, fmt, quiet):
     slice missing, none twice); their order on the command line does not matter. The config is
     byte-identical to what a single compute run on the same data writes.
     """
-    from .partial import merge_states, read_partial
-    from .pipeline import finalize
+    from .api import merge as merge_parts
 
-    states = [read_partial(part) for part in parts]
-    _emit(finalize(merge_states(states, list(parts))), output, fmt, quiet)
-
+    _emit(merge_parts(list(parts)), output, fmt, quiet)
 
 def _emit(result, output, fmt, quiet, per_image=None) -> None:
-    from .report import dumps, format_for_path, summary, write_atomic
+    from .report.files import dumps, format_for_path, write_atomic
+    from .report.summary import summary
 
     text = dumps(result.to_dict(), fmt or (format_for_path(output) if output else "json"))
     if output:
@@ -260,16 +233,12 @@ def check(paths, config_path, tolerance, workers):
     Exit 0 when every channel's mean and std are within --tolerance, 1 on drift, 2 on usage or
     input errors. Reports old/new/delta per channel and whether the file list changed.
     """
-    from .check import check as run_check
-    from .report import read_config
+    from .api import check as check_config
 
-    config = read_config(config_path)
-    report, _ = run_check(list(paths), config, tolerance=tolerance, workers=workers,
-                          progress=sys.stderr.isatty(), source=config_path)
+    report = check_config(config_path, list(paths), tolerance=tolerance, workers=workers, progress=sys.stderr.isatty())
     click.echo(report.format())
     if not report.passed:
         sys.exit(EXIT_CHECK_FAILED)
-
 
 def _int_list(value: str, name: str) -> list[int]:
     try:
@@ -299,35 +268,31 @@ def compare(paths, batch_sizes, momenta, conventions, seeds, no_shuffle, drop_la
     per-image moments. Prints running mean/std per channel with absolute and relative gaps.
     Random augmentations (--transform) are drawn with the first of --seeds.
     """
-    from .compare import combinations
-    from .compare import compare as run_compare
-    from .pipeline import compute as compute_statistics
-    from .report import write_atomic
+    from .api import compare as compare_settings
+    from .options import RunOptions
+    from .report.files import write_atomic
 
     if plot_path:
-        from .plot import require_matplotlib
+        from .report.plot import require_matplotlib
 
         require_matplotlib()  # before the pass, not after minutes of decoding
-    settings, notes = combinations(
-        _csv_list(conventions), _int_list(batch_sizes, "--batch-size"), _csv_list(momenta), _int_list(seeds, "--seeds"),
-        shuffle=not no_shuffle, drop_last=drop_last,
+    comparison = compare_settings(
+        list(paths),
+        RunOptions(mode=mode, extensions=tuple(_extensions(extensions)), transform=transform, resize=resize,
+                   center_crop=center_crop, epochs=epochs),
+        batch_sizes=_int_list(batch_sizes, "--batch-size"), momenta=_csv_list(momenta), conventions=_csv_list(conventions),
+        seeds=_int_list(seeds, "--seeds"), shuffle=not no_shuffle, drop_last=drop_last, trajectory=bool(plot_path),
+        workers=workers, progress=sys.stderr.isatty(),
     )
-    result = compute_statistics(
-        list(paths), mode=mode, extensions=_extensions(extensions), transform=transform, resize=resize,
-        center_crop=center_crop, epochs=epochs, seed=_int_list(seeds, "--seeds")[0], workers=workers,
-        progress=sys.stderr.isatty(),
-    )
-    comparison = run_compare(result, settings, notes=notes, trajectory=bool(plot_path))
     click.echo(comparison.table())
     if csv_path:
         write_atomic(csv_path, comparison.to_csv())
         click.echo(f"wrote {csv_path}", err=True)
     if plot_path:
-        from .plot import plot_png
+        from .report.plot import plot_png
 
         write_atomic(plot_path, plot_png(comparison))
         click.echo(f"wrote {plot_path}", err=True)
-
 
 @cli.command()
 @click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
@@ -342,10 +307,10 @@ def export(config_path, fmt, output, eps):
     bgr_to_rgb=True); albumentations [0,1] with max_pixel_value; bn-state is a torch state_dict for
     nn.BatchNorm2d(C, affine=False) whose eval output equals Normalize(mean, std).
     """
-    from .export import export as render
-    from .report import read_config, write_atomic
+    from .api import export as render
+    from .report.files import write_atomic
 
-    content = render(read_config(config_path), fmt, eps=eps)
+    content = render(config_path, fmt, eps=eps)
     if output:
         write_atomic(output, content)
         click.echo(f"wrote {output}", err=True)
@@ -354,12 +319,12 @@ def export(config_path, fmt, output, eps):
     else:
         click.echo(content, nl=False)
 
-
 @cli.command()
 @click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
 def show(config_path):
     """Print CONFIG as the human summary table (the one compute prints)."""
-    from .report import config_summary, read_config
+    from .report.files import read_config
+    from .report.summary import config_summary
 
     config = read_config(config_path)
     try:

@@ -12,18 +12,20 @@ from typing import Any
 
 import numpy as np
 
-from .decode import PixelFormat, decode, histogram_moments
+from .decoding.formats import FLOAT_SCALE, NAMES_BY_COUNT, PixelFormat
+from .decoding.jpeg import measure_jpeg
+from .decoding.pillow import decode, histogram_moments
+from .decoding.png import measure_png
 from .errors import BadSpecError
-from .fastjpeg import measure_jpeg
-from .fastpng import measure_png
-from .moments import (
+from .stats.moments import (
     FloatMoments,
     IntegerMoments,
     float_moments_of,
     integer_moments_of,
     integer_sample_row,
 )
-from .sources import ImageSource, read_source
+from .sources.base import ImageSource
+from .sources.listing import read_source
 from .transforms import TransformSpec
 
 SampleRow = tuple[int, list[float], list[float]]  # (pixels per channel, mean, M2) in model units
@@ -115,10 +117,6 @@ def _untransformed(
     return Measurement(pixel_format, width, height, dropped_alpha, [moments] * epochs, [row] * epochs)
 
 
-_NAMES_BY_COUNT = {1: ("L",), 2: ("L", "A"), 3: ("R", "G", "B"), 4: ("R", "G", "B", "A")}
-FLOAT_SCALE = 1  # float output is measured in its own units
-
-
 def measure_output(output: Any, input_format: PixelFormat, shown: str) -> tuple[PixelFormat, Any, SampleRow]:
     """Moments of one transform output: PIL images and uint8/uint16 arrays stay exact (integers),
     float tensors/arrays get float64 two-pass moments.
@@ -154,7 +152,7 @@ def measure_output(output: Any, input_format: PixelFormat, shown: str) -> tuple[
 def _channel_names(count: int, input_format: PixelFormat) -> tuple[str, ...]:
     if count == len(input_format.channels):
         return input_format.channels
-    return _NAMES_BY_COUNT.get(count, tuple(f"c{i}" for i in range(count)))
+    return NAMES_BY_COUNT.get(count, tuple(f"c{i}" for i in range(count)))
 
 
 def _measure_pil(image, input_format: PixelFormat, shown: str) -> tuple[PixelFormat, Any, SampleRow]:

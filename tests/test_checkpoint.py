@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from chanstats.checkpoint import TEST_DELAY_ENV, Interval
+from chanstats.scale.checkpoint import TEST_DELAY_ENV, Interval
 from chanstats.errors import ChanstatsError
 from tests.scale_helpers import chanstats_command, make_dataset, run
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from chanstats.decode import decode
+from chanstats.decoding.pillow import decode
 from chanstats.errors import BadImageError
-from chanstats.moments import integer_moments_of
+from chanstats.stats.moments import integer_moments_of
 
 from .conftest import write_image
 

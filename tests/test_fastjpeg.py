@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from chanstats import fastjpeg
-from chanstats.moments import KERNEL_AVAILABLE
-from chanstats.decode import decode
+from chanstats.decoding import jpeg as fastjpeg
+from chanstats.stats.moments import KERNEL_AVAILABLE
+from chanstats.decoding.pillow import decode
 from chanstats.errors import BadImageError
-from chanstats.moments import integer_moments_of
+from chanstats.stats.moments import integer_moments_of
 
 from .conftest import EXAMPLES
 

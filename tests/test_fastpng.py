@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, PngImagePlugin
 
-from chanstats import fastpng
-from chanstats.decode import decode
+from chanstats.decoding import png as fastpng
+from chanstats.decoding.pillow import decode
 from chanstats.errors import BadImageError
 
 from .conftest import EXAMPLES

@@ -6,10 +6,10 @@ import tracemalloc
 
 import numpy as np
 
-from chanstats.decode import PixelFormat
-from chanstats.moments import FloatMoments
-from chanstats.partial import ImageRecord, ImageTable, pack_rows
-from chanstats.sources import ImageSource
+from chanstats.decoding.formats import PixelFormat
+from chanstats.stats.moments import FloatMoments
+from chanstats.scale.table import ImageRecord, ImageTable, pack_rows
+from chanstats.sources.base import ImageSource
 
 RGB = PixelFormat(("R", "G", "B"), 255)
 GREY = PixelFormat(("L",), 255)

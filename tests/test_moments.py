@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chanstats.moments import (
+from chanstats.stats.moments import (
     FloatMoments,
     IntegerMoments,
     MomentsTable,

@@ -16,8 +16,8 @@ import torch
 from hypothesis import given, settings as hyp_settings, strategies as st
 
 from chanstats.errors import BadSpecError, ChanstatsError
-from chanstats.moments import FloatMoments, MomentsTable
-from chanstats.running import RunningEstimate, RunningSettings, batch_order, simulate, simulate_many
+from chanstats.stats.moments import FloatMoments, MomentsTable
+from chanstats.stats.batchnorm import RunningEstimate, RunningSettings, batch_order, simulate, simulate_many
 
 
 def random_images(kind: str, n: int = 37, shape: tuple[int, int, int] = (3, 5, 7), seed: int = 1) -> np.ndarray:

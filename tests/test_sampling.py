@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from chanstats.errors import ChanstatsError
-from chanstats.moments import MomentsTable
-from chanstats.pipeline import compute
-from chanstats.sampling import SampleSpec, cluster_intervals, sample_indices, t_quantile
+from chanstats.stats.moments import MomentsTable
+from chanstats.api import compute
+from chanstats.stats.sampling import SampleSpec, cluster_intervals, sample_indices, t_quantile
 
 from .conftest import run_cli
 
@@ -164,17 +164,19 @@ def test_show_prints_the_intervals_of_a_sampled_config(tmp_path):
 
 
 def test_a_sampled_run_sharded_and_merged_equals_the_single_run(tmp_path):
-    from chanstats.partial import PartialState, merge_states
-    from chanstats.pipeline import finalize, measure, plan
+    from chanstats.options import RunOptions
+    from chanstats.scale import state_file
+    from chanstats.scale.merge import merge_states
+    from chanstats.api import finalize, measure, plan
 
     root = write_images(tmp_path / "data", 23)
     options = dict(sample="40%", seed=5, listing=True)
     single = compute(str(root), workers=0, **options).dumps()
-    run = plan(str(root), **options)
+    run = plan(str(root), RunOptions(**options))
     assert len(run.sources) == 9 and run.fingerprint == compute(str(root), workers=0).fingerprint
     for parts in (2, 3):
         # Through the partial files' text, as `chanstats merge` reads them.
-        states = [PartialState.loads(measure(run, shard=(k, parts), workers=0).dumps(), f"part-{k}")
+        states = [state_file.loads(state_file.dumps(measure(run, shard=(k, parts), workers=0)), f"part-{k}")
                   for k in range(1, parts + 1)]
         merged = finalize(merge_states(states, [f"part-{k}" for k in range(1, parts + 1)]))
         assert merged.dumps() == single

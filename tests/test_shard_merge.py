@@ -9,7 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from chanstats.cli import cli
-from chanstats.partial import PartialState, read_partial, shard_bounds
+from chanstats.scale import state_file
+from chanstats.scale.state import shard_bounds
+from chanstats.scale.state_file import read_partial
 from tests.scale_helpers import make_dataset, run
 
 # Small batches so the BatchNorm simulation spans many batches: a wrong global order would show.
@@ -69,7 +71,7 @@ def test_partial_state_round_trips_losslessly(dataset):
     part = root / "roundtrip.json"
     invoke(["compute", str(data), "--shard", "2/3", "--partial", str(part), *OPTIONS])
     state = read_partial(str(part))
-    assert PartialState.loads(state.dumps(), "again").dumps() == part.read_text()
+    assert state_file.dumps(state_file.loads(state_file.dumps(state), "again")) == part.read_text()
     assert (state.start, state.stop, state.done, state.shard) == (4, 8, 8, (2, 3))
     assert [r.index for r in state.images] == [4, 5, 6, 7]
     header = json.loads(part.read_text())

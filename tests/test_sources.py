@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from chanstats.errors import ChanstatsError, NoImagesError
-from chanstats.sources import fingerprint, list_images, normalize_extensions
+from chanstats.sources.base import normalize_extensions
+from chanstats.sources.listing import fingerprint, list_images
 
 
 def touch(path: Path, content: bytes = b"x") -> Path:

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from chanstats import tarshards
-from chanstats.decode import decode
+from chanstats.sources import tar as tarshards
+from chanstats.decoding.pillow import decode
 from chanstats.errors import BadImageError, BadImagesError, ChanstatsError
-from chanstats.pipeline import compute
-from chanstats.sources import expand_braces, fingerprint, list_images, read_source
+from chanstats.api import compute
+from chanstats.sources.listing import expand_braces, fingerprint, list_images, read_source
 
 from .conftest import run_cli
 
@@ -201,8 +201,32 @@ def test_expand_braces_padding_and_errors():
     assert expand_braces("s-{8..10}.tar") == ["s-8.tar", "s-9.tar", "s-10.tar"]
     assert expand_braces("s-{0..2}-{a,b}") == ["s-0-a", "s-0-b", "s-1-a", "s-1-b", "s-2-a", "s-2-b"]
     assert expand_braces("no-braces{}.tar") == ["no-braces{}.tar"]
-    with pytest.raises(ChanstatsError, match="empty range"):
-        expand_braces("s-{5..3}.tar")
+    # A descending range counts down, as in bash and braceexpand.
+    assert expand_braces("s-{3..1}.tar") == ["s-3.tar", "s-2.tar", "s-1.tar"]
+
+
+def test_expand_braces_nested_and_escaped():
+    # Nested groups multiply out inside their group, in order.
+    assert expand_braces("{train-{0..1},val}.tar") == ["train-0.tar", "train-1.tar", "val.tar"]
+    assert expand_braces("x{a,b{1,2}}y") == ["xay", "xb1y", "xb2y"]
+    # An escaped brace is a literal one, so a name that holds braces can still be given.
+    assert expand_braces(r"a\{b,c\}.tar") == ["a{b,c}.tar"]
+    assert expand_braces(r"{a,b}\{1\}.tar") == ["a{1}.tar", "b{1}.tar"]
+
+
+def test_expand_braces_refuses_huge_ranges(monkeypatch):
+    from chanstats.sources import listing
+
+    monkeypatch.setattr(listing, "MAX_EXPANDED_PATHS", 100)
+    assert len(expand_braces("s-{1..100}.tar")) == 100
+    with pytest.raises(ChanstatsError, match="expands to more than 100 paths"):
+        expand_braces("s-{0..99999999999}.tar")
+
+
+def test_escaped_brace_pattern_names_a_literal_file(tmp_path):
+    write_tar(tmp_path / "odd{1}.tar", images(2))
+    sources = list_images([str(tmp_path) + r"/odd\{1\}.tar"])
+    assert [s.display for s in sources] == [f"{tmp_path}/odd{{1}}.tar::000000.png", f"{tmp_path}/odd{{1}}.tar::000001.png"]
 
 
 def test_list_file_entries_may_be_shards(tmp_path):

@@ -6,7 +6,7 @@ DCT and upsampling as Pillow) decodes colour and greyscale JPEGs about 1.3-1.5×
 Pillow, with pixels identical to ``PIL.Image.open(f).convert("RGB")`` (a test checks this on the
 shipped examples and every JPEG kind; the benchmark checks the bench corpus). Pillow's histogram
 cannot read a numpy buffer without a copy, so the statistics come from the compiled kernel behind
-:func:`~chanstats.moments.integer_moments_of`.
+:func:`~chanstats.stats.moments.integer_moments_of`.
 
 The fast path declines (returns None) whenever it could differ from Pillow, and the caller then
 decodes with Pillow: other modes than RGB/keep, CMYK/YCCK JPEGs, any decoding warning or error
@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from PIL import Image
 
-from .decode import Measured, PixelFormat
-from .errors import BadImageError
-from .moments import KERNEL_AVAILABLE, integer_moments_of
+from ..errors import BadImageError
+from ..stats.moments import KERNEL_AVAILABLE, integer_moments_of
+from .formats import GREY_8BIT, RGB_8BIT, Measured
 
 try:
     import simplejpeg
@@ -28,8 +28,6 @@ except ImportError:  # pragma: no cover - simplejpeg is a dependency, but keep w
 # Without the compiled kernel, numpy sums would cost more than simplejpeg saves over Pillow.
 AVAILABLE = simplejpeg is not None and KERNEL_AVAILABLE
 _JPEG_MAGIC = b"\xff\xd8\xff"
-_RGB = PixelFormat(("R", "G", "B"), 255)
-_GREY = PixelFormat(("L",), 255)
 
 
 def measure_jpeg(data: bytes, mode: str, shown: str) -> Measured | None:
@@ -41,9 +39,9 @@ def measure_jpeg(data: bytes, mode: str, shown: str) -> Measured | None:
     except ValueError:
         return None
     if colorspace == "YCbCr" or (colorspace == "Gray" and mode == "RGB"):
-        pixel_format, target = _RGB, "RGB"  # torchvision's loader replicates grey into RGB
+        pixel_format, target = RGB_8BIT, "RGB"  # torchvision's loader replicates grey into RGB
     elif colorspace == "Gray":
-        pixel_format, target = _GREY, "GRAY"
+        pixel_format, target = GREY_8BIT, "GRAY"
     else:
         return None
     if width * height > Image.MAX_IMAGE_PIXELS:  # the limit Pillow's decode path enforces

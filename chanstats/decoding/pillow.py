@@ -17,53 +17,14 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from .errors import BadImageError, ChanstatsError
-from .moments import IntegerMoments, integer_moments_from_histogram, integer_moments_of
-
-MODES = ("RGB", "L", "keep")
-
-_CHANNEL_NAMES = {
-    "L": ("L",),
-    "LA": ("L", "A"),
-    "RGB": ("R", "G", "B"),
-    "RGBA": ("R", "G", "B", "A"),
-    "CMYK": ("C", "M", "Y", "K"),
-}
-_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
-_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
-
-
-@dataclass(frozen=True)
-class PixelFormat:
-    """What a decoded image's pixels are: channel names and the value of full scale (1 for the
-    float output of a transform, measured in its own units)."""
-
-    channels: tuple[str, ...]
-    scale: int
-
-    @property
-    def label(self) -> str:
-        """``"RGB 8-bit"``, ``"L 16-bit"``, ``"RGB float"``: used in messages about mixed formats."""
-        if self.scale == 1:
-            return f"{''.join(self.channels)} float"
-        bits = 16 if self.scale == 65535 else 8
-        return f"{''.join(self.channels)} {bits}-bit"
-
-
-class Measured(NamedTuple):
-    """A fast path's answer (:mod:`chanstats.fastjpeg`, :mod:`chanstats.fastpng`): what
-    :func:`decode` followed by :meth:`DecodedImage.moments` gives, without a Pillow image."""
-
-    format: PixelFormat
-    width: int
-    height: int
-    dropped_alpha: bool
-    moments: IntegerMoments
+from ..errors import BadImageError
+from ..stats.moments import IntegerMoments, integer_moments_from_histogram, integer_moments_of
+from .formats import ALPHA_MODES, CHANNEL_NAMES, GREY_16BIT, SIXTEEN_BIT_MODES, PixelFormat
 
 
 @dataclass
@@ -100,12 +61,6 @@ def histogram_moments(image: Image.Image) -> IntegerMoments:
     histogram, which runs on the decoded buffer without any numpy copy."""
     bins = np.asarray(image.histogram(), dtype=np.int64)
     return integer_moments_from_histogram(bins.reshape(len(image.getbands()), 256))
-
-
-def check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise ChanstatsError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
-    return mode
 
 
 def decode(path: str | bytes | BinaryIO, mode: str = "RGB", display: str | None = None) -> DecodedImage:
@@ -151,23 +106,23 @@ def _refuse_reduced_depth(image: Image.Image, shown: str) -> None:
 
 def _apply_mode(image: Image.Image, mode: str, shown: str) -> DecodedImage:
     source_mode = image.mode
-    has_alpha = source_mode in _ALPHA_MODES or (
+    has_alpha = source_mode in ALPHA_MODES or (
         source_mode in ("P", "L", "RGB") and "transparency" in image.info
     )
-    if source_mode in _SIXTEEN_BIT_MODES:
+    if source_mode in SIXTEEN_BIT_MODES:
         if mode != "keep":
             raise BadImageError(
                 shown, f"16-bit image ({source_mode}); --mode {mode} would clip it to 8 bits, use --mode keep"
             )
-        return DecodedImage(_as_uint16(image, shown), PixelFormat(("L",), 65535), False)
+        return DecodedImage(_as_uint16(image, shown), GREY_16BIT, False)
     if source_mode in ("F", "I;32", "I;32B"):
         raise BadImageError(shown, f"unsupported pixel type {source_mode} (32-bit)")
     if mode == "RGB":
-        return DecodedImage(_convert(image, "RGB"), PixelFormat(_CHANNEL_NAMES["RGB"], 255), has_alpha)
+        return DecodedImage(_convert(image, "RGB"), PixelFormat(CHANNEL_NAMES["RGB"], 255), has_alpha)
     if mode == "L":
-        return DecodedImage(_convert(image, "L"), PixelFormat(_CHANNEL_NAMES["L"], 255), has_alpha)
+        return DecodedImage(_convert(image, "L"), PixelFormat(CHANNEL_NAMES["L"], 255), has_alpha)
     native = _native_mode(image)
-    return DecodedImage(_convert(image, native), PixelFormat(_CHANNEL_NAMES[native], 255), False)
+    return DecodedImage(_convert(image, native), PixelFormat(CHANNEL_NAMES[native], 255), False)
 
 
 def _native_mode(image: Image.Image) -> str:
@@ -178,7 +133,7 @@ def _native_mode(image: Image.Image) -> str:
         return "RGBA" if "transparency" in image.info else "RGB"
     if mode == "PA":
         return "RGBA"
-    if mode in _CHANNEL_NAMES:
+    if mode in CHANNEL_NAMES:
         return mode
     return "RGB"  # YCbCr, LAB, HSV: colour data that torchvision would also load as RGB
 

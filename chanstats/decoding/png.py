@@ -26,8 +26,8 @@ import zlib
 import numpy as np
 from PIL import Image
 
-from .decode import Measured, PixelFormat
-from .moments import KERNEL_AVAILABLE, IntegerMoments, integer_moments_of
+from ..stats.moments import KERNEL_AVAILABLE, IntegerMoments, integer_moments_of
+from .formats import EIGHT_BIT_BY_COUNT, RGB_8BIT, Measured
 
 try:  # faster inflation, the same bytes out, and the same adler32 check; stock zlib otherwise
     from isal.isal_zlib import decompressobj as _inflater
@@ -36,7 +36,7 @@ except ImportError:  # pragma: no cover - isal is a dependency where it has a wh
     _inflater, _InflateError = zlib.decompressobj, zlib.error
 
 if KERNEL_AVAILABLE:
-    from ._kernels import unfilter_png
+    from .._kernels import unfilter_png  # type: ignore[import-not-found]
 
 AVAILABLE = KERNEL_AVAILABLE
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -47,13 +47,6 @@ _IHDR = struct.Struct(">IIBBBBB")
 _INERT_CHUNKS = {b"gAMA": 4, b"cHRM": 32, b"sRGB": 1, b"pHYs": 9, b"tIME": 7}
 # Colour type → channels in the file.
 _CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
-_RGB = PixelFormat(("R", "G", "B"), 255)
-_FORMATS = {
-    1: PixelFormat(("L",), 255),
-    2: PixelFormat(("L", "A"), 255),
-    3: _RGB,
-    4: PixelFormat(("R", "G", "B", "A"), 255),
-}
 
 
 def decode_png(data: bytes) -> np.ndarray | None:
@@ -104,12 +97,12 @@ def measure_png(data: bytes, mode: str, shown: str) -> Measured | None:
     moments = integer_moments_of(pixels)
     has_alpha = channels in (2, 4)
     if mode == "keep":
-        return Measured(_FORMATS[channels], width, height, False, moments)
+        return Measured(EIGHT_BIT_BY_COUNT[channels], width, height, False, moments)
     # torchvision's loader, convert("RGB"): grey replicated, alpha dropped.
     colour = [0, 1, 2] if channels >= 3 else [0, 0, 0]
     if mode == "L":
         colour = [0]
-    return Measured(_RGB if mode == "RGB" else _FORMATS[1], width, height, has_alpha, _select(moments, colour))
+    return Measured(RGB_8BIT if mode == "RGB" else EIGHT_BIT_BY_COUNT[1], width, height, has_alpha, _select(moments, colour))
 
 
 def _read_plain_png(data: bytes) -> tuple[int, int, int, bytes] | None:

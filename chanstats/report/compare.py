@@ -17,9 +17,10 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from .errors import BadSpecError
-from .report import Result
-from .running import RunningEstimate, RunningSettings, simulate_many
+from ..errors import BadSpecError
+from ..options import running_settings
+from ..stats.batchnorm import RunningEstimate, RunningSettings, simulate_many
+from .result import Result
 
 CSV_COLUMNS = (
     "convention", "batch_size", "momentum", "seed", "batches", "channel",
@@ -46,8 +47,6 @@ def combinations(
     do not exist (``none`` under keras). Momenta are in each convention's own meaning, as in
     ``compute --momentum``; ``default`` is the convention's default (torch 0.1, keras 0.99).
     Without shuffling every seed gives the same batches, so only the first seed is kept."""
-    from .pipeline import running_settings
-
     for name, values in (("convention", conventions), ("batch size", batch_sizes), ("momentum", momenta), ("seed", seeds)):
         if not values:
             raise BadSpecError(f"compare needs at least one {name}")

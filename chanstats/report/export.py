@@ -15,8 +15,8 @@ import io
 import json
 from typing import Any, Callable
 
-from .errors import BadSpecError
-from .report import dumps
+from ..errors import BadSpecError
+from .files import dumps
 
 BN_EPS = 1e-5  # torch.nn.BatchNorm2d's default eps
 

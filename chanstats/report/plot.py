@@ -10,8 +10,8 @@ import io
 
 import numpy as np
 
+from ..errors import ChanstatsError
 from .compare import Comparison, momentum_label
-from .errors import ChanstatsError
 
 
 def require_matplotlib() -> None:

@@ -1,25 +1,15 @@
-"""The result of a run: its schema, atomic JSON/YAML writing, safe reading and the human summary.
-
-The written config holds no timestamps, durations, host names or worker counts, so the same inputs
-and options give the same bytes.
-"""
+"""The result of a run and its schema: what :func:`chanstats.compute` returns and a config holds."""
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ChanstatsError
-from .moments import ChannelStats, MomentsTable
-from .per_image import PerImage
-from .running import RunningEstimate
-from .sources import ImageSource
-
-FORMATS = ("json", "yaml")
+from ..sources.base import ImageSource
+from ..stats.batchnorm import RunningEstimate
+from ..stats.moments import ChannelStats, MomentsTable
+from ..stats.per_image import PerImage
+from .files import dumps, format_for_path, write_atomic
 
 
 @dataclass
@@ -48,7 +38,7 @@ class Result:
     per_image: PerImage | None = field(default=None, repr=False)
     listing: list[tuple[str, int]] | None = field(default=None, repr=False)
     # Set when only a seeded random subset was measured (--sample): its size and confidence
-    # intervals, see chanstats.sampling.describe. ``exact`` is then exact for that subset.
+    # intervals, see chanstats.stats.sampling.describe. ``exact`` is then exact for that subset.
     sample: dict[str, Any] | None = None
 
     @property
@@ -121,136 +111,3 @@ def _floats(values) -> list[float]:
 def _number(value: float) -> int | float:
     return int(value) if float(value).is_integer() else float(value)
 
-
-def format_for_path(path: str) -> str:
-    return "yaml" if path.lower().endswith((".yaml", ".yml")) else "json"
-
-
-def dumps(data: dict[str, Any], fmt: str) -> str:
-    if fmt == "json":
-        return _json_text(data, "") + "\n"
-    if fmt == "yaml":
-        import yaml
-
-        return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
-    raise ChanstatsError(f"unknown format {fmt!r}: choose json or yaml")
-
-
-def _json_text(value: Any, indent: str) -> str:
-    """Indented JSON with each list of scalars on one line, so per-channel values read as a row."""
-    inner = indent + "  "
-    if isinstance(value, dict) and value:
-        items = [f"{inner}{json.dumps(str(k))}: {_json_text(v, inner)}" for k, v in value.items()]
-        return "{\n" + ",\n".join(items) + "\n" + indent + "}"
-    if isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
-        items = [inner + _json_text(v, inner) for v in value]
-        return "[\n" + ",\n".join(items) + "\n" + indent + "]"
-    return json.dumps(value, allow_nan=False)
-
-
-def write_atomic(path: str, text: str | bytes) -> None:
-    """Write ``text`` (or bytes) to ``path`` so that readers see the old file or the new one, never half."""
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        handle, temporary = tempfile.mkstemp(prefix=".chanstats-", suffix=".tmp", dir=directory)
-    except OSError as error:
-        raise ChanstatsError(f"{path}: cannot write: {error.strerror or error}") from None
-    try:
-        binary = isinstance(text, bytes)
-        with os.fdopen(handle, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
-def read_config(path: str) -> dict[str, Any]:
-    """Read a config written by chanstats (JSON or YAML), with a clear error for anything else."""
-    try:
-        with open(path, encoding="utf-8") as stream:
-            text = stream.read()
-    except OSError as error:
-        raise ChanstatsError(f"{path}: cannot read: {error.strerror or error}") from None
-    try:
-        if format_for_path(path) == "yaml":
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except ValueError as error:  # json.JSONDecodeError and yaml.YAMLError's parse errors
-        raise ChanstatsError(f"{path}: not a valid config ({error})") from None
-    except Exception as error:  # yaml.YAMLError does not derive from ValueError
-        raise ChanstatsError(f"{path}: not a valid config ({error})") from None
-    if not isinstance(data, dict) or "chanstats" not in data or "exact" not in data:
-        raise ChanstatsError(f"{path}: not a chanstats config (no 'chanstats'/'exact' keys)")
-    return data
-
-
-def summary(result: Result) -> str:
-    """The human table: exact vs running per channel, then a paste-ready Normalize line."""
-    return config_summary(result.to_dict())
-
-
-def config_summary(config: dict[str, Any]) -> str:
-    """:func:`summary` of a config as written (``chanstats show`` reads it back from a file)."""
-    exact, running, count = config["exact"], config.get("running") or {}, config.get("count") or {}
-    channels = config.get("channels") or [str(c) for c in range(len(exact["mean"]))]
-    unit = "[0,1] scale" if exact.get("method", "integer") == "integer" else "pipeline output units"
-    pixels = count.get("pixels")
-    lines = [
-        f"chanstats {config.get('chanstats')}: {count.get('images')} images, {count.get('samples')} samples, "
-        f"{pixels:,} pixels per channel ({unit}, std ddof 0)" if isinstance(pixels, int) else
-        f"chanstats {config.get('chanstats')}: {count.get('images')} images ({unit}, std ddof 0)",
-        f"{'channel':<8} {'mean':>10} {'std':>10} {'run mean':>10} {'run std':>10} {'gap mean':>10} {'gap std':>10}",
-    ]
-    run_mean = running.get("mean") or [math.nan] * len(channels)
-    run_std = running.get("std") or [math.nan] * len(channels)
-    for c, name in enumerate(channels):
-        mean, std = exact["mean"][c], exact["std"][c]
-        lines.append(
-            f"{name:<8} {mean:>10.6f} {std:>10.6f} {run_mean[c]:>10.6f} "
-            f"{run_std[c]:>10.6f} {run_mean[c] - mean:>+10.6f} {run_std[c] - std:>+10.6f}"
-        )
-    if running:
-        momentum = running.get("momentum")
-        momentum = "none (cumulative)" if momentum in (None, "none") else f"{float(momentum):g}"
-        order = f"shuffled, seed {running.get('seed')}" if running.get("shuffle") else "listing order"
-        lines.append(
-            f"running: BatchNorm {running.get('convention')} convention, momentum {momentum}, batch size "
-            f"{running.get('batch_size')}, {running.get('batches')} batches ({order})"
-        )
-    if count.get("dropped_alpha"):
-        mode = (config.get("options") or {}).get("mode")
-        lines.append(f"note: {count['dropped_alpha']} images had transparency; --mode {mode} dropped it")
-    skipped = config.get("skipped") or []
-    if skipped:
-        lines.append(f"skipped {len(skipped)} bad images:")
-        lines.extend(f"  {item['path']}: {item['error']}" for item in skipped)
-    if config.get("sample") is not None:
-        lines.extend(_sample_lines(config["sample"], channels))
-    mean = ", ".join(f"{v:.6g}" for v in exact["mean"])
-    std = ", ".join(f"{v:.6g}" for v in exact["std"])
-    lines.append(f"transforms.Normalize(mean=[{mean}], std=[{std}])")
-    return "\n".join(lines)
-
-
-def _sample_lines(sample: dict[str, Any], channels: list[str]) -> list[str]:
-    lines = [
-        f"sampled: {sample['images']} of {sample['of']} images ({sample['fraction']:.2%}, seed {sample['seed']}); "
-        f"the numbers above are exact for the sample"
-    ]
-    ci = sample.get("ci") or {}
-    if ci.get("mean") is None:
-        lines.append("  (no confidence interval from fewer than 2 images)")
-        return lines
-    level = f"{sample['level']:.0%}"
-    for c, name in enumerate(channels):
-        (mean_lo, mean_hi), (std_lo, std_hi) = ci["mean"][c], ci["std"][c]
-        lines.append(f"  {name:<6} {level} CI mean [{mean_lo:.6f}, {mean_hi:.6f}]  std [{std_lo:.6f}, {std_hi:.6f}]")
-    return lines

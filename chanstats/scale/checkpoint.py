@@ -1,6 +1,6 @@
 """``--checkpoint FILE``: save the partial state as it grows, resume from it after a crash.
 
-The checkpoint is a :class:`~chanstats.partial.PartialState` whose ``done`` may be short of its
+The checkpoint is a :class:`~chanstats.scale.state.PartialState` whose ``done`` may be short of its
 slice's end, written atomically (temp file, fsync, rename), so a ``kill -9`` at any moment leaves
 either the previous checkpoint or the new one. Images are measured and recorded in listing order,
 so everything before ``done`` is in the state and a resumed run measures exactly ``[done, stop)``;
@@ -27,8 +27,10 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from .errors import ChanstatsError
-from .partial import PartialState, differing_options, read_partial
+from ..errors import ChanstatsError
+from . import state_file
+from .state import PartialState, differing_options
+from .state_file import read_partial
 
 TEST_DELAY_ENV = "CHANSTATS_TEST_DELAY_PER_IMAGE"
 DEFAULT_EVERY = "60s"
@@ -101,7 +103,7 @@ class Checkpointer:
             self.save(state)
 
     def save(self, state: PartialState) -> None:
-        state.write(self.path)
+        state_file.write(state, self.path)
         self._since_save = 0
         self._last_save = time.monotonic()
 

@@ -2,7 +2,7 @@
 
 Every rank lists the whole dataset (the listing is deterministic, so all ranks agree on it and on
 its fingerprint), measures shard ``RANK+1`` of ``WORLD_SIZE`` into a lossless
-:class:`~chanstats.partial.PartialState`, and only then joins the process group (gloo, CPU):
+:class:`~chanstats.scale.state.PartialState`, and only then joins the process group (gloo, CPU):
 
 1. ``all_gather_object`` of each rank's error (or ``None``), so that every rank knows whether the
    run failed and none waits forever;
@@ -21,14 +21,10 @@ from __future__ import annotations
 
 import datetime
 import os
-from dataclasses import dataclass
-from typing import Any
 
-from .checkpoint import Checkpointer, Interval
-from .errors import ChanstatsError
-from .partial import PartialState, merge_states
-from .pipeline import finalize, measure, plan
-from .report import Result
+from ..errors import ChanstatsError
+from . import state_file
+from .state import PartialState
 
 TIMEOUT = datetime.timedelta(hours=6)
 
@@ -38,17 +34,6 @@ class OtherRankFailed(ChanstatsError):
 
     def __init__(self) -> None:
         super().__init__("")
-
-
-@dataclass
-class RankOutcome:
-    """What one rank ends with: the result on rank 0 (``None`` elsewhere) and its checkpoint, which
-    the caller deletes once the output is written."""
-
-    rank: int
-    world: int
-    result: Result | None
-    checkpoint: Checkpointer | None
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -65,36 +50,21 @@ def rank_and_world() -> tuple[int, int]:
     return rank, world
 
 
-def compute_distributed(
-    paths: list[str],
-    *,
-    workers: int | None = None,
-    progress: bool = False,
-    checkpoint: str | None = None,
-    checkpoint_every: Interval | None = None,
-    restart: bool = False,
-    **options: Any,
-) -> RankOutcome:
-    """This rank's share of a torchrun job; the result is on rank 0 only.
+def rank_checkpoint(checkpoint: str, rank: int, world: int) -> str:
+    """This rank's checkpoint file: ``{rank}`` in ``checkpoint`` replaced by the rank (required
+    when there is more than one rank, so that ranks do not overwrite each other's)."""
+    if world > 1 and "{rank}" not in checkpoint:
+        raise ChanstatsError(f"--checkpoint {checkpoint}: with --distributed put {{rank}} in the name, e.g. ckpt-{{rank}}.json")
+    return checkpoint.replace("{rank}", str(rank))
 
-    ``checkpoint`` must contain ``{rank}`` when there is more than one rank (each rank saves its
-    own shard). The other arguments are those of :func:`chanstats.compute`.
+
+def gather_states(payload: str | None, error: str | None, rank: int, world: int) -> list[PartialState] | None:
+    """Join the process group and bring every rank's state (its file text, ``payload``) to rank 0.
+
+    ``error``: this rank's failure, or ``None``. Every rank learns whether any failed; rank 0
+    raises naming each failed rank, the others raise :class:`OtherRankFailed`. Returns the states
+    in rank order on rank 0, ``None`` elsewhere.
     """
-    rank, world = rank_and_world()
-    checkpointer = None
-    if checkpoint is not None:
-        if world > 1 and "{rank}" not in checkpoint:
-            raise ChanstatsError(f"--checkpoint {checkpoint}: with --distributed put {{rank}} in the name, e.g. ckpt-{{rank}}.json")
-        checkpointer = Checkpointer(checkpoint.replace("{rank}", str(rank)), checkpoint_every or Interval.parse("60s"), restart)
-    payload: str | None = None
-    error: str | None = None
-    try:
-        state = measure(plan(paths, **options), shard=(rank + 1, world), workers=workers,
-                        progress=progress and rank == 0, checkpoint=checkpointer)
-        payload = state.dumps()
-    except ChanstatsError as failure:
-        error = str(failure)
-
     import torch.distributed as dist  # only here: plain compute must not pay torch's import time
 
     dist.init_process_group(backend="gloo", timeout=TIMEOUT)
@@ -115,7 +85,5 @@ def compute_distributed(
             raise ChanstatsError(failed[0][1])
         raise ChanstatsError("\n".join(f"rank {r}: {message}" for r, message in failed))
     if rank != 0 or gathered is None:
-        return RankOutcome(rank, world, None, checkpointer)
-    names = [f"rank {r}" for r in range(world)]
-    states = [PartialState.loads(text or "", name) for text, name in zip(gathered, names)]
-    return RankOutcome(rank, world, finalize(merge_states(states, names)), checkpointer)
+        return None
+    return [state_file.loads(text or "", f"rank {r}") for r, text in enumerate(gathered)]

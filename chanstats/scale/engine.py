@@ -17,9 +17,9 @@ from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Callable, Iterator, Sequence
 
-from .errors import BadImageError, ChanstatsError
-from .measure import Measurement
-from .sources import ImageSource
+from ..errors import BadImageError, ChanstatsError
+from ..measure import Measurement
+from ..sources.base import ImageSource
 
 Outcome = Measurement | BadImageError
 # Called with the source's global listing index, which seeds any randomness of that sample.

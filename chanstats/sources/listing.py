@@ -6,7 +6,7 @@ Hidden files and folders (a name starting with ``.``) are skipped, symlinked fol
 once (loops are cut), and a file reached twice (listed twice, or through a link) is kept only the
 first time.
 
-A ``.tar``/``.tar.gz``/``.tgz`` input is a shard (see :mod:`chanstats.tarshards`): its image
+A ``.tar``/``.tar.gz``/``.tgz`` input is a shard (see :mod:`chanstats.sources.tar`): its image
 members in archive order, WebDataset's order, named ``shard.tar::member``. An input that does not
 exist but holds a brace group, such as ``shards/train-{000000..000146}.tar`` or ``{a,b}.tar``, is
 expanded (zero padding kept) into inputs taken in that order; every expanded path must exist.
@@ -15,99 +15,14 @@ expanded (zero padding kept) into inputs taken in that order; every expanded pat
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
-import re
-from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator
 
-from .errors import BadImageError, ChanstatsError, NoImagesError
-
-# The extensions torchvision's ImageFolder accepts, compared case-insensitively.
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-
-
-@dataclass(frozen=True, slots=True)
-class ImageSource:
-    """One image to read.
-
-    ``name`` is the path relative to the input it was found under, used for ordering and the
-    listing fingerprint (so a dataset moved elsewhere keeps its fingerprint). ``root`` is what it
-    is relative to, one string shared by every image found under it: a run keeps a source per
-    image, so the full path is not stored but derived: :attr:`path` (what to open) is
-    ``os.path.join(root, name)``, and :attr:`display` (how messages show it) is the same.
-
-    A member of a tar shard (``in_archive``) has ``root`` = the shard, ``name`` = the member's name
-    in the archive, :attr:`display` ``shard.tar::member``, ``offset`` = where its bytes start in the
-    (decompressed) archive stream and ``compressed`` = whether the shard is gzip-compressed; a
-    worker reads the bytes itself (:func:`read_source`). ``problem`` is a reason found while listing
-    that makes the source a bad image (a link or device member, a member too large to read).
-    """
-
-    root: str
-    name: str
-    size: int
-    offset: int = -1
-    compressed: bool = False
-    problem: str | None = None
-    in_archive: bool = False
-
-    @property
-    def path(self) -> str:
-        return self.root if self.in_archive else os.path.join(self.root, self.name)
-
-    @property
-    def display(self) -> str:
-        return f"{self.root}::{self.name}" if self.in_archive else os.path.join(self.root, self.name)
-
-    @classmethod
-    def from_path(cls, path: str, name: str, size: int, roots: dict[str, str] | None = None) -> "ImageSource":
-        """The source of the file at ``path`` whose relative name ``name`` ends it; ``roots``
-        collects the roots so that sources under one folder share one string."""
-        root = path[: len(path) - len(name)]
-        if not path.endswith(name) or os.path.join(root, name) != path:
-            raise ValueError(f"{path!r} is not a folder joined with its name {name!r}")
-        if roots is not None:
-            root = roots.setdefault(root, root)
-        return cls(root, name, size)
-
-
-class DisplayNames(Sequence[str]):
-    """``sources[i].display`` for each source, made when read: a run's paths are not stored twice."""
-
-    __slots__ = ("sources",)
-
-    def __init__(self, sources: Sequence[ImageSource]) -> None:
-        self.sources = sources
-
-    def __len__(self) -> int:
-        return len(self.sources)
-
-    def __getitem__(self, index):  # type: ignore[override]
-        if isinstance(index, slice):
-            return [source.display for source in self.sources[index]]
-        return self.sources[index].display
-
-
-def normalize_extensions(extensions: Iterable[str]) -> tuple[str, ...]:
-    """``["JPG", ".png"]`` → ``(".jpg", ".png")``.
-
-    >>> normalize_extensions(["JPG", ".png"])
-    ('.jpg', '.png')
-    """
-    result = []
-    for ext in extensions:
-        ext = ext.strip().lower()
-        if not ext:
-            continue
-        result.append(ext if ext.startswith(".") else "." + ext)
-    if not result:
-        raise ChanstatsError("--ext needs at least one extension")
-    return tuple(dict.fromkeys(result))
-
-
-def has_image_extension(name: str, extensions: tuple[str, ...]) -> bool:
-    return name.lower().endswith(extensions)
-
+from ..errors import BadImageError, ChanstatsError, NoImagesError
+from .base import IMAGE_EXTENSIONS, ImageSource, Listed
+from .folders import walk
+from .tar import is_tar_path, list_tar, read_member
 
 def list_images(inputs: Iterable[str], extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[ImageSource]:
     """All images under ``inputs`` (directories, image files, ``@list.txt`` files), in order.
@@ -142,10 +57,6 @@ def fingerprint(sources: Iterable[ImageSource]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-# A source and its identity: (dev, inode) of a file, (dev, inode, offset) of a tar member.
-Listed = tuple[ImageSource, tuple[int, ...]]
-
-
 def _expand(inputs: list[str], extensions: tuple[str, ...]) -> Iterator[Listed]:
     for item in inputs:
         if item.startswith("@"):
@@ -158,7 +69,7 @@ def _expand(inputs: list[str], extensions: tuple[str, ...]) -> Iterator[Listed]:
                 raise ChanstatsError(f"{missing[0]}{more}: no such file (from the pattern {item})")
             yield from _expand(expanded, extensions)
         elif os.path.isdir(item):
-            yield from _walk(item, extensions)
+            yield from walk(item, extensions)
         elif os.path.isfile(item):
             yield from _file(item, os.path.basename(item), extensions)
         elif os.path.lexists(item):
@@ -170,8 +81,6 @@ def _expand(inputs: list[str], extensions: tuple[str, ...]) -> Iterator[Listed]:
 def _file(path: str, name: str, extensions: tuple[str, ...], roots: dict[str, str] | None = None) -> Iterator[Listed]:
     """A file named explicitly: a tar shard's image members, or the file itself whatever its
     extension (the user asked for it). ``roots``: see :meth:`ImageSource.from_path`."""
-    from .tarshards import is_tar_path, list_tar
-
     stat = os.stat(path)
     identity = (stat.st_dev, stat.st_ino)
     if is_tar_path(path):
@@ -201,98 +110,49 @@ def _from_list_file(list_path: str, extensions: tuple[str, ...]) -> Iterator[Lis
             continue
         path = os.path.join(base, entry)
         if os.path.isdir(path):
-            yield from _walk(path, extensions)
+            yield from walk(path, extensions)
         elif os.path.isfile(path):
             yield from _file(path, entry, extensions, roots)
         else:
             raise ChanstatsError(f"{list_path}:{number}: {entry}: no such file")
 
 
-def _walk(root: str, extensions: tuple[str, ...]) -> Iterator[Listed]:
-    """Image files under ``root``, sorted by the bytes of their path relative to ``root``.
-
-    One ``stat`` per image (for its size and identity) and none per rejected entry: ``scandir``'s
-    file types answer ``is_dir``/``is_file`` without a system call except for symlinks. Only the
-    relative names are kept while walking, so the peak memory is a few dozen bytes per file.
-    """
-    names: list[str] = []
-    visited: set[tuple[int, int]] = set()
-    stack = [""]
-    while stack:
-        relative_dir = stack.pop()
-        directory = os.path.join(root, relative_dir) if relative_dir else root
-        try:
-            stat = os.stat(directory)
-        except OSError:
-            continue  # a dangling link to a folder: nothing to read
-        if (stat.st_dev, stat.st_ino) in visited:
-            continue  # a symlink loop or a second link to a folder already walked
-        visited.add((stat.st_dev, stat.st_ino))
-        prefix = relative_dir + "/" if relative_dir else ""
-        try:
-            with os.scandir(directory) as iterator:
-                for entry in iterator:
-                    name = entry.name
-                    if name[0] == ".":
-                        continue
-                    if entry.is_dir():
-                        stack.append(prefix + name)
-                    elif name.lower().endswith(extensions) and entry.is_file():
-                        names.append(prefix + name)
-        except OSError as error:
-            raise ChanstatsError(f"{directory}: cannot list folder: {error.strerror or error}") from None
-    names.sort(key=os.fsencode)
-    for name in names:
-        path = os.path.join(root, name)
-        try:
-            stat = os.stat(path)
-        except OSError:
-            continue  # removed (or its link target removed) while listing
-        yield ImageSource(root, name, stat.st_size), (stat.st_dev, stat.st_ino)
-
-
 def has_brace_pattern(text: str) -> bool:
     """Whether ``text`` holds a ``{a,b}`` or ``{000..146}`` group (WebDataset shard notation)."""
-    return _BRACE.search(text) is not None
+    if "{" not in text:
+        return False
+    try:
+        return expand_braces(text) != [text]
+    except ChanstatsError:  # unbalanced braces: a plain (missing) path, reported as such
+        return False
 
 
 def expand_braces(pattern: str) -> list[str]:
-    """Expand shell-style brace groups, left to right, as WebDataset writes shard lists.
+    """Expand shell-style brace groups as WebDataset writes shard lists (with ``braceexpand``,
+    the library WebDataset itself uses).
 
-    ``{000..003}`` is a numeric range that keeps the zero padding of its bounds; ``{a,b}`` a list.
-    Several groups multiply out, the first group varying slowest.
+    ``{000..003}`` is a numeric range that keeps the zero padding of its bounds; ``{a,b}`` a list;
+    groups nest, and ``\\{`` is a literal brace. Several groups multiply out, the first group
+    varying slowest.
 
     >>> expand_braces("train-{000..002}.tar")
     ['train-000.tar', 'train-001.tar', 'train-002.tar']
     >>> expand_braces("{a,b}/x-{8..10}.tar")
     ['a/x-8.tar', 'a/x-9.tar', 'a/x-10.tar', 'b/x-8.tar', 'b/x-9.tar', 'b/x-10.tar']
     """
-    match = _BRACE.search(pattern)
-    if match is None:
-        return [pattern]
-    head, tail = pattern[: match.start()], pattern[match.end() :]
-    body = match.group(1)
-    numeric = _RANGE.fullmatch(body)
-    if numeric:
-        low_text, high_text = numeric.group(1), numeric.group(2)
-        low, high = int(low_text), int(high_text)
-        if high < low:
-            raise ChanstatsError(f"{pattern}: empty range {{{body}}}")
-        if high - low >= 10_000_000:
-            raise ChanstatsError(f"{pattern}: range {{{body}}} is too long")
-        # bash's rule: a bound written with a leading zero pads every value to the wider bound.
-        padded = any(len(text) > 1 and text.startswith("0") for text in (low_text, high_text))
-        width = max(len(low_text), len(high_text)) if padded else 0
-        choices = [f"{value:0{width}d}" for value in range(low, high + 1)]
-    else:
-        choices = body.split(",")
-        if len(choices) < 2:
-            raise ChanstatsError(f"{pattern}: {{{body}}} is neither a range {{000..009}} nor a list {{a,b}}")
-    return [head + choice + rest for choice in choices for rest in expand_braces(tail)]
+    from braceexpand import UnbalancedBracesError, braceexpand  # only when a pattern is given
+
+    try:
+        expanded = list(itertools.islice(braceexpand(pattern), MAX_EXPANDED_PATHS + 1))
+    except UnbalancedBracesError as error:
+        raise ChanstatsError(f"{pattern}: {error}") from None
+    if len(expanded) > MAX_EXPANDED_PATHS:
+        raise ChanstatsError(f"{pattern}: expands to more than {MAX_EXPANDED_PATHS:,} paths")
+    return expanded
 
 
-_BRACE = re.compile(r"\{([^{}]*(?:,|\.\.)[^{}]*)\}")
-_RANGE = re.compile(r"(\d+)\.\.(\d+)")
+# A guard against a typo such as {0..99999999999} listing paths until memory runs out.
+MAX_EXPANDED_PATHS = 1_000_000
 
 
 def read_source(source: ImageSource) -> bytes:
@@ -310,6 +170,4 @@ def read_source(source: ImageSource) -> bytes:
                 return stream.read()
         except OSError as error:
             raise BadImageError(source.display, f"cannot read: {error.strerror or error}") from None
-    from .tarshards import read_member
-
     return read_member(source)

@@ -27,8 +27,8 @@ import sys
 import tarfile
 from typing import BinaryIO, NamedTuple
 
-from .errors import BadImageError, ChanstatsError
-from .sources import ImageSource, has_image_extension
+from ..errors import BadImageError, ChanstatsError
+from .base import ImageSource, has_image_extension
 
 # A single image member larger than this is refused rather than read into a worker's memory;
 # Pillow's decompression-bomb limit guards the decoded size separately.

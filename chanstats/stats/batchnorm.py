@@ -30,11 +30,58 @@ from numbers import Integral, Real
 import numpy as np
 from numpy.typing import NDArray
 
-from chanstats.errors import BadSpecError, ChanstatsError
-from chanstats.moments import MomentsTable
+from ..errors import BadSpecError, ChanstatsError
+from .moments import MomentsTable
 
-DEFAULT_MOMENTUM: dict[str, float] = {"torch": 0.1, "keras": 0.99}
 Floats = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Convention:
+    """How one framework's BatchNorm layer updates its running statistics from a batch."""
+
+    name: str
+    default_momentum: float
+    # The smallest number of pixels per channel a batch may not have (torch refuses one value).
+    too_few_pixels: int
+    has_cumulative_average: bool
+
+    def weights(self, momentum: float) -> tuple[float, float]:
+        """(weight of the batch statistic, weight of the old running value) for ``momentum``."""
+        raise NotImplementedError
+
+    def batch_variance_divisor(self, counts: Floats) -> Floats:
+        """What a batch's M2 is divided by to give the variance the layer averages."""
+        raise NotImplementedError
+
+
+class _TorchRunningAverage(Convention):
+    """``torch.nn.BatchNorm2d``: ``running = (1 − m)·running + m·batch`` with m = 0.1, where the
+    variance averaged is the Bessel-corrected batch variance ``M2_b / (n_b − 1)``; ``momentum=None``
+    is a cumulative average (m = 1/k for the k-th batch)."""
+
+    def weights(self, momentum: float) -> tuple[float, float]:
+        return momentum, 1.0 - momentum
+
+    def batch_variance_divisor(self, counts: Floats) -> Floats:
+        return counts - 1.0
+
+
+class _KerasMovingAverage(Convention):
+    """Keras ``BatchNormalization``: ``moving = m·moving + (1 − m)·batch`` with m = 0.99, where the
+    variance averaged is the biased batch variance ``M2_b / n_b``."""
+
+    def weights(self, momentum: float) -> tuple[float, float]:
+        return 1.0 - momentum, momentum
+
+    def batch_variance_divisor(self, counts: Floats) -> Floats:
+        return counts
+
+
+TORCH = _TorchRunningAverage("torch", 0.1, too_few_pixels=1, has_cumulative_average=True)
+KERAS = _KerasMovingAverage("keras", 0.99, too_few_pixels=0, has_cumulative_average=False)
+CONVENTIONS: dict[str, Convention] = {c.name: c for c in (TORCH, KERAS)}
+DEFAULT_MOMENTUM: dict[str, float] = {name: c.default_momentum for name, c in CONVENTIONS.items()}
 
 
 @dataclass(frozen=True)
@@ -79,7 +126,7 @@ class RunningSettings:
             raise BadSpecError(f"batch size must be a positive integer, got {self.batch_size!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, Integral) or self.seed < 0:
             raise BadSpecError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if self.cumulative and self.convention == "keras":
+        if self.cumulative and not CONVENTIONS[self.convention].has_cumulative_average:
             raise BadSpecError("a cumulative average (torch momentum=None) does not exist in the keras convention")
         if self.cumulative and self.momentum is not None:
             raise BadSpecError(f"cumulative averaging takes no momentum, got momentum={self.momentum!r}")
@@ -174,7 +221,7 @@ def _pool_slice(
 def _check_batches(
     n_b: NDArray[np.int64], starts: NDArray[np.intp], n_rows: int, settings: RunningSettings
 ) -> None:
-    smallest = 1 if settings.convention == "torch" else 0
+    smallest = CONVENTIONS[settings.convention].too_few_pixels
     bad = np.flatnonzero(n_b <= smallest)
     if bad.size == 0:
         return
@@ -230,14 +277,15 @@ def _recur(
     counts = n_b.astype(np.float64)[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
         for j, s in enumerate(group):
+            convention = CONVENTIONS[s.convention]
             if s.cumulative:
                 take[:, j, 0] = 1.0 / np.arange(1, batches + 1, dtype=np.float64)
                 keep[:, j, 0] = 1.0 - take[:, j, 0]
             else:
                 m = float(DEFAULT_MOMENTUM[s.convention] if s.momentum is None else s.momentum)
                 # keras states the momentum as the weight of the old value, torch of the new batch
-                take[:, j, 0], keep[:, j, 0] = (m, 1.0 - m) if s.convention == "torch" else (1.0 - m, m)
-            var_in[:, j] = m2_b / (counts - 1.0 if s.convention == "torch" else counts)
+                take[:, j, 0], keep[:, j, 0] = convention.weights(m)
+            var_in[:, j] = m2_b / convention.batch_variance_divisor(counts)
     mean = np.zeros((len(group), channels))
     var = np.ones((len(group), channels))
     path_mean = np.empty((batches, len(group), channels)) if trajectory else None

@@ -25,14 +25,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-try:
-    # The compiled one-pass kernel for 8-bit pixels (about 100× numpy's sums); optional, because
-    # it is only built where a C compiler was available at install time.
-    from ._kernels import moments_u8 as _moments_u8
-except ImportError:
-    _moments_u8 = None
+from .. import kernel
 
-KERNEL_AVAILABLE = _moments_u8 is not None
+# The compiled one-pass kernel for 8-bit pixels (about 100× numpy's sums); optional, because it is
+# only built where a C compiler was available at install time (see chanstats.kernel).
+_moments_u8 = kernel._kernels.moments_u8 if kernel._kernels is not None else None
+KERNEL_AVAILABLE = kernel.AVAILABLE
 
 
 def sqrt_ratio_to_float(numerator: int, denominator: int) -> float:

@@ -44,7 +44,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import ChanstatsError
+from ..errors import ChanstatsError
 from .moments import FloatMoments, MomentsTable
 
 SAMPLE_STREAM = 0x73616D70  # "samp": the seed-sequence key of the sampling draw

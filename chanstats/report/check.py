@@ -1,27 +1,25 @@
 """``check``: recompute a dataset's statistics with the options a config recorded, and say whether
 they drifted beyond a tolerance — a CI gate before training.
 
-Options are replayed generically: every key of the config's ``options`` (except ``inputs``, which
-the caller's paths replace) must be a keyword of :func:`chanstats.compute`; a key this version does
-not know is refused (a silent drop could make the check compare different pipelines).
+:func:`chanstats.check` replays the config's ``options`` with
+:meth:`~chanstats.options.RunOptions.from_record` (a key this version does not know is refused: a
+silent drop could make the check compare different pipelines), recomputes, and hands the new result
+to :func:`build_report`.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .errors import BadSpecError
-from .report import Result
+from ..errors import BadSpecError
+from .result import Result
 
 # Absolute, on the [0, 1] scale: 0.01 is 2.55 grey levels of an 8-bit image, and shifts a
 # normalized input by about 0.04 of its std (typical std ≈ 0.25) — far below what changes training,
 # yet far above float noise or a few ordinary images added to a dataset of hundreds.
 DEFAULT_TOLERANCE = 0.01
-# Run-time knobs that never change the statistics, so they are never taken from the config.
-_NOT_REPLAYED = ("inputs", "workers", "progress")
 
 
 @dataclass
@@ -49,6 +47,7 @@ class CheckReport:
     fingerprint_old: str | None
     fingerprint_new: str
     listing: ListingChange | None
+    result: Result | None = field(default=None, repr=False)  # the recomputed run
 
     @property
     def same_channels(self) -> bool:
@@ -108,24 +107,6 @@ class CheckReport:
         return text
 
 
-def replay_options(options: Any, source: str = "config") -> dict[str, Any]:
-    """The keyword arguments of :func:`chanstats.compute` that reproduce a recorded run."""
-    from .pipeline import plan
-
-    if options is None:
-        return {}
-    if not isinstance(options, dict):
-        raise BadSpecError(f"{source}: 'options' must be a mapping")
-    accepted = inspect.signature(plan).parameters  # compute passes its options on to plan
-    unknown = sorted(k for k in options if k not in _NOT_REPLAYED and k not in accepted)
-    if unknown:
-        raise BadSpecError(
-            f"{source}: recorded option(s) {', '.join(unknown)} are not known to this chanstats version; "
-            "upgrade chanstats, or recompute the config with this version"
-        )
-    return {k: v for k, v in options.items() if k not in _NOT_REPLAYED}
-
-
 def recorded_inputs(config: dict[str, Any], source: str = "config") -> list[str]:
     inputs = (config.get("options") or {}).get("inputs")
     if not inputs or not isinstance(inputs, list):
@@ -149,33 +130,25 @@ def listing_change(old: Any, new: Sequence[tuple[str, int]] | None) -> ListingCh
     )
 
 
-def check(
-    paths: Sequence[str] | None,
-    config: dict[str, Any],
-    *,
-    tolerance: float = DEFAULT_TOLERANCE,
-    workers: int | None = None,
-    progress: bool = False,
-    source: str = "config",
-) -> tuple[CheckReport, Result]:
-    """Recompute the statistics of ``paths`` (default: the recorded inputs) with ``config``'s
-    options and compare them with the recorded ones. Returns the report and the new result."""
-    from .pipeline import compute
-
+def check_tolerance(tolerance: Any) -> None:
     if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance >= 0):
         raise BadSpecError(f"tolerance must be a non-negative number, got {tolerance!r}")
+
+
+def recorded_exact(config: dict[str, Any], source: str = "config") -> tuple[list[float], list[float]]:
+    """The exact mean and std a config recorded."""
     try:
-        old_mean = [float(v) for v in config["exact"]["mean"]]
-        old_std = [float(v) for v in config["exact"]["std"]]
+        return [float(v) for v in config["exact"]["mean"]], [float(v) for v in config["exact"]["std"]]
     except (KeyError, TypeError, ValueError):
         raise BadSpecError(f"{source}: no usable exact.mean / exact.std") from None
-    kwargs = replay_options(config.get("options"), source)
-    if config.get("listing") is not None:
-        kwargs["listing"] = True
-    inputs = list(paths) if paths else recorded_inputs(config, source)
-    result = compute(inputs, workers=workers, progress=progress, **kwargs)
+
+
+def build_report(config: dict[str, Any], result: Result, tolerance: float = DEFAULT_TOLERANCE, source: str = "config") -> CheckReport:
+    """Compare a recomputed ``result`` with the statistics ``config`` recorded."""
+    check_tolerance(tolerance)
+    old_mean, old_std = recorded_exact(config, source)
     count = config.get("count") or {}
-    report = CheckReport(
+    return CheckReport(
         channels_old=[str(c) for c in config.get("channels") or []] or list(result.channels),
         channels_new=list(result.channels),
         mean_old=old_mean,
@@ -188,5 +161,5 @@ def check(
         fingerprint_old=config.get("fingerprint"),
         fingerprint_new=result.fingerprint,
         listing=listing_change(config.get("listing"), result.listing),
+        result=result,
     )
-    return report, result

@@ -1,0 +1,77 @@
+"""What decoded pixels are: the one table of modes, channel names and bit depths.
+
+Every decoder (:mod:`.pillow`, :mod:`.jpeg`, :mod:`.png`) and the measurement of a transform's
+output describe pixels with a :class:`PixelFormat` from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
+
+from ..errors import ChanstatsError
+
+if TYPE_CHECKING:  # only a type here; importing it would load numpy for `chanstats --help`
+    from ..stats.moments import IntegerMoments
+
+# The ``--mode`` choices: torchvision's RGB loader, greyscale, or the file's own channels.
+MODES = ("RGB", "L", "keep")
+
+# Pillow mode → channel names, for the 8-bit modes chanstats measures.
+CHANNEL_NAMES = {
+    "L": ("L",),
+    "LA": ("L", "A"),
+    "RGB": ("R", "G", "B"),
+    "RGBA": ("R", "G", "B", "A"),
+    "CMYK": ("C", "M", "Y", "K"),
+}
+# Channel count → names, for pixels that come without a Pillow mode (PNG rows, arrays, tensors).
+NAMES_BY_COUNT = {1: CHANNEL_NAMES["L"], 2: CHANNEL_NAMES["LA"], 3: CHANNEL_NAMES["RGB"], 4: CHANNEL_NAMES["RGBA"]}
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+EIGHT_BIT = 255
+SIXTEEN_BIT = 65535
+FLOAT_SCALE = 1  # float output is measured in its own units
+
+
+@dataclass(frozen=True)
+class PixelFormat:
+    """What a decoded image's pixels are: channel names and the value of full scale (1 for the
+    float output of a transform, measured in its own units)."""
+
+    channels: tuple[str, ...]
+    scale: int
+
+    @property
+    def label(self) -> str:
+        """``"RGB 8-bit"``, ``"L 16-bit"``, ``"RGB float"``: used in messages about mixed formats."""
+        if self.scale == 1:
+            return f"{''.join(self.channels)} float"
+        bits = 16 if self.scale == 65535 else 8
+        return f"{''.join(self.channels)} {bits}-bit"
+
+
+RGB_8BIT = PixelFormat(CHANNEL_NAMES["RGB"], EIGHT_BIT)
+GREY_8BIT = PixelFormat(CHANNEL_NAMES["L"], EIGHT_BIT)
+GREY_16BIT = PixelFormat(CHANNEL_NAMES["L"], SIXTEEN_BIT)
+# 8-bit formats by channel count (an 8-bit PNG's channels as stored).
+EIGHT_BIT_BY_COUNT = {count: PixelFormat(names, EIGHT_BIT) for count, names in NAMES_BY_COUNT.items()}
+
+
+class Measured(NamedTuple):
+    """A fast path's answer (:mod:`chanstats.decoding.jpeg`, :mod:`chanstats.decoding.png`): what
+    :func:`~chanstats.decoding.pillow.decode` followed by ``DecodedImage.moments`` gives, without a
+    Pillow image."""
+
+    format: PixelFormat
+    width: int
+    height: int
+    dropped_alpha: bool
+    moments: IntegerMoments
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ChanstatsError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
+    return mode

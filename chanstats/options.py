@@ -1,0 +1,246 @@
+"""Every option of a run in one place: :class:`RunOptions`, with defaults, validation, and the
+record that configs, partial states and checkpoints carry.
+
+The record (:meth:`RunOptions.to_record`) is the ``options`` mapping of a written config: the
+options that decide the statistics, normalized (extensions with a dot, momentum resolved to the
+convention's value, a transform file read into its steps). ``check`` replays it with
+:meth:`RunOptions.from_record`; merges and resumes compare records. Knobs that never change the
+statistics (worker count, progress bar, checkpoint file) are not options of the run but arguments
+of :func:`chanstats.compute`.
+
+This module imports nothing heavy, so that the command line can take its defaults from here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable
+
+from .decoding.formats import MODES, check_mode
+from .errors import BadSpecError, ChanstatsError
+from .sources.base import IMAGE_EXTENSIONS, normalize_extensions
+
+if TYPE_CHECKING:
+    from .stats.batchnorm import RunningSettings
+    from .stats.sampling import SampleSpec
+    from .transforms import TransformSpec
+
+ON_ERROR = ("fail", "skip")
+CONVENTIONS = ("torch", "keras")
+DEFAULT_MOMENTUM = "default"
+__all__ = ["RunOptions", "ResolvedOptions", "ErrorBudget", "running_settings", "MODES", "ON_ERROR", "CONVENTIONS"]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The options that decide a run's statistics; every field has the command's default.
+
+    ``mode``: ``"RGB"`` (torchvision's loader), ``"L"`` or ``"keep"``. ``extensions``: the file
+    extensions listed. ``batch_size``, ``momentum`` (a number, ``"none"`` for torch's cumulative
+    average, or ``"default"``: 0.1 torch, 0.99 keras), ``convention`` (``"torch"``/``"keras"``),
+    ``seed``, ``shuffle``, ``drop_last``: the simulated BatchNorm layer and its data loader (``seed``
+    also seeds augmentations and ``sample``). ``on_error``: ``"fail"`` or ``"skip"``, with
+    ``max_bad`` a count or ``"P%"``. ``transform``: a spec (YAML/JSON text or file, a list of
+    steps, or ``module:attr``), after ``resize``/``center_crop``; ``epochs`` passes per image.
+    ``listing``: record every file's name and size. ``sample``: measure ``N`` or ``"P%"`` images.
+
+    >>> RunOptions(batch_size=32).replace(seed=1).batch_size
+    32
+    """
+
+    mode: str = "RGB"
+    extensions: tuple[str, ...] = IMAGE_EXTENSIONS
+    batch_size: int = 64
+    momentum: float | str | None = DEFAULT_MOMENTUM
+    convention: str = "torch"
+    seed: int = 0
+    shuffle: bool = True
+    drop_last: bool = False
+    on_error: str = "fail"
+    max_bad: str | int | None = None
+    transform: str | list | None = None
+    epochs: int = 1
+    resize: int | None = None
+    center_crop: int | None = None
+    listing: bool = False
+    sample: str | int | None = None
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The option names, in order."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def replace(self, **changes: Any) -> "RunOptions":
+        """A copy with ``changes``; an unknown name is a :class:`TypeError` that lists the known ones."""
+        unknown = sorted(set(changes) - set(self.names()))
+        if unknown:
+            raise TypeError(f"unknown option(s) {', '.join(unknown)}; the options are {', '.join(self.names())}")
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_record(cls, record: Any, source: str = "config") -> "RunOptions":
+        """The options a config (or partial state) recorded, to rerun it (``inputs`` is left out).
+
+        A recorded option this version does not know is refused: silently dropping it could make
+        ``check`` compare different pipelines.
+        """
+        if record is None:
+            return cls()
+        if not isinstance(record, dict):
+            raise BadSpecError(f"{source}: 'options' must be a mapping")
+        unknown = sorted(k for k in record if k not in _NOT_OPTIONS and k not in cls.names())
+        if unknown:
+            raise BadSpecError(
+                f"{source}: recorded option(s) {', '.join(unknown)} are not known to this chanstats version; "
+                "upgrade chanstats, or recompute the config with this version"
+            )
+        return cls(**{k: v for k, v in record.items() if k not in _NOT_OPTIONS})
+
+    def resolve(self, inputs: list[str]) -> "ResolvedOptions":
+        """Check every option, in the order a run needs them, and build the objects the run uses.
+
+        A transform spec is built here, once, so that a bad one fails before any image is read.
+        """
+        from .stats.sampling import SampleSpec
+        from .transforms import resolve as resolve_transform
+
+        check_mode(self.mode)
+        if self.on_error not in ON_ERROR:
+            raise ChanstatsError(f"unknown on_error {self.on_error!r}: choose fail or skip")
+        budget = ErrorBudget.parse(self.max_bad)
+        extensions = normalize_extensions(self.extensions)
+        settings = running_settings(self.convention, self.momentum, self.batch_size, self.shuffle, self.seed, self.drop_last)
+        epochs = self.epochs
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ChanstatsError(f"--epochs must be a positive integer, got {epochs!r}")
+        spec, recorded_transform = resolve_transform(self.transform, resize=self.resize, center_crop=self.center_crop)
+        if spec is not None:
+            spec.build()  # a bad spec fails here, once, before any image is read
+        sample_spec = SampleSpec.parse(self.sample)
+        record: dict[str, Any] = {
+            "inputs": inputs,
+            "mode": self.mode,
+            "extensions": list(extensions),
+            "on_error": self.on_error,
+            "max_bad": None if budget is None else str(budget),
+            **settings.to_dict(),
+            "transform": recorded_transform,
+            "resize": self.resize,
+            "center_crop": self.center_crop,
+            "epochs": epochs,
+        }
+        if self.listing:  # only when asked, so default configs keep their bytes
+            record["listing"] = True
+        if sample_spec is not None:
+            record["sample"] = str(sample_spec)
+        return ResolvedOptions(self, extensions, settings, budget, spec, sample_spec, record)
+
+    def to_record(self, inputs: list[str]) -> dict[str, Any]:
+        """The ``options`` mapping a config written for ``inputs`` with these options holds."""
+        return self.resolve(inputs).record
+
+
+# Recorded keys that are not options of the run: the paths (the caller gives them) and run-time
+# knobs that never change the statistics.
+_NOT_OPTIONS = ("inputs", "workers", "progress")
+
+
+@dataclass(frozen=True)
+class ResolvedOptions:
+    """:class:`RunOptions` checked, with the objects a run works with and the record it writes."""
+
+    options: RunOptions
+    extensions: tuple[str, ...]
+    settings: "RunningSettings"
+    budget: "ErrorBudget | None"
+    transform: "TransformSpec | None"
+    sample: "SampleSpec | None"
+    record: dict[str, Any]
+
+
+def compose(options: RunOptions | None, overrides: dict[str, Any], function: str) -> RunOptions:
+    """``options`` (default: the defaults) with ``overrides``; an unknown keyword is a
+    :class:`TypeError` naming ``function``, as Python's own message would."""
+    base = RunOptions() if options is None else options
+    if not isinstance(base, RunOptions):
+        raise TypeError(f"{function}() options must be a RunOptions, got {type(base).__name__}")
+    if not overrides:
+        return base
+    unknown = sorted(set(overrides) - set(RunOptions.names()))
+    if unknown:
+        raise TypeError(f"{function}() got an unexpected keyword argument {unknown[0]!r}")
+    if "extensions" in overrides and overrides["extensions"] is not None:
+        overrides = {**overrides, "extensions": tuple(overrides["extensions"])}
+    return dataclasses.replace(base, **overrides)
+
+
+@dataclass(frozen=True)
+class ErrorBudget:
+    """``--max-bad``: how many bad images a ``--on-error skip`` run may skip, as a count or percent."""
+
+    limit: float
+    percent: bool
+
+    @classmethod
+    def parse(cls, text: str | int | None) -> "ErrorBudget | None":
+        """``"10"`` → at most 10 images; ``"2.5%"`` → at most 2.5 % of the images found.
+
+        >>> ErrorBudget.parse("2.5%")
+        ErrorBudget(limit=2.5, percent=True)
+        """
+        if text is None:
+            return None
+        raw = str(text).strip()
+        percent = raw.endswith("%")
+        try:
+            limit = float(raw[:-1]) if percent else int(raw)
+        except ValueError:
+            raise ChanstatsError(f"--max-bad {raw!r}: expected a count such as 10 or a percentage such as 2%") from None
+        if limit < 0 or (percent and limit > 100):
+            raise ChanstatsError(f"--max-bad {raw!r}: out of range")
+        return cls(limit, percent)
+
+    def exceeded(self, bad: int, total: int) -> bool:
+        allowed = self.limit * total / 100 if self.percent else self.limit
+        return bad > allowed
+
+    def __str__(self) -> str:
+        return f"{self.limit:g}%" if self.percent else str(int(self.limit))
+
+
+def running_settings(
+    convention: str = "torch",
+    momentum: float | str | None = DEFAULT_MOMENTUM,
+    batch_size: int = 64,
+    shuffle: bool = True,
+    seed: int = 0,
+    drop_last: bool = False,
+) -> "RunningSettings":
+    """Settings from user-level values. ``momentum``: a number, ``None`` or ``"none"`` for torch's
+    cumulative average, or ``"default"`` for the convention's default (torch 0.1, keras 0.99)."""
+    from .stats.batchnorm import RunningSettings
+
+    cumulative = momentum is None or (isinstance(momentum, str) and momentum.lower() == "none")
+    value: float | None = None
+    if not cumulative and momentum != DEFAULT_MOMENTUM:
+        try:
+            value = float(momentum)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise ChanstatsError(f"--momentum {momentum!r}: expected a number or 'none'") from None
+    return RunningSettings(
+        convention=convention,
+        momentum=value,
+        cumulative=cumulative,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        drop_last=drop_last,
+    ).validate()
+
+
+def settings_of(record: dict[str, Any]) -> "RunningSettings":
+    """The BatchNorm settings a record holds (finalize and merge read them back from states)."""
+    return running_settings(
+        record["convention"], record["momentum"], record["batch_size"], record["shuffle"], record["seed"], record["drop_last"]
+    )
