@@ -1,30 +1,14 @@
-"""Shared fixtures: small real image files written into tmp_path, and the installed CLI."""
+"""Shared fixtures: small real image files written into tmp_path (the helpers themselves live in
+tests/helpers), and the kernel requirement."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "images"
-
-
-def write_image(path: Path, array: np.ndarray, mode: str | None = None, **save_options) -> Path:
-    """Save ``array`` as an image file (format from the extension) and return its path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = Image.fromarray(array, mode) if mode else Image.fromarray(array)
-    image.save(path, **save_options)
-    return path
-
-
-def random_rgb(rng: np.random.Generator, height: int, width: int, low: int = 0, high: int = 256) -> np.ndarray:
-    return rng.integers(low, high, size=(height, width, 3), dtype=np.uint8)
+from .helpers.files import random_rgb, write_image
 
 
 @pytest.fixture
@@ -42,20 +26,3 @@ def rgb_folder(tmp_path: Path, rng: np.random.Generator) -> Path:
         name = f"class{i % 2}/img{i:02d}." + ("png" if i % 3 else "jpg")
         write_image(root / name, array, quality=95)
     return root
-
-
-def chanstats_command() -> list[str]:
-    """The installed console script next to this interpreter (falls back to ``python -m``)."""
-    script = Path(sys.executable).with_name("chanstats")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("chanstats")
-    return [found] if found else [sys.executable, "-m", "chanstats"]
-
-
-def run_cli(*args: str, cwd: Path | None = None, check: bool = False) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env.pop("CHANSTATS_DEBUG", None)
-    return subprocess.run(
-        [*chanstats_command(), *args], cwd=cwd, env=env, capture_output=True, text=True, check=check, timeout=300
-    )

@@ -13,7 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from chanstats.cli import cli
-from .issue6_images import exact_mean_std, write_constant, write_dataset
+from .helpers.files import write_constant, write_dataset
+from .helpers.oracles import exact_mean_std
 
 
 @pytest.fixture()

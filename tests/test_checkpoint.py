@@ -12,7 +12,8 @@ import pytest
 
 from chanstats.scale.checkpoint import TEST_DELAY_ENV, Interval
 from chanstats.errors import ChanstatsError
-from tests.scale_helpers import chanstats_command, make_dataset, run
+from .helpers.cli import chanstats_command, run
+from .helpers.files import make_dataset
 
 OPTIONS = ["--batch-size", "4", "--workers", "0", "-q"]
 

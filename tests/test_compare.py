@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from chanstats.cli import cli
-from .issue6_images import exact_mean_std, write_dataset
+from .helpers.files import write_dataset
+from .helpers.oracles import exact_mean_std
 
 BATCH_SIZES, MOMENTA, SEEDS = (2, 3), ("0.1", "0.01", "none"), (0, 1)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-from decimal import Decimal, localcontext
 from fractions import Fraction
 from pathlib import Path
 
@@ -18,28 +17,9 @@ from PIL import Image
 import chanstats
 from chanstats.errors import BadImagesError, ChanstatsError
 
-from .conftest import EXAMPLES, random_rgb, run_cli, write_image
-
-
-def loader_pixels(path: Path) -> np.ndarray:
-    """torchvision's default loader: PIL open + convert("RGB")."""
-    with open(path, "rb") as handle:
-        return np.asarray(Image.open(handle).convert("RGB"))
-
-
-def exact_oracle(paths: list[Path]) -> tuple[list[float], list[float]]:
-    """Per-channel mean and population std on [0,1] from Python integers, rounded once."""
-    pixels = np.concatenate([loader_pixels(p).reshape(-1, 3) for p in paths]).astype(np.int64)
-    n = pixels.shape[0]
-    means, stds = [], []
-    for c in range(3):
-        s = int(pixels[:, c].sum())
-        q = sum(int(v) * int(v) * int(k) for v, k in zip(*np.unique(pixels[:, c], return_counts=True)))
-        means.append(float(Fraction(s, n * 255)))
-        with localcontext() as context:
-            context.prec = 80
-            stds.append(float((Decimal(n * q - s * s) / Decimal(n * n * 255 * 255)).sqrt()))
-    return means, stds
+from .helpers.cli import run_cli
+from .helpers.files import EXAMPLES, random_rgb, write_image
+from .helpers.oracles import exact_oracle, torchvision_loader
 
 
 def image_files(root: Path) -> list[Path]:
@@ -51,7 +31,7 @@ def test_exact_statistics_equal_integer_oracle_bit_for_bit(rgb_folder):
     mean, std = exact_oracle(image_files(rgb_folder))
     assert result.mean == mean
     assert result.std == std
-    assert result.exact.pixels == sum(loader_pixels(p).shape[0] * loader_pixels(p).shape[1] for p in image_files(rgb_folder))
+    assert result.exact.pixels == sum(torchvision_loader(p).shape[0] * torchvision_loader(p).shape[1] for p in image_files(rgb_folder))
 
 
 def test_examples_exact_and_counts():
@@ -72,7 +52,7 @@ def same_size_folder(root: Path, rng, count: int = 11) -> list[Path]:
 def batchnorm_oracle(paths: list[Path], batch_size: int, momentum: float | None, drop_last: bool = False):
     """Feed ToTensor-like float batches in listing order to a real BatchNorm2d and return its buffers."""
     layer = torch.nn.BatchNorm2d(3, momentum=momentum, dtype=torch.float64).train()
-    tensors = [torch.from_numpy(loader_pixels(p).astype(np.float64) / 255).permute(2, 0, 1) for p in paths]
+    tensors = [torch.from_numpy(torchvision_loader(p).astype(np.float64) / 255).permute(2, 0, 1) for p in paths]
     for start in range(0, len(tensors), batch_size):
         batch = tensors[start : start + batch_size]
         if drop_last and len(batch) < batch_size:
@@ -111,7 +91,7 @@ def test_keras_convention_equals_keras_formula(tmp_path, rng):
     moving_mean, moving_var = np.zeros(3), np.ones(3)
     for start in range(0, len(paths), 4):
         # Keras: channels-last batch, moments over (N, H, W), biased variance, momentum 0.99.
-        batch = np.stack([loader_pixels(p).astype(np.float64) / 255 for p in paths[start : start + 4]])
+        batch = np.stack([torchvision_loader(p).astype(np.float64) / 255 for p in paths[start : start + 4]])
         moving_mean = moving_mean * 0.99 + batch.mean(axis=(0, 1, 2)) * 0.01
         moving_var = moving_var * 0.99 + batch.var(axis=(0, 1, 2)) * 0.01
     np.testing.assert_allclose(result.running.mean, moving_mean, rtol=1e-10)
@@ -144,7 +124,7 @@ def test_timings_name_every_phase_even_when_quiet(rgb_folder, tmp_path):
     target = tmp_path / "out.json"
     run = run_cli("compute", str(rgb_folder), "-q", "--timings", "-o", str(target))
     assert run.returncode == 0, run.stderr
-    assert re.fullmatch(r"timings: listing [\d.]+ s, measuring [\d.]+ s, finalizing [\d.]+ s, writing [\d.]+ s\n", run.stderr)
+    assert re.fullmatch(r"timings: listing [\d.]+ s, measuring [\d.]+ s, finalizing [\d.]+ s, writing [\d.]+ s; kernel (avx2|sse2|scalar|none)\n", run.stderr)
     assert json.loads(target.read_text())["count"]["images"] == 7
     refused = run_cli("compute", str(rgb_folder), "--timings", "--distributed")
     assert refused.returncode == 2 and "--timings" in refused.stderr

@@ -14,13 +14,8 @@ from chanstats.decoding.pillow import decode
 from chanstats.errors import BadImageError
 from chanstats.stats.moments import integer_moments_of
 
-from .conftest import write_image
-
-
-def torchvision_loader(path: Path) -> np.ndarray:
-    """What torchvision.datasets.folder.pil_loader returns, as an array."""
-    with open(path, "rb") as handle:
-        return np.asarray(Image.open(handle).convert("RGB"))
+from .helpers.files import write_image
+from .helpers.oracles import torchvision_loader
 
 
 @pytest.fixture

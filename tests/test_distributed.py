@@ -13,7 +13,8 @@ import sys
 
 import pytest
 
-from tests.scale_helpers import make_dataset, run
+from .helpers.cli import run
+from .helpers.files import make_dataset
 
 OPTIONS = ["--batch-size", "3", "--workers", "0", "-q"]
 

@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from torchvision.transforms import v2
 
 from chanstats.cli import cli
-from .issue6_images import exact_mean_std, write_dataset
+from .helpers.files import write_dataset
+from .helpers.oracles import exact_mean_std
 
 
 @pytest.fixture(scope="module")

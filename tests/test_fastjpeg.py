@@ -16,69 +16,13 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from chanstats.decoding import jpeg as fastjpeg
-from chanstats.stats.moments import KERNEL_AVAILABLE
 from chanstats.decoding.pillow import decode
 from chanstats.errors import BadImageError
 from chanstats.stats.moments import integer_moments_of
 
-from .conftest import EXAMPLES
+from .helpers.files import EXAMPLES
 
 pytestmark = pytest.mark.skipif(not fastjpeg.AVAILABLE, reason="simplejpeg or the compiled kernel is missing")
-if KERNEL_AVAILABLE:
-    from chanstats import _kernels
-
-
-def numpy_moments(pixels: np.ndarray, channels: int):
-    flat = pixels.reshape(-1, channels).astype(np.int64)
-    return list(flat.sum(0)), list((flat * flat).sum(0)), list(flat.min(0)), list(flat.max(0))
-
-
-@given(st.integers(1, 4).flatmap(lambda c: arrays(np.uint8, st.tuples(st.integers(1, 40), st.integers(1, 40), st.just(c)))))
-@settings(max_examples=150, deadline=None)
-def test_kernel_equals_numpy_on_any_shape(pixels):
-    channels = pixels.shape[2]
-    assert _kernels.moments_u8(pixels, channels) == tuple(numpy_moments(pixels, channels))
-
-
-def test_kernel_is_exact_across_its_block_boundaries(rng):
-    # 197437 rows of 48 bytes (more than 65536, an odd number) plus a partial row.
-    pixels = rng.integers(0, 256, size=(3000, 1053, 3), dtype=np.uint8)
-    pixels[::7] = 255  # long runs of the extreme value stress the uint32 lane sums
-    assert _kernels.moments_u8(pixels, 3) == tuple(numpy_moments(pixels, 3))
-
-
-@pytest.mark.parametrize("channels", [3, 4])
-def test_kernel_is_exact_with_an_odd_row_after_a_full_block(rng, channels):
-    # 65537 rows of 96 bytes (the AVX2 path's rows: a full block, then one odd row) and a
-    # partial 48-byte row for the SSE2 path.
-    pixels = rng.integers(0, 256, size=(96 * 65537 + 48) // channels * channels, dtype=np.uint8)
-    pixels[-5000:] = 255
-    assert _kernels.moments_u8(pixels, channels) == tuple(numpy_moments(pixels, channels))
-
-
-def test_kernel_sse2_path_is_exact_too(tmp_path):
-    # On CPUs with AVX2 the SSE2 loop only sees the last partial rows; force it over a whole buffer
-    # (more than one block, an odd row count) in a fresh process.
-    script = tmp_path / "sse2.py"
-    script.write_text(
-        "import numpy as np\n"
-        "from chanstats._kernels import moments_u8\n"
-        "from tests.test_fastjpeg import numpy_moments\n"
-        "pixels = np.random.default_rng(5).integers(0, 256, size=48 * 131073, dtype=np.uint8)\n"
-        "pixels[:9999] = 255\n"
-        "for channels in (1, 2, 3, 4):\n"
-        "    assert moments_u8(pixels, channels) == tuple(numpy_moments(pixels, channels)), channels\n"
-    )
-    env = dict(os.environ, CHANSTATS_NO_AVX2="1", PYTHONPATH=str(Path(__file__).resolve().parent.parent))
-    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env)
-    assert run.returncode == 0, run.stderr
-
-
-def test_kernel_refuses_bad_input():
-    with pytest.raises(ValueError):
-        _kernels.moments_u8(b"", 3)
-    with pytest.raises(ValueError):
-        _kernels.moments_u8(b"abcd", 3)
 
 
 def jpeg_bytes(image: Image.Image, **options) -> bytes:

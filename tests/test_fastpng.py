@@ -21,7 +21,7 @@ from chanstats.decoding import png as fastpng
 from chanstats.decoding.pillow import decode
 from chanstats.errors import BadImageError
 
-from .conftest import EXAMPLES
+from .helpers.files import EXAMPLES
 
 pytestmark = pytest.mark.skipif(not fastpng.AVAILABLE, reason="the compiled kernel is missing")
 

@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from chanstats.cli import cli
-from .issue6_images import pixels_01, write_constant, write_dataset
+from .helpers.files import write_constant, write_dataset
+from .helpers.oracles import pixels_01
 
 
 def test_csv_matches_numpy(tmp_path):

@@ -16,7 +16,7 @@ from chanstats.stats.moments import MomentsTable
 from chanstats.api import compute
 from chanstats.stats.sampling import SampleSpec, cluster_intervals, sample_indices, t_quantile
 
-from .conftest import run_cli
+from .helpers.cli import run_cli
 
 
 def population(size: int = 3000, channels: int = 3, seed: int = 7) -> MomentsTable:

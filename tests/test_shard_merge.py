@@ -12,7 +12,8 @@ from chanstats.cli import cli
 from chanstats.scale import state_file
 from chanstats.scale.state import shard_bounds
 from chanstats.scale.state_file import read_partial
-from tests.scale_helpers import make_dataset, run
+from .helpers.cli import run
+from .helpers.files import make_dataset
 
 # Small batches so the BatchNorm simulation spans many batches: a wrong global order would show.
 OPTIONS = ["--batch-size", "3", "--workers", "0", "-q"]

@@ -17,7 +17,7 @@ from chanstats.errors import BadImageError, BadImagesError, ChanstatsError
 from chanstats.api import compute
 from chanstats.sources.listing import expand_braces, fingerprint, list_images, read_source
 
-from .conftest import run_cli
+from .helpers.cli import run_cli
 
 
 def png_bytes(array: np.ndarray) -> bytes:

@@ -27,6 +27,8 @@ from chanstats.cli import cli
 from chanstats.errors import BadSpecError
 from chanstats.transforms import resolve
 
+from .helpers.oracles import torchvision_pil_loader
+
 N_IMAGES = 24  # more than one engine chunk (16), so workers=1/2 really run in worker processes
 
 
@@ -46,12 +48,6 @@ def folder(tmp_path_factory) -> Path:
 
 def image_paths(root: Path) -> list[Path]:
     return sorted(root.rglob("*.png"), key=lambda p: str(p.relative_to(root)).encode())
-
-
-def loaded(path: Path) -> Image.Image:
-    """torchvision's default loader."""
-    with open(path, "rb") as stream:
-        return Image.open(stream).convert("RGB")
 
 
 def exact_oracle(arrays: list[np.ndarray]) -> tuple[list[Fraction], list[Fraction]]:
@@ -199,7 +195,7 @@ def test_cli_bad_transform_values_exit_2(folder, tmp_path, value, expected):
 
 def test_deterministic_spec_equals_torchvision_applied_directly(folder, tmp_path):
     resize_crop = v2.Compose([v2.Resize(16), v2.CenterCrop(14)])
-    arrays = [np.asarray(resize_crop(loaded(p))) for p in image_paths(folder)]
+    arrays = [np.asarray(resize_crop(torchvision_pil_loader(p))) for p in image_paths(folder)]
     mean, var = exact_oracle(arrays)
     pixels = sum(a.shape[0] * a.shape[1] for a in arrays)
 
@@ -224,7 +220,7 @@ def test_float_spec_ending_in_normalize_equals_torchvision_float_output(folder):
         {"Normalize": {"mean": mean_in, "std": std_in}},
     ]
     direct = v2.Compose([v2.Resize(15), v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean_in, std_in)])
-    outputs = [direct(loaded(p)) for p in image_paths(folder)]
+    outputs = [direct(torchvision_pil_loader(p)) for p in image_paths(folder)]
     assert all(t.dtype == torch.float32 for t in outputs)
     expected_mean, expected_std = float_oracle(outputs)
 
@@ -236,7 +232,7 @@ def test_float_spec_ending_in_normalize_equals_torchvision_float_output(folder):
 
 
 def test_normalizing_with_the_datasets_own_stats_gives_mean_0_std_1(folder):
-    mean, var = exact_oracle([np.asarray(loaded(p)) for p in image_paths(folder)])
+    mean, var = exact_oracle([np.asarray(torchvision_pil_loader(p)) for p in image_paths(folder)])
     steps = [
         "ToImage",
         {"ToDtype": {"dtype": "float32", "scale": True}},
@@ -300,7 +296,7 @@ def test_epochs_count_samples_and_draw_fresh_randomness(folder):
 
 
 def test_epochs_without_transform_repeat_the_images(folder):
-    mean, var = exact_oracle([np.asarray(loaded(p)) for p in image_paths(folder)])
+    mean, var = exact_oracle([np.asarray(torchvision_pil_loader(p)) for p in image_paths(folder)])
     result = chanstats.compute(str(folder), epochs=3, workers=0)
     assert result.samples == 3 * N_IMAGES and result.exact_method == "integer"
     assert_rel(result.mean, mean, 1e-15)
@@ -331,7 +327,7 @@ def grey(image):
 
 def test_file_reference_loads_the_users_callable(folder, tmp_path):
     write(tmp_path / "project" / "tfs" / "aug.py", USER_MODULE)
-    arrays = [np.asarray(v2.Compose([v2.Resize(16), v2.CenterCrop(14)])(loaded(p))) for p in image_paths(folder)]
+    arrays = [np.asarray(v2.Compose([v2.Resize(16), v2.CenterCrop(14)])(torchvision_pil_loader(p))) for p in image_paths(folder)]
     mean, var = exact_oracle(arrays)
     reference = str(tmp_path / "project" / "tfs" / "aug.py") + ":train"
     for workers in (0, 2):
@@ -341,7 +337,7 @@ def test_file_reference_loads_the_users_callable(folder, tmp_path):
         assert_rel(result.std, [math.sqrt(v) for v in var], 1e-12)
 
     grey = chanstats.compute(str(folder), transform=reference.replace(":train", ":grey"), workers=0)
-    grey_mean, _ = exact_oracle([np.asarray(loaded(p).convert("L"))[:, :, None] for p in image_paths(folder)])
+    grey_mean, _ = exact_oracle([np.asarray(torchvision_pil_loader(p).convert("L"))[:, :, None] for p in image_paths(folder)])
     assert grey.channels == ("L",) and grey.exact_method == "integer"
     assert_rel(grey.mean, grey_mean, 1e-12)
 
@@ -349,7 +345,7 @@ def test_file_reference_loads_the_users_callable(folder, tmp_path):
 def test_module_reference_from_the_working_directory_with_the_installed_command(folder, tmp_path):
     project = tmp_path / "project"
     write(project / "user_aug_module.py", USER_MODULE)
-    arrays = [np.asarray(v2.Compose([v2.Resize(16), v2.CenterCrop(14)])(loaded(p))) for p in image_paths(folder)]
+    arrays = [np.asarray(v2.Compose([v2.Resize(16), v2.CenterCrop(14)])(torchvision_pil_loader(p))) for p in image_paths(folder)]
     mean, _ = exact_oracle(arrays)
     script = shutil.which("chanstats", path=os.path.dirname(sys.executable)) or shutil.which("chanstats")
     command = [script] if script else [sys.executable, "-m", "chanstats"]
@@ -367,7 +363,7 @@ def test_module_reference_reaches_worker_processes(folder, tmp_path, monkeypatch
     write(tmp_path / "user_aug_workers.py", USER_MODULE)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))  # resolving may add the working directory
-    arrays = [np.asarray(v2.Compose([v2.Resize(16), v2.CenterCrop(14)])(loaded(p))) for p in image_paths(folder)]
+    arrays = [np.asarray(v2.Compose([v2.Resize(16), v2.CenterCrop(14)])(torchvision_pil_loader(p))) for p in image_paths(folder)]
     mean, _ = exact_oracle(arrays)
     result = chanstats.compute(str(folder), transform="user_aug_workers:train", workers=2)
     assert_rel(result.mean, mean, 1e-12)
