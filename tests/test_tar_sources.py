@@ -220,7 +220,9 @@ def test_expand_braces_refuses_huge_ranges(monkeypatch):
     monkeypatch.setattr(listing, "MAX_EXPANDED_PATHS", 100)
     assert len(expand_braces("s-{1..100}.tar")) == 100
     with pytest.raises(ChanstatsError, match="expands to more than 100 paths"):
-        expand_braces("s-{0..99999999999}.tar")
+        expand_braces("s-{0..99999999999}.tar")  # refused before a value is built
+    with pytest.raises(ChanstatsError, match="expands to more than 100 paths"):
+        expand_braces("s-{0..20}-{0..20}.tar")  # each group small, together too many
 
 
 def test_escaped_brace_pattern_names_a_literal_file(tmp_path):

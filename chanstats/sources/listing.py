@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import re
 from typing import Iterable, Iterator
 
 from ..errors import BadImageError, ChanstatsError, NoImagesError
@@ -142,6 +143,12 @@ def expand_braces(pattern: str) -> list[str]:
     """
     from braceexpand import UnbalancedBracesError, braceexpand  # only when a pattern is given
 
+    # braceexpand builds each group's values in full before combining them: refuse a huge range
+    # before it is built, and cap the combinations below.
+    for match in _NUMERIC_RANGE.finditer(pattern):
+        low, high, step = int(match.group(1)), int(match.group(2)), abs(int(match.group(3) or 1)) or 1
+        if abs(high - low) // step + 1 > MAX_EXPANDED_PATHS:
+            raise ChanstatsError(f"{pattern}: expands to more than {MAX_EXPANDED_PATHS:,} paths")
     try:
         expanded = list(itertools.islice(braceexpand(pattern), MAX_EXPANDED_PATHS + 1))
     except UnbalancedBracesError as error:
@@ -153,6 +160,7 @@ def expand_braces(pattern: str) -> list[str]:
 
 # A guard against a typo such as {0..99999999999} listing paths until memory runs out.
 MAX_EXPANDED_PATHS = 1_000_000
+_NUMERIC_RANGE = re.compile(r"\{(-?\d+)\.\.(-?\d+)(?:\.\.(-?\d+))?\}")
 
 
 def read_source(source: ImageSource) -> bytes:
