@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
 
 import chanstats
 from chanstats.errors import BadImagesError, ChanstatsError
