@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from bench import decisions
-from bench.decoding import Identity
+from bench.decoding import COMBINATIONS, Identity
 from bench.jobs import Finished, Rounds
 
 #: The memory runs (polled, untimed) of the chanstats runs they repeat.
@@ -112,7 +112,6 @@ class Measured:
 def fastest_identical(measured: Measured, combinations: list[str], identity: dict[str, Identity]) -> str | None:
     """The fastest decode-only combination whose fast decoders all gave Pillow's pixels on every
     file they decoded (Pillow itself is the reference)."""
-    from bench.decoding import COMBINATIONS
 
     def identical(decoder: str) -> bool:
         counts = identity.get(decoder)

@@ -164,8 +164,10 @@ class Identity(NamedTuple):
     compared: int
     left_to_pillow: int
 
-    def __add__(self, other: "Identity") -> "Identity":  # type: ignore[override]
-        return Identity(*(a + b for a, b in zip(self, other)))
+    @classmethod
+    def total(cls, parts) -> "Identity":
+        """The counts of several chunks added up."""
+        return cls(*(sum(column) for column in zip(*parts))) if parts else cls(0, 0, 0)
 
 
 def identity_chunk(decoder: str, mode: str, files: list[tuple[str | None, str]]) -> Identity:

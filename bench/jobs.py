@@ -170,7 +170,7 @@ def check_identity(routed: list[decisions.Routed], combinations: list[str], work
                 continue
             files = [(r.fast_path, r.path) for r in routed if r.format == spec.format]
             task = partial(decoding.identity_chunk, decoder, decisions.MODE)
-            identity[decoder] = sum(pool.map(task, decoding.chunks(files)), decoding.Identity(0, 0, 0))
+            identity[decoder] = decoding.Identity.total(list(pool.map(task, decoding.chunks(files))))
     return identity
 
 

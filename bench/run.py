@@ -83,7 +83,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -158,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     machine_info = machine.describe()
     load_before = os.getloadavg()
     sets = prepare_sets(options.n, options.big, log)
-    tmp = Path(tempfile.mkdtemp(prefix="chanstats-bench-"))
-    try:
+    with tempfile.TemporaryDirectory(prefix="chanstats-bench-") as scratch:
+        tmp = Path(scratch)
         log("start-up: chanstats --help x5, -X importtime ...")
         startup = jobs.measure_startup(decisions.chanstats_command(), sets.tiny, options.workers_flag, tmp)
         log("which fast path chanstats takes for each file ...")
@@ -172,9 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         programs.write_list(list_file, routed)
         bench_jobs = jobs.bench_jobs(sets, combinations, list_file, options.workers, options.workers_flag, tmp)
         rounds = jobs.run_rounds(bench_jobs, options.repeat, log)
-        load_after = os.getloadavg()
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    load_after = os.getloadavg()
 
     measured = Measured(rounds, *job_sizes(sets, rounds))
     outcome = report.Outcome(
