@@ -180,7 +180,7 @@ def test_not_a_tar_is_a_clear_error_naming_the_shard(tmp_path):
         list_images([str(empty)])
     gzipped_text = tmp_path / "text.tar.gz"
     gzipped_text.write_bytes(gzip.compress(b"hello" * 200))
-    with pytest.raises(ChanstatsError, match=r"text.tar.gz: not a readable gzip tar archive \(bad header checksum"):
+    with pytest.raises(ChanstatsError, match=r"text.tar.gz: not a readable gzip tar archive \(.*header checksum in the header at byte 0"):
         list_images([str(gzipped_text)])
 
 
