@@ -265,12 +265,12 @@ def test_header_reader_agrees_with_tarfile(tmp_path, tar_format, compression):
         add_file(archive, "class/a.png", b"a" * 700)
         add_file(archive, f"{long_folder}/b.png", b"b" * 3)
         add_special(archive, "class/link.png", tarfile.SYMTYPE, "a.png")
-        add_special(archive, "class/long-link.png", tarfile.SYMTYPE, "t" * 130)
         add_file(archive, "class/empty.png", b"")
         add_file(archive, "z.jpg", b"z" * 512)
         add_file(archive, "caf\u00e9/\u00e9t\u00e9.png", b"e" * 5)
         if tar_format != tarfile.USTAR_FORMAT:
             add_file(archive, "n" * 150 + ".png", b"long")  # too long for ustar at all
+            add_special(archive, "class/long-link.png", tarfile.SYMTYPE, "t" * 130)
     with tarfile.open(shard) as reference:
         expected = [(m.name, m.type, m.size, m.offset_data, m.linkname) for m in reference]
     assert [tuple(h)[:5] for h in tarshards.scan_headers(str(shard), bool(compression))] == expected
