@@ -131,9 +131,9 @@ def scan_archive(path: str, compressed: bool) -> Scan:
     if damage is None:
         return Scan(headers, None)
     kept = [header for header in headers if header.end <= stop]
-    where = f"after member {kept[-1].name}" if kept else "before its first member"
-    rest = "the rest of the shard was not read" if kept else "nothing in it was read"
-    return Scan(kept, f"damaged {where} ({damage}); {rest}")
+    if kept:
+        return Scan(kept, f"damaged after member {kept[-1].name} ({damage}); the rest of the shard was not read")
+    return Scan(kept, f"damaged ({damage}); no member of the shard was read")
 
 
 _POSIX_MAGIC = b"ustar\x0000"
