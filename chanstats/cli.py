@@ -363,6 +363,9 @@ def export(config_path, fmt, output, eps):
         content = render(config, fmt, eps=eps)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
         raise ChanstatsError(f"{config_path}: incomplete config ({error!r})") from None
+    except ChanstatsError as error:
+        message = str(error).removeprefix("config: ")
+        raise ChanstatsError(message if message.startswith(config_path) else f"{config_path}: {message}") from None
     if output:
         write_atomic(output, content)
         click.echo(f"wrote {output}", err=True)

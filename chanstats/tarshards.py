@@ -158,7 +158,7 @@ def _scan(stream) -> tuple[list[Header], str | None, float]:
     while True:
         block = stream.read(position, _BLOCK)
         if len(block) < _BLOCK:
-            return headers, _short_read(stream, position, headers), position
+            return headers, _short_read(stream, position, headers), min(position, stream.end)
         if block == _ZERO_BLOCK:
             following = stream.read(position + _BLOCK, _BLOCK)
             if following == _ZERO_BLOCK:
@@ -177,7 +177,7 @@ def _scan(stream) -> tuple[list[Header], str | None, float]:
         if kind in _EXTENSION_TYPES:
             payload = stream.read(data, size)
             if len(payload) < size:
-                return headers, _short_read(stream, data, headers), position
+                return headers, _short_read(stream, data, headers), min(position, stream.end)
             problem = _read_extension(kind, payload, extended, pax_global)
             if problem is not None:
                 return headers, f"{problem} in the header at byte {position}", position
