@@ -126,6 +126,18 @@ def replay_options(options: Any, source: str = "config") -> dict[str, Any]:
     return {k: v for k, v in options.items() if k not in _NOT_REPLAYED}
 
 
+def recorded_statistics(config: dict[str, Any], source: str = "config") -> tuple[list[float], list[float]]:
+    """The recorded exact mean and std, one finite number per channel for each, or :class:`BadSpecError`."""
+    try:
+        old_mean = [float(v) for v in config["exact"]["mean"]]
+        old_std = [float(v) for v in config["exact"]["std"]]
+    except (KeyError, TypeError, ValueError):
+        raise BadSpecError(f"{source}: no usable exact.mean / exact.std") from None
+    if not old_mean or len(old_mean) != len(old_std) or not all(math.isfinite(v) for v in old_mean + old_std):
+        raise BadSpecError(f"{source}: exact.mean and exact.std must hold one finite number per channel")
+    return old_mean, old_std
+
+
 def recorded_inputs(config: dict[str, Any], source: str = "config") -> list[str]:
     inputs = (config.get("options") or {}).get("inputs")
     if not inputs or not isinstance(inputs, list):
@@ -164,19 +176,27 @@ def check(
 
     if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance >= 0):
         raise BadSpecError(f"tolerance must be a non-negative number, got {tolerance!r}")
-    try:
-        old_mean = [float(v) for v in config["exact"]["mean"]]
-        old_std = [float(v) for v in config["exact"]["std"]]
-    except (KeyError, TypeError, ValueError):
-        raise BadSpecError(f"{source}: no usable exact.mean / exact.std") from None
+    old_mean, old_std = recorded_statistics(config, source)
+    recorded_channels = config.get("channels")
+    if recorded_channels is not None and (not isinstance(recorded_channels, list) or len(recorded_channels) != len(old_mean)):
+        raise BadSpecError(f"{source}: 'channels' must list one name per exact.mean value")
+    count = config.get("count")
+    if count is not None and not isinstance(count, dict):
+        raise BadSpecError(f"{source}: 'count' must be a mapping")
     kwargs = replay_options(config.get("options"), source)
     if config.get("listing") is not None:
         kwargs["listing"] = True
     inputs = list(paths) if paths else recorded_inputs(config, source)
     result = compute(inputs, workers=workers, progress=progress, **kwargs)
-    count = config.get("count") or {}
+    count = count or {}
+    if recorded_channels:
+        channels_old = [str(c) for c in recorded_channels]
+    elif len(old_mean) == len(result.channels):
+        channels_old = list(result.channels)
+    else:  # no names recorded and another channel count: a channel change, never an index error
+        channels_old = [str(c) for c in range(len(old_mean))]
     report = CheckReport(
-        channels_old=[str(c) for c in config.get("channels") or []] or list(result.channels),
+        channels_old=channels_old,
         channels_new=list(result.channels),
         mean_old=old_mean,
         mean_new=result.mean,

@@ -264,8 +264,21 @@ def check(paths, config_path, tolerance, workers):
     from .report import read_config
 
     config = read_config(config_path)
-    report, _ = run_check(list(paths), config, tolerance=tolerance, workers=workers,
-                          progress=sys.stderr.isatty(), source=config_path)
+    try:
+        report, _ = run_check(list(paths), config, tolerance=tolerance, workers=workers,
+                              progress=sys.stderr.isatty(), source=config_path)
+    except (ChanstatsError, KeyboardInterrupt):
+        raise
+    except Exception:
+        # Python exits 1 on an uncaught exception, and 1 means drift: a CI gate must not read
+        # a crash as drift.
+        if click.get_current_context().obj.get("debug"):
+            raise
+        import traceback
+
+        traceback.print_exc()
+        click.echo(f"Error: chanstats check failed unexpectedly on {config_path} (a bug; the traceback is above)", err=True)
+        sys.exit(EXIT_INPUT_ERROR)
     click.echo(report.format())
     if not report.passed:
         sys.exit(EXIT_CHECK_FAILED)
@@ -345,7 +358,14 @@ def export(config_path, fmt, output, eps):
     from .export import export as render
     from .report import read_config, write_atomic
 
-    content = render(read_config(config_path), fmt, eps=eps)
+    config = read_config(config_path)
+    try:
+        content = render(config, fmt, eps=eps)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
+        raise ChanstatsError(f"{config_path}: incomplete config ({error!r})") from None
+    except ChanstatsError as error:
+        message = str(error).removeprefix("config: ")
+        raise ChanstatsError(message if message.startswith(config_path) else f"{config_path}: {message}") from None
     if output:
         write_atomic(output, content)
         click.echo(f"wrote {output}", err=True)
@@ -364,7 +384,7 @@ def show(config_path):
     config = read_config(config_path)
     try:
         text = config_summary(config)
-    except (KeyError, TypeError, ValueError, IndexError) as error:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
         raise ChanstatsError(f"{config_path}: incomplete config ({error!r})") from None
     click.echo(text)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat as stat_module
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
@@ -57,7 +58,13 @@ class ImageSource:
 
     @property
     def display(self) -> str:
-        return f"{self.root}::{self.name}" if self.in_archive else os.path.join(self.root, self.name)
+        if not self.in_archive:
+            shown = os.path.join(self.root, self.name)
+        elif self.name:
+            shown = f"{self.root}::{self.name}"
+        else:
+            shown = self.root  # the damaged rest of a shard (see chanstats.tarshards)
+        return shown if shown.isascii() else printable_path(shown)
 
     @classmethod
     def from_path(cls, path: str, name: str, size: int, roots: dict[str, str] | None = None) -> "ImageSource":
@@ -86,6 +93,23 @@ class DisplayNames(Sequence[str]):
         if isinstance(index, slice):
             return [source.display for source in self.sources[index]]
         return self.sources[index].display
+
+
+def printable_path(path: str) -> str:
+    """``path`` as messages and output files show it: bytes of a file name that are not valid
+    UTF-8 (held as surrogates, Python's ``surrogateescape``) become ``\\xNN`` escapes, so the
+    name can be printed, written to JSON, YAML and CSV, and still be recognized.
+
+    >>> printable_path(os.fsdecode(b"caf\\xe9.jpg"))
+    'caf\\\\xe9.jpg'
+    >>> printable_path("café.jpg")
+    'café.jpg'
+    """
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def normalize_extensions(extensions: Iterable[str]) -> tuple[str, ...]:
@@ -159,19 +183,24 @@ def _expand(inputs: list[str], extensions: tuple[str, ...]) -> Iterator[Listed]:
             yield from _expand(expanded, extensions)
         elif os.path.isdir(item):
             yield from _walk(item, extensions)
-        elif os.path.isfile(item):
-            yield from _file(item, os.path.basename(item), extensions)
         elif os.path.lexists(item):
-            raise ChanstatsError(f"{item}: not a regular file or directory")
+            yield from _file(item, os.path.basename(item), extensions)
         else:
             raise ChanstatsError(f"{item}: no such file or directory")
 
 
 def _file(path: str, name: str, extensions: tuple[str, ...], roots: dict[str, str] | None = None) -> Iterator[Listed]:
     """A file named explicitly: a tar shard's image members, or the file itself whatever its
-    extension (the user asked for it). ``roots``: see :meth:`ImageSource.from_path`."""
+    extension (the user asked for it). Anything but a regular file (a dangling link, a FIFO, a
+    socket, a device) is a bad image, never opened. ``roots``: see :meth:`ImageSource.from_path`."""
     from .tarshards import is_tar_path, list_tar
 
+    problem = _not_regular(path)
+    if problem is not None:
+        stat = os.lstat(path)
+        source = ImageSource.from_path(path, name, 0, roots)
+        yield ImageSource(source.root, source.name, 0, problem=problem), (stat.st_dev, stat.st_ino)
+        return
     stat = os.stat(path)
     identity = (stat.st_dev, stat.st_ino)
     if is_tar_path(path):
@@ -182,30 +211,73 @@ def _file(path: str, name: str, extensions: tuple[str, ...], roots: dict[str, st
     yield ImageSource.from_path(path, name, stat.st_size, roots), identity
 
 
+def _not_regular(path: str) -> str | None:
+    """Why ``path`` cannot be read as a file (``None`` for a regular file, or a link to one),
+    found without opening it: opening a FIFO blocks, and opening a device can have effects."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        try:
+            target = os.readlink(path)
+        except OSError:
+            return "vanished while listing"
+        return f"dangling symbolic link (to {printable_path(target)}), not a regular file"
+    except OSError as error:
+        return f"cannot read: {error.strerror or error}"
+    if stat_module.S_ISREG(mode):
+        return None
+    for test, kind in _SPECIAL_KINDS:
+        if test(mode):
+            return f"not a regular file (a {kind})"
+    return "not a regular file"
+
+
+_SPECIAL_KINDS = (
+    (stat_module.S_ISFIFO, "FIFO"),
+    (stat_module.S_ISSOCK, "socket"),
+    (stat_module.S_ISCHR, "character device"),
+    (stat_module.S_ISBLK, "block device"),
+    (stat_module.S_ISDIR, "folder"),
+)
+
+
 def _from_list_file(list_path: str, extensions: tuple[str, ...]) -> Iterator[Listed]:
     """Paths in a list file, one per line; relative ones are relative to the list file's folder.
 
     Blank lines and lines starting with ``#`` are ignored. Listed directories are walked and listed
-    tar shards read.
+    tar shards read. The list must be UTF-8 text: a line that is not is an error naming the line.
     """
     try:
-        with open(list_path, encoding="utf-8") as handle:
+        with open(list_path, "rb") as handle:
             lines = handle.read().splitlines()
     except OSError as error:
         raise ChanstatsError(f"@{list_path}: cannot read list file: {error.strerror or error}") from None
     base = os.path.dirname(list_path)
     roots: dict[str, str] = {}
-    for number, line in enumerate(lines, start=1):
-        entry = line.strip()
+    for number, raw in enumerate(lines, start=1):
+        entry = _list_line(list_path, number, raw).strip()
         if not entry or entry.startswith("#"):
             continue
         path = os.path.join(base, entry)
         if os.path.isdir(path):
             yield from _walk(path, extensions)
-        elif os.path.isfile(path):
+        elif os.path.lexists(path):
             yield from _file(path, entry, extensions, roots)
         else:
             raise ChanstatsError(f"{list_path}:{number}: {entry}: no such file")
+
+
+def _list_line(list_path: str, number: int, raw: bytes) -> str:
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ChanstatsError(
+            f"{list_path}:{number}: not UTF-8 text (byte 0x{raw[error.start]:02x} at column {error.start + 1}); "
+            "a list file holds one path per line, in UTF-8"
+        ) from None
+    if "\0" in line:
+        raise ChanstatsError(f"{list_path}:{number}: holds a NUL byte; a list file is text, one path per line")
+    return line
 
 
 def _walk(root: str, extensions: tuple[str, ...]) -> Iterator[Listed]:
@@ -213,7 +285,9 @@ def _walk(root: str, extensions: tuple[str, ...]) -> Iterator[Listed]:
 
     One ``stat`` per image (for its size and identity) and none per rejected entry: ``scandir``'s
     file types answer ``is_dir``/``is_file`` without a system call except for symlinks. Only the
-    relative names are kept while walking, so the peak memory is a few dozen bytes per file.
+    relative names are kept while walking, so the peak memory is a few dozen bytes per file. An
+    entry with an image extension that is not a regular file (a dangling link, a FIFO, a socket,
+    a device) is listed as a bad image, never opened.
     """
     names: list[str] = []
     visited: set[tuple[int, int]] = set()
@@ -237,8 +311,8 @@ def _walk(root: str, extensions: tuple[str, ...]) -> Iterator[Listed]:
                         continue
                     if entry.is_dir():
                         stack.append(prefix + name)
-                    elif name.lower().endswith(extensions) and entry.is_file():
-                        names.append(prefix + name)
+                    elif name.lower().endswith(extensions):
+                        names.append(prefix + name)  # regular or not: told apart below
         except OSError as error:
             raise ChanstatsError(f"{directory}: cannot list folder: {error.strerror or error}") from None
     names.sort(key=os.fsencode)
@@ -247,8 +321,17 @@ def _walk(root: str, extensions: tuple[str, ...]) -> Iterator[Listed]:
         try:
             stat = os.stat(path)
         except OSError:
-            continue  # removed (or its link target removed) while listing
-        yield ImageSource(root, name, stat.st_size), (stat.st_dev, stat.st_ino)
+            # A dangling link or a link loop: a bad image named by its link (removed: skipped).
+            try:
+                stat = os.lstat(path)
+            except OSError:
+                continue
+            yield ImageSource(root, name, 0, problem=_not_regular(path)), (stat.st_dev, stat.st_ino)
+            continue
+        if stat_module.S_ISREG(stat.st_mode):
+            yield ImageSource(root, name, stat.st_size), (stat.st_dev, stat.st_ino)
+        else:
+            yield ImageSource(root, name, 0, problem=_not_regular(path)), (stat.st_dev, stat.st_ino)
 
 
 def has_brace_pattern(text: str) -> bool:
@@ -305,11 +388,23 @@ def read_source(source: ImageSource) -> bytes:
     if source.problem is not None:
         raise BadImageError(source.display, source.problem)
     if not source.in_archive:
-        try:
-            with open(source.path, "rb") as stream:
-                return stream.read()
-        except OSError as error:
-            raise BadImageError(source.display, f"cannot read: {error.strerror or error}") from None
+        return _read_file(source)
     from .tarshards import read_member
 
     return read_member(source)
+
+
+def _read_file(source: ImageSource) -> bytes:
+    # O_NONBLOCK: a file that became a FIFO after listing must not hang the run; the fstat
+    # refuses it before any read. (No effect on reading regular files.)
+    try:
+        descriptor = os.open(source.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        raise BadImageError(source.display, f"cannot read: {error.strerror or error}") from None
+    with open(descriptor, "rb") as stream:
+        if not stat_module.S_ISREG(os.fstat(descriptor).st_mode):
+            raise BadImageError(source.display, "not a regular file")
+        try:
+            return stream.read()
+        except OSError as error:
+            raise BadImageError(source.display, f"cannot read: {error.strerror or error}") from None
