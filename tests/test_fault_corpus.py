@@ -13,35 +13,22 @@ under ``fail``, and everything again in-process, is the ``slow`` part.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from .conftest import chanstats_command
+from .corpus_runs import GOOD, Corpus, Run, assert_measured_exactly, compute, line_naming, mentions, required_words
 from .fault_kinds import Expected, Sums, all_kinds, write_good_tree
 
 KINDS = all_kinds()
 BATCHED = [kind for kind in KINDS if kind.batchable]
 ALONE = [kind for kind in KINDS if not kind.batchable]
-GOOD = "good"
-RUN_TIMEOUT = 120  # seconds; a run that blocks (a FIFO opened for reading) fails instead of hanging
 
 
 def test_the_corpus_has_at_least_40_distinct_kinds():
     assert len(KINDS) >= 40
     assert len({kind.name for kind in KINDS}) == len(KINDS)
-
-
-@dataclass
-class Corpus:
-    cwd: Path
-    good: Sums
-    good_count: int
 
 
 @pytest.fixture(scope="module")
@@ -60,63 +47,8 @@ def batch(corpus) -> Expected:
     return merged
 
 
-@dataclass
-class Run:
-    code: int
-    stdout: str
-    stderr: str
-
-
-def compute(cwd: Path, inputs: list[str], on_error: str, workers: int) -> Run:
-    env = {**os.environ, "LC_ALL": "C.UTF-8"}
-    env.pop("CHANSTATS_DEBUG", None)
-    command = [*chanstats_command(), "compute", GOOD, *inputs, "-q", "--workers", str(workers), "--on-error", on_error]
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, timeout=RUN_TIMEOUT)
-    run = Run(done.returncode, done.stdout.decode("utf-8", "surrogateescape"), done.stderr.decode("utf-8", "surrogateescape"))
-    assert "Traceback" not in run.stderr, run.stderr
-    assert run.code in (0, 2), run.stderr
-    return run
-
-
-def spellings(name: str) -> tuple[str, ...]:
-    """How a name with undecodable bytes may appear in text: as the raw bytes or escaped."""
-    return (name, name.encode("utf-8", "backslashreplace").decode("ascii"))
-
-
-def line_naming(stderr: str, name: str) -> str | None:
-    for line in stderr.splitlines():
-        if any(spelling in line for spelling in spellings(name)):
-            return line
-    return None
-
-
-def mentions(stderr: str, name: str) -> bool:
-    """Whether ``stderr`` names the file ``name`` itself (not merely a longer name it begins)."""
-    return any(re.search(re.escape(spelling) + r"(?![\w./-])", stderr) for spelling in spellings(name))
-
-
 # ------------------------------------------------------------------------------------------------
 # Oracles
-
-
-def assert_measured_exactly(run: Run, corpus: Corpus, expected: Expected) -> dict:
-    """Exit 0; every file Pillow decodes measured exactly, every refused file listed as skipped."""
-    assert run.code == 0, run.stderr
-    output = json.loads(run.stdout)
-    skipped = {entry["path"]: entry["error"] for entry in output["skipped"]}
-    assert set(skipped) == set(expected.refused), "skipped must be exactly the files Pillow or the mode rule refuses"
-    for name, reason in expected.refused.items():
-        assert skipped[name], name
-        if not reason.startswith("Pillow refuses"):
-            assert reason.split(" (")[0].split(" or ")[0] in skipped[name], (name, skipped[name])
-    total = sum((Sums.of(p) for p in expected.measured.values()), corpus.good)
-    mean, std = total.mean_std()
-    assert output["count"]["images"] == corpus.good_count + len(expected.measured)
-    assert output["count"]["pixels"] == total.pixels
-    assert output["count"]["skipped"] == len(expected.refused)
-    assert output["exact"]["mean"] == mean
-    assert output["exact"]["std"] == std
-    return output
 
 
 def assert_refused_and_named(run: Run, expected: Expected) -> None:
@@ -127,8 +59,8 @@ def assert_refused_and_named(run: Run, expected: Expected) -> None:
     for name, reason in expected.refused.items():
         line = line_naming(run.stderr, name)
         assert line is not None, f"{name} not named in:\n{run.stderr}"
-        if not reason.startswith("Pillow refuses"):
-            assert reason.split(" (")[0].split(" or ")[0] in line, line
+        words = required_words(reason)
+        assert words is None or words in line, line
     for name in expected.measured:
         assert not mentions(run.stderr, name), f"{name} decodes, yet is named:\n{run.stderr}"
 
