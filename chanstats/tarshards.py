@@ -78,8 +78,8 @@ def list_tar(path: str, extensions: tuple[str, ...], max_member_bytes: int | Non
 
     A damaged shard gives the members before the damage, then one bad source displayed as the
     shard itself whose ``problem`` says where the damage is. ``max_member_bytes`` defaults to
-    :data:`MAX_MEMBER_BYTES`. Raises :class:`ChanstatsError` naming the shard when it is not a
-    plain or gzip tar at all (empty, or no valid first header).
+    :data:`MAX_MEMBER_BYTES`. A file that is no tar at all (empty, or no valid first header) is
+    that one bad source. Raises :class:`ChanstatsError` naming the shard when it cannot be opened.
     """
     if max_member_bytes is None:
         max_member_bytes = MAX_MEMBER_BYTES
@@ -125,9 +125,10 @@ def scan_archive(path: str, compressed: bool) -> Scan:
         # is a consequence, and members in an unverified gzip member cannot be trusted.
         damage, stop = gzip_damage, min(stop, blocks.trusted_end)
     elif damage is not None and not headers:
-        # Not one valid header: this is no tar (or an empty file), a wrong input rather than damage.
+        # Not one valid header: no tar at all (or an empty file). Still one bad entry rather than an
+        # error that stops the run, so that --on-error skip lists it like any other unreadable file.
         kind = "gzip tar" if compressed else "tar"
-        raise ChanstatsError(f"{path}: not a readable {kind} archive ({damage})")
+        return Scan([], f"not a readable {kind} archive ({damage})")
     if damage is None:
         return Scan(headers, None)
     kept = [header for header in headers if header.end <= stop]

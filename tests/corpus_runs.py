@@ -44,8 +44,14 @@ def compute(cwd: Path, inputs: list[str], on_error: str, workers: int, *options:
 
 
 def spellings(name: str) -> tuple[str, ...]:
-    """How a name with undecodable bytes may appear in text: as the raw bytes or escaped."""
-    return (name, name.encode("utf-8", "backslashreplace").decode("ascii"))
+    """How a name with undecodable bytes may appear in text: as the raw bytes or with each such
+    byte escaped as ``\\xNN`` (how chanstats prints and writes such names)."""
+    return (name, os.fsencode(name).decode("utf-8", "backslashreplace"))
+
+
+def printed(name: str) -> str:
+    """``name`` as chanstats writes it into JSON: undecodable bytes as ``\\xNN`` escapes."""
+    return spellings(name)[1]
 
 
 def line_naming(stderr: str, name: str) -> str | None:
@@ -73,8 +79,9 @@ def assert_measured_exactly(run: Run, corpus: Corpus, expected: Expected) -> dic
     assert run.code == 0, run.stderr
     output = json.loads(run.stdout)
     skipped = {entry["path"]: entry["error"] for entry in output["skipped"]}
-    assert set(skipped) == set(expected.refused), "skipped must be exactly the files Pillow or the mode rule refuses"
-    for name, reason in expected.refused.items():
+    refused = {printed(name): reason for name, reason in expected.refused.items()}
+    assert set(skipped) == set(refused), "skipped must be exactly the files Pillow or the mode rule refuses"
+    for name, reason in refused.items():
         assert skipped[name], name
         words = required_words(reason)
         assert words is None or words in skipped[name], (name, skipped[name])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 import tarfile
 from pathlib import Path
 
@@ -169,19 +170,18 @@ def test_a_shard_cut_short_after_listing_is_a_bad_member_not_a_crash(tmp_path):
         read_source(sources[3])
 
 
-def test_not_a_tar_is_a_clear_error_naming_the_shard(tmp_path):
-    bogus = tmp_path / "bogus.tar"
-    bogus.write_bytes(b"hello" * 200)
-    with pytest.raises(ChanstatsError, match=r"bogus.tar: not a readable tar archive"):
-        list_images([str(bogus)])
-    empty = tmp_path / "empty.tar"
-    empty.write_bytes(b"")
-    with pytest.raises(ChanstatsError, match=r"empty.tar: not a readable tar archive \(ends at byte 0 without"):
-        list_images([str(empty)])
-    gzipped_text = tmp_path / "text.tar.gz"
-    gzipped_text.write_bytes(gzip.compress(b"hello" * 200))
-    with pytest.raises(ChanstatsError, match=r"text.tar.gz: not a readable gzip tar archive \(.*header checksum in the header at byte 0"):
-        list_images([str(gzipped_text)])
+def test_not_a_tar_is_one_bad_entry_naming_the_shard(tmp_path):
+    cases = {
+        "bogus.tar": (b"hello" * 200, r"not a readable tar archive"),
+        "empty.tar": (b"", r"not a readable tar archive \(ends at byte 0 without"),
+        "text.tar.gz": (gzip.compress(b"hello" * 200), r"not a readable gzip tar archive \(.*header checksum in the header at byte 0"),
+    }
+    for name, (content, reason) in cases.items():
+        shard = tmp_path / name
+        shard.write_bytes(content)
+        [entry] = list_images([str(shard)])
+        with pytest.raises(BadImageError, match=rf"{re.escape(name)}: {reason}"):
+            read_source(entry)
 
 
 def test_brace_patterns_expand_to_shards_in_order(tmp_path):
