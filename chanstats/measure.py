@@ -124,10 +124,10 @@ _CHECKED_HERE: set[TransformSpec] = set()
 
 def _not_reproducible(spec: TransformSpec, shown: str) -> str:
     return (
-        f"{spec.describe()} is not reproducible: two runs on {shown} with the same seeds gave different "
-        "outputs, so it draws from a random generator chanstats does not seed (e.g. its own random.Random() "
-        "or np.random.default_rng()); draw from torch's, numpy's or Python's global generators, or use an "
-        "albumentations Compose, which chanstats seeds per sample"
+        f"{spec.describe()} is not reproducible: run twice on {shown} with the same seeds, it gave different "
+        "outputs, so it draws from a random generator chanstats does not seed (such as its own random.Random() "
+        "or np.random.default_rng()); draw from torch's, numpy's or Python's global generators instead, "
+        "or pass the albumentations Compose itself, whose generator chanstats seeds per sample"
     )
 
 
