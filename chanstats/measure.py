@@ -173,6 +173,8 @@ def measure_output(output: Any, input_format: PixelFormat, shown: str) -> tuple[
             tensor = tensor.unsqueeze(0)
         pixels = tensor.movedim(-3, -1).reshape(-1, 1, tensor.shape[-3]).contiguous().numpy()
         return _measure_array(pixels, input_format, shown)
+    if isinstance(output, dict) and "image" in output:  # an albumentations call's result
+        raise BadSpecError(f"{shown}: the transform returned a dict; return its [\"image\"] (a PIL image, tensor or array)")
     raise BadSpecError(
         f"{shown}: the transform returned a {type(output).__name__}; it must end in one image "
         "(PIL image, tensor or array), e.g. end the spec with ToImage"

@@ -92,6 +92,10 @@ def own_numpy_generator(image):
     return np.asarray(image, dtype=np.float32) * own_numpy.uniform(0.5, 1.5)
 
 
+def whole_result(image):
+    return pipeline(image=np.asarray(image))  # forgot ["image"]
+
+
 def global_numpy_generator(image):
     # numpy's global generator is seeded per sample: reproducible.
     return np.asarray(image) // np.uint8(np.random.randint(1, 4))
@@ -295,3 +299,9 @@ def test_global_generators_are_accepted(folder, aug_file):
     first = chanstats.compute(str(folder), transform=f"{aug_file}:global_numpy_generator", workers=0).to_dict()
     again = chanstats.compute(str(folder), transform=f"{aug_file}:global_numpy_generator", workers=0).to_dict()
     assert first["exact"] == again["exact"]
+
+
+def test_returning_the_albumentations_dict_names_the_fix(folder, aug_file):
+    result = CliRunner().invoke(cli, ["compute", str(folder), "--transform", f"{aug_file}:whole_result", "--workers", "0", "-q"])
+    assert result.exit_code == 2, result.output
+    assert 'the transform returned a dict; return its ["image"]' in result.stderr
