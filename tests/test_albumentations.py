@@ -136,6 +136,7 @@ def compute_json(folder: Path, *args: str, out: Path, runner: bool = False) -> b
 # --- the reported failure: a file.py:fn wrapping an albumentations Compose -------------------------
 
 
+@pytest.mark.slow  # three fresh processes with torch and albumentations
 def test_file_reference_is_byte_identical_across_runs_and_workers_and_check_passes(folder, aug_file, tmp_path):
     reference = f"{aug_file}:train"
     options = ["--transform", reference, "--epochs", "2", "--batch-size", "8"]
