@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import subprocess
@@ -13,6 +14,14 @@ import pytest
 from PIL import Image
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "images"
+
+
+def require(module: str):
+    """Import an optional test dependency: skip when it is missing, but fail under CI (``CI`` set),
+    where the ``test`` extra installs it and a skip would hide the tests that need it."""
+    if os.environ.get("CI"):
+        return importlib.import_module(module)
+    return pytest.importorskip(module)
 
 
 def write_image(path: Path, array: np.ndarray, mode: str | None = None, **save_options) -> Path:
