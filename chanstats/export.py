@@ -186,7 +186,9 @@ def _read_hf_base(base: str) -> dict[str, Any]:
         raise BadSpecError(f"{path}: --base is not valid JSON ({error})") from None
     if not isinstance(fields, dict):
         raise BadSpecError(f"{path}: --base is not an image processor config (not a JSON object)")
-    if "image_processor_type" not in fields and "feature_extractor_type" not in fields:
+    auto_map = fields.get("auto_map") if isinstance(fields.get("auto_map"), dict) else {}
+    named = {"image_processor_type", "feature_extractor_type"} & set(fields)
+    if not named and not {"AutoImageProcessor", "AutoFeatureExtractor"} & set(auto_map):
         # Without either key AutoImageProcessor can only guess from a config.json next to it,
         # which the exported file will not have.
         raise BadSpecError(f"{path}: --base has no image_processor_type, so AutoImageProcessor could not load the result")
