@@ -35,7 +35,6 @@ MM_FLAVOURS = ("mmengine", "mmpretrain", "mmdet", "mmseg")
 _MM_SWAP_KEY = {"mmengine": "bgr_to_rgb", "mmpretrain": "to_rgb", "mmdet": "bgr_to_rgb", "mmseg": "bgr_to_rgb"}
 _MM_TYPE_HINT = {
     "mmengine": "ImgDataPreprocessor",
-    "mmpretrain": "ClsDataPreprocessor",
     "mmdet": "DetDataPreprocessor",
     "mmseg": "SegDataPreProcessor",
 }

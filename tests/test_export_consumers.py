@@ -91,14 +91,16 @@ def assert_close(got, expected) -> None:
 # --- Hugging Face: AutoImageProcessor.from_pretrained(folder) --------------------------------
 
 
-def test_hf_standalone_loads_with_auto_image_processor(rgb, tmp_path):
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_hf_standalone_loads_with_auto_image_processor(request, tmp_path, mode):
     transformers = require("transformers")
-    folder = export(rgb, "hf", tmp_path / "processor" / "preprocessor_config.json").parent
+    stats = request.getfixturevalue("rgb" if mode == "RGB" else "grey")
+    folder = export(stats, "hf", tmp_path / "processor" / "preprocessor_config.json").parent
     processor = transformers.AutoImageProcessor.from_pretrained(str(folder))
     assert type(processor).__name__.startswith("ViTImageProcessor")
-    for pixels in photos():
+    for pixels in photos(mode):
         out = processor(images=pixels.copy(), return_tensors="np")["pixel_values"][0]
-        assert_close(out, rgb.oracle(pixels))  # same shape: no class-default resize slipped in
+        assert_close(out, stats.oracle(pixels))  # same shape: no class-default resize slipped in
 
 
 # Processor configs as models on the Hub publish them: a current CLIP-style one (resize + crop) and
