@@ -342,37 +342,53 @@ def compare(paths, batch_sizes, momenta, conventions, seeds, no_shuffle, drop_la
         click.echo(f"wrote {plot_path}", err=True)
 
 
+EXPORT_FORMATS = ["torchvision", "timm", "hf", "albumentations", "albumentations-json", "albumentations-yaml",
+                  "mmengine", "detectron2", "keras", "bn-state", "json", "yaml"]
+
+
 @cli.command()
 @click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
-@click.option("--to", "fmt", required=True, type=click.Choice(["torchvision", "timm", "hf", "albumentations", "mmengine", "keras", "bn-state", "json", "yaml"]),
-              help="Target framework or format.")
+@click.option("--to", "fmt", required=True, type=click.Choice(EXPORT_FORMATS), help="Target framework or format.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write here instead of stdout (required for bn-state).")
-@click.option("--eps", type=float, default=1e-5, show_default=True, help="bn-state: the BatchNorm2d eps to compensate for.")
-def export(config_path, fmt, output, eps):
-    """Render CONFIG's exact mean/std for a training framework.
+@click.option("--base", metavar="DIR_OR_FILE", default=None,
+              help="hf: update this preprocessor_config.json (or a model folder's) instead of writing a standalone one; only image_mean/image_std change.")
+@click.option("--flavour", type=click.Choice(["mmengine", "mmpretrain", "mmdet", "mmseg"]), default=None,
+              help="mmengine: the code base the snippet merges into (mmpretrain: to_rgb; mmdet: model.data_preprocessor; mmseg: both). Default mmengine.")
+@click.option("--type", "preprocessor_type", metavar="NAME", default=None,
+              help="mmengine: also set type=NAME (only for a config without a base data_preprocessor; it replaces the base's type).")
+@click.option("--affine/--no-affine", default=None,
+              help="bn-state: for nn.BatchNorm2d(C) (default: weight 1, bias 0) or nn.BatchNorm2d(C, affine=False).")
+@click.option("--eps", type=float, default=None, help="bn-state: the BatchNorm2d eps to compensate for (default 1e-05).")
+def export(config_path, fmt, output, base, flavour, preprocessor_type, affine, eps):
+    """Render CONFIG's exact mean/std the way a training framework loads it.
 
-    torchvision/timm/hf/keras take [0,1]-scale values; mmengine raw 0-255 (RGB order,
-    bgr_to_rgb=True); albumentations [0,1] with max_pixel_value; bn-state is a torch state_dict for
-    nn.BatchNorm2d(C, affine=False) whose eval output equals Normalize(mean, std).
+    torchvision/timm/hf/keras take [0,1]-scale values; mmengine and detectron2 raw 0-255
+    (detectron2 in BGR order); albumentations [0,1] with max_pixel_value (Python, or a pipeline
+    for A.load as -json/-yaml); bn-state is a torch state_dict for nn.BatchNorm2d whose eval
+    output equals Normalize(mean, std).
     """
+    from .export import BN_EPS, bn_module_note
     from .export import export as render
     from .report import read_config, write_atomic
 
     config = read_config(config_path)
     try:
-        content = render(config, fmt, eps=eps)
+        content = render(config, fmt, eps=eps, affine=affine, base=base, flavour=flavour, preprocessor_type=preprocessor_type)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
         raise ChanstatsError(f"{config_path}: incomplete config ({error!r})") from None
     except ChanstatsError as error:
         message = str(error).removeprefix("config: ")
         raise ChanstatsError(message if message.startswith(config_path) else f"{config_path}: {message}") from None
+    if isinstance(content, bytes) and not output:
+        raise click.UsageError(f"--to {fmt} is binary (torch.save): give -o FILE.pt")
     if output:
         write_atomic(output, content)
         click.echo(f"wrote {output}", err=True)
-    elif isinstance(content, bytes):
-        raise click.UsageError(f"--to {fmt} is binary (torch.save): give -o FILE.pt")
     else:
         click.echo(content, nl=False)
+    if fmt == "bn-state":
+        channels = len(config["exact"]["mean"])
+        click.echo(bn_module_note(channels, BN_EPS if eps is None else eps, affine is not False), err=True)
 
 
 @cli.command()
