@@ -287,6 +287,7 @@ def _start_worker(cells, next_slot, pillow_limit: tuple[bool, Any]) -> None:
     global _WORKER_BOARD, _WORKER_CELL
     # Ctrl-C in a terminal reaches the whole process group: the main process handles it alone.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
     with next_slot.get_lock():
         slot = next_slot.value
         next_slot.value += 1
@@ -297,6 +298,23 @@ def _start_worker(cells, next_slot, pillow_limit: tuple[bool, Any]) -> None:
         from PIL import Image
 
         Image.MAX_IMAGE_PIXELS = limit
+
+
+def _die_with_parent() -> None:
+    # A worker blocks waiting for work that a killed main process (kill -9, the out-of-memory
+    # killer) will never send: on Linux the kernel ends it with its parent instead (forkserver
+    # workers: with the fork server, which ends with the main process).
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # no usable libc: orphans remain possible, nothing breaks
+        pass
+
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
