@@ -52,7 +52,7 @@ def _debug(ctx: click.Context) -> bool:
 def cli(ctx: click.Context, debug: bool) -> None:
     """Exact per-channel mean/std for image datasets, as the model sees them.
 
-    Exit codes: 0 ok, 1 check failed, 2 usage or input error.
+    Exit codes: 0 ok, 1 check failed, 2 usage or input error, 130 interrupted (Ctrl-C).
     """
     ctx.obj = {"debug": debug}
 
