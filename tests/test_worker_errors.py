@@ -421,3 +421,37 @@ def test_the_command_honours_the_umask(rgb_folder, tmp_path):
                           "-o", str(target), "-q"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert stat.S_IMODE(target.stat().st_mode) == 0o640
+
+
+def _refuse_to_load():
+    raise RuntimeError("cannot be rebuilt here")
+
+
+class Unloadable:
+    """Pickles in the worker but cannot be unpickled in the main process."""
+
+    def __reduce__(self):
+        return _refuse_to_load, ()
+
+
+@dataclass(frozen=True)
+class ReturnsOddly:
+    """Returns a result that cannot be sent back (``how="unpicklable"``) or not read back."""
+
+    how: str
+
+    def __call__(self, index, source):
+        if source.name != "pad/p021.png":
+            return Measurer()(index, source)
+        return (lambda: None) if self.how == "unpicklable" else Unloadable()
+
+
+@pytest.mark.parametrize("how, message", [
+    ("unpicklable", r"p016\.png and the images after it: measuring failed in a worker process: .*(Pickl|pickle)"),
+    ("unloadable", r"p016\.png and the images after it: a worker's result could not be read back \(RuntimeError: cannot be rebuilt here\)"),
+])
+def test_a_result_that_cannot_cross_back_names_its_chunk(pool_folder, how, message):
+    # Chunks of 16: p021 is in the second, which starts at p016.
+    with pytest.raises(WorkerError, match=message) as failure:
+        list(measure_all(list_images([str(pool_folder)]), ReturnsOddly(how), workers=2))
+    assert "\n" not in str(failure.value)
