@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+import traceback
 
 import click
 
@@ -15,20 +16,33 @@ from . import __version__
 from .errors import ChanstatsError
 
 EXIT_INPUT_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a command stopped by Ctrl-C
 
 
 class ChanstatsGroup(click.Group):
-    """Turns library errors into a clean message and exit code 2 for every subcommand."""
+    """Turns library errors into a clean message and exit code 2 for every subcommand, and Ctrl-C
+    into one line and exit code 130."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except ChanstatsError as error:
-            if ctx.obj and ctx.obj.get("debug"):
+            if _debug(ctx):
                 raise
             if str(error):  # empty: another torchrun rank reports it
                 click.echo(f"Error: {error}", err=True)
             ctx.exit(EXIT_INPUT_ERROR)
+        except KeyboardInterrupt:
+            # Worker processes ignore SIGINT and are stopped by the engine; outputs are written
+            # atomically after measuring, so nothing half-written is left behind.
+            if _debug(ctx):
+                traceback.print_exc()
+            click.echo("Interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+
+
+def _debug(ctx: click.Context) -> bool:
+    return bool(ctx.obj and ctx.obj.get("debug"))  # set by the group's own options, once parsed
 
 
 @click.group(cls=ChanstatsGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,7 +52,7 @@ class ChanstatsGroup(click.Group):
 def cli(ctx: click.Context, debug: bool) -> None:
     """Exact per-channel mean/std for image datasets, as the model sees them.
 
-    Exit codes: 0 ok, 1 check failed, 2 usage or input error.
+    Exit codes: 0 ok, 1 check failed, 2 usage or input error, 130 interrupted (Ctrl-C).
     """
     ctx.obj = {"debug": debug}
 

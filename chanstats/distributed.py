@@ -39,6 +39,9 @@ class OtherRankFailed(ChanstatsError):
     def __init__(self) -> None:
         super().__init__("")
 
+    def __reduce__(self):
+        return type(self), ()
+
 
 @dataclass
 class RankOutcome:

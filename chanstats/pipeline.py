@@ -6,6 +6,11 @@ Everything here runs in the main process on small per-image records, in listing 
 
 from __future__ import annotations
 
+import difflib
+import inspect
+import os
+from collections import abc
+from contextlib import closing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
@@ -108,8 +113,31 @@ class Plan:
     everything: list[ImageSource] | None = None
 
 
+PathLike = str | os.PathLike
+
+
+def input_paths(paths: PathLike | Iterable[PathLike]) -> list[str]:
+    """``paths`` as a list of strings: one path or an iterable of them, each a ``str`` or a
+    ``pathlib.Path`` (any ``os.PathLike``), so that configs record the same text either way.
+
+    >>> import pathlib; input_paths(pathlib.Path("data")), input_paths(["a", pathlib.Path("b")])
+    (['data'], ['a', 'b'])
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    elif isinstance(paths, bytes) or not isinstance(paths, abc.Iterable):
+        raise TypeError(f"paths must be a path (str or pathlib.Path) or a list of them, got {type(paths).__name__}")
+    listed = []
+    for path in paths:
+        text = os.fspath(path) if isinstance(path, os.PathLike) else path
+        if not isinstance(text, str):
+            raise TypeError(f"paths must be str or pathlib.Path, got {type(path).__name__}: {path!r}")
+        listed.append(text)
+    return listed
+
+
 def plan(
-    paths: str | Iterable[str],
+    paths: PathLike | Iterable[PathLike],
     *,
     mode: str = "RGB",
     extensions: Iterable[str] = IMAGE_EXTENSIONS,
@@ -129,7 +157,7 @@ def plan(
     sample: str | int | None = None,
 ) -> Plan:
     """Check the options and list the images (the same keyword arguments as :func:`compute`)."""
-    paths = [paths] if isinstance(paths, str) else list(paths)
+    paths = input_paths(paths)
     check_mode(mode)
     if on_error not in ON_ERROR:
         raise ChanstatsError(f"unknown on_error {on_error!r}: choose fail or skip")
@@ -197,10 +225,11 @@ def measure(
     outcomes = measure_all(
         todo, run.measurer, workers=workers, progress=progress, offset=state.done, start_method=start_method
     )
-    for index, outcome in outcomes:
-        state.add(index, run.sources[index], outcome)
-        if checkpoint is not None:
-            checkpoint.after_image(state)
+    with closing(outcomes):  # Ctrl-C or an error here stops the workers at once
+        for index, outcome in outcomes:
+            state.add(index, run.sources[index], outcome)
+            if checkpoint is not None:
+                checkpoint.after_image(state)
     if checkpoint is not None:
         checkpoint.save(state)
     if run.options["on_error"] == "fail":
@@ -283,7 +312,7 @@ def finalize(state: PartialState) -> Result:
 
 
 def compute(
-    paths: str | Iterable[str],
+    paths: PathLike | Iterable[PathLike],
     *,
     workers: int | None = None,
     progress: bool = False,
@@ -303,8 +332,21 @@ def compute(
     >>> result = compute("examples/images", workers=0)  # doctest: +SKIP
     >>> result.mean, result.std  # doctest: +SKIP
     """
+    check_keywords(options, plan, "compute", ("workers", "progress", "checkpoint"))
     state = measure(plan(paths, **options), workers=workers, progress=progress, checkpoint=checkpoint)
     return finalize(state)
+
+
+def check_keywords(options: dict[str, Any], target, caller: str, own: Iterable[str] = ()) -> None:
+    """Raise Python's own ``TypeError`` for an unknown keyword, naming ``caller`` (the function the
+    user called) rather than ``target`` (the internal function the options go on to)."""
+    accepted = [name for name, parameter in inspect.signature(target).parameters.items()
+                if parameter.kind is inspect.Parameter.KEYWORD_ONLY]
+    for name in options:
+        if name not in accepted:
+            close = difflib.get_close_matches(name, [*accepted, *own], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TypeError(f"{caller}() got an unexpected keyword argument {name!r}{hint}")
 
 
 def _apply_error_policy(bad: Sequence[BadRecord], total: int, on_error: str, budget: ErrorBudget | None) -> None:

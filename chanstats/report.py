@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any
@@ -175,12 +176,24 @@ def write_atomic(path: str, text: str | bytes) -> None:
             stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
-        os.chmod(temporary, 0o644)
+        os.chmod(temporary, _permissions_for(path))
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+
+
+def _permissions_for(path: str) -> int:
+    """What ``open(path, "w")`` would leave: an existing file keeps its permissions, a new one gets
+    0o666 less the umask (the temporary file starts at 0o600 whatever the umask)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        pass
+    umask = os.umask(0o022)  # the only way to read it; set straight back
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def read_config(path: str) -> dict[str, Any]:

@@ -111,7 +111,7 @@ def test_gzip_members_read_out_of_order_in_one_process(tmp_path):
         assert read_source(source) == members[source.name]
 
 
-def test_links_devices_and_fifos_are_bad_images_naming_the_member(tmp_path):
+def test_links_devices_and_fifos_are_bad_images_naming_the_member(tmp_path, engine):
     shard = tmp_path / "s.tar"
     with tarfile.open(shard, "w") as archive:
         add_file(archive, "ok.png", images(1)["000000.png"])
@@ -121,41 +121,44 @@ def test_links_devices_and_fifos_are_bad_images_naming_the_member(tmp_path):
         add_special(archive, "blk.jpg", tarfile.BLKTYPE)
         add_special(archive, "pipe.png", tarfile.FIFOTYPE)
         add_special(archive, "link-no-image-extension", tarfile.SYMTYPE, "ok.png")
+    inputs = engine.padded([str(shard)], tmp_path / "more")
     with pytest.raises(BadImagesError) as failure:
-        compute(str(shard), workers=0)
+        compute(inputs, workers=engine.workers)
     message = str(failure.value)
-    assert "5 of 6 images could not be read" in message
+    assert f"5 of {6 + engine.padding} images could not be read" in message
     for name, reason in [("soft.png", "symbolic link"), ("hard.png", "hard link"), ("dev.png", "device"),
                          ("blk.jpg", "device"), ("pipe.png", "FIFO")]:
         assert f"{shard}::{name}: tar member is a {reason}" in message
-    result = compute(str(shard), workers=0, on_error="skip")
-    assert result.images == 1
+    result = compute(inputs, workers=engine.workers, on_error="skip")
+    assert result.images == 1 + engine.padding
     assert [path for path, _ in result.skipped] == [f"{shard}::{n}" for n in ["soft.png", "hard.png", "dev.png", "blk.jpg", "pipe.png"]]
 
 
-def test_a_member_over_the_size_limit_is_a_bad_image(tmp_path, monkeypatch):
+def test_a_member_over_the_size_limit_is_a_bad_image(tmp_path, monkeypatch, engine):
     members = images(3)
     shard = write_tar(tmp_path / "s.tar", members)
     monkeypatch.setattr(tarshards, "MAX_MEMBER_BYTES", min(len(v) for v in members.values()))
-    result = compute(str(shard), workers=0, on_error="skip")
-    assert result.images == 1
+    result = compute(engine.padded([str(shard)], tmp_path / "more"), workers=engine.workers, on_error="skip")
+    assert result.images == 1 + engine.padding
+    assert len(result.skipped) == 2
     assert all("larger than the" in error and "::" in path for path, error in result.skipped)
 
 
-def test_corrupt_and_truncated_members_follow_the_error_policy(tmp_path):
+def test_corrupt_and_truncated_members_follow_the_error_policy(tmp_path, engine):
     members = images(3)
     good = members["000001.png"]
     members["000001.png"] = good[: len(good) // 2]  # truncated PNG
     members["000002.jpg"] = b"not a jpeg at all"
     shard = write_tar(tmp_path / "s.tar", members)
+    inputs = engine.padded([str(shard)], tmp_path / "more")
     with pytest.raises(BadImagesError) as failure:
-        compute(str(shard), workers=0)
+        compute(inputs, workers=engine.workers)
     assert f"{shard}::000001.png: corrupt or truncated image" in str(failure.value)
     assert f"{shard}::000002.jpg: not an image Pillow can read" in str(failure.value)
-    result = compute(str(shard), workers=0, on_error="skip")
-    assert result.images == 2 and len(result.skipped) == 2
+    result = compute(inputs, workers=engine.workers, on_error="skip")
+    assert result.images == 2 + engine.padding and len(result.skipped) == 2
     with pytest.raises(BadImagesError, match="more than --max-bad 1"):
-        compute(str(shard), workers=0, on_error="skip", max_bad=1)
+        compute(inputs, workers=engine.workers, on_error="skip", max_bad=1)
 
 
 def test_a_shard_cut_short_after_listing_is_a_bad_member_not_a_crash(tmp_path):
@@ -235,7 +238,7 @@ def test_decode_takes_a_path_bytes_or_a_file_object(tmp_path):
         decode(b"nope")
 
 
-def test_cli_reads_shards_from_a_pattern_and_records_member_names(tmp_path):
+def test_cli_reads_shards_from_a_pattern_and_records_member_names(tmp_path, engine):
     members = images(6)
     members["000003.png"] = b"broken"
     names = list(members)
@@ -243,12 +246,13 @@ def test_cli_reads_shards_from_a_pattern_and_records_member_names(tmp_path):
     write_tar(tmp_path / "s-1.tar.gz", {n: members[n] for n in names[3:]}, "w:gz")
     done = run_cli("compute", str(tmp_path / "s-{0,1}.tar"), "--on-error", "skip", "--workers", "2", "-q")
     assert done.returncode == 2 and "s-1.tar: no such file (from the pattern" in done.stderr
-    done = run_cli("compute", str(tmp_path / "s-0.tar"), str(tmp_path / "s-1.tar.gz"), "--on-error", "skip", "-q")
+    inputs = engine.padded([str(tmp_path / "s-0.tar"), str(tmp_path / "s-1.tar.gz")], tmp_path / "more")
+    done = run_cli("compute", *inputs, "--on-error", "skip", "-q", *engine.options)
     assert done.returncode == 0, done.stderr
     config = json.loads(done.stdout)
-    assert config["count"]["images"] == 5
+    assert config["count"]["images"] == 5 + engine.padding
     assert config["skipped"] == [{"path": f"{tmp_path}/s-1.tar.gz::000003.png", "error": "not an image Pillow can read"}]
-    failed = run_cli("compute", str(tmp_path / "s-0.tar"), str(tmp_path / "s-1.tar.gz"))
+    failed = run_cli("compute", *inputs, *engine.options)
     assert failed.returncode == 2 and f"{tmp_path}/s-1.tar.gz::000003.png: not an image" in failed.stderr
     assert "Traceback" not in failed.stderr
 
