@@ -18,7 +18,7 @@ import tarfile
 import tempfile
 import time
 
-from chanstats.sources import fingerprint, list_images
+from chanstats.sources.listing import fingerprint, list_images
 
 EXTENSIONS = (".jpg", ".png", ".JPEG", ".webp")
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import inspect
 import os
 import time
+from collections import abc
+from contextlib import closing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
 
@@ -75,9 +77,23 @@ def plan(paths: Paths, options: RunOptions | None = None) -> Plan:
 
 
 def _path_list(paths: Paths) -> list[str]:
+    """``paths`` as a list of strings: one path or an iterable of them, each a ``str`` or a
+    ``pathlib.Path`` (any ``os.PathLike``), so that configs record the same text either way.
+
+    >>> import pathlib; _path_list(pathlib.Path("data")), _path_list(["a", pathlib.Path("b")])
+    (['data'], ['a', 'b'])
+    """
     if isinstance(paths, (str, os.PathLike)):
-        return [os.fspath(paths)]
-    return [os.fspath(path) if isinstance(path, os.PathLike) else path for path in paths]
+        paths = [paths]
+    elif isinstance(paths, bytes) or not isinstance(paths, abc.Iterable):
+        raise TypeError(f"paths must be a path (str or pathlib.Path) or a list of them, got {type(paths).__name__}")
+    listed = []
+    for path in paths:
+        text = os.fspath(path) if isinstance(path, os.PathLike) else path
+        if not isinstance(text, str):
+            raise TypeError(f"paths must be str or pathlib.Path, got {type(path).__name__}: {path!r}")
+        listed.append(text)
+    return listed
 
 
 def measure(
@@ -110,10 +126,11 @@ def measure(
     outcomes = measure_all(
         todo, run.measurer, workers=workers, progress=progress, offset=state.done, start_method=start_method
     )
-    for index, outcome in outcomes:
-        state.add(index, run.sources[index], outcome)
-        if checkpoint is not None:
-            checkpoint.after_image(state)
+    with closing(outcomes):  # Ctrl-C or an error here stops the workers at once
+        for index, outcome in outcomes:
+            state.add(index, run.sources[index], outcome)
+            if checkpoint is not None:
+                checkpoint.after_image(state)
     if checkpoint is not None:
         checkpoint.save(state)
     if run.options["on_error"] == "fail":
@@ -374,13 +391,13 @@ def check(
     ``report.passed`` says whether every channel's mean and std moved by at most ``tolerance``
     (default 0.01, on the [0, 1] scale); ``report.result`` is the new result.
     """
-    from .report.check import DEFAULT_TOLERANCE, build_report, check_tolerance, recorded_exact, recorded_inputs
+    from .report.check import DEFAULT_TOLERANCE, build_report, check_tolerance, recorded_inputs, validate_config
 
     source = "config" if isinstance(config, dict) else os.fspath(config)
     data = config if isinstance(config, dict) else read_config(source)
     tolerance = DEFAULT_TOLERANCE if tolerance is None else tolerance
     check_tolerance(tolerance)
-    recorded_exact(data, source)
+    validate_config(data, source)
     options = RunOptions.from_record(data.get("options"), source)
     if data.get("listing") is not None:
         options = options.replace(listing=True)
@@ -422,14 +439,28 @@ def compare(
     return compare_settings(result, settings, notes=notes, trajectory=trajectory)
 
 
-def export(config: str | os.PathLike | dict[str, Any], to: str, *, eps: float | None = None) -> str | bytes:
+def export(
+    config: str | os.PathLike | dict[str, Any], to: str, *, source: str | None = None, **options: Any
+) -> str | bytes:
     """``config``'s exact mean/std (a file or a loaded mapping) rendered for a framework ``to``:
-    torchvision, timm, hf, albumentations, mmengine, keras, bn-state (bytes), json or yaml."""
-    from .report.export import BN_EPS
+    torchvision, timm, hf, albumentations (-json, -yaml), mmengine, detectron2, keras, bn-state
+    (bytes), json or yaml. ``options`` are :func:`chanstats.report.export.export`'s (``eps``,
+    ``affine``, ``base``, ``flavour``, ``preprocessor_type``); errors name ``source`` (default: the
+    file, or "config").
+    """
     from .report.export import export as render
 
-    data = config if isinstance(config, dict) else read_config(os.fspath(config))
-    return render(data, to, eps=BN_EPS if eps is None else eps)
+    if not isinstance(config, dict):
+        source = source or os.fspath(config)
+        config = read_config(os.fspath(config))
+    source = source or "config"
+    try:
+        return render(config, to, **options)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
+        raise ChanstatsError(f"{source}: incomplete config ({error!r})") from None
+    except ChanstatsError as error:
+        message = str(error).removeprefix("config: ")
+        raise ChanstatsError(message if message.startswith(source) else f"{source}: {message}") from None
 
 
 def write(result: Result, path: str | os.PathLike, fmt: str | None = None) -> None:

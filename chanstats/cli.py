@@ -7,6 +7,7 @@ code 2 here, and nowhere else; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import sys
+import traceback
 
 import click
 
@@ -14,20 +15,33 @@ from ._version import __version__
 from .errors import ChanstatsError
 
 EXIT_INPUT_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a command stopped by Ctrl-C
 
 
 class ChanstatsGroup(click.Group):
-    """Turns library errors into a clean message and exit code 2 for every subcommand."""
+    """Turns library errors into a clean message and exit code 2 for every subcommand, and Ctrl-C
+    into one line and exit code 130."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except ChanstatsError as error:
-            if ctx.obj and ctx.obj.get("debug"):
+            if _debug(ctx):
                 raise
             if str(error):  # empty: another torchrun rank reports it
                 click.echo(f"Error: {error}", err=True)
             ctx.exit(EXIT_INPUT_ERROR)
+        except KeyboardInterrupt:
+            # Worker processes ignore SIGINT and are stopped by the engine; outputs are written
+            # atomically after measuring, so nothing half-written is left behind.
+            if _debug(ctx):
+                traceback.print_exc()
+            click.echo("Interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+
+
+def _debug(ctx: click.Context) -> bool:
+    return bool(ctx.obj and ctx.obj.get("debug"))  # set by the group's own options, once parsed
 
 
 @click.group(cls=ChanstatsGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,7 +52,7 @@ class ChanstatsGroup(click.Group):
 def cli(ctx: click.Context, debug: bool) -> None:
     """Exact per-channel mean/std for image datasets, as the model sees them.
 
-    Exit codes: 0 ok, 1 check failed, 2 usage or input error.
+    Exit codes: 0 ok, 1 check failed, 2 usage or input error, 130 interrupted (Ctrl-C).
     """
     ctx.obj = {"debug": debug}
 
@@ -235,7 +249,18 @@ def check(paths, config_path, tolerance, workers):
     """
     from .api import check as check_config
 
-    report = check_config(config_path, list(paths), tolerance=tolerance, workers=workers, progress=sys.stderr.isatty())
+    try:
+        report = check_config(config_path, list(paths), tolerance=tolerance, workers=workers, progress=sys.stderr.isatty())
+    except (ChanstatsError, KeyboardInterrupt):
+        raise
+    except Exception:
+        # Python exits 1 on an uncaught exception, and 1 means drift: a CI gate must not read
+        # a crash as drift.
+        if _debug(click.get_current_context()):
+            raise
+        traceback.print_exc()
+        click.echo(f"Error: chanstats check failed unexpectedly on {config_path} (a bug; the traceback is above)", err=True)
+        sys.exit(EXIT_INPUT_ERROR)
     click.echo(report.format())
     if not report.passed:
         sys.exit(EXIT_CHECK_FAILED)
@@ -294,30 +319,49 @@ def compare(paths, batch_sizes, momenta, conventions, seeds, no_shuffle, drop_la
         write_atomic(plot_path, plot_png(comparison))
         click.echo(f"wrote {plot_path}", err=True)
 
+
+EXPORT_FORMATS = ["torchvision", "timm", "hf", "albumentations", "albumentations-json", "albumentations-yaml",
+                  "mmengine", "detectron2", "keras", "bn-state", "json", "yaml"]
+
+
 @cli.command()
 @click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
-@click.option("--to", "fmt", required=True, type=click.Choice(["torchvision", "timm", "hf", "albumentations", "mmengine", "keras", "bn-state", "json", "yaml"]),
-              help="Target framework or format.")
+@click.option("--to", "fmt", required=True, type=click.Choice(EXPORT_FORMATS), help="Target framework or format.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write here instead of stdout (required for bn-state).")
-@click.option("--eps", type=float, default=1e-5, show_default=True, help="bn-state: the BatchNorm2d eps to compensate for.")
-def export(config_path, fmt, output, eps):
-    """Render CONFIG's exact mean/std for a training framework.
+@click.option("--base", metavar="DIR_OR_FILE", default=None,
+              help="hf: update this preprocessor_config.json (or a model folder's) instead of writing a standalone one; only image_mean/image_std change.")
+@click.option("--flavour", type=click.Choice(["mmengine", "mmpretrain", "mmdet", "mmseg"]), default=None,
+              help="mmengine: the code base the snippet merges into (mmpretrain: to_rgb; mmdet: model.data_preprocessor; mmseg: both). Default mmengine.")
+@click.option("--type", "preprocessor_type", metavar="NAME", default=None,
+              help="mmengine: also set type=NAME (only for a config without a base data_preprocessor; it replaces the base's type).")
+@click.option("--affine/--no-affine", default=None,
+              help="bn-state: for nn.BatchNorm2d(C) (default: weight 1, bias 0) or nn.BatchNorm2d(C, affine=False).")
+@click.option("--eps", type=float, default=None, help="bn-state: the BatchNorm2d eps to compensate for (default 1e-05).")
+def export(config_path, fmt, output, base, flavour, preprocessor_type, affine, eps):
+    """Render CONFIG's exact mean/std the way a training framework loads it.
 
-    torchvision/timm/hf/keras take [0,1]-scale values; mmengine raw 0-255 (RGB order,
-    bgr_to_rgb=True); albumentations [0,1] with max_pixel_value; bn-state is a torch state_dict for
-    nn.BatchNorm2d(C, affine=False) whose eval output equals Normalize(mean, std).
+    torchvision/timm/hf/keras take [0,1]-scale values; mmengine and detectron2 raw 0-255
+    (detectron2 in BGR order); albumentations [0,1] with max_pixel_value (Python, or a pipeline
+    for A.load as -json/-yaml); bn-state is a torch state_dict for nn.BatchNorm2d whose eval
+    output equals Normalize(mean, std).
     """
     from .api import export as render
-    from .report.files import write_atomic
+    from .report.export import BN_EPS, bn_module_note
+    from .report.files import read_config, write_atomic
 
-    content = render(config_path, fmt, eps=eps)
+    config = read_config(config_path)
+    content = render(config, fmt, source=config_path, eps=eps, affine=affine, base=base, flavour=flavour,
+                     preprocessor_type=preprocessor_type)
+    if isinstance(content, bytes) and not output:
+        raise click.UsageError(f"--to {fmt} is binary (torch.save): give -o FILE.pt")
     if output:
         write_atomic(output, content)
         click.echo(f"wrote {output}", err=True)
-    elif isinstance(content, bytes):
-        raise click.UsageError(f"--to {fmt} is binary (torch.save): give -o FILE.pt")
     else:
         click.echo(content, nl=False)
+    if fmt == "bn-state":
+        channels = len(config["exact"]["mean"])
+        click.echo(bn_module_note(channels, BN_EPS if eps is None else eps, affine is not False), err=True)
 
 @cli.command()
 @click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
@@ -329,7 +373,7 @@ def show(config_path):
     config = read_config(config_path)
     try:
         text = config_summary(config)
-    except (KeyError, TypeError, ValueError, IndexError) as error:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
         raise ChanstatsError(f"{config_path}: incomplete config ({error!r})") from None
     click.echo(text)
 

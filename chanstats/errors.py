@@ -46,3 +46,9 @@ class NoImagesError(ChanstatsError):
 
 class BadSpecError(ChanstatsError):
     """A transform spec, config file or option value that cannot be used."""
+
+
+class WorkerError(ChanstatsError):
+    """Measuring stopped for a reason that is not the image's fault: an unexpected exception (a bug)
+    while measuring a file, or a worker process that died (out of memory, a crash in a library).
+    The message names the file; it is never skipped by ``--on-error skip``."""

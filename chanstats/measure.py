@@ -26,7 +26,7 @@ from .stats.moments import (
 )
 from .sources.base import ImageSource
 from .sources.listing import read_source
-from .transforms import TransformSpec
+from .transforms import TransformSpec, same_output
 
 SampleRow = tuple[int, list[float], list[float]]  # (pixels per channel, mean, M2) in model units
 
@@ -53,7 +53,9 @@ class Measurer:
 
     With a ``transform``, each of the ``epochs`` samples is the transform applied to the decoded
     (PIL) image with every random draw seeded from ``(seed, epoch, index)``; the pipeline itself
-    is built lazily, once per process, from the spec.
+    is built lazily, once per process, from the spec. The first sample a process measures is
+    transformed twice with the same seeds: differing outputs stop the run (a generator chanstats
+    does not seed would make the statistics change from run to run).
     """
 
     mode: str = "RGB"
@@ -89,20 +91,46 @@ class Measurer:
         )
 
     def _transformed(self, index: int, source: ImageSource, decoded) -> list[tuple[PixelFormat, Any, SampleRow]]:
-        from .transforms import seeded, single_threaded
+        from .transforms import single_threaded
 
-        pipeline = self.transform.build()  # type: ignore[union-attr]
+        spec: TransformSpec = self.transform  # type: ignore[assignment]
+        pipeline = spec.build()
         samples = []
         with single_threaded():
             for epoch in range(self.epochs):
-                with seeded(self.seed, epoch, index):
-                    try:
-                        output = pipeline(decoded.image.copy())
-                    except Exception as error:  # the spec, not the image, is at fault
-                        detail = " ".join(str(error).split()) or type(error).__name__
-                        raise BadSpecError(f"transform failed on {source.display} (epoch {epoch}): {detail}") from None
+                output = self._apply(pipeline, index, epoch, decoded, source)
+                if spec not in _CHECKED_HERE:
+                    # Once per process: a second run with the same seeds must give the same output,
+                    # or the transform draws from a generator chanstats does not seed.
+                    if not same_output(output, self._apply(pipeline, index, epoch, decoded, source)):
+                        raise BadSpecError(_not_reproducible(spec, source.display))
+                    _CHECKED_HERE.add(spec)
                 samples.append(measure_output(output, decoded.format, source.display))
         return samples
+
+    def _apply(self, pipeline, index: int, epoch: int, decoded, source: ImageSource) -> Any:
+        """One sample: the transform on a copy of the decoded image, every generator seeded."""
+        from .transforms import seeded
+
+        with seeded(self.seed, epoch, index, self.transform.own_generators()):  # type: ignore[union-attr]
+            try:
+                return pipeline(decoded.image.copy())
+            except Exception as error:  # the spec, not the image, is at fault
+                detail = " ".join(str(error).split()) or type(error).__name__
+                raise BadSpecError(f"transform failed on {source.display} (epoch {epoch}): {detail}") from None
+
+
+# Specs whose reproducibility this process has checked (on the first sample it measured).
+_CHECKED_HERE: set[TransformSpec] = set()
+
+
+def _not_reproducible(spec: TransformSpec, shown: str) -> str:
+    return (
+        f"{spec.describe()} is not reproducible: run twice on {shown} with the same seeds, it gave different "
+        "outputs, so it draws from a random generator chanstats does not seed (such as its own random.Random() "
+        "or np.random.default_rng()); draw from torch's, numpy's or Python's global generators instead, "
+        "or pass the albumentations Compose itself, whose generator chanstats seeds per sample"
+    )
 
 
 # Decoders faster than Pillow for the common JPEG and PNG files, each declining (None) any file
@@ -143,6 +171,8 @@ def measure_output(output: Any, input_format: PixelFormat, shown: str) -> tuple[
             tensor = tensor.unsqueeze(0)
         pixels = tensor.movedim(-3, -1).reshape(-1, 1, tensor.shape[-3]).contiguous().numpy()
         return _measure_array(pixels, input_format, shown)
+    if isinstance(output, dict) and "image" in output:  # an albumentations call's result
+        raise BadSpecError(f"{shown}: the transform returned a dict; return its [\"image\"] (a PIL image, tensor or array)")
     raise BadSpecError(
         f"{shown}: the transform returned a {type(output).__name__}; it must end in one image "
         "(PIL image, tensor or array), e.g. end the spec with ToImage"

@@ -14,6 +14,7 @@ This module imports nothing heavy, so that the command line can take its default
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -159,6 +160,11 @@ class ResolvedOptions:
     record: dict[str, Any]
 
 
+# Keywords of compute() and friends that are not options (they never change the numbers); named in
+# the "did you mean" hint of a misspelled keyword.
+RUN_TIME_KEYWORDS = ("workers", "progress", "checkpoint", "checkpoint_every", "restart")
+
+
 def compose(options: RunOptions | None, overrides: dict[str, Any], function: str) -> RunOptions:
     """``options`` (default: the defaults) with ``overrides``; an unknown keyword is a
     :class:`TypeError` naming ``function``, as Python's own message would."""
@@ -169,7 +175,9 @@ def compose(options: RunOptions | None, overrides: dict[str, Any], function: str
         return base
     unknown = sorted(set(overrides) - set(RunOptions.names()))
     if unknown:
-        raise TypeError(f"{function}() got an unexpected keyword argument {unknown[0]!r}")
+        close = difflib.get_close_matches(unknown[0], [*RunOptions.names(), *RUN_TIME_KEYWORDS], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise TypeError(f"{function}() got an unexpected keyword argument {unknown[0]!r}{hint}")
     if "extensions" in overrides and overrides["extensions"] is not None:
         overrides = {**overrides, "extensions": tuple(overrides["extensions"])}
     return dataclasses.replace(base, **overrides)

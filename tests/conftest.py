@@ -8,12 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from .helpers.engines import IN_PROCESS, POOL, Engine
 from .helpers.files import random_rgb, write_image
 
 
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(params=[IN_PROCESS, POOL], ids=["in-process", "pool"])
+def engine(request) -> Engine:
+    """Runs a test once in-process and once through 2 worker processes (with padding images)."""
+    return request.param
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import chanstats
 from chanstats.errors import BadImagesError, ChanstatsError
 
 from .helpers.cli import run_cli
+from .helpers.engines import POOL
 from .helpers.files import EXAMPLES, random_rgb, write_image
 from .helpers.oracles import exact_oracle, torchvision_loader
 
@@ -99,6 +100,7 @@ def test_keras_convention_equals_keras_formula(tmp_path, rng):
 
 
 def test_workers_do_not_change_a_single_byte(rgb_folder, tmp_path):
+    POOL.pad(rgb_folder)  # enough images for the pool to split them into chunks
     outputs = []
     for workers in ("1", "2", "0"):
         target = tmp_path / f"w{workers}.json"
@@ -145,36 +147,44 @@ def test_yaml_output_by_extension(rgb_folder, tmp_path):
 
 
 @pytest.fixture
-def folder_with_bad_files(rgb_folder: Path) -> Path:
+def folder_with_bad_files(rgb_folder: Path, engine) -> Path:
+    """Seven good images, a truncated JPEG and a text file named .png (plus the engine's padding)."""
     good = (rgb_folder / "class0" / "img00.jpg").read_bytes()
     (rgb_folder / "zz_truncated.jpg").write_bytes(good[: len(good) // 2])
     (rgb_folder / "notes.png").write_text("not a picture")
+    engine.pad(rgb_folder)
     return rgb_folder
 
 
-def test_on_error_fail_lists_every_bad_file_and_writes_nothing(folder_with_bad_files, tmp_path):
+def test_on_error_fail_lists_every_bad_file_and_writes_nothing(folder_with_bad_files, engine, tmp_path):
     target = tmp_path / "out.json"
-    run = run_cli("compute", str(folder_with_bad_files), "-o", str(target))
+    run = run_cli("compute", str(folder_with_bad_files), "-o", str(target), *engine.options)
     assert run.returncode == 2
-    assert "2 of 9 images could not be read" in run.stderr
+    assert f"2 of {9 + engine.padding} images could not be read" in run.stderr
     assert "notes.png: not an image" in run.stderr and "zz_truncated.jpg: corrupt or truncated" in run.stderr
     assert "Traceback" not in run.stderr
     assert not target.exists() and list(tmp_path.glob(".chanstats-*")) == []
 
 
-def test_on_error_skip_records_skipped(folder_with_bad_files):
-    result = chanstats.compute(str(folder_with_bad_files), on_error="skip", workers=0)
+def test_on_error_skip_records_skipped(folder_with_bad_files, engine):
+    result = chanstats.compute(str(folder_with_bad_files), on_error="skip", workers=engine.workers)
     data = result.to_dict()
-    assert data["count"]["skipped"] == 2 and data["count"]["images"] == 7
+    assert data["count"]["skipped"] == 2 and data["count"]["images"] == 7 + engine.padding
     assert sorted(Path(s["path"]).name for s in data["skipped"]) == ["notes.png", "zz_truncated.jpg"]
     good = [p for p in image_files(folder_with_bad_files) if p.name not in ("notes.png", "zz_truncated.jpg")]
     assert result.mean == exact_oracle(good)[0]
 
 
-@pytest.mark.parametrize("budget,code", [("1", 2), ("2", 0), ("20%", 2), ("25%", 0)])
-def test_max_bad_budget(folder_with_bad_files, budget, code):
-    run = run_cli("compute", str(folder_with_bad_files), "--on-error", "skip", "--max-bad", budget, "-q")
+@pytest.mark.parametrize("budget,code", [("1", 2), ("2", 0), ("under", 2), ("over", 0)])
+def test_max_bad_budget(folder_with_bad_files, engine, budget, code):
+    share = 100 * 2 / (9 + engine.padding)  # two bad images: their share in percent
+    percent = {"under": f"{0.9 * share:.3f}%", "over": f"{1.1 * share:.3f}%"}
+    run = run_cli("compute", str(folder_with_bad_files), "--on-error", "skip", "--max-bad", percent.get(budget, budget),
+                  "-q", *engine.options)
     assert run.returncode == code, run.stderr
+    assert "Traceback" not in run.stderr
+    if code:
+        assert "more than --max-bad" in run.stderr and "notes.png" in run.stderr
 
 
 def test_no_images_is_exit_2_with_where_and_extensions(tmp_path):
@@ -202,14 +212,15 @@ def test_alpha_is_dropped_and_counted(tmp_path, rng):
     assert "1 images had transparency" in run.stderr
 
 
-def test_sixteen_bit_keep_reports_65535_scale(tmp_path, rng):
+def test_sixteen_bit_keep_reports_65535_scale(tmp_path, rng, engine):
     values = rng.integers(0, 65536, size=(5, 6), dtype=np.uint16)
     write_image(tmp_path / "deep.png", values)
     result = chanstats.compute(str(tmp_path), mode="keep", workers=0)
     assert result.scale == 65535 and result.channels == ("L",)
     assert result.mean == [float(Fraction(int(values.astype(np.int64).sum()), values.size * 65535))]
-    run = run_cli("compute", str(tmp_path))
-    assert run.returncode == 2 and "--mode keep" in run.stderr
+    engine.pad(tmp_path)
+    run = run_cli("compute", str(tmp_path), *engine.options)
+    assert run.returncode == 2 and "deep.png: 16-bit image" in run.stderr and "--mode keep" in run.stderr
 
 
 def test_usage_errors_exit_2(rgb_folder):

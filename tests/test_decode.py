@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from chanstats.api import compute
 from chanstats.decoding.pillow import decode
-from chanstats.errors import BadImageError
+from chanstats.errors import BadImageError, BadImagesError
 from chanstats.stats.moments import integer_moments_of
 
 from .helpers.files import write_image
@@ -125,3 +126,65 @@ def test_unreadable_path(tmp_path):
     folder.mkdir()
     with pytest.raises(BadImageError, match="cannot read"):
         decode(str(folder))
+
+
+def write_bad_files(folder: Path, rng) -> dict[str, str]:
+    """One file of each kind that must be refused, by name → the words its reason must hold."""
+    folder.mkdir(parents=True, exist_ok=True)
+    photo = rng.integers(0, 256, size=(24, 32, 3), dtype=np.uint8)
+    jpeg = write_image(folder / "good.jpg", photo, quality=90).read_bytes()
+    png = write_image(folder / "good.png", photo).read_bytes()
+    write_image(folder / "deep.png", np.full((4, 4), 40000, dtype=np.uint16))
+    rows = b"".join(b"\0" + struct.pack(">6H", 1000, 2000, 3000, 65535, 0, 12345) * 2 for _ in range(2))
+    rgb16 = _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 2, 16, 2, 0, 0, 0)) + _png_chunk(b"IDAT", zlib.compress(rows))
+    bomb = _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)) + _png_chunk(b"IDAT", zlib.compress(b"\0"))
+    crc_index = png.index(b"IDAT") + 4
+    damaged = {
+        "rgb16.png": (b"\x89PNG\r\n\x1a\n" + rgb16 + _png_chunk(b"IEND", b""), "16-bit RGB is not supported"),
+        "bomb.png": (b"\x89PNG\r\n\x1a\n" + bomb + _png_chunk(b"IEND", b""), "decompression bomb"),
+        "cut.jpg": (jpeg[: len(jpeg) // 2], "corrupt or truncated"),
+        "cut.png": (png[:-40], "corrupt or truncated"),
+        "crc.png": (png[:crc_index] + bytes([png[crc_index] ^ 1]) + png[crc_index + 1 :], "corrupt or truncated"),
+        "empty.jpg": (b"", "not an image"),
+        "notes.png": (b"just text", "not an image"),
+    }
+    for name, (data, _) in damaged.items():
+        (folder / name).write_bytes(data)
+    return {"deep.png": "16-bit image", **{name: words for name, (_, words) in damaged.items()}}
+
+
+def test_bad_files_are_named_alike_in_process_and_through_the_pool(tmp_path, rng, engine):
+    folder = tmp_path / "data"
+    expected = write_bad_files(folder, rng)
+    # The oracle is decode() called here, on each file alone: the engine must report its verdict.
+    reasons = {}
+    for name, words in expected.items():
+        with pytest.raises(BadImageError) as refused:
+            decode(str(folder / name))
+        assert words in refused.value.reason
+        reasons[str(folder / name)] = refused.value.reason
+    engine.pad(folder)
+    total = len(expected) + 2 + engine.padding
+    with pytest.raises(BadImagesError) as failure:
+        compute(str(folder), workers=engine.workers)
+    lines = str(failure.value).splitlines()
+    assert lines[0].startswith(f"{len(expected)} of {total} images could not be read")
+    assert sorted(lines[1:]) == sorted(f"  {path}: {reason}" for path, reason in reasons.items())
+    result = compute(str(folder), workers=engine.workers, on_error="skip")
+    assert dict(result.skipped) == reasons
+    assert result.images == 2 + engine.padding
+
+
+def test_the_bomb_limit_holds_in_every_process(tmp_path, rng, engine, monkeypatch):
+    folder = tmp_path / "data"
+    write_image(folder / "big.jpg", rng.integers(0, 256, size=(40, 40, 3), dtype=np.uint8))  # the JPEG fast path
+    write_image(folder / "big.png", rng.integers(0, 256, size=(40, 40, 3), dtype=np.uint8))
+    write_image(folder / "small.png", rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8))
+    engine.pad(folder)  # 8×8 images: under the limit
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    result = compute(str(folder), workers=engine.workers, on_error="skip")
+    assert [(Path(path).name, reason.split(" (")[0]) for path, reason in result.skipped] == [
+        ("big.jpg", "decompression bomb"), ("big.png", "decompression bomb")]
+    assert result.images == 1 + engine.padding
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # Pillow's way to lift the limit
+    assert compute(str(folder), workers=engine.workers).images == 3 + engine.padding

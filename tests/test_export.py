@@ -1,4 +1,6 @@
-"""`chanstats export` read back the way each framework reads it, and `chanstats show`."""
+"""`chanstats export`: the numbers, the options and the errors, `Result.normalize/export`, and `chanstats show`.
+
+Each format loaded by its framework's own loader is tested in test_export_consumers.py."""
 
 from __future__ import annotations
 
@@ -10,9 +12,11 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
+from PIL import Image
 from torchvision.transforms import v2
 
 from chanstats.cli import cli
+from .helpers.cli import run_cli
 from .helpers.files import write_dataset
 from .helpers.oracles import exact_mean_std
 
@@ -70,19 +74,42 @@ def test_torchvision_snippet_runs(made):
     np.testing.assert_allclose(normalize.std, std, atol=1e-12)
 
 
-def test_bn_state_equals_normalize(made, tmp_path):
+@pytest.mark.parametrize("flag, affine", [((), True), (("--affine",), True), (("--no-affine",), False)])
+def test_bn_state_loads_strictly_and_equals_normalize(made, tmp_path, flag, affine):
     _, config, mean, std, _ = made
     out = tmp_path / "bn.pt"
-    export(config, "bn-state", "-o", str(out))
+    result = CliRunner().invoke(cli, ["export", str(config), "--to", "bn-state", "-o", str(out), *flag])
+    assert result.exit_code == 0, result.output
+    note = "nn.BatchNorm2d(3, eps=1e-05)" if affine else "nn.BatchNorm2d(3, eps=1e-05, affine=False)"
+    assert note in result.output and "eval()" in result.output
     state = torch.load(out, weights_only=True)
-    bn = torch.nn.BatchNorm2d(3, affine=False)
-    bn.load_state_dict(state)
+    assert note in state._metadata[""]["chanstats"] and "eval()" in state._metadata[""]["chanstats"]
+    bn = torch.nn.BatchNorm2d(3, affine=affine)
+    bn.load_state_dict(state, strict=True)
+    if affine:
+        assert torch.equal(bn.weight, torch.ones(3)) and torch.equal(bn.bias, torch.zeros(3))
+    other = torch.nn.BatchNorm2d(3, affine=not affine)
+    with pytest.raises(RuntimeError):  # the file says which module it fits because the other one refuses it
+        other.load_state_dict(state, strict=True)
     bn.eval()
     x = torch.rand(8, 3, 16, 16)
-    expected = v2.Normalize(mean=list(mean), std=list(std))(x)
+    expected = (x.double() - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     with torch.no_grad():
-        assert torch.max(torch.abs(bn(x) - expected)).item() <= 1e-5
+        assert torch.max(torch.abs(bn(x).double() - expected)).item() <= 1e-5
     np.testing.assert_allclose(state["running_var"].double().numpy(), std**2 - 1e-5, rtol=1e-6)
+
+
+def test_bn_state_other_eps(made, tmp_path):
+    _, config, mean, std, _ = made
+    out = tmp_path / "bn.pt"
+    export(config, "bn-state", "-o", str(out), "--eps", "1e-3")
+    bn = torch.nn.BatchNorm2d(3, eps=1e-3)
+    bn.load_state_dict(torch.load(out, weights_only=True))
+    x = torch.rand(2, 3, 5, 5)
+    with torch.no_grad():
+        got = bn.eval()(x).double()
+    expected = (x.double() - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    assert torch.max(torch.abs(got - expected)).item() <= 1e-5
 
 
 def test_bn_state_needs_a_file(made):
@@ -99,33 +126,12 @@ def test_timm_json(made):
     np.testing.assert_allclose(data["std"], std, atol=1e-12)
 
 
-def test_hf_preprocessor_config(made):
-    _, config, mean, std, _ = made
-    data = json.loads(export(config, "hf"))
-    assert data["do_normalize"] is True and data["do_rescale"] is True
-    assert data["rescale_factor"] == pytest.approx(1 / 255, rel=1e-15)
-    x = images_uint8()
-    # What transformers' image processors do: rescale, then (x − image_mean) / image_std, channels last.
-    got = (x * data["rescale_factor"] - np.array(data["image_mean"])) / np.array(data["image_std"])
-    np.testing.assert_allclose(got.transpose(0, 3, 1, 2), reference(x, mean, std), atol=1e-9)
-
-
-def test_albumentations_normalize(made):
-    _, config, mean, std, _ = made
-    kwargs = call_kwargs(export(config, "albumentations"), "Normalize")
-    assert kwargs["max_pixel_value"] == 255.0
-    x = images_uint8(1)
-    # albumentations.Normalize: (img − mean·max_pixel_value) / (std·max_pixel_value), channels last.
-    m, s = np.array(kwargs["mean"]), np.array(kwargs["std"])
-    got = (x - m * kwargs["max_pixel_value"]) / (s * kwargs["max_pixel_value"])
-    np.testing.assert_allclose(got.transpose(0, 3, 1, 2), reference(x, mean, std), atol=1e-9)
-
-
 def test_mmengine_on_0_255_scale(made):
     _, config, mean, std, _ = made
     namespace: dict = {}
     exec(export(config, "mmengine"), namespace)
     pre = namespace["data_preprocessor"]
+    assert "type" not in pre  # merges into a base's preprocessor instead of replacing its type
     np.testing.assert_allclose(pre["mean"], mean * 255, atol=1e-9)
     np.testing.assert_allclose(pre["std"], std * 255, atol=1e-9)
     assert pre["bgr_to_rgb"] is True
@@ -192,3 +198,134 @@ def test_show_bad_config_is_exit_2(tmp_path):
     bad.write_text("- just\n- a list\n")
     result = CliRunner().invoke(cli, ["show", str(bad)])
     assert result.exit_code == 2 and "not a chanstats config" in result.output
+
+
+@pytest.mark.parametrize("fmt, option", [
+    ("timm", ["--base", "model"]),
+    ("hf", ["--flavour", "mmdet"]),
+    ("torchvision", ["--type", "ImgDataPreprocessor"]),
+    ("mmengine", ["--no-affine"]),
+    ("keras", ["--eps", "1e-3"]),
+])
+def test_an_option_for_another_format_is_refused(made, tmp_path, fmt, option):
+    _, config, *_ = made
+    out = tmp_path / "out.txt"
+    result = CliRunner().invoke(cli, ["export", str(config), "--to", fmt, "-o", str(out), *option])
+    assert result.exit_code == 2
+    assert f"{option[0]}" in result.output and "applies to --to" in result.output
+    assert not out.exists()
+
+
+def write_base(folder, text):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "preprocessor_config.json").write_text(text)
+    return folder
+
+
+@pytest.mark.parametrize("base_text, reason", [
+    (None, "cannot read"),
+    ("{not json", "not valid JSON"),
+    ('{"do_normalize": true, "image_mean": [0.5, 0.5, 0.5]}', "no image_processor_type"),
+    ('{"image_processor_type": "ViTImageProcessor", "do_rescale": false}', "do_rescale false"),
+    ('{"image_processor_type": "ViTImageProcessor", "rescale_factor": 1.0}', "rescales by 1.0"),
+    ('{"image_processor_type": "ViTImageProcessor", "image_mean": [0.5]}', "normalizes 1 channels, the config has 3"),
+])
+def test_hf_base_that_cannot_work_is_refused(made, tmp_path, base_text, reason):
+    _, config, *_ = made
+    base = tmp_path / "model"
+    if base_text is not None:
+        write_base(base, base_text)
+    out = tmp_path / "ours.json"
+    result = CliRunner().invoke(cli, ["export", str(config), "--to", "hf", "--base", str(base), "-o", str(out)])
+    assert result.exit_code == 2, result.output
+    message = result.output.strip()
+    assert len(message.splitlines()) == 1 and str(base) in message and reason in message
+    assert not out.exists()
+
+
+def edited_config(made, tmp_path, **changes):
+    """The module's config with some top-level or exact.* values replaced."""
+    _, config, *_ = made
+    data = json.loads(config.read_text())
+    for key, value in changes.items():
+        if key == "method":
+            data["exact"]["method"] = value
+        else:
+            data[key] = value
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["mmengine", "albumentations", "albumentations-json", "detectron2"])
+def test_raw_pixel_formats_refuse_float_pipeline_statistics(made, tmp_path, fmt):
+    config = edited_config(made, tmp_path, method="float64")
+    result = CliRunner().invoke(cli, ["export", str(config), "--to", fmt])
+    assert result.exit_code == 2 and "float pipeline" in result.output
+
+
+def test_hf_for_float_pipeline_statistics_does_not_rescale(made, tmp_path):
+    config = edited_config(made, tmp_path, method="float64")
+    assert json.loads(export(config, "hf"))["do_rescale"] is False
+
+
+@pytest.mark.parametrize("changes, reason", [({"scale": 65535}, "8-bit"), ({"channels": ["R", "G", "A"]}, "RGB or L")])
+def test_detectron2_refuses_what_it_cannot_read(made, tmp_path, changes, reason):
+    result = CliRunner().invoke(cli, ["export", str(edited_config(made, tmp_path, **changes)), "--to", "detectron2"])
+    assert result.exit_code == 2 and reason in result.output
+
+
+def test_detectron2_yaml_is_bgr_on_the_0_255_scale(made):
+    _, config, mean, std, _ = made
+    data = yaml.safe_load(export(config, "detectron2"))
+    assert data["INPUT"] == {"FORMAT": "BGR"}
+    np.testing.assert_allclose(data["MODEL"]["PIXEL_MEAN"], (mean * 255)[::-1], rtol=1e-12)
+    np.testing.assert_allclose(data["MODEL"]["PIXEL_STD"], (std * 255)[::-1], rtol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def pooled(tmp_path_factory):
+    """A Result computed by the worker pool (2 workers, more images than one chunk), and its config."""
+    import chanstats
+
+    tmp_path = tmp_path_factory.mktemp("pooled")
+    paths = write_dataset(tmp_path / "data", count=40, seed=3)
+    result = chanstats.compute(str(tmp_path / "data"), workers=2)
+    config = tmp_path / "stats.json"
+    result.write(str(config))
+    return result, config, paths
+
+
+def test_result_normalize_is_a_torchvision_normalize(pooled):
+    result, _, paths = pooled
+    normalize = result.normalize()
+    assert isinstance(normalize, v2.Normalize)
+    mean, std = exact_mean_std(paths)
+    np.testing.assert_allclose(normalize.mean, mean, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(normalize.std, std, rtol=0, atol=1e-12)
+    x = torch.from_numpy(np.asarray(Image.open(paths[0]).convert("RGB"), dtype=np.float64) / 255).permute(2, 0, 1)
+    expected = (x.numpy() - mean[:, None, None]) / std[:, None, None]
+    assert np.max(np.abs(normalize(x).numpy() - expected)) <= 1e-12
+
+
+EXTRA = {"bn-state": ["--no-affine", "--eps", "1e-4"], "mmengine": ["--flavour", "mmdet"]}
+
+
+@pytest.mark.parametrize("fmt", ["torchvision", "timm", "hf", "albumentations", "albumentations-json",
+                                 "albumentations-yaml", "mmengine", "detectron2", "keras", "bn-state", "json", "yaml"])
+def test_result_export_is_what_the_command_writes(pooled, tmp_path, fmt):
+    result, config, _ = pooled
+    out = tmp_path / "out"
+    command = CliRunner().invoke(cli, ["export", str(config), "--to", fmt, "-o", str(out), *EXTRA.get(fmt, [])])
+    assert command.exit_code == 0, command.output
+    options = {"bn-state": {"affine": False, "eps": 1e-4}, "mmengine": {"flavour": "mmdet"}}.get(fmt, {})
+    content = result.export(fmt, **options)
+    assert content == (out.read_bytes() if fmt == "bn-state" else out.read_text())
+
+
+def test_installed_command_writes_the_same_bn_state(pooled, tmp_path):
+    result, config, _ = pooled
+    done = run_cli("export", str(config), "--to", "bn-state", "-o", str(tmp_path / "bn.pt"))
+    assert done.returncode == 0, done.stderr
+    assert "nn.BatchNorm2d(3, eps=1e-05)" in done.stderr and "eval()" in done.stderr
+    assert (tmp_path / "bn.pt").read_bytes() == result.export("bn-state")

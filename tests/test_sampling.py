@@ -129,14 +129,14 @@ def test_compute_with_sample_measures_exactly_the_sampled_images(tmp_path):
 
 
 def test_cli_sample_output_is_marked_and_reproducible(tmp_path):
-    root = write_images(tmp_path / "data", 24)
+    root = write_images(tmp_path / "data", 80)  # a sample of 20: more than one chunk, so workers=2 uses the pool
     runs = [run_cli("compute", str(root), "--sample", "25%", "--seed", "9", "--workers", str(w)) for w in (0, 2)]
     assert all(run.returncode == 0 for run in runs), runs[0].stderr
     assert runs[0].stdout == runs[1].stdout
     config = json.loads(runs[0].stdout)
-    assert config["sample"]["images"] == 6 and config["sample"]["of"] == 24
-    assert config["options"]["sample"] == "25%" and config["count"]["images"] == 6
-    assert "sampled: 6 of 24 images" in runs[0].stderr and "95% CI mean" in runs[0].stderr
+    assert config["sample"]["images"] == 20 and config["sample"]["of"] == 80
+    assert config["options"]["sample"] == "25%" and config["count"]["images"] == 20
+    assert "sampled: 20 of 80 images" in runs[0].stderr and "95% CI mean" in runs[0].stderr
     bad = run_cli("compute", str(root), "--sample", "0%")
     assert bad.returncode == 2 and "Error: --sample '0%'" in bad.stderr
 

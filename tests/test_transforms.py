@@ -369,11 +369,11 @@ def test_module_reference_reaches_worker_processes(folder, tmp_path, monkeypatch
     assert_rel(result.mean, mean, 1e-12)
 
 
-def test_compute_without_transform_does_not_import_torch(folder):
+def test_compute_without_transform_does_not_import_torch_or_albumentations(folder):
     run = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "chanstats", "compute", str(folder), "-q", "--workers", "0"],
         capture_output=True, text=True, timeout=120,
     )
     assert run.returncode == 0, run.stderr
     imported = {line.split("|")[-1].strip() for line in run.stderr.splitlines() if line.startswith("import time:")}
-    assert "torch" not in imported and "torchvision" not in imported
+    assert "torch" not in imported and "torchvision" not in imported and "albumentations" not in imported

@@ -44,8 +44,9 @@ def measure_jpeg(data: bytes, mode: str, shown: str) -> Measured | None:
         pixel_format, target = GREY_8BIT, "GRAY"
     else:
         return None
-    if width * height > Image.MAX_IMAGE_PIXELS:  # the limit Pillow's decode path enforces
-        raise BadImageError(shown, f"decompression bomb ({width * height} pixels, limit {Image.MAX_IMAGE_PIXELS})")
+    limit = Image.MAX_IMAGE_PIXELS  # the limit Pillow's decode path enforces; None lifts it
+    if limit is not None and width * height > limit:
+        raise BadImageError(shown, f"decompression bomb ({width * height} pixels, limit {limit})")
     try:
         pixels = simplejpeg.decode_jpeg(data, colorspace=target, strict=True)
     except ValueError:

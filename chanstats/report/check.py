@@ -107,6 +107,30 @@ class CheckReport:
         return text
 
 
+def recorded_exact(config: dict[str, Any], source: str = "config") -> tuple[list[float], list[float]]:
+    """The recorded exact mean and std, one finite number per channel for each, or :class:`BadSpecError`."""
+    try:
+        old_mean = [float(v) for v in config["exact"]["mean"]]
+        old_std = [float(v) for v in config["exact"]["std"]]
+    except (KeyError, TypeError, ValueError):
+        raise BadSpecError(f"{source}: no usable exact.mean / exact.std") from None
+    if not old_mean or len(old_mean) != len(old_std) or not all(math.isfinite(v) for v in old_mean + old_std):
+        raise BadSpecError(f"{source}: exact.mean and exact.std must hold one finite number per channel")
+    return old_mean, old_std
+
+
+def validate_config(config: dict[str, Any], source: str = "config") -> None:
+    """Refuse a config whose statistics, channel names or counts cannot be compared, before any
+    pixel is read: an unusable config is an input error (exit 2), never drift."""
+    old_mean, _ = recorded_exact(config, source)
+    recorded_channels = config.get("channels")
+    if recorded_channels is not None and (not isinstance(recorded_channels, list) or len(recorded_channels) != len(old_mean)):
+        raise BadSpecError(f"{source}: 'channels' must list one name per exact.mean value")
+    count = config.get("count")
+    if count is not None and not isinstance(count, dict):
+        raise BadSpecError(f"{source}: 'count' must be a mapping")
+
+
 def recorded_inputs(config: dict[str, Any], source: str = "config") -> list[str]:
     inputs = (config.get("options") or {}).get("inputs")
     if not inputs or not isinstance(inputs, list):
@@ -135,21 +159,21 @@ def check_tolerance(tolerance: Any) -> None:
         raise BadSpecError(f"tolerance must be a non-negative number, got {tolerance!r}")
 
 
-def recorded_exact(config: dict[str, Any], source: str = "config") -> tuple[list[float], list[float]]:
-    """The exact mean and std a config recorded."""
-    try:
-        return [float(v) for v in config["exact"]["mean"]], [float(v) for v in config["exact"]["std"]]
-    except (KeyError, TypeError, ValueError):
-        raise BadSpecError(f"{source}: no usable exact.mean / exact.std") from None
-
-
 def build_report(config: dict[str, Any], result: Result, tolerance: float = DEFAULT_TOLERANCE, source: str = "config") -> CheckReport:
     """Compare a recomputed ``result`` with the statistics ``config`` recorded."""
     check_tolerance(tolerance)
+    validate_config(config, source)
     old_mean, old_std = recorded_exact(config, source)
+    recorded_channels = config.get("channels")
     count = config.get("count") or {}
+    if recorded_channels:
+        channels_old = [str(c) for c in recorded_channels]
+    elif len(old_mean) == len(result.channels):
+        channels_old = list(result.channels)
+    else:  # no names recorded and another channel count: a channel change, never an index error
+        channels_old = [str(c) for c in range(len(old_mean))]
     return CheckReport(
-        channels_old=[str(c) for c in config.get("channels") or []] or list(result.channels),
+        channels_old=channels_old,
         channels_new=list(result.channels),
         mean_old=old_mean,
         mean_new=result.mean,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from typing import Any
 
@@ -55,7 +56,7 @@ def write_atomic(path: str, text: str | bytes) -> None:
             stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
-        os.chmod(temporary, 0o644)
+        os.chmod(temporary, _permissions_for(path))
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
@@ -63,24 +64,53 @@ def write_atomic(path: str, text: str | bytes) -> None:
         raise
 
 
-def read_config(path: str) -> dict[str, Any]:
-    """Read a config written by chanstats (JSON or YAML), with a clear error for anything else."""
+def _permissions_for(path: str) -> int:
+    """What ``open(path, "w")`` would leave: an existing file keeps its permissions, a new one gets
+    0o666 less the umask (the temporary file starts at 0o600 whatever the umask)."""
     try:
-        with open(path, encoding="utf-8") as stream:
-            text = stream.read()
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        pass
+    umask = os.umask(0o022)  # the only way to read it; set straight back
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def read_config(path: str) -> dict[str, Any]:
+    """Read a config written by chanstats (JSON or YAML), with a one-line error for anything else.
+
+    Every way a file can fail to be a config (unreadable, empty, binary, not UTF-8, not JSON/YAML,
+    not a mapping, no statistics) raises :class:`ChanstatsError` naming the file, so ``check``
+    can never mistake an unusable config for drift.
+    """
+    try:
+        with open(path, "rb") as stream:
+            raw = stream.read()
     except OSError as error:
         raise ChanstatsError(f"{path}: cannot read: {error.strerror or error}") from None
+    if not raw.strip():
+        raise ChanstatsError(f"{path}: empty file, not a chanstats config")
+    if b"\0" in raw:
+        raise ChanstatsError(f"{path}: a binary file, not a chanstats config (JSON or YAML text)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ChanstatsError(f"{path}: not UTF-8 text (byte 0x{raw[error.start]:02x} at offset {error.start}), not a chanstats config") from None
+    data = _parse_config(path, text)
+    if not isinstance(data, dict) or "chanstats" not in data or "exact" not in data:
+        raise ChanstatsError(f"{path}: not a chanstats config (no 'chanstats'/'exact' keys)")
+    return data
+
+
+def _parse_config(path: str, text: str) -> Any:
     try:
         if format_for_path(path) == "yaml":
             import yaml
 
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except ValueError as error:  # json.JSONDecodeError and yaml.YAMLError's parse errors
-        raise ChanstatsError(f"{path}: not a valid config ({error})") from None
-    except Exception as error:  # yaml.YAMLError does not derive from ValueError
-        raise ChanstatsError(f"{path}: not a valid config ({error})") from None
-    if not isinstance(data, dict) or "chanstats" not in data or "exact" not in data:
-        raise ChanstatsError(f"{path}: not a chanstats config (no 'chanstats'/'exact' keys)")
-    return data
+            return yaml.safe_load(text)
+        return json.loads(text)
+    except RecursionError:
+        raise ChanstatsError(f"{path}: not a valid config (nested too deeply)") from None
+    except Exception as error:  # json.JSONDecodeError, and yaml.YAMLError, which is no ValueError
+        reason = " ".join(str(error).split())  # one line: YAML errors span several
+        raise ChanstatsError(f"{path}: not a valid config ({reason})") from None

@@ -51,6 +51,20 @@ class Result:
         """Per-channel population std (ddof 0) on the [0, 1] scale: ``Normalize(std=...)``."""
         return list(self.exact.std)
 
+    def normalize(self):
+        """``torchvision.transforms.v2.Normalize`` with the exact mean/std ([0, 1] scale, ddof 0)."""
+        from torchvision.transforms import v2
+
+        return v2.Normalize(mean=self.mean, std=self.std)
+
+    def export(self, fmt: str, **options: Any) -> str | bytes:
+        """What ``chanstats export CONFIG --to fmt`` writes for this result: text, or bytes for
+        ``bn-state``. ``options`` are :func:`chanstats.report.export.export`'s (``eps``, ``affine``,
+        ``base``, ``flavour``, ``preprocessor_type``)."""
+        from .export import export
+
+        return export(self.to_dict(), fmt, **options)
+
     def to_dict(self) -> dict[str, Any]:
         exact = self.exact
         running = self.running

@@ -35,6 +35,9 @@ class OtherRankFailed(ChanstatsError):
     def __init__(self) -> None:
         super().__init__("")
 
+    def __reduce__(self):
+        return type(self), ()
+
 
 def rank_and_world() -> tuple[int, int]:
     """``RANK`` and ``WORLD_SIZE`` as torchrun sets them."""

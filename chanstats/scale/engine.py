@@ -7,17 +7,28 @@ shrink towards the end (so no worker is left alone with a long last chunk): guid
 Results are yielded in listing order whatever order workers finish in, which is what makes the
 output identical for any number of workers. At most a few chunks per worker are in flight, so
 memory stays constant.
+
+Failures are reported as the user's file, never as the pool's: an unexpected exception while
+measuring a file becomes a one-line :class:`~chanstats.errors.WorkerError` naming it (in-process
+and in workers alike), and a worker that dies (the out-of-memory killer, a crash in a C library) is
+named by the file it was measuring, read from a small shared board each worker writes its current
+index to. Workers ignore Ctrl-C: the main process stops them at once and reports the interrupt.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import sys
+import threading
 from collections import deque
+from contextlib import contextmanager
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Callable, Iterator, Sequence
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Callable, Iterator, Sequence
 
-from ..errors import BadImageError, ChanstatsError
+from ..errors import BadImageError, ChanstatsError, WorkerError
 from ..measure import Measurement
 from ..sources.base import ImageSource
 
@@ -57,25 +68,30 @@ def measure_all(
     ``offset`` is the global listing index of ``sources[0]`` when ``sources`` is a slice (a shard,
     or the rest after a checkpoint): indices passed to ``measure`` and yielded stay global, so
     per-sample seeding does not depend on how the listing was split.
+
+    An unexpected exception while measuring, or a worker process that dies, raises
+    :class:`~chanstats.errors.WorkerError` naming the file. Close the iterator (or use
+    :func:`contextlib.closing`) when stopping early, so that the workers stop at once.
     """
     if workers is None:
         workers = default_workers()
     if workers < 0:
         raise ChanstatsError("--workers must be 0 (in-process) or more")
+    if workers == 0 or len(sources) <= chunk_size:
+        chunks = (
+            _measure_chunk(measure, sources[i : i + chunk_size], offset + i) for i in range(0, len(sources), chunk_size)
+        )
+    else:
+        chunks = _parallel_chunks(sources, measure, workers, chunk_size, offset, start_method)
     bar = _progress_bar(len(sources), progress)
     try:
-        if workers == 0 or len(sources) <= chunk_size:
-            chunks = (
-                _measure_chunk(measure, sources[i : i + chunk_size], offset + i) for i in range(0, len(sources), chunk_size)
-            )
-        else:
-            chunks = _parallel_chunks(sources, measure, workers, chunk_size, offset, start_method)
         for chunk in chunks:
             for item in chunk:
                 yield item
             if bar is not None:
                 bar.update(len(chunk))
     finally:
+        chunks.close()  # stops the worker processes now when the caller stopped early or failed
         if bar is not None:
             bar.close()
 
@@ -103,31 +119,216 @@ def _parallel_chunks(
     start_method: str | None = None,
 ) -> Iterator[list[tuple[int, Outcome]]]:
     chunks = guided_chunks(len(sources), workers, smallest=chunk_size)
-    pending: deque[Future] = deque()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_context(start_method)) as pool:
+    pending: deque[tuple[Future, int]] = deque()
+    context = _context(start_method)
+    board = _Board(context, workers)
+    processes: dict[int, Any] = {}
+    broken: tuple[BrokenProcessPool, int] | None = None
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
+                             initargs=board.worker_args()) as pool:
 
         def submit_next() -> None:
             bounds = next(chunks, None)
             if bounds is not None:
                 start, stop = bounds
-                pending.append(pool.submit(_measure_chunk, measure, list(sources[start:stop]), offset + start))
+                future = pool.submit(_measure_chunk, measure, list(sources[start:stop]), offset + start)
+                pending.append((future, start))
 
-        for _ in range(workers * IN_FLIGHT_PER_WORKER):
-            submit_next()
-        while pending:
-            chunk = pending.popleft().result()
-            submit_next()
-            yield chunk
+        try:
+            with _interrupts_held_back():  # the first submissions start the worker processes
+                for _ in range(workers * IN_FLIGHT_PER_WORKER):
+                    submit_next()
+            while pending:
+                future, start = pending.popleft()
+                try:
+                    chunk = future.result()
+                except BrokenProcessPool as error:
+                    processes = dict(getattr(pool, "_processes", None) or {})
+                    broken = (error, start)
+                    break
+                except ChanstatsError:
+                    raise
+                except Exception as error:  # a result that could not be sent back, and the like
+                    raise WorkerError(f"{sources[start].display} and the images after it: measuring failed in a "
+                                      f"worker process: {_one_line(error)}") from error
+                submit_next()
+                yield chunk
+        except BaseException:
+            # An error, Ctrl-C or a consumer that stopped early: nobody needs the chunks in flight,
+            # so the workers stop now instead of finishing them.
+            _stop_workers(pool)
+            raise
+    # Outside the pool: its processes have been joined, so their exit codes are known.
+    if broken is not None:
+        error, start = broken
+        raise WorkerError(board.death_report(sources, offset, start, processes, error)) from None
 
 
 def _measure_chunk(measure: MeasureFn, chunk: Sequence[ImageSource], start: int) -> list[tuple[int, Outcome]]:
     results: list[tuple[int, Outcome]] = []
+    board = _WORKER_BOARD
     for offset, source in enumerate(chunk):
+        if board is not None:
+            board[_WORKER_CELL] = start + offset
         try:
             results.append((start + offset, measure(start + offset, source)))
         except BadImageError as error:
             results.append((start + offset, error))
+        except ChanstatsError:
+            raise
+        except Exception as error:
+            # Not a bad image: name the file, keep the original as the cause (--debug shows it;
+            # from a worker, as the remote traceback). Only strings cross the process boundary.
+            raise WorkerError(f"{source.display}: {_unexpected(error)}") from error
+    if board is not None:
+        board[_WORKER_CELL] = _IDLE
     return results
+
+
+def _unexpected(error: Exception) -> str:
+    if isinstance(error, MemoryError):
+        return "out of memory while measuring it (MemoryError)"
+    return (f"unexpected error while measuring it: {_one_line(error)} "
+            "(not a bad image: a bug in chanstats or a library it uses; --debug shows the traceback)")
+
+
+def _one_line(error: BaseException) -> str:
+    detail = " ".join(str(error).split())
+    return f"{type(error).__name__}: {detail}" if detail else type(error).__name__
+
+
+_IDLE = -1
+# In a worker process: the shared board and this worker's cell on it (None in the main process).
+_WORKER_BOARD: Any = None
+_WORKER_CELL = 0
+
+
+class _Board:
+    """Shared memory where each worker writes its process id and the global index of the image it is
+    measuring (``_IDLE`` between chunks): one integer store per image, no locks, no messages."""
+
+    def __init__(self, context: multiprocessing.context.BaseContext, workers: int):
+        self.cells = context.RawArray("q", 2 * workers)
+        for cell in range(1, 2 * workers, 2):
+            self.cells[cell] = _IDLE
+        self.next_slot = context.Value("i", 0)
+        self.pillow_limit = _pillow_pixel_limit()
+
+    def worker_args(self) -> tuple:
+        return (self.cells, self.next_slot, self.pillow_limit)
+
+    def busy(self) -> dict[int, int]:
+        """Process id → index of the image each busy worker was measuring."""
+        pairs = zip(self.cells[0::2], self.cells[1::2])
+        return {pid: index for pid, index in pairs if pid and index != _IDLE}
+
+    def death_report(self, sources: Sequence[ImageSource], offset: int, chunk_start: int,
+                     processes: dict[int, Any], error: BrokenProcessPool) -> str:
+        """One line naming the file a dead worker was measuring, and how it died."""
+        busy = self.busy()
+        codes = {pid: getattr(process, "exitcode", None) for pid, process in processes.items()}
+        # The pool terminates the surviving workers with SIGTERM once one has died.
+        dead = {pid: code for pid, code in codes.items() if code is not None and code != -signal.SIGTERM}
+        if not dead and error.__cause__ is not None:  # no death: a result could not be read back
+            cause = str(error.__cause__).strip().strip("'").strip().splitlines()
+            return (f"{sources[chunk_start].display} and the images after it: a worker's result could not be read "
+                    f"back ({cause[-1].strip() if cause else 'unknown reason'})")
+        suspects = [index for pid, index in busy.items() if pid in dead] or list(busy.values())
+        how = ", ".join(sorted({_how_it_ended(code) for code in dead.values()})) or "it ended abruptly"
+        names = [sources[index - offset].display for index in sorted(suspects) if 0 <= index - offset < len(sources)]
+        if len(names) == 1:
+            return f"{names[0]}: a worker process died while measuring it ({how})"
+        if names:
+            return f"a worker process died ({how}) while measuring one of: {', '.join(names)}"
+        return f"a worker process died ({how}) while measuring {sources[chunk_start].display} or the images after it"
+
+
+def _how_it_ended(exit_code: int) -> str:
+    if exit_code >= 0:
+        return f"it exited with code {exit_code}"
+    try:
+        name = signal.Signals(-exit_code).name
+    except ValueError:
+        name = f"signal {-exit_code}"
+    if -exit_code == signal.SIGKILL:
+        return f"killed by {name}, often the out-of-memory killer"
+    return f"killed by {name}"
+
+
+def _pillow_pixel_limit() -> tuple[bool, Any]:
+    # Workers started by forkserver or spawn do not inherit the caller's Pillow settings; the
+    # decompression-bomb limit (None lifts it) must be the same in every process.
+    image_module = sys.modules.get("PIL.Image")
+    return (False, None) if image_module is None else (True, image_module.MAX_IMAGE_PIXELS)
+
+
+@contextmanager
+def _interrupts_held_back() -> Iterator[None]:
+    """Hold Ctrl-C back while worker processes start; it takes effect as soon as they have.
+
+    A worker cut off half-way through its start (the main process gone, its locks unlinked) would
+    print a traceback of its own; once started, the engine stops workers cleanly. Signal handlers
+    belong to the main thread, so elsewhere nothing is held back.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            signal.raise_signal(signal.SIGINT)  # now handled as it would have been
+
+
+def _start_worker(cells, next_slot, pillow_limit: tuple[bool, Any]) -> None:
+    global _WORKER_BOARD, _WORKER_CELL
+    # Ctrl-C in a terminal reaches the whole process group: the main process handles it alone.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+    with next_slot.get_lock():
+        slot = next_slot.value
+        next_slot.value += 1
+    cells[2 * slot] = os.getpid()
+    _WORKER_BOARD, _WORKER_CELL = cells, 2 * slot + 1
+    known, limit = pillow_limit
+    if known:
+        from PIL import Image
+
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def _die_with_parent() -> None:
+    # A worker blocks waiting for work that a killed main process (kill -9, the out-of-memory
+    # killer) will never send: on Linux the kernel ends it with its parent instead (forkserver
+    # workers: with the fork server, which ends with the main process).
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # no usable libc: orphans remain possible, nothing breaks
+        pass
+
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    terminate = getattr(pool, "terminate_workers", None)  # Python 3.14+
+    if terminate is not None:
+        terminate()
+        return
+    # Read before shutting down: shutdown() forgets the processes.
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    # Joins the pool's manager thread, which sees the workers gone and cleans up at once.
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _context(start_method: str | None = None) -> multiprocessing.context.BaseContext:

@@ -8,6 +8,7 @@ this module; :mod:`~chanstats.sources.listing` dispatches between them.
 from __future__ import annotations
 
 import os
+import stat as stat_module
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -49,7 +50,13 @@ class ImageSource:
 
     @property
     def display(self) -> str:
-        return f"{self.root}::{self.name}" if self.in_archive else os.path.join(self.root, self.name)
+        if not self.in_archive:
+            shown = os.path.join(self.root, self.name)
+        elif self.name:
+            shown = f"{self.root}::{self.name}"
+        else:
+            shown = self.root  # the damaged rest of a shard (see chanstats.sources.tar)
+        return shown if shown.isascii() else printable_path(shown)
 
     @classmethod
     def from_path(cls, path: str, name: str, size: int, roots: dict[str, str] | None = None) -> "ImageSource":
@@ -78,6 +85,53 @@ class DisplayNames(Sequence[str]):
         if isinstance(index, slice):
             return [source.display for source in self.sources[index]]
         return self.sources[index].display
+
+
+def printable_path(path: str) -> str:
+    """``path`` as messages and output files show it: bytes of a file name that are not valid
+    UTF-8 (held as surrogates, Python's ``surrogateescape``) become ``\\xNN`` escapes, so the
+    name can be printed, written to JSON, YAML and CSV, and still be recognized.
+
+    >>> printable_path(os.fsdecode(b"caf\\xe9.jpg"))
+    'caf\\\\xe9.jpg'
+    >>> printable_path("café.jpg")
+    'café.jpg'
+    """
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def not_regular(path: str) -> str | None:
+    """Why ``path`` cannot be read as a file (``None`` for a regular file, or a link to one),
+    found without opening it: opening a FIFO blocks, and opening a device can have effects."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        try:
+            target = os.readlink(path)
+        except OSError:
+            return "vanished while listing"
+        return f"dangling symbolic link (to {printable_path(target)}), not a regular file"
+    except OSError as error:
+        return f"cannot read: {error.strerror or error}"
+    if stat_module.S_ISREG(mode):
+        return None
+    for test, kind in _SPECIAL_KINDS:
+        if test(mode):
+            return f"not a regular file (a {kind})"
+    return "not a regular file"
+
+
+_SPECIAL_KINDS = (
+    (stat_module.S_ISFIFO, "FIFO"),
+    (stat_module.S_ISSOCK, "socket"),
+    (stat_module.S_ISCHR, "character device"),
+    (stat_module.S_ISBLK, "block device"),
+    (stat_module.S_ISDIR, "folder"),
+)
 
 
 def normalize_extensions(extensions: Iterable[str]) -> tuple[str, ...]:

@@ -8,10 +8,11 @@ are cut).
 from __future__ import annotations
 
 import os
+import stat as stat_module
 from typing import Iterator
 
 from ..errors import ChanstatsError
-from .base import ImageSource, Listed
+from .base import ImageSource, Listed, not_regular
 
 
 def walk(root: str, extensions: tuple[str, ...]) -> Iterator[Listed]:
@@ -19,7 +20,9 @@ def walk(root: str, extensions: tuple[str, ...]) -> Iterator[Listed]:
 
     One ``stat`` per image (for its size and identity) and none per rejected entry: ``scandir``'s
     file types answer ``is_dir``/``is_file`` without a system call except for symlinks. Only the
-    relative names are kept while walking, so the peak memory is a few dozen bytes per file.
+    relative names are kept while walking, so the peak memory is a few dozen bytes per file. An
+    entry with an image extension that is not a regular file (a dangling link, a FIFO, a socket,
+    a device) is listed as a bad image, never opened.
     """
     names: list[str] = []
     visited: set[tuple[int, int]] = set()
@@ -43,8 +46,8 @@ def walk(root: str, extensions: tuple[str, ...]) -> Iterator[Listed]:
                         continue
                     if entry.is_dir():
                         stack.append(prefix + name)
-                    elif name.lower().endswith(extensions) and entry.is_file():
-                        names.append(prefix + name)
+                    elif name.lower().endswith(extensions):
+                        names.append(prefix + name)  # regular or not: told apart below
         except OSError as error:
             raise ChanstatsError(f"{directory}: cannot list folder: {error.strerror or error}") from None
     names.sort(key=os.fsencode)
@@ -53,5 +56,14 @@ def walk(root: str, extensions: tuple[str, ...]) -> Iterator[Listed]:
         try:
             stat = os.stat(path)
         except OSError:
-            continue  # removed (or its link target removed) while listing
-        yield ImageSource(root, name, stat.st_size), (stat.st_dev, stat.st_ino)
+            # A dangling link or a link loop: a bad image named by its link (removed: skipped).
+            try:
+                stat = os.lstat(path)
+            except OSError:
+                continue
+            yield ImageSource(root, name, 0, problem=not_regular(path)), (stat.st_dev, stat.st_ino)
+            continue
+        if stat_module.S_ISREG(stat.st_mode):
+            yield ImageSource(root, name, stat.st_size), (stat.st_dev, stat.st_ino)
+        else:
+            yield ImageSource(root, name, 0, problem=not_regular(path)), (stat.st_dev, stat.st_ino)

@@ -18,10 +18,11 @@ import hashlib
 import itertools
 import os
 import re
+import stat as stat_module
 from typing import Iterable, Iterator
 
 from ..errors import BadImageError, ChanstatsError, NoImagesError
-from .base import IMAGE_EXTENSIONS, ImageSource, Listed
+from .base import IMAGE_EXTENSIONS, ImageSource, Listed, not_regular
 from .folders import walk
 from .tar import is_tar_path, list_tar, read_member
 
@@ -71,17 +72,22 @@ def _expand(inputs: list[str], extensions: tuple[str, ...]) -> Iterator[Listed]:
             yield from _expand(expanded, extensions)
         elif os.path.isdir(item):
             yield from walk(item, extensions)
-        elif os.path.isfile(item):
-            yield from _file(item, os.path.basename(item), extensions)
         elif os.path.lexists(item):
-            raise ChanstatsError(f"{item}: not a regular file or directory")
+            yield from _file(item, os.path.basename(item), extensions)
         else:
             raise ChanstatsError(f"{item}: no such file or directory")
 
 
 def _file(path: str, name: str, extensions: tuple[str, ...], roots: dict[str, str] | None = None) -> Iterator[Listed]:
     """A file named explicitly: a tar shard's image members, or the file itself whatever its
-    extension (the user asked for it). ``roots``: see :meth:`ImageSource.from_path`."""
+    extension (the user asked for it). Anything but a regular file (a dangling link, a FIFO, a
+    socket, a device) is a bad image, never opened. ``roots``: see :meth:`ImageSource.from_path`."""
+    problem = not_regular(path)
+    if problem is not None:
+        stat = os.lstat(path)
+        source = ImageSource.from_path(path, name, 0, roots)
+        yield ImageSource(source.root, source.name, 0, problem=problem), (stat.st_dev, stat.st_ino)
+        return
     stat = os.stat(path)
     identity = (stat.st_dev, stat.st_ino)
     if is_tar_path(path):
@@ -96,26 +102,39 @@ def _from_list_file(list_path: str, extensions: tuple[str, ...]) -> Iterator[Lis
     """Paths in a list file, one per line; relative ones are relative to the list file's folder.
 
     Blank lines and lines starting with ``#`` are ignored. Listed directories are walked and listed
-    tar shards read.
+    tar shards read. The list must be UTF-8 text: a line that is not is an error naming the line.
     """
     try:
-        with open(list_path, encoding="utf-8") as handle:
+        with open(list_path, "rb") as handle:
             lines = handle.read().splitlines()
     except OSError as error:
         raise ChanstatsError(f"@{list_path}: cannot read list file: {error.strerror or error}") from None
     base = os.path.dirname(list_path)
     roots: dict[str, str] = {}
-    for number, line in enumerate(lines, start=1):
-        entry = line.strip()
+    for number, raw in enumerate(lines, start=1):
+        entry = _list_line(list_path, number, raw).strip()
         if not entry or entry.startswith("#"):
             continue
         path = os.path.join(base, entry)
         if os.path.isdir(path):
             yield from walk(path, extensions)
-        elif os.path.isfile(path):
+        elif os.path.lexists(path):
             yield from _file(path, entry, extensions, roots)
         else:
             raise ChanstatsError(f"{list_path}:{number}: {entry}: no such file")
+
+
+def _list_line(list_path: str, number: int, raw: bytes) -> str:
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ChanstatsError(
+            f"{list_path}:{number}: not UTF-8 text (byte 0x{raw[error.start]:02x} at column {error.start + 1}); "
+            "a list file holds one path per line, in UTF-8"
+        ) from None
+    if "\0" in line:
+        raise ChanstatsError(f"{list_path}:{number}: holds a NUL byte; a list file is text, one path per line")
+    return line
 
 
 def has_brace_pattern(text: str) -> bool:
@@ -173,9 +192,21 @@ def read_source(source: ImageSource) -> bytes:
     if source.problem is not None:
         raise BadImageError(source.display, source.problem)
     if not source.in_archive:
+        return _read_file(source)
+    return read_member(source)
+
+
+def _read_file(source: ImageSource) -> bytes:
+    # O_NONBLOCK: a file that became a FIFO after listing must not hang the run; the fstat
+    # refuses it before any read. (No effect on reading regular files.)
+    try:
+        descriptor = os.open(source.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        raise BadImageError(source.display, f"cannot read: {error.strerror or error}") from None
+    with open(descriptor, "rb") as stream:
+        if not stat_module.S_ISREG(os.fstat(descriptor).st_mode):
+            raise BadImageError(source.display, "not a regular file")
         try:
-            with open(source.path, "rb") as stream:
-                return stream.read()
+            return stream.read()
         except OSError as error:
             raise BadImageError(source.display, f"cannot read: {error.strerror or error}") from None
-    return read_member(source)

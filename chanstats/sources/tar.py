@@ -1,13 +1,20 @@
 """Tar shards (WebDataset style) as image sources: list members in the main process, read them in
 the workers, never extract anything to disk.
 
-Listing reads only the tar headers of an uncompressed shard (a seek per member, no data), keeping
-regular members whose name has an image extension, in archive order, which is the order
+Listing reads only the tar headers of an uncompressed shard (a ``pread`` per member, no data),
+keeping regular members whose name has an image extension, in archive order, which is the order
 WebDataset streams them in. Hidden members (any path component starting with ``.``), directories
 and non-image members are left out, as in a folder. A member with an image extension that is not a
 regular file (a symlink, hard link, device, FIFO) or is larger than :data:`MAX_MEMBER_BYTES` is
 kept as a *bad image* naming ``shard.tar::member``, so the ``--on-error`` policy applies to it like
 to a corrupt file.
+
+Nothing is lost silently. Every header's checksum is verified and the archive must end the way
+GNU tar requires (two zero blocks); a ``.tar.gz`` is inflated to its end while listing, so zlib
+checks the CRC-32 and length (ISIZE) of every gzip member. Damage keeps the members read before
+it and adds one bad entry named after the shard itself (``shard.tar: damaged after member
+m/a.jpg (...); the rest of the shard was not read``), which ``--on-error`` treats like any bad
+image: listed under ``skipped`` and counted against ``--max-bad``, or exit 2 under ``fail``.
 
 Reading: an uncompressed shard gives random access: the worker ``pread``s ``size`` bytes at the
 member's ``offset_data``. A gzip shard has no random access, and the choice here is to let each
@@ -23,8 +30,10 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import sys
 import tarfile
+import zlib
 from typing import BinaryIO, NamedTuple
 
 from ..errors import BadImageError, ChanstatsError
@@ -36,6 +45,7 @@ MAX_MEMBER_BYTES = 1 << 30
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 _GZIP_MAGIC = b"\x1f\x8b"
+_BLOCK = 512
 
 
 def is_tar_path(path: str) -> bool:
@@ -45,83 +55,135 @@ def is_tar_path(path: str) -> bool:
 
 class Header(NamedTuple):
     """What listing needs from one tar header: the member's name, type flag, size, where its
-    data starts in the (decompressed) archive stream, and a link's target."""
+    data starts in the (decompressed) archive stream, a link's target, and where the member's
+    data ends (``offset`` for members that carry no data, such as links and folders)."""
 
     name: str
     type: bytes
     size: int
     offset: int
     linkname: str
+    end: int
+
+
+class Scan(NamedTuple):
+    """The readable headers of an archive, and why the rest was not read (``None``: intact)."""
+
+    headers: list[Header]
+    damage: str | None
 
 
 def list_tar(path: str, extensions: tuple[str, ...], max_member_bytes: int | None = None) -> list[ImageSource]:
     """The image members of the tar shard at ``path``, in archive order.
 
-    ``max_member_bytes`` defaults to :data:`MAX_MEMBER_BYTES`. Raises :class:`ChanstatsError`
-    naming the shard when it is not a readable plain or gzip tar.
+    A damaged shard gives the members before the damage, then one bad source displayed as the
+    shard itself whose ``problem`` says where the damage is. ``max_member_bytes`` defaults to
+    :data:`MAX_MEMBER_BYTES`. A file that is no tar at all (empty, or no valid first header) is
+    that one bad source. Raises :class:`ChanstatsError` naming the shard when it cannot be opened.
     """
     if max_member_bytes is None:
         max_member_bytes = MAX_MEMBER_BYTES
     compressed = _is_gzip(path)
+    scan = scan_archive(path, compressed)
     members: list[ImageSource] = []
-    for header in scan_headers(path, compressed):
+    for header in scan.headers:
         name = header.name
         if header.type == tarfile.DIRTYPE or not has_image_extension(name, extensions) or _is_hidden(name):
             continue
         problem = _problem(header, max_member_bytes)
         members.append(ImageSource(path, name, header.size, header.offset, compressed, problem, in_archive=True))
+    if scan.damage is not None:
+        members.append(ImageSource(path, "", 0, -1, compressed, scan.damage, in_archive=True))
     return members
 
 
 def scan_headers(path: str, compressed: bool) -> list[Header]:
-    """Every member header of a tar archive, in archive order.
+    """Every member header of an intact tar archive, in archive order; :class:`ChanstatsError`
+    naming the shard and the damage otherwise."""
+    scan = scan_archive(path, compressed)
+    if scan.damage is not None:
+        raise ChanstatsError(f"{path}: {scan.damage}")
+    return scan.headers
 
-    A fast reader of plain ustar/GNU/v7 headers (name, type, size only: about ten times faster
-    than :mod:`tarfile`, which decodes every field of every header) handles the archives
-    WebDataset and ``tar`` write; an archive with anything else (pax or GNU long-name headers,
-    sparse files, base-256 sizes, a bad checksum) is read again with :mod:`tarfile`, so the result
-    is always tarfile's.
+
+def scan_archive(path: str, compressed: bool) -> Scan:
+    """The headers of the archive at ``path`` that can be trusted, and what damage stopped the scan.
+
+    Plain ustar/GNU/v7 headers, GNU long names (``L``/``K``) and pax headers (``x``/``g``) are
+    read here, with the same results as :mod:`tarfile`; unlike tarfile, an invalid header after
+    the first is damage, not the end of the archive.
     """
-    opener = gzip.open if compressed else open
     try:
-        with opener(path, "rb") as stream:
-            headers = _fast_headers(stream)
-        if headers is not None:
-            return headers
-        return _tarfile_headers(path, compressed)
-    except (tarfile.TarError, EOFError, gzip.BadGzipFile, OSError, ValueError) as error:
+        with open(path, "rb") as handle:
+            blocks = _InflatedStream(handle) if compressed else _PlainStream(handle)
+            headers, damage, stop = _scan(blocks)
+            gzip_damage = blocks.finish()
+    except OSError as error:
+        raise ChanstatsError(f"{path}: cannot read: {error.strerror or error}") from None
+    if gzip_damage is not None:
+        # The gzip layer's verdict comes first: tar damage found in data that fails its data check
+        # is a consequence, and members in an unverified gzip member cannot be trusted.
+        damage, stop = gzip_damage, min(stop, blocks.trusted_end)
+    elif damage is not None and not headers:
+        # Not one valid header: no tar at all (or an empty file). Still one bad entry rather than an
+        # error that stops the run, so that --on-error skip lists it like any other unreadable file.
         kind = "gzip tar" if compressed else "tar"
-        reason = getattr(error, "strerror", None) or error
-        raise ChanstatsError(f"{path}: not a readable {kind} archive ({reason})") from None
+        return Scan([], f"not a readable {kind} archive ({damage})")
+    if damage is None:
+        return Scan(headers, None)
+    kept = [header for header in headers if header.end <= stop]
+    if kept:
+        return Scan(kept, f"damaged after member {kept[-1].name} ({damage}); the rest of the shard was not read")
+    return Scan(kept, f"damaged ({damage}); no member of the shard was read")
 
 
-_FAST_TYPES = frozenset(b"01234567\0")
-_REGULAR_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
 _POSIX_MAGIC = b"ustar\x0000"
-_ZERO_BLOCK = bytes(512)
+_ZERO_BLOCK = bytes(_BLOCK)
 _ENCODING = sys.getfilesystemencoding()
+_REGULAR_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
+# Types that tarfile knows and that carry no data in the archive (their size field is ignored).
+_NO_DATA_TYPES = frozenset([tarfile.LNKTYPE, tarfile.SYMTYPE, tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.DIRTYPE, tarfile.FIFOTYPE])
+_EXTENSION_TYPES = frozenset([tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE])
 
 
-def _fast_headers(stream: BinaryIO) -> list[Header] | None:
-    """Headers read the way :mod:`tarfile` reads them, or ``None`` to let tarfile do it."""
+def _scan(stream) -> tuple[list[Header], str | None, float]:
+    """Walk the headers: ``(headers, damage or None, end of the trusted part)``.
+
+    The loop is the listing's hot path (one iteration per member): plain headers cost one read,
+    one checksum and a few slices.
+    """
     headers: list[Header] = []
     position = 0
+    extended: dict[str, str] = {}  # long names and pax values waiting for their member's header
+    pax_global: dict[str, str] = {}
     while True:
-        stream.seek(position)
-        block = stream.read(512)
-        if len(block) < 512 or block == _ZERO_BLOCK:
-            # End of archive (or a truncated one): leave tarfile to judge anything unusual.
-            return headers if headers and (not block or block == _ZERO_BLOCK) else None
-        if block[156] not in _FAST_TYPES or block[124] & 0x80:
-            return None  # pax/GNU extension headers or a base-256 size
-        try:
-            checksum = int(block[148:156].split(b"\0", 1)[0].strip() or b"0", 8)
-            size = int(block[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
-        except ValueError:
-            return None
-        if checksum != sum(block) - sum(block[148:156]) + 256:
-            return None
+        block = stream.read(position, _BLOCK)
+        if len(block) < _BLOCK:
+            return headers, _short_read(stream, position, headers), min(position, stream.end)
+        if block == _ZERO_BLOCK:
+            following = stream.read(position + _BLOCK, _BLOCK)
+            if following == _ZERO_BLOCK:
+                return headers, None, position  # two zero blocks: the end; anything after is padding
+            if len(following) < _BLOCK:
+                return headers, f"ends at byte {stream.end} after a single zero block; a complete archive ends with two", position
+            return headers, f"a zero block at byte {position} is followed by more data", position
         kind = block[156:157]
+        problem = _header_problem(block)
+        if problem is None:
+            size = _size(block)
+            problem = "bad size field" if size is None else None
+        if problem is not None:
+            return headers, f"{problem} in the header at byte {position}", position
+        data = position + _BLOCK
+        if kind in _EXTENSION_TYPES:
+            payload = stream.read(data, size)
+            if len(payload) < size:
+                return headers, _short_read(stream, data, headers), min(position, stream.end)
+            problem = _read_extension(kind, payload, extended, pax_global)
+            if problem is not None:
+                return headers, f"{problem} in the header at byte {position}", position
+            position = data + _padded(size)
+            continue
         name = block[:100].split(b"\0", 1)[0]
         if block[257:265] == _POSIX_MAGIC:
             prefix = block[345:500].split(b"\0", 1)[0]
@@ -133,19 +195,240 @@ def _fast_headers(stream: BinaryIO) -> list[Header] | None:
         if kind == tarfile.DIRTYPE:
             text = text.rstrip("/")
         linkname = block[157:257].split(b"\0", 1)[0].decode(_ENCODING, "surrogateescape")
-        headers.append(Header(text, kind, size, position + 512, linkname))
-        position += 512
-        if kind in _REGULAR_TYPES:
-            position += -(-size // 512) * 512
+        if extended or pax_global:
+            text, linkname, size = _apply_extended(text, linkname, size, extended, pax_global)
+            extended = {}
+        if kind == tarfile.GNUTYPE_SPARSE:
+            data = _skip_sparse_extensions(stream, block, data)
+        if kind in _NO_DATA_TYPES:
+            end = stored = data
+        else:
+            end, stored = data + size, data + _padded(size)
+        headers.append(Header(text, kind, size, data, linkname, end))
+        position = stored
 
 
-def _tarfile_headers(path: str, compressed: bool) -> list[Header]:
-    headers = []
-    with tarfile.open(path, "r:gz" if compressed else "r:") as archive:
-        for member in archive:
-            headers.append(Header(member.name, member.type, member.size, member.offset_data, member.linkname))
-        archive.members = []  # tarfile keeps every header it read; the list above is enough
-    return headers
+def _header_problem(block: bytes) -> str | None:
+    """Why a 512-byte block is not a valid tar header (``None`` when it is).
+
+    The checksum is the sum of the header's bytes with its own field read as spaces; like GNU tar
+    and tarfile, the sum of signed bytes is accepted too (some old tars wrote that).
+    """
+    try:
+        checksum = int(block[148:156].split(b"\0", 1)[0].strip() or b"0", 8)
+    except ValueError:
+        return "unreadable header checksum"
+    unsigned = sum(block) - sum(block[148:156]) + 256
+    if checksum == unsigned:
+        return None
+    signed = unsigned - 256 * sum(1 for byte in block if byte > 127) + 256 * sum(1 for byte in block[148:156] if byte > 127)
+    return None if checksum == signed else "bad header checksum"
+
+
+def _size(block: bytes) -> int | None:
+    field = block[124:136]
+    if field[0] & 0x80:  # GNU base-256 for sizes of 8 GiB and more
+        if field[0] == 0xFF:
+            return None  # negative
+        return int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
+    try:
+        return int(field.split(b"\0", 1)[0].strip() or b"0", 8)
+    except ValueError:
+        return None
+
+
+def _padded(size: int) -> int:
+    return -(-size // _BLOCK) * _BLOCK
+
+
+def _short_read(stream, position: int, headers: list[Header]) -> str:
+    """Why the stream ended where a header (or an extension's data) was due."""
+    end = stream.end
+    if headers and end < headers[-1].end:
+        return f"cut short inside member {headers[-1].name}: the data ends at byte {end}"
+    return f"ends at byte {end} without the end-of-archive marker (two zero blocks)"
+
+
+_PAX_RECORD = re.compile(rb"(\d+) ")
+
+
+def _read_extension(kind: bytes, payload: bytes, extended: dict[str, str], pax_global: dict[str, str]) -> str | None:
+    """Record a GNU long name/link or pax header for the member that follows; a problem or ``None``."""
+    if kind == tarfile.GNUTYPE_LONGNAME:
+        extended["path"] = payload.split(b"\0", 1)[0].decode(_ENCODING, "surrogateescape")
+        return None
+    if kind == tarfile.GNUTYPE_LONGLINK:
+        extended["linkpath"] = payload.split(b"\0", 1)[0].decode(_ENCODING, "surrogateescape")
+        return None
+    records = pax_global if kind == tarfile.XGLTYPE else extended
+    index = 0
+    while index < len(payload) and payload[index] != 0:
+        match = _PAX_RECORD.match(payload, index)
+        if match is None or int(match.group(1)) <= len(match.group(0)):
+            return "bad pax header"
+        record_end = index + int(match.group(1))
+        record = payload[match.end() : record_end]
+        if record_end > len(payload) or not record.endswith(b"\n") or b"=" not in record:
+            return "bad pax header"
+        key, _, value = record[:-1].partition(b"=")
+        records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+        index = record_end
+    return None
+
+
+def _apply_extended(name: str, linkname: str, size: int, extended: dict[str, str], pax_global: dict[str, str]) -> tuple[str, str, int]:
+    values = {**pax_global, **extended}
+    if "path" in values:
+        name = values["path"]
+    if "linkpath" in values:
+        linkname = values["linkpath"]
+    if "size" in values:
+        try:
+            size = int(values["size"])
+        except ValueError:
+            pass  # tarfile keeps the header's size too
+    return name, linkname, size
+
+
+def _skip_sparse_extensions(stream, block: bytes, data: int) -> int:
+    """Where an old GNU sparse member's data starts: after its sparse extension blocks."""
+    extended = block[482]
+    while extended:
+        extension = stream.read(data, _BLOCK)
+        data += _BLOCK
+        extended = extension[504] if len(extension) == _BLOCK else 0
+    return data
+
+
+class _PlainStream:
+    """An uncompressed archive: random access, every byte as stored."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._fd = handle.fileno()
+        self.end = os.fstat(self._fd).st_size
+        self.trusted_end = self.end
+
+    def read(self, position: int, count: int) -> bytes:
+        return os.pread(self._fd, count, position) if position < self.end else b""
+
+    def finish(self) -> str | None:
+        return None
+
+
+class _InflatedStream:
+    """The uncompressed stream of a gzip file, read forward once, every gzip member verified.
+
+    Why listing inflates the whole stream: a gzip member's CRC-32 and length are stored after its
+    data, so a byte can only be trusted once its whole gzip member has been inflated. Listing has
+    to inflate up to the last header anyway (a gzip stream has no random access), so going on to
+    the end costs only the archive's padding, and then every member a worker will read is known to
+    be good (or known to be lost) before any pixel is measured. Workers inflate the same bytes
+    again, deterministically; they cannot check the CRC of a gzip member they stop reading inside.
+
+    ``zlib`` with ``wbits=31`` checks each gzip member's header, CRC-32 and ISIZE itself; members
+    are inflated one after the other (a ``.tar.gz`` may hold several, e.g. written by ``bgzip`` or
+    by concatenation), NUL padding between them is skipped as gzip does, and anything else after
+    the last one is ignored (gzip's "trailing garbage"), since the tar layer checks its own end.
+    Output comes in pieces of at most :data:`PIECE` bytes, so a gzip bomb cannot fill memory.
+    """
+
+    CHUNK = 1 << 20  # compressed bytes read at once
+    PIECE = 1 << 20  # largest piece of output held
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+        self._input = b""  # compressed bytes not yet given to zlib
+        self._input_offset = 0  # their offset in the file
+        self._inflater = None
+        self._member_offset = 0  # where the gzip member being inflated starts in the file
+        self._piece = b""
+        self._piece_start = 0  # uncompressed offset of self._piece
+        self._exhausted = False
+        self.produced = 0  # uncompressed bytes inflated so far
+        self.verified_end = 0  # uncompressed end of the last gzip member whose CRC-32 and ISIZE matched
+        self.problem: str | None = None
+        self.trusted_end = 0
+
+    @property
+    def end(self) -> int:
+        """The stream's uncompressed length (meaningful once a read came back short)."""
+        return self.produced
+
+    def read(self, position: int, count: int) -> bytes:
+        """``count`` bytes from uncompressed ``position`` (fewer at the end); positions only grow."""
+        while position >= self._piece_start + len(self._piece):
+            if not self._next_piece():
+                return b""
+        start = position - self._piece_start
+        data = self._piece[start : start + count]
+        while len(data) < count and self._next_piece():
+            data += self._piece[: count - len(data)]
+        return data
+
+    def finish(self) -> str | None:
+        """Inflate to the end; the damage found in the gzip layer, or ``None``."""
+        while self._next_piece():
+            pass
+        if self.problem is None:
+            self.trusted_end = self.produced
+        return self.problem
+
+    def _next_piece(self) -> bool:
+        self._piece_start += len(self._piece)
+        self._piece = b""
+        while not self._piece and not self._exhausted:
+            self._piece = self._inflate()
+        return bool(self._piece)
+
+    def _inflate(self) -> bytes:
+        if self._inflater is None and not self._start_member():
+            self._exhausted = True
+            return b""
+        if not self._input and not self._fill():
+            # Cut short: what was inflated is what was compressed (deflate output depends only on
+            # the bytes before it), so members that end before the cut are kept.
+            self._fail(f"the gzip stream ends early at compressed byte {self._input_offset}", self.produced)
+            return b""
+        inflater = self._inflater
+        try:
+            output = inflater.decompress(self._input, self.PIECE)
+        except zlib.error as error:
+            # Wrong data somewhere in this gzip member: none of its bytes can be trusted.
+            reason = str(error).split(": ", 1)[-1]
+            self._fail(f"gzip data error ({reason}) in the gzip member at compressed byte {self._member_offset}", self.verified_end)
+            return b""
+        left = inflater.unused_data if inflater.eof else inflater.unconsumed_tail
+        self._input_offset += len(self._input) - len(left)
+        self._input = left
+        self.produced += len(output)
+        if inflater.eof:
+            self.verified_end = self.produced
+            self._inflater = None
+        return output
+
+    def _start_member(self) -> bool:
+        """Begin the next gzip member; ``False`` at the end of the file."""
+        while True:
+            stripped = self._input.lstrip(b"\0")
+            self._input_offset += len(self._input) - len(stripped)
+            self._input = stripped
+            if len(self._input) >= 2 or not self._fill():
+                break
+        if self._input[:2] != _GZIP_MAGIC:
+            return False  # the end, or trailing bytes that are no gzip member
+        self._member_offset = self._input_offset
+        self._inflater = zlib.decompressobj(31)
+        return True
+
+    def _fill(self) -> bool:
+        more = self._handle.read(self.CHUNK)
+        self._input += more
+        return bool(more)
+
+    def _fail(self, problem: str, trusted_end: int) -> None:
+        self.problem = problem
+        self.trusted_end = trusted_end
+        self._exhausted = True
 
 
 def read_member(source: ImageSource) -> bytes:
@@ -160,8 +443,11 @@ def read_member(source: ImageSource) -> bytes:
         else:
             with open(source.path, "rb") as handle:
                 data = os.pread(handle.fileno(), source.size, source.offset)
-    except (OSError, EOFError, gzip.BadGzipFile) as error:
-        raise BadImageError(source.display, f"cannot read from the shard: {getattr(error, 'strerror', None) or error}") from None
+    except (OSError, EOFError, zlib.error) as error:
+        _gzip_reader.forget()
+        raise BadImageError(
+            source.display, f"cannot read from the shard (changed since listing?): {getattr(error, 'strerror', None) or error}"
+        ) from None
     if len(data) != source.size:
         raise BadImageError(
             source.display, f"member cut short: {len(data)} of {source.size} bytes (shard truncated or changed since listing)"
@@ -215,6 +501,10 @@ class _GzipReader:
         assert self._stream is not None
         self._stream.seek(offset)  # forward: decompress and discard up to the member
         return self._stream.read(size)
+
+    def forget(self) -> None:
+        """Drop the stream after an error, so the next member starts from a fresh one."""
+        self._path = None
 
     def _open(self, path: str) -> None:
         if self._owner == os.getpid() and self._stream is not None:
