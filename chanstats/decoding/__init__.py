@@ -1,0 +1,1 @@
+"""Bytes to pixels: image and raster decoders."""

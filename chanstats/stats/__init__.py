@@ -1,0 +1,1 @@
+"""Accumulators of per-channel statistics."""
