@@ -25,7 +25,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 DENSE_SPAN = 1 << 16
-# Counting by bincount is linear time; beyond this span its zero-filled array would dwarf the data.
+# Counting by bincount is linear time, sorting (np.unique) is not; but a bincount over a span much
+# wider than the data spends its time and memory on zeros.
 _BINCOUNT_SPAN = 1 << 22
 DEFAULT_PERCENTILES = (0.5, 1, 2, 50, 98, 99, 99.5)
 
@@ -68,13 +69,13 @@ class BandCounts:
 
     @classmethod
     def of(cls, flat: np.ndarray) -> "BandCounts":
-        """Count a 1-D array of integers (any integer dtype up to 32 bits)."""
+        """Count a 1-D array of integers (any integer dtype; 64-bit values must fit in int64)."""
         if flat.size == 0:
             return cls.empty()
         if flat.dtype.itemsize <= 2:
             return cls._of_small(flat)
         low, high = int(flat.min()), int(flat.max())
-        if high - low < _BINCOUNT_SPAN:
+        if high - low < min(_BINCOUNT_SPAN, max(DENSE_SPAN, 4 * flat.size)):
             counts = np.bincount((flat.astype(np.int64) - low)).astype(np.uint64)
             return _canonical_dense(low, counts)
         values, counts = np.unique(flat.astype(np.int64), return_counts=True)
@@ -236,7 +237,7 @@ class ChannelHistogram:
             raise ValueError(f"{pixels.shape[2]} channels given to a histogram of {self.channels}")
         for channel in range(self.channels):
             band = pixels[:, :, channel]
-            band = band.ravel() if mask is None else band[~_channel_mask(mask, channel, band.shape)]
+            band = band.ravel() if mask is None else band[~channel_mask(mask, channel, band.shape)]
             self.bands[channel] = self.bands[channel].merge(BandCounts.of(band))
         return self
 
@@ -298,7 +299,8 @@ class ChannelHistogram:
         return self.to_json() == other.to_json()
 
 
-def _channel_mask(mask: np.ndarray, channel: int, shape: tuple[int, int]) -> np.ndarray:
+def channel_mask(mask: np.ndarray, channel: int, shape: tuple[int, int]) -> np.ndarray:
+    """The (H, W) exclusion mask of one channel from an (H, W) or (H, W, C) boolean mask."""
     if mask.dtype != np.bool_:
         raise TypeError(f"mask must be boolean, got {mask.dtype}")
     if mask.shape == shape:
