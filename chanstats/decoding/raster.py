@@ -237,8 +237,8 @@ def _nodata_of(page, shown: str) -> int | float | None:
         value = float(text)
     except ValueError:
         raise BadImageError(shown, f"GDAL_NODATA tag is not a number ({text!r})") from None
-    # Integral values stay integers, so they compare exactly with 32-bit integer pixels.
-    return int(value) if math.isfinite(value) and value.is_integer() else value
+    # Integral values read as integers (0, not 0.0); a float32 limit such as -3.4e38 stays a float.
+    return int(value) if math.isfinite(value) and value.is_integer() and abs(value) <= 2**53 else value
 
 
 def _enum_name(value) -> str:
