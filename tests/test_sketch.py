@@ -42,7 +42,16 @@ def sketch_in_parts(values, parts, mantissa_bits=10):
     return merged
 
 
-@pytest.mark.parametrize("name", ["normal", "lognormal", "uniform_float32", "mixed_signs_zeros", "elevation_like"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "normal",
+        "mixed_signs_zeros",
+        pytest.param("lognormal", marks=pytest.mark.slow),
+        pytest.param("uniform_float32", marks=pytest.mark.slow),
+        pytest.param("elevation_like", marks=pytest.mark.slow),
+    ],
+)
 def test_bound_holds_on_a_million_values_merged_from_fifty_sketches(name):
     rng = np.random.default_rng(2024)
     values = distributions(rng, 1_000_000)[name]
