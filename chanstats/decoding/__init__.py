@@ -1,1 +1,1 @@
-"""Bytes to pixels: one pixel-format table, Pillow's decoder and the JPEG and PNG fast paths."""
+"""Bytes to pixels: one pixel-format table, Pillow's decoder, the JPEG and PNG fast paths, and TIFF rasters."""

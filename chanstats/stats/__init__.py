@@ -1,1 +1,2 @@
-"""The statistics: exact integer and float64 moments, the BatchNorm running simulation, sampling and per-image rows."""
+"""The statistics: exact integer and float64 moments, histograms and percentiles, the float quantile
+sketch, nodata, the BatchNorm running simulation, sampling and per-image rows."""
