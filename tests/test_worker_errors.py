@@ -417,6 +417,28 @@ def test_rewriting_a_file_keeps_its_permissions(tmp_path):
     assert target.read_text() == "new" and stat.S_IMODE(target.stat().st_mode) == 0o640
 
 
+def test_writing_through_a_symlink_replaces_the_target_and_keeps_the_link(tmp_path):
+    target = tmp_path / "real.json"
+    target.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    write_atomic(str(link), "new")
+    assert link.is_symlink() and target.read_text() == "new"
+
+
+def test_writing_to_a_fifo_writes_into_it_and_leaves_the_fifo(tmp_path):
+    # -o /dev/stdout or -o >(gzip > x): renaming over the path would replace the pipe (or, for
+    # -o /dev/null, the device node itself) with a regular file.
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    received: list[str] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()))
+    reader.start()
+    write_atomic(str(fifo), '{"a": 1}')
+    reader.join(timeout=10)
+    assert received == ['{"a": 1}'] and stat.S_ISFIFO(fifo.stat().st_mode)
+
+
 def test_the_command_honours_the_umask(rgb_folder, tmp_path):
     target = tmp_path / "out.json"
     run = subprocess.run(["sh", "-c", 'umask 027 && exec "$@"', "sh", *chanstats_command(), "compute", str(rgb_folder),

@@ -44,15 +44,30 @@ def _json_text(value: Any, indent: str) -> str:
 
 
 def write_atomic(path: str, text: str | bytes) -> None:
-    """Write ``text`` (or bytes) to ``path`` so that readers see the old file or the new one, never half."""
+    """Write ``text`` (or bytes) to ``path`` so that readers see the old file or the new one, never half.
+
+    The new file is written beside the old one and renamed over it. A symbolic link is followed (the
+    file it points to is replaced, the link stays), and a path that is not a regular file (``/dev/null``,
+    ``/dev/stdout``, a FIFO) is written to directly: renaming over it would replace the device or
+    pipe itself.
+    """
+    binary = isinstance(text, bytes)
+    mode, encoding = ("wb", {}) if binary else ("w", {"encoding": "utf-8"})
+    path = os.path.realpath(path) if os.path.islink(path) else path
+    if _exists_but_not_regular(path):
+        try:
+            with open(path, mode, **encoding) as stream:
+                stream.write(text)
+        except OSError as error:
+            raise ChanstatsError(f"{path}: cannot write: {error.strerror or error}") from None
+        return
     directory = os.path.dirname(os.path.abspath(path))
     try:
         handle, temporary = tempfile.mkstemp(prefix=".chanstats-", suffix=".tmp", dir=directory)
     except OSError as error:
         raise ChanstatsError(f"{path}: cannot write: {error.strerror or error}") from None
     try:
-        binary = isinstance(text, bytes)
-        with os.fdopen(handle, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as stream:
+        with os.fdopen(handle, mode, **encoding) as stream:
             stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
@@ -62,6 +77,13 @@ def write_atomic(path: str, text: str | bytes) -> None:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+
+
+def _exists_but_not_regular(path: str) -> bool:
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _permissions_for(path: str) -> int:
