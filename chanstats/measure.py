@@ -13,9 +13,12 @@ from typing import TYPE_CHECKING, Any, Sequence, Union
 import numpy as np
 
 from .decoding.formats import FLOAT_SCALE, NAMES_BY_COUNT, PixelFormat, channel_names, default_scale
+from .decoding.formats import Measured
 from .decoding.jpeg import measure_jpeg
 from .decoding.pillow import decode, histogram_moments
-from .decoding.png import measure_png
+from .decoding.png import decode_png16, measure_png
+from .decoding.raster import read_raster
+from .options import PixelOptions
 from .errors import BadImageError, BadSpecError
 from .stats.moments import (
     FloatMoments,
@@ -191,19 +194,28 @@ class Measurer:
     transform: TransformSpec | None = None
     epochs: int = 1
     seed: int = 0
+    pixels: PixelOptions = PixelOptions()
 
     def __call__(self, index: int, source: ImageSource) -> Measurement:
         data = read_source(source)
         if self.transform is None:
             # Without a transform every epoch sees the same pixels: measure them once.
-            for fast_path in _FAST_PATHS:
-                fast = fast_path(data, self.mode, source.display)
-                if fast is not None:
-                    return _untransformed(*fast, self.epochs)
-            decoded = decode(data, self.mode, source.display)
+            if self.mode == "keep" and _is_tiff(data):
+                return self._raster(data, source.display)
+            if self.mode == "keep" and (wide := decode_png16(data)) is not None:
+                return self._array(wide, source.display, None)
+            if not self._selects_pixels:
+                for fast_path in _FAST_PATHS:
+                    fast = fast_path(data, self.mode, source.display, histogram=self._histograms)
+                    if fast is not None:
+                        return self._untransformed(fast)
+            decoded = self._decode(data, source.display)
+            if self._selects_pixels:
+                return self._array(decoded.pixels(), source.display, None, decoded.dropped_alpha)
             width, height = decoded.size
-            return _untransformed(decoded.format, width, height, decoded.dropped_alpha, decoded.moments(), self.epochs)
-        decoded = decode(data, self.mode, source.display)
+            moments, histogram = decoded.moments_and_histogram(self._histograms)
+            return self._untransformed(Measured(decoded.format, width, height, decoded.dropped_alpha, moments, histogram))
+        decoded = self._decode(data, source.display)
         width, height = decoded.size
         samples = self._transformed(index, source, decoded)
         formats = {fmt for fmt, _, _ in samples}
@@ -218,6 +230,56 @@ class Measurer:
             moments=[moments for _, moments, _ in samples],
             rows=[row for _, _, row in samples],
         )
+
+    @property
+    def _histograms(self) -> bool:
+        return self.pixels.percentiles is not None
+
+    @property
+    def _selects_pixels(self) -> bool:
+        """Whether bands or nodata need the decoded array (the fast paths only give totals)."""
+        nodata = self.pixels.nodata
+        return self.pixels.bands is not None or (nodata is not None and not nodata.is_none)
+
+    def _decode(self, data: bytes, shown: str):
+        try:
+            return decode(data, self.mode, shown)
+        except BadImageError:
+            if _is_tiff(data):  # say why Pillow could not, and what reads it
+                self._raster(data, shown)
+                raise BadImageError(shown, "a raster that is not 8-bit grey or colour; use --mode keep") from None
+            raise
+
+    def _raster(self, data: bytes, shown: str) -> Measurement:
+        raster = read_raster(data, self.pixels.bands, shown)
+        return self._array(raster.pixels, shown, raster.band_names, file_nodata=raster.nodata, selected=True)
+
+    def _array(self, pixels: np.ndarray, shown: str, file_names, dropped_alpha: bool = False,
+               file_nodata: int | float | None = None, selected: bool = False) -> Measurement:
+        """Measure decoded pixels with bands, names, nodata and scale applied (``selected``: the
+        reader already picked ``--bands``)."""
+        if self.pixels.bands is not None and not selected:
+            pixels = _select_bands(pixels if pixels.ndim == 3 else pixels[:, :, np.newaxis], self.pixels.bands, shown)
+        measured = measure_pixels(
+            pixels, shown, channels=self.pixels.channels or file_names, nodata=self.pixels.nodata,
+            file_nodata=file_nodata, scale=self.pixels.scale, percentiles=self._histograms, epochs=self.epochs,
+        )
+        measured.dropped_alpha = dropped_alpha
+        return measured
+
+    def _untransformed(self, fast: Measured) -> Measurement:
+        pixel_format = fast.format
+        if self.pixels.channels is not None or self.pixels.scale is not None:
+            names = _checked_names(self.pixels.channels, len(pixel_format.channels)) if self.pixels.channels else pixel_format.channels
+            pixel_format = PixelFormat(names, self.pixels.scale or pixel_format.scale, pixel_format.dtype, pixel_format.masked)
+        row = integer_sample_row(fast.moments, pixel_format.scale)
+        histogram = None
+        if fast.histogram is not None:
+            from .stats.histogram import ChannelHistogram
+
+            histogram = ChannelHistogram.from_counts(fast.histogram)
+        return Measurement(pixel_format, fast.width, fast.height, fast.dropped_alpha, [fast.moments] * self.epochs,
+                           [row] * self.epochs, histogram)
 
     def _transformed(self, index: int, source: ImageSource, decoded) -> list[tuple[PixelFormat, Any, SampleRow]]:
         from .transforms import single_threaded
@@ -267,11 +329,18 @@ def _not_reproducible(spec: TransformSpec, shown: str) -> str:
 _FAST_PATHS = (measure_jpeg, measure_png)
 
 
-def _untransformed(
-    pixel_format: PixelFormat, width: int, height: int, dropped_alpha: bool, moments: IntegerMoments, epochs: int
-) -> Measurement:
-    row = integer_sample_row(moments, pixel_format.scale)
-    return Measurement(pixel_format, width, height, dropped_alpha, [moments] * epochs, [row] * epochs)
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def _is_tiff(data: bytes) -> bool:
+    """TIFF or BigTIFF, either byte order: read with tifffile (any bands, dtype, layout)."""
+    return data[:4] in _TIFF_MAGIC
+
+
+def _select_bands(pixels: np.ndarray, bands: tuple[int, ...], shown: str) -> np.ndarray:
+    if max(bands) > pixels.shape[2]:
+        raise BadSpecError(f"--bands {','.join(map(str, bands))}: {shown} has {pixels.shape[2]} bands")
+    return pixels[:, :, [b - 1 for b in bands]]
 
 
 def measure_output(output: Any, input_format: PixelFormat, shown: str) -> tuple[PixelFormat, Any, SampleRow]:

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from ..errors import ChanstatsError
 
-if TYPE_CHECKING:  # only a type here; importing it would load numpy for `chanstats --help`
+if TYPE_CHECKING:  # only types here; importing them would load numpy for `chanstats --help`
+    import numpy as np
+
     from ..stats.moments import IntegerMoments
 
 # The ``--mode`` choices: torchvision's RGB loader, greyscale, or the file's own channels.
@@ -92,6 +94,7 @@ class Measured(NamedTuple):
     height: int
     dropped_alpha: bool
     moments: IntegerMoments
+    histogram: "np.ndarray | None" = None  # (C, 256) counts, when asked for
 
 
 def check_mode(mode: str) -> str:

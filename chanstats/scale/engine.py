@@ -182,6 +182,22 @@ def _measure_chunk(measure: MeasureFn, chunk: Sequence[ImageSource], start: int)
             raise WorkerError(f"{source.display}: {_unexpected(error)}") from error
     if board is not None:
         board[_WORKER_CELL] = _IDLE
+    return _pool_histograms(results)
+
+
+def _pool_histograms(results: list[tuple[int, Outcome]]) -> list[tuple[int, Outcome]]:
+    """Merge a chunk's histograms into the last image of each pixel format, so one histogram per
+    format crosses back to the main process rather than one per image. Merging is exact and order
+    free, so totals do not change; the last image carries them, so a checkpoint taken partway
+    through a chunk never holds counts of images after the ones it has recorded."""
+    carriers: dict[Any, Measurement] = {}
+    for _, outcome in reversed(results):
+        if not isinstance(outcome, Measurement) or outcome.histogram is None:
+            continue
+        carrier = carriers.setdefault(outcome.format, outcome)
+        if carrier is not outcome:
+            carrier.histogram.merge(outcome.histogram)
+            outcome.histogram = None
     return results
 
 

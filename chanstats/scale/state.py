@@ -30,7 +30,7 @@ from ..sources.base import ImageSource
 from ..stats.moments import IntegerMoments
 from .table import ImageRecord, ImageTable, pack_rows
 
-PARTIAL_VERSION = 1
+PARTIAL_VERSION = 2
 KIND = "chanstats-partial"
 
 
@@ -77,6 +77,9 @@ class FormatTotals:
     first_index: int
     example: str
     integer: IntegerMoments | None
+    # Exact histograms (integer pixels) or a quantile sketch (float pixels) of every image of this
+    # format, in raw units; None when percentiles are off.
+    histogram: Any = None
 
 
 @dataclass
@@ -113,6 +116,8 @@ class PartialState:
         if totals is None:
             totals = FormatTotals(outcome.format, index, source.display, None)
             self.formats[outcome.format] = totals
+        if outcome.histogram is not None:
+            totals.histogram = outcome.histogram if totals.histogram is None else totals.histogram.merge(outcome.histogram)
         if integer:
             if totals.integer is None:
                 totals.integer = IntegerMoments.empty(len(outcome.format.channels))

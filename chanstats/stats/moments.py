@@ -30,6 +30,7 @@ from .. import kernel
 # The compiled one-pass kernel for 8-bit pixels (about 100× numpy's sums); optional, because it is
 # only built where a C compiler was available at install time (see chanstats.kernel).
 _moments_u8 = kernel._kernels.moments_u8 if kernel._kernels is not None else None
+_histogram_u8 = getattr(kernel._kernels, "histogram_u8", None)
 KERNEL_AVAILABLE = kernel.AVAILABLE
 
 
@@ -223,6 +224,25 @@ def integer_moments_of(pixels: np.ndarray) -> IntegerMoments:
         mins=[int(v) for v in flat.min(axis=0)],
         maxs=[int(v) for v in flat.max(axis=0)],
     )
+
+
+def histogram_u8(pixels: np.ndarray) -> np.ndarray:
+    """(C, 256) uint64 counts of an (H, W) or (H, W, C) uint8 array (the compiled kernel where
+    present: about 8× numpy's bincount)."""
+    channels = 1 if pixels.ndim == 2 else pixels.shape[-1]
+    if _histogram_u8 is not None and channels <= 4 and pixels.flags.c_contiguous:
+        return np.frombuffer(_histogram_u8(pixels, channels), dtype=np.uint64).reshape(channels, 256)
+    flat = pixels.reshape(-1, channels)
+    return np.stack([np.bincount(flat[:, c], minlength=256) for c in range(channels)]).astype(np.uint64)
+
+
+def integer_moments_and_histogram(pixels: np.ndarray, histogram: bool) -> tuple[IntegerMoments, np.ndarray | None]:
+    """Exact moments of 8-bit pixels and, when asked, their (C, 256) histogram; the moments then
+    come from the histogram (the same integers, one pass over the pixels)."""
+    if not histogram or pixels.dtype != np.uint8 or pixels.size == 0:
+        return integer_moments_of(pixels), None
+    counts = histogram_u8(pixels)
+    return integer_moments_from_histogram(counts), counts
 
 
 def integer_moments_from_histogram(histogram: np.ndarray) -> IntegerMoments:
