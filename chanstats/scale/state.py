@@ -98,10 +98,18 @@ class PartialState:
     listing: list[tuple[str, int]] | None = None  # every file's (name, size), with compute --listing
     # With --sample: how many images the whole listing holds (listing_size is the sample's size).
     population: int | None = None
+    # The last index whose histogram counts were already merged in (pooled by a worker with an
+    # earlier image); until it is recorded the state is not consistent. Never saved.
+    pooled_until: int = -1
 
     @property
     def complete(self) -> bool:
         return self.done == self.stop
+
+    @property
+    def settled(self) -> bool:
+        """Whether every count in the state belongs to an image recorded (safe to checkpoint)."""
+        return self.done > self.pooled_until
 
     def add(self, index: int, source: ImageSource, outcome: Measurement | BadImageError) -> None:
         """Record the next image of the slice (indices must come in listing order)."""
@@ -116,6 +124,8 @@ class PartialState:
         if totals is None:
             totals = FormatTotals(outcome.format, index, source.display, None)
             self.formats[outcome.format] = totals
+        if outcome.pooled_until is not None:
+            self.pooled_until = max(self.pooled_until, outcome.pooled_until)
         if outcome.histogram is not None:
             totals.histogram = outcome.histogram if totals.histogram is None else totals.histogram.merge(outcome.histogram)
         if integer:
