@@ -91,6 +91,7 @@ def measure_pixels(
     :class:`~chanstats.errors.BadSpecError` when ``nodata`` or ``channels`` do not fit the channel
     count.
 
+    >>> from chanstats.stats.nodata import parse_nodata
     >>> m = measure_pixels(np.array([[[0, 10], [4, 20]]], dtype=np.uint16), "a", nodata=parse_nodata("0"), scale=10)
     >>> m.format.channels, m.moments[0].channel_counts(), m.rows[0][1]
     (('L', 'A'), [1, 2], [0.4, 1.5])
@@ -246,8 +247,8 @@ class Measurer:
     def _decode(self, data: bytes, shown: str):
         try:
             return decode(data, self.mode, shown)
-        except BadImageError:
-            if _is_tiff(data):  # say why Pillow could not, and what reads it
+        except BadImageError as error:
+            if _is_tiff(data) and "--mode keep" not in error.reason:  # say why Pillow could not, and what reads it
                 self._raster(data, shown)
                 raise BadImageError(shown, "a raster that is not 8-bit grey or colour; use --mode keep") from None
             raise
