@@ -4,6 +4,7 @@
  *
  * moments_u8(buffer, channels) -> (sums, sumsq, mins, maxs), four lists of Python ints.
  * unfilter_png(scanlines, width, height, channels) -> bytes, the pixels.
+ * histogram_u8(buffer, channels) -> bytes, channels x 256 native uint64 counts (for percentiles).
  *
  * Why a compiled kernel: decoding a JPEG costs a few ns per pixel, and every exact statistic
  * available from Python (Pillow's histogram on a numpy buffer, numpy bincount or sums) costs
@@ -26,6 +27,7 @@
 #define LANES 48
 #define BLOCK_ROWS 65536
 #define MAX_CHANNELS 4
+#define MAX_BPP 8 /* bytes per pixel of a PNG: 16-bit RGBA */
 
 #ifdef __SSE2__
 #include <emmintrin.h>
@@ -311,7 +313,8 @@ moments_u8(PyObject *Py_UNUSED(module), PyObject *args)
  * unfilter_png(scanlines, width, height, channels) -> bytes
  *
  * The pixels of a non-interlaced 8-bit PNG from its inflated IDAT stream: `height` scanlines of
- * one filter-type byte and width * channels bytes each. PNG decoding is zlib inflation plus this
+ * one filter-type byte and width * channels bytes each. For a 16-bit PNG, `channels` is the bytes
+ * per pixel (2 per channel, up to 8): PNG filters work on bytes, a pixel's width apart. PNG decoding is zlib inflation plus this
  * step; Pillow spends about as long on it as on inflation, byte at a time through generic code.
  * Here each filter has its own loop with the bytes per pixel known at compile time, so Up is
  * vectorized and Sub/Average/Paeth run `channels` independent chains side by side.
@@ -330,7 +333,7 @@ unfilter_row(int filter, const uint8_t *in, const uint8_t *prev, uint8_t *out, P
 {
     /* The left (a) and upper-left (c) bytes of each channel stay in registers: reading them back
      * from `out` would put a store-to-load round trip on every pixel's dependency chain. */
-    int a[MAX_CHANNELS] = {0}, c[MAX_CHANNELS] = {0};
+    int a[MAX_BPP] = {0}, c[MAX_BPP] = {0};
     Py_ssize_t i, k;
     switch (filter) {
     case 0: /* None */
@@ -382,7 +385,7 @@ unfilter_png(PyObject *Py_UNUSED(module), PyObject *args)
     int channels;
     if (!PyArg_ParseTuple(args, "y*nni", &view, &width, &height, &channels))
         return NULL;
-    if (channels < 1 || channels > MAX_CHANNELS || width < 1 || height < 1 || width > PY_SSIZE_T_MAX / channels - 1 ||
+    if (channels < 1 || channels > MAX_BPP || width < 1 || height < 1 || width > PY_SSIZE_T_MAX / channels - 1 ||
         height > PY_SSIZE_T_MAX / (width * channels + 1) || view.len != height * (width * channels + 1)) {
         PyBuffer_Release(&view);
         PyErr_SetString(PyExc_ValueError, "need exactly height scanlines of 1 + width * channels bytes");
@@ -405,7 +408,10 @@ unfilter_png(PyObject *Py_UNUSED(module), PyObject *args)
     case 1: UNFILTER_ALL(1) break;
     case 2: UNFILTER_ALL(2) break;
     case 3: UNFILTER_ALL(3) break;
-    default: UNFILTER_ALL(4) break;
+    case 4: UNFILTER_ALL(4) break;
+    case 6: UNFILTER_ALL(6) break;
+    case 8: UNFILTER_ALL(8) break;
+    default: UNFILTER_ALL(channels) break;
     }
     Py_END_ALLOW_THREADS
     free(zeros);
@@ -433,7 +439,83 @@ simd(PyObject *self, PyObject *args)
 #endif
 }
 
+/* Histogram of interleaved 8-bit pixels. A histogram loop is a chain of increments through memory,
+ * which SIMD does not speed up; what limits it is the same bin being incremented by consecutive
+ * pixels (store-to-load forwarding), so each channel counts into four tables, one per pixel mod 4,
+ * summed at the end. uint32 tables are folded into the uint64 result every 2^31 pixels. */
+#define HIST_COPIES 4
+#define HIST_FOLD ((Py_ssize_t)1 << 31)
+
+/* Inlined once per channel count, so that the compiler unrolls the channel loop. */
+static inline __attribute__((always_inline)) void
+count_u8(const uint8_t *p, Py_ssize_t pixels, const int channels, uint32_t *tables, uint64_t *out)
+{
+    const int stride = channels * 256;
+    for (Py_ssize_t done = 0; done < pixels;) {
+        Py_ssize_t end = pixels - done < HIST_FOLD ? pixels : done + HIST_FOLD;
+        Py_ssize_t i = done;
+        for (; i + HIST_COPIES <= end; i += HIST_COPIES) {
+            const uint8_t *px = p + i * channels;
+            for (int c = 0; c < channels; c++) {
+                uint32_t *t = tables + c * 256;
+                t[px[c]]++;
+                t[stride + px[channels + c]]++;
+                t[2 * stride + px[2 * channels + c]]++;
+                t[3 * stride + px[3 * channels + c]]++;
+            }
+        }
+        for (; i < end; i++)
+            for (int c = 0; c < channels; c++)
+                tables[c * 256 + p[i * channels + c]]++;
+        for (int k = 0; k < HIST_COPIES * stride; k++) {
+            out[k % stride] += tables[k];
+            tables[k] = 0;
+        }
+        done = end;
+    }
+}
+
+static PyObject *
+histogram_u8(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    Py_buffer view;
+    int channels;
+    if (!PyArg_ParseTuple(args, "y*i", &view, &channels))
+        return NULL;
+    if (channels < 1 || channels > MAX_CHANNELS || view.len % channels != 0) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "need a buffer of 1 to 4 interleaved 8-bit channels");
+        return NULL;
+    }
+    PyObject *result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)channels * 256 * sizeof(uint64_t));
+    uint32_t *tables = calloc((size_t)HIST_COPIES * channels * 256, sizeof(uint32_t));
+    if (result == NULL || tables == NULL) {
+        Py_XDECREF(result);
+        free(tables);
+        PyBuffer_Release(&view);
+        return PyErr_NoMemory();
+    }
+    uint64_t *out = (uint64_t *)PyBytes_AS_STRING(result);
+    memset(out, 0, (size_t)channels * 256 * sizeof(uint64_t));
+    const uint8_t *p = (const uint8_t *)view.buf;
+    Py_ssize_t pixels = view.len / channels;
+    Py_BEGIN_ALLOW_THREADS
+    switch (channels) {
+    case 1: count_u8(p, pixels, 1, tables, out); break;
+    case 2: count_u8(p, pixels, 2, tables, out); break;
+    case 3: count_u8(p, pixels, 3, tables, out); break;
+    default: count_u8(p, pixels, 4, tables, out); break;
+    }
+    Py_END_ALLOW_THREADS
+    free(tables);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"histogram_u8", histogram_u8, METH_VARARGS,
+     "histogram_u8(buffer, channels) -> bytes: channels x 256 native uint64 counts of a C-contiguous "
+     "buffer of interleaved 8-bit pixels."},
     {"simd", simd, METH_NOARGS, "simd() -> str: the instruction set of the moments kernel: avx2, sse2 or scalar."},
     {"moments_u8", moments_u8, METH_VARARGS,
      "moments_u8(buffer, channels) -> (sums, sumsq, mins, maxs): exact per-channel integer moments "

@@ -23,7 +23,7 @@ from . import kernel
 from ._version import __version__
 from .errors import BadImagesError, ChanstatsError, NoImagesError
 from .measure import Measurer
-from .options import ErrorBudget, RunOptions, compose, settings_of
+from .options import DEFAULT_PERCENTILES_TEXT, ErrorBudget, RunOptions, compose, settings_of
 from .report.files import read_config
 from .report.result import Result
 from .scale import state_file
@@ -31,6 +31,7 @@ from .scale.checkpoint import Checkpointer, Interval
 from .scale.engine import measure_all
 from .scale.merge import merge_states
 from .scale.state import BadRecord, PartialState, shard_bounds
+from .scale.table import row_width
 from .sources.base import DisplayNames, ImageSource
 from .sources.listing import fingerprint, list_images
 from .stats.batchnorm import simulate
@@ -72,7 +73,8 @@ def plan(paths: Paths, options: RunOptions | None = None) -> Plan:
         everything = sources
         size = resolved.sample.size(len(everything))
         sources = [everything[i] for i in sample_indices(len(everything), size, resolved.settings.seed)]
-    measurer = Measurer(resolved.options.mode, resolved.transform, resolved.options.epochs, resolved.settings.seed)
+    measurer = Measurer(resolved.options.mode, resolved.transform, resolved.options.epochs, resolved.settings.seed,
+                        resolved.pixels)
     return Plan(sources, measurer, resolved.record, listing_fingerprint, everything)
 
 
@@ -164,9 +166,11 @@ def finalize(state: PartialState) -> Result:
     exact, method = _exact_statistics(totals, images)
     epochs = options.get("epochs", 1)
     channels = len(pixel_format.channels)
+    width = row_width(pixel_format)
+    per_channel = pixel_format.masked
     samples = images.packed_samples(epochs)  # a view of the table: no per-sample objects
     # Epoch-major, as training visits them: all images of epoch 0, then of epoch 1, ...
-    table = MomentsTable.from_packed(samples.transpose(1, 0, 2).reshape(-1, 1 + 2 * channels), channels)
+    table = MomentsTable.from_packed(samples.transpose(1, 0, 2).reshape(-1, width), channels, per_channel)
     running = simulate(table, settings, epochs=epochs)
     sampled = None if options.get("sample") is None else _sample_description(state, images, pixel_format, method)
     return Result(
@@ -188,11 +192,43 @@ def finalize(state: PartialState) -> Result:
             DisplayNames(images.sources),
             images.width,
             images.height,
-            table if epochs == 1 else MomentsTable.from_packed(samples.reshape(-1, 1 + 2 * channels), channels).pooled(epochs),
+            table if epochs == 1 else MomentsTable.from_packed(samples.reshape(-1, width), channels, per_channel).pooled(epochs),
         ),
         listing=state.listing,
         sample=sampled,
+        percentiles=_percentiles(totals, options),
+        dtype=pixel_format.dtype or None,
+        nodata=_nodata_description(pixel_format, options),
     )
+
+
+def _percentiles(totals, options: dict[str, Any]) -> dict[str, Any] | None:
+    """The percentiles section: exact (integer data, from the merged histograms) or from the
+    quantile sketch within its stated relative error (float data)."""
+    from .options import PixelOptions, RunOptions as _Options
+
+    qs = PixelOptions.parse(_Options(percentiles=options.get("percentiles", DEFAULT_PERCENTILES_TEXT))).percentiles
+    if qs is None or totals.histogram is None:
+        return None
+    histogram = totals.histogram
+    scale = totals.format.scale
+    raw = [list(row) for row in histogram.percentiles(qs)]
+    if hasattr(histogram, "relative_error"):
+        method = f"sketch: inverted_cdf within relative error {histogram.relative_error:g} of the value"
+    else:
+        method = "exact inverted_cdf"
+    return {
+        "method": method,
+        "q": list(qs),
+        "raw": raw,
+        "scaled": [[None if v is None else v / scale for v in row] for row in raw],
+    }
+
+
+def _nodata_description(pixel_format, options: dict[str, Any]) -> dict[str, Any] | None:
+    if not pixel_format.masked:
+        return None
+    return {"option": options.get("nodata"), "source": "option" if options.get("nodata") is not None else "file"}
 
 
 def _apply_error_policy(bad: Sequence[BadRecord], total: int, on_error: str, budget: ErrorBudget | None) -> None:
@@ -210,12 +246,21 @@ def _exact_statistics(totals, images) -> tuple[Any, str]:
     float64 moments merged in listing order (Chan's formula is not associative in floating point)."""
     pixel_format = totals.format
     if totals.integer is not None:
-        return totals.integer.finalize(pixel_format.scale), "integer"
+        return _finalized(totals.integer, pixel_format.scale), "integer"
     total_float = FloatMoments.empty(len(pixel_format.channels))
     for moments_of_image in images.float_moments or ():
         for moments in moments_of_image or ():
             total_float.merge(moments)
-    return total_float.finalize(), "float64"
+    return _finalized(total_float, pixel_format.scale), "float64"
+
+
+def _finalized(moments, scale):
+    from .stats.moments import NoPixelsError
+
+    try:
+        return moments.finalize(scale)
+    except NoPixelsError as error:
+        raise NoImagesError(f"{error}: every pixel of that band was excluded") from None
 
 
 def _sample_description(state: PartialState, images, pixel_format, method: str) -> dict[str, Any]:

@@ -85,6 +85,15 @@ def sample_options(command):
         click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Pass every image this many times, with fresh random draws (samples = images × epochs)."),
         click.option("--workers", type=int, default=None, help="Worker processes (default: all cores; 0: in this process)."),
+        click.option("--bands", default=None, metavar="2,3,4", help="Keep only these bands (numbered from 1, as GDAL does), in this order."),
+        click.option("--channels", "channel_names", default=None, metavar="NAMES",
+                     help="Comma-separated channel names, e.g. B01,B02 (default: the file's band names, else R,G,B... or b1..bN)."),
+        click.option("--nodata", default=None, metavar="V|V1,V2,..|nan|none",
+                     help="Leave pixels with this value out of every statistic (per band); default: a GeoTIFF's GDAL_NODATA; none: ignore it."),
+        click.option("--scale", default=None, metavar="N",
+                     help="The raw value that maps to 1.0, e.g. 4095 for 12-bit data (default: 255 uint8, 65535 uint16, else 1)."),
+        click.option("--percentiles", default="0.5,1,2,50,98,99,99.5", show_default=True, metavar="Q1,Q2,..|none",
+                     help="Percentiles to report: exact for integer data, within a stated relative error for floats; none: off."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -131,7 +140,8 @@ def _extensions(value: str | None):
 @click.option("--timings", is_flag=True, help="Print on stderr how long listing, measuring, finalizing and writing took (even with -q).")
 def compute(paths, output, fmt, mode, extensions, batch_size, momentum, convention, seed, no_shuffle, drop_last,
             on_error, max_bad, sample, workers, transform, resize, center_crop, epochs, shard, partial_path, distributed,
-            checkpoint_path, checkpoint_every, restart, quiet, per_image, listing, timings):
+            checkpoint_path, checkpoint_every, restart, quiet, per_image, listing, timings, bands, channel_names, nodata,
+            scale, percentiles):
     """Compute exact per-channel mean/std of the images under PATHS.
 
     PATHS are folders (searched recursively, hidden entries skipped), image files, @list.txt
@@ -173,6 +183,11 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
         resize=resize,
         center_crop=center_crop,
         listing=listing,
+        bands=bands,
+        channels=channel_names,
+        nodata=nodata,
+        scale=scale,
+        percentiles=percentiles,
     )
     run = dict(workers=workers, progress=not quiet and sys.stderr.isatty(), checkpoint=checkpoint_path or None,
                checkpoint_every=every, restart=restart)
@@ -286,7 +301,7 @@ def _int_list(value: str, name: str) -> list[int]:
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), metavar="FILE.png",
               help="Draw each estimate's trajectory over batches against the exact value (needs the 'plot' extra: matplotlib).")
 def compare(paths, batch_sizes, momenta, conventions, seeds, no_shuffle, drop_last, mode, extensions, transform, resize,
-            center_crop, epochs, workers, csv_path, plot_path):
+            center_crop, epochs, workers, csv_path, plot_path, bands, channel_names, nodata, scale, percentiles):
     """How far BatchNorm's running mean/std land from the exact values, for every combination.
 
     One decoding pass; every (convention, batch size, momentum, seed) is simulated from the
@@ -304,7 +319,8 @@ def compare(paths, batch_sizes, momenta, conventions, seeds, no_shuffle, drop_la
     comparison = compare_settings(
         list(paths),
         RunOptions(mode=mode, extensions=tuple(_extensions(extensions)), transform=transform, resize=resize,
-                   center_crop=center_crop, epochs=epochs),
+                   center_crop=center_crop, epochs=epochs, bands=bands, channels=channel_names, nodata=nodata, scale=scale,
+                   percentiles="none"),
         batch_sizes=_int_list(batch_sizes, "--batch-size"), momenta=_csv_list(momenta), conventions=_csv_list(conventions),
         seeds=_int_list(seeds, "--seeds"), shuffle=not no_shuffle, drop_last=drop_last, trajectory=bool(plot_path),
         workers=workers, progress=sys.stderr.isatty(),

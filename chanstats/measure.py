@@ -8,15 +8,18 @@ K epochs gives K samples.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence, Union
 
 import numpy as np
 
-from .decoding.formats import FLOAT_SCALE, NAMES_BY_COUNT, PixelFormat
+from .decoding.formats import FLOAT_SCALE, NAMES_BY_COUNT, PixelFormat, channel_names, default_scale
+from .decoding.formats import Measured
 from .decoding.jpeg import measure_jpeg
 from .decoding.pillow import decode, histogram_moments
-from .decoding.png import measure_png
-from .errors import BadSpecError
+from .decoding.png import decode_png16, measure_png
+from .decoding.raster import read_raster
+from .options import PixelOptions
+from .errors import BadImageError, BadSpecError
 from .stats.moments import (
     FloatMoments,
     IntegerMoments,
@@ -28,7 +31,14 @@ from .sources.base import ImageSource
 from .sources.listing import read_source
 from .transforms import TransformSpec, same_output
 
-SampleRow = tuple[int, list[float], list[float]]  # (pixels per channel, mean, M2) in model units
+if TYPE_CHECKING:
+    from .stats.histogram import ChannelHistogram
+    from .stats.nodata import NodataOption
+    from .stats.sketch import QuantileSketch
+
+# (pixels per channel, mean, M2) in model units; the count is a list, one per channel, when nodata
+# left pixels out.
+SampleRow = tuple[Union[int, list[int]], list[float], list[float]]
 
 
 @dataclass
@@ -36,7 +46,10 @@ class Measurement:
     """Statistics of one image's samples.
 
     ``moments[k]`` is sample ``k``'s exact accumulator (integer path) or float64 moments (float
-    path); ``rows[k]`` its (count, mean, M2) in model units for the per-sample table.
+    path, raw units); ``rows[k]`` its (count, mean, M2) in model units for the per-sample table.
+    ``histogram`` is the image's exact per-channel histogram (integer pixels) or quantile sketch
+    (float pixels) in raw units, for percentiles; ``None`` when percentiles are off or the pixels
+    came out of a transform.
     """
 
     format: PixelFormat
@@ -45,6 +58,128 @@ class Measurement:
     dropped_alpha: bool
     moments: list[IntegerMoments | FloatMoments]
     rows: list[SampleRow]
+    histogram: "ChannelHistogram | QuantileSketch | None" = None
+    # Set by a worker that merged the histograms of its chunk into this one: the chunk's last index.
+    pooled_until: int | None = None
+
+
+def measure_pixels(
+    pixels: np.ndarray,
+    display: str,
+    *,
+    channels: Sequence[str] | None = None,
+    nodata: "NodataOption | None" = None,
+    file_nodata: int | float | None = None,
+    scale: int | float | None = None,
+    percentiles: bool = True,
+    epochs: int = 1,
+) -> Measurement:
+    """Measure one in-memory image: the entry point for any source that yields arrays.
+
+    ``pixels`` is (H, W, C) or (H, W), channels last, of an integer dtype of at most 32 bits
+    (signed or not: the exact integer path, with an exact histogram) or a float dtype (the float64
+    path, with a quantile sketch). ``display`` names the image in errors. ``channels`` names the
+    channels (default: R, G, B… up to four, else b1..bN). ``nodata`` is the parsed ``--nodata``
+    (``None``: not given, then ``file_nodata``, e.g. a GeoTIFF's ``GDAL_NODATA``, applies);
+    matching pixels are left out of every statistic, per channel. ``scale`` is the full-scale value
+    mapping to 1.0 (default from the dtype, see :func:`~chanstats.decoding.formats.default_scale`).
+    ``percentiles`` keeps the histogram or sketch. The measurement repeats for ``epochs`` samples
+    (no transform: every epoch sees the same pixels).
+
+    Raises :class:`~chanstats.errors.BadImageError` for a dtype chanstats cannot measure or for
+    NaN/infinite values that nodata does not leave out, and
+    :class:`~chanstats.errors.BadSpecError` when ``nodata`` or ``channels`` do not fit the channel
+    count.
+
+    >>> from chanstats.stats.nodata import parse_nodata
+    >>> m = measure_pixels(np.array([[[0, 10], [4, 20]]], dtype=np.uint16), "a", nodata=parse_nodata("0"), scale=10)
+    >>> m.format.channels, m.moments[0].channel_counts(), m.rows[0][1]
+    (('L', 'A'), [1, 2], [0.4, 1.5])
+    """
+    from .stats.nodata import BandNodata
+
+    pixels = _channels_last(pixels, display)
+    height, width, count = pixels.shape
+    names = _checked_names(channels, count)
+    scale = default_scale(pixels.dtype) if scale is None else scale
+    band_nodata = BandNodata.resolve(nodata, file_nodata, count)
+    mask = band_nodata.mask(pixels)
+    masked = band_nodata.active
+    pixel_format = PixelFormat(names, scale, pixels.dtype.name, masked)
+    if pixels.dtype.kind == "f":
+        moments, histogram = _measure_float(pixels, mask, masked, percentiles, display)
+        row = _float_row(moments, scale)
+    else:
+        moments, histogram = _measure_integer(pixels, mask, masked, percentiles)
+        row = integer_sample_row(moments, scale)
+    return Measurement(pixel_format, width, height, False, [moments] * epochs, [row] * epochs, histogram)
+
+
+def _channels_last(pixels: np.ndarray, display: str) -> np.ndarray:
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, np.newaxis]
+    if pixels.ndim != 3:
+        raise BadImageError(display, f"a {pixels.ndim}-D array; expected (H, W) or (H, W, C)")
+    kind, size = pixels.dtype.kind, pixels.dtype.itemsize
+    if not ((kind in "iu" and size <= 4) or (kind == "f" and size in (2, 4, 8))):
+        raise BadImageError(
+            display, f"{pixels.dtype} pixels; chanstats measures integers of up to 32 bits and float16/32/64"
+        )
+    if pixels.dtype.byteorder == ">":  # big-endian data from a file: native order for numpy's sums
+        pixels = pixels.astype(pixels.dtype.newbyteorder("="))
+    return pixels
+
+
+def _checked_names(channels: Sequence[str] | None, count: int) -> tuple[str, ...]:
+    if channels is None:
+        return channel_names(count)
+    if len(channels) != count:
+        raise BadSpecError(f"--channels names {len(channels)} channels but the image has {count}")
+    return tuple(channels)
+
+
+def _measure_integer(pixels, mask, masked: bool, percentiles: bool):
+    from .stats.histogram import ChannelHistogram
+    from .stats.nodata import masked_integer_moments
+
+    histogram = ChannelHistogram.empty(pixels.shape[2]).update(pixels, mask) if percentiles else None
+    if not masked and pixels.dtype.kind == "u" and pixels.dtype.itemsize <= 2:
+        return integer_moments_of(np.ascontiguousarray(pixels)), histogram
+    exact = masked_integer_moments(pixels, mask)
+    total = pixels.shape[0] * pixels.shape[1]
+    return IntegerMoments(
+        total, list(exact.sums), list(exact.sums_of_squares), list(exact.mins), list(exact.maxs),
+        list(exact.counts) if masked else None,
+    ), histogram
+
+
+def _measure_float(pixels, mask, masked: bool, percentiles: bool, display: str):
+    from .stats.nodata import masked_float_moments, nonfinite_reason
+    from .stats.sketch import QuantileSketch
+
+    reason = nonfinite_reason(pixels, mask)
+    if reason is not None:
+        raise BadImageError(display, reason)
+    exact = masked_float_moments(pixels, mask)
+    channels = pixels.shape[2]
+    moments = FloatMoments(
+        pixels=pixels.shape[0] * pixels.shape[1],
+        mean=np.array([0.0 if v is None else v for v in exact.means]),
+        m2=np.array(exact.m2s, dtype=np.float64),
+        mins=np.array([np.inf if v is None else v for v in exact.mins]),
+        maxs=np.array([-np.inf if v is None else v for v in exact.maxs]),
+        counts=np.array(exact.counts, dtype=np.int64) if masked else None,
+    )
+    sketch = QuantileSketch.empty(channels).update(pixels, mask) if percentiles else None
+    return moments, sketch
+
+
+def _float_row(moments: FloatMoments, scale: int | float) -> SampleRow:
+    counts = moments.channel_counts()
+    count: int | list[int] = moments.pixels if moments.counts is None else [int(v) for v in counts]
+    if scale == 1:
+        return count, moments.mean.tolist(), moments.m2.tolist()
+    return count, (moments.mean / scale).tolist(), (moments.m2 / (scale * scale)).tolist()
 
 
 @dataclass(frozen=True)
@@ -62,19 +197,28 @@ class Measurer:
     transform: TransformSpec | None = None
     epochs: int = 1
     seed: int = 0
+    pixels: PixelOptions = PixelOptions()
 
     def __call__(self, index: int, source: ImageSource) -> Measurement:
         data = read_source(source)
         if self.transform is None:
             # Without a transform every epoch sees the same pixels: measure them once.
-            for fast_path in _FAST_PATHS:
-                fast = fast_path(data, self.mode, source.display)
-                if fast is not None:
-                    return _untransformed(*fast, self.epochs)
-            decoded = decode(data, self.mode, source.display)
+            if self.mode == "keep" and _is_tiff(data):
+                return self._raster(data, source.display)
+            if self.mode == "keep" and (wide := decode_png16(data)) is not None:
+                return self._array(wide, source.display, None)
+            if not self._selects_pixels:
+                for fast_path in _FAST_PATHS:
+                    fast = fast_path(data, self.mode, source.display, histogram=self._histograms)
+                    if fast is not None:
+                        return self._untransformed(fast)
+            decoded = self._decode(data, source.display)
+            if self._selects_pixels:
+                return self._array(decoded.pixels(), source.display, None, decoded.dropped_alpha)
             width, height = decoded.size
-            return _untransformed(decoded.format, width, height, decoded.dropped_alpha, decoded.moments(), self.epochs)
-        decoded = decode(data, self.mode, source.display)
+            moments, histogram = decoded.moments_and_histogram(self._histograms)
+            return self._untransformed(Measured(decoded.format, width, height, decoded.dropped_alpha, moments, histogram))
+        decoded = self._decode(data, source.display)
         width, height = decoded.size
         samples = self._transformed(index, source, decoded)
         formats = {fmt for fmt, _, _ in samples}
@@ -89,6 +233,56 @@ class Measurer:
             moments=[moments for _, moments, _ in samples],
             rows=[row for _, _, row in samples],
         )
+
+    @property
+    def _histograms(self) -> bool:
+        return self.pixels.percentiles is not None
+
+    @property
+    def _selects_pixels(self) -> bool:
+        """Whether bands or nodata need the decoded array (the fast paths only give totals)."""
+        nodata = self.pixels.nodata
+        return self.pixels.bands is not None or (nodata is not None and not nodata.is_none)
+
+    def _decode(self, data: bytes, shown: str):
+        try:
+            return decode(data, self.mode, shown)
+        except BadImageError as error:
+            if _is_tiff(data) and "--mode keep" not in error.reason:  # say why Pillow could not, and what reads it
+                self._raster(data, shown)
+                raise BadImageError(shown, "a raster that is not 8-bit grey or colour; use --mode keep") from None
+            raise
+
+    def _raster(self, data: bytes, shown: str) -> Measurement:
+        raster = read_raster(data, self.pixels.bands, shown)
+        return self._array(raster.pixels, shown, raster.band_names, file_nodata=raster.nodata, selected=True)
+
+    def _array(self, pixels: np.ndarray, shown: str, file_names, dropped_alpha: bool = False,
+               file_nodata: int | float | None = None, selected: bool = False) -> Measurement:
+        """Measure decoded pixels with bands, names, nodata and scale applied (``selected``: the
+        reader already picked ``--bands``)."""
+        if self.pixels.bands is not None and not selected:
+            pixels = _select_bands(pixels if pixels.ndim == 3 else pixels[:, :, np.newaxis], self.pixels.bands, shown)
+        measured = measure_pixels(
+            pixels, shown, channels=self.pixels.channels or file_names, nodata=self.pixels.nodata,
+            file_nodata=file_nodata, scale=self.pixels.scale, percentiles=self._histograms, epochs=self.epochs,
+        )
+        measured.dropped_alpha = dropped_alpha
+        return measured
+
+    def _untransformed(self, fast: Measured) -> Measurement:
+        pixel_format = fast.format
+        if self.pixels.channels is not None or self.pixels.scale is not None:
+            names = _checked_names(self.pixels.channels, len(pixel_format.channels)) if self.pixels.channels else pixel_format.channels
+            pixel_format = PixelFormat(names, self.pixels.scale or pixel_format.scale, pixel_format.dtype, pixel_format.masked)
+        row = integer_sample_row(fast.moments, pixel_format.scale)
+        histogram = None
+        if fast.histogram is not None:
+            from .stats.histogram import ChannelHistogram
+
+            histogram = ChannelHistogram.from_counts(fast.histogram)
+        return Measurement(pixel_format, fast.width, fast.height, fast.dropped_alpha, [fast.moments] * self.epochs,
+                           [row] * self.epochs, histogram)
 
     def _transformed(self, index: int, source: ImageSource, decoded) -> list[tuple[PixelFormat, Any, SampleRow]]:
         from .transforms import single_threaded
@@ -138,11 +332,18 @@ def _not_reproducible(spec: TransformSpec, shown: str) -> str:
 _FAST_PATHS = (measure_jpeg, measure_png)
 
 
-def _untransformed(
-    pixel_format: PixelFormat, width: int, height: int, dropped_alpha: bool, moments: IntegerMoments, epochs: int
-) -> Measurement:
-    row = integer_sample_row(moments, pixel_format.scale)
-    return Measurement(pixel_format, width, height, dropped_alpha, [moments] * epochs, [row] * epochs)
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def _is_tiff(data: bytes) -> bool:
+    """TIFF or BigTIFF, either byte order: read with tifffile (any bands, dtype, layout)."""
+    return data[:4] in _TIFF_MAGIC
+
+
+def _select_bands(pixels: np.ndarray, bands: tuple[int, ...], shown: str) -> np.ndarray:
+    if max(bands) > pixels.shape[2]:
+        raise BadSpecError(f"--bands {','.join(map(str, bands))}: {shown} has {pixels.shape[2]} bands")
+    return pixels[:, :, [b - 1 for b in bands]]
 
 
 def measure_output(output: Any, input_format: PixelFormat, shown: str) -> tuple[PixelFormat, Any, SampleRow]:

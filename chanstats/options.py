@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .transforms import TransformSpec
 
 ON_ERROR = ("fail", "skip")
+DEFAULT_PERCENTILES_TEXT = "0.5,1,2,50,98,99,99.5"
 CONVENTIONS = ("torch", "keras")
 DEFAULT_MOMENTUM = "default"
 __all__ = ["RunOptions", "ResolvedOptions", "ErrorBudget", "running_settings", "MODES", "ON_ERROR", "CONVENTIONS"]
@@ -45,6 +46,10 @@ class RunOptions:
     ``max_bad`` a count or ``"P%"``. ``transform``: a spec (YAML/JSON text or file, a list of
     steps, or ``module:attr``), after ``resize``/``center_crop``; ``epochs`` passes per image.
     ``listing``: record every file's name and size. ``sample``: measure ``N`` or ``"P%"`` images.
+``bands``: 1-based bands to keep (``"2,3,4"``); ``channels``: channel names (``"B02,B03,B04"``);
+``nodata``: a value, one per band, ``"nan"`` or ``"none"`` (default: a GeoTIFF's own tag);
+``scale``: the raw value that maps to 1.0 (default from the dtype); ``percentiles``: which
+percentiles to report (``"none"``: no histograms).
 
     >>> RunOptions(batch_size=32).replace(seed=1).batch_size
     32
@@ -66,6 +71,11 @@ class RunOptions:
     center_crop: int | None = None
     listing: bool = False
     sample: str | int | None = None
+    bands: str | tuple[int, ...] | None = None
+    channels: str | tuple[str, ...] | None = None
+    nodata: str | int | float | None = None
+    scale: str | int | float | None = None
+    percentiles: str | tuple[float, ...] | None = DEFAULT_PERCENTILES_TEXT
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -135,7 +145,11 @@ class RunOptions:
             record["listing"] = True
         if sample_spec is not None:
             record["sample"] = str(sample_spec)
-        return ResolvedOptions(self, extensions, settings, budget, spec, sample_spec, record)
+        pixels = PixelOptions.parse(self)
+        pixels.record_into(record)
+        if pixels.nodata is not None and not pixels.nodata.is_none and spec is not None:
+            raise BadSpecError("--nodata with --transform: a nodata mask does not follow geometric transforms")
+        return ResolvedOptions(self, extensions, settings, budget, spec, sample_spec, record, pixels)
 
     def to_record(self, inputs: list[str]) -> dict[str, Any]:
         """The ``options`` mapping a config written for ``inputs`` with these options holds."""
@@ -158,6 +172,98 @@ class ResolvedOptions:
     transform: "TransformSpec | None"
     sample: "SampleSpec | None"
     record: dict[str, Any]
+    pixels: "PixelOptions"
+
+
+@dataclass(frozen=True)
+class PixelOptions:
+    """How pixels are read and what is kept of them: bands, names, nodata, scale, percentiles.
+
+    Only options that differ from the defaults enter the record, so that default configs keep
+    their bytes.
+    """
+
+    bands: tuple[int, ...] | None = None
+    channels: tuple[str, ...] | None = None
+    nodata: Any = None  # a chanstats.stats.nodata.NodataOption, or None: the file's tag applies
+    scale: int | float | None = None
+    percentiles: tuple[float, ...] | None = None
+
+    @classmethod
+    def parse(cls, options: "RunOptions") -> "PixelOptions":
+        from .stats.nodata import parse_nodata
+
+        nodata = None if options.nodata is None else parse_nodata(str(options.nodata))
+        return cls(
+            bands=_parse_bands(options.bands),
+            channels=_parse_names(options.channels),
+            nodata=nodata,
+            scale=_parse_scale(options.scale),
+            percentiles=_parse_percentiles(options.percentiles),
+        )
+
+    def record_into(self, record: dict[str, Any]) -> None:
+        if self.bands is not None:
+            record["bands"] = list(self.bands)
+        if self.channels is not None:
+            record["channels"] = list(self.channels)
+        if self.nodata is not None:
+            record["nodata"] = str(self.nodata)
+        if self.scale is not None:
+            record["scale"] = self.scale
+        if self.percentiles != _parse_percentiles(DEFAULT_PERCENTILES_TEXT):
+            record["percentiles"] = "none" if self.percentiles is None else list(self.percentiles)
+
+
+def _items(value: Any) -> list[str]:
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value]
+    return [item.strip() for item in str(value).split(",")]
+
+
+def _parse_bands(value: Any) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        bands = tuple(int(item) for item in _items(value))
+    except ValueError:
+        raise BadSpecError(f"--bands {value!r}: expected 1-based band numbers such as 2,3,4") from None
+    if not bands or min(bands) < 1:
+        raise BadSpecError(f"--bands {value!r}: bands are numbered from 1")
+    return bands
+
+
+def _parse_names(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    names = tuple(_items(value))
+    if not all(names) or len(set(names)) != len(names):
+        raise BadSpecError(f"--channels {value!r}: names must be non-empty and distinct")
+    return names
+
+
+def _parse_scale(value: Any) -> int | float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise BadSpecError(f"--scale {value!r}: expected a positive number such as 4095") from None
+    if not (number > 0 and number != float("inf")):
+        raise BadSpecError(f"--scale {value!r}: must be a positive finite number")
+    return int(number) if number.is_integer() else number
+
+
+def _parse_percentiles(value: Any) -> tuple[float, ...] | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
+        return None
+    try:
+        numbers = tuple(float(item) for item in _items(value))
+    except ValueError:
+        raise BadSpecError(f"--percentiles {value!r}: expected numbers such as 0.5,99.5, or none") from None
+    if not numbers or any(not 0 <= q <= 100 for q in numbers):
+        raise BadSpecError(f"--percentiles {value!r}: each must be between 0 and 100")
+    return tuple(int(q) if q.is_integer() else q for q in numbers)
 
 
 # Keywords of compute() and friends that are not options (they never change the numbers); named in

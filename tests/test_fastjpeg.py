@@ -54,7 +54,7 @@ def test_fast_path_equals_pillow_for_every_jpeg_kind(rng, mode):
     for name, data in kinds_of_jpeg(rng).items():
         fast = fastjpeg.measure_jpeg(data, mode, name)
         assert fast is not None, name
-        pixel_format, width, height, dropped_alpha, moments = fast
+        pixel_format, width, height, dropped_alpha, moments, _ = fast
         assert not dropped_alpha
         pillow = Image.open(io.BytesIO(data))
         expected = np.asarray(pillow.convert("RGB") if mode == "RGB" else pillow)

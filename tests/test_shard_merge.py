@@ -161,7 +161,7 @@ def test_merge_refuses_wrong_version_and_non_partials(dataset, tmp_path):
     root, data, single = dataset
     part = shard_files(root, data, 1)[0]
     old = tmp_path / "old.json"
-    old.write_text(open(part).read().replace('"partial_version": 1', '"partial_version": 99', 1))
+    old.write_text(open(part).read().replace('"partial_version": 2', '"partial_version": 99', 1))
     result = invoke(["merge", str(old)])
     assert result.exit_code == 2 and str(old) in result.output and "version 99" in result.output
     config = tmp_path / "config.json"

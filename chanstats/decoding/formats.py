@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from ..errors import ChanstatsError
 
-if TYPE_CHECKING:  # only a type here; importing it would load numpy for `chanstats --help`
+if TYPE_CHECKING:  # only types here; importing them would load numpy for `chanstats --help`
+    import numpy as np
+
     from ..stats.moments import IntegerMoments
 
 # The ``--mode`` choices: torchvision's RGB loader, greyscale, or the file's own channels.
@@ -35,17 +37,40 @@ SIXTEEN_BIT = 65535
 FLOAT_SCALE = 1  # float output is measured in its own units
 
 
+def default_scale(dtype) -> int:
+    """The full-scale value that maps to 1.0 when ``--scale`` is not given: 255 for uint8, 65535
+    for uint16, else 1 (raw units: "[0, 1]" means nothing for int16 SAR or a float elevation)."""
+    name = str(dtype)
+    return EIGHT_BIT if name == "uint8" else SIXTEEN_BIT if name == "uint16" else FLOAT_SCALE
+
+
+def channel_names(count: int) -> tuple[str, ...]:
+    """Default names of ``count`` channels: R, G, B (A) or L (A) up to four, else b1..bN."""
+    return NAMES_BY_COUNT.get(count, tuple(f"b{i}" for i in range(1, count + 1)))
+
+
 @dataclass(frozen=True)
 class PixelFormat:
     """What a decoded image's pixels are: channel names and the value of full scale (1 for the
-    float output of a transform, measured in its own units)."""
+    float output of a transform, measured in its own units).
+
+    Rasters and arrays also carry their numpy ``dtype`` name (``""`` for the 8- and 16-bit images
+    of Pillow and the fast paths, whose ``scale`` says the depth) and ``masked``: nodata is in
+    effect, so pixel counts are per channel.
+    """
 
     channels: tuple[str, ...]
-    scale: int
+    scale: int | float
+    dtype: str = ""
+    masked: bool = False
 
     @property
     def label(self) -> str:
-        """``"RGB 8-bit"``, ``"L 16-bit"``, ``"RGB float"``: used in messages about mixed formats."""
+        """``"RGB 8-bit"``, ``"L 16-bit"``, ``"RGB float"``, ``"13 bands uint16 with nodata"``:
+        used in messages about mixed formats."""
+        if self.dtype:
+            names = "".join(self.channels) if all(len(c) == 1 for c in self.channels) else f"{len(self.channels)} bands"
+            return f"{names} {self.dtype}" + (" with nodata" if self.masked else "") + (f" scale {self.scale:g}")
         if self.scale == 1:
             return f"{''.join(self.channels)} float"
         bits = 16 if self.scale == 65535 else 8
@@ -69,6 +94,7 @@ class Measured(NamedTuple):
     height: int
     dropped_alpha: bool
     moments: IntegerMoments
+    histogram: "np.ndarray | None" = None  # (C, 256) counts, when asked for
 
 
 def check_mode(mode: str) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from PIL import Image
 
 from ..errors import BadImageError
-from ..stats.moments import KERNEL_AVAILABLE, integer_moments_of
+from ..stats.moments import KERNEL_AVAILABLE, integer_moments_and_histogram
 from .formats import GREY_8BIT, RGB_8BIT, Measured
 
 try:
@@ -30,8 +30,9 @@ AVAILABLE = simplejpeg is not None and KERNEL_AVAILABLE
 _JPEG_MAGIC = b"\xff\xd8\xff"
 
 
-def measure_jpeg(data: bytes, mode: str, shown: str) -> Measured | None:
-    """The exact moments of a JPEG under ``mode``, or None to fall back to Pillow."""
+def measure_jpeg(data: bytes, mode: str, shown: str, histogram: bool = False) -> Measured | None:
+    """The exact moments (and with ``histogram`` the (C, 256) histogram) of a JPEG under ``mode``,
+    or None to fall back to Pillow."""
     if not AVAILABLE or mode not in ("RGB", "keep") or not data.startswith(_JPEG_MAGIC):
         return None
     try:
@@ -51,4 +52,4 @@ def measure_jpeg(data: bytes, mode: str, shown: str) -> Measured | None:
         pixels = simplejpeg.decode_jpeg(data, colorspace=target, strict=True)
     except ValueError:
         return None
-    return Measured(pixel_format, width, height, False, integer_moments_of(pixels))
+    return Measured(pixel_format, width, height, False, *integer_moments_and_histogram(pixels, histogram))

@@ -49,6 +49,20 @@ class DecodedImage:
             return histogram_moments(self.image)
         return integer_moments_of(self.pixels())
 
+    def moments_and_histogram(self, histogram: bool) -> tuple[IntegerMoments, np.ndarray | None]:
+        """:meth:`moments`, and with ``histogram`` the (C, bins) counts of values 0, 1, ...
+        (Pillow's own histogram for 8-bit images)."""
+        if not histogram:
+            return self.moments(), None
+        if self.format.scale == 255:
+            counts = np.asarray(self.image.histogram(), dtype=np.int64).reshape(len(self.image.getbands()), 256)
+            return integer_moments_from_histogram(counts), counts.astype(np.uint64)
+        pixels = self.pixels()
+        flat = pixels.reshape(-1, 1 if pixels.ndim == 2 else pixels.shape[-1])
+        bins = int(flat.max(initial=0)) + 1
+        counts = np.stack([np.bincount(flat[:, c], minlength=bins) for c in range(flat.shape[1])])
+        return integer_moments_of(pixels), counts.astype(np.uint64)
+
     def pixels(self) -> np.ndarray:
         """The pixels as an (H, W) or (H, W, C) uint8/uint16 array."""
         if self.format.scale == 65535:

@@ -26,7 +26,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
-from ..stats.moments import KERNEL_AVAILABLE, IntegerMoments, integer_moments_of
+from ..stats.moments import KERNEL_AVAILABLE, IntegerMoments, integer_moments_and_histogram
 from .formats import EIGHT_BIT_BY_COUNT, RGB_8BIT, Measured
 
 try:  # faster inflation, the same bytes out, and the same adler32 check; stock zlib otherwise
@@ -78,7 +78,7 @@ def _inflate_exactly(stream: bytes, size: int) -> bytes | None:
     return scanlines if len(scanlines) == size and inflater.eof else None
 
 
-def measure_png(data: bytes, mode: str, shown: str) -> Measured | None:
+def measure_png(data: bytes, mode: str, shown: str, histogram: bool = False) -> Measured | None:
     """What ``decode(data, mode).moments()`` gives, for the PNGs this fast path takes, else None.
 
     ``shown`` is unused: this path never reports an error itself (Pillow does, on fallback); it is
@@ -94,18 +94,38 @@ def measure_png(data: bytes, mode: str, shown: str) -> Measured | None:
     if pixels is None:
         return None
     height, width, channels = pixels.shape
-    moments = integer_moments_of(pixels)
+    moments, counts = integer_moments_and_histogram(pixels, histogram)
     has_alpha = channels in (2, 4)
     if mode == "keep":
-        return Measured(EIGHT_BIT_BY_COUNT[channels], width, height, False, moments)
+        return Measured(EIGHT_BIT_BY_COUNT[channels], width, height, False, moments, counts)
     # torchvision's loader, convert("RGB"): grey replicated, alpha dropped.
     colour = [0, 1, 2] if channels >= 3 else [0, 0, 0]
     if mode == "L":
         colour = [0]
-    return Measured(RGB_8BIT if mode == "RGB" else EIGHT_BIT_BY_COUNT[1], width, height, has_alpha, _select(moments, colour))
+    return Measured(RGB_8BIT if mode == "RGB" else EIGHT_BIT_BY_COUNT[1], width, height, has_alpha,
+                    _select(moments, colour), None if counts is None else counts[colour])
 
 
-def _read_plain_png(data: bytes) -> tuple[int, int, int, bytes] | None:
+def decode_png16(data: bytes) -> np.ndarray | None:
+    """The (H, W, C) native uint16 pixels of a plain 16-bit grey+alpha, RGB or RGBA PNG (the
+    kinds Pillow would reduce to 8 bits), or None when the file is not one this path takes."""
+    if not AVAILABLE or not data.startswith(_SIGNATURE) or data[24:25] != b"\x10" or data[25:26] == b"\x00":
+        return None
+    header = _read_plain_png(data, depth=16)
+    if header is None:
+        return None
+    width, height, channels, compressed = header
+    try:
+        scanlines = _inflate_exactly(compressed, height * (width * 2 * channels + 1))
+        if scanlines is None:
+            return None
+        pixels = unfilter_png(scanlines, width, height, 2 * channels)
+    except (_InflateError, zlib.error, ValueError, MemoryError, OverflowError):
+        return None
+    return np.frombuffer(pixels, dtype=">u2").reshape(height, width, channels).astype(np.uint16)
+
+
+def _read_plain_png(data: bytes, depth: int = 8) -> tuple[int, int, int, bytes] | None:
     """``(width, height, channels, zlib stream)`` if the file is a plain PNG (see the module
     docstring) whose chunks are all intact; else None."""
     view = memoryview(data)
@@ -136,7 +156,7 @@ def _read_plain_png(data: bytes) -> tuple[int, int, int, bytes] | None:
             if kind == b"IHDR":
                 if header is not None or length != 13:
                     return None
-                header = _plain_header(body)
+                header = _plain_header(body, depth)
                 if header is None:
                     return None
             elif header is None or _INERT_CHUNKS.get(kind) != length:
@@ -149,10 +169,10 @@ def _intact(kind: bytes, body: memoryview, data: bytes, crc_at: int) -> bool:
     return zlib.crc32(body, zlib.crc32(kind)) == stored
 
 
-def _plain_header(body: memoryview) -> tuple[int, int, int] | None:
+def _plain_header(body: memoryview, wanted_depth: int = 8) -> tuple[int, int, int] | None:
     width, height, depth, colour_type, compression, filtering, interlace = _IHDR.unpack(body)
     channels = _CHANNELS.get(colour_type)
-    if depth != 8 or channels is None or compression or filtering or interlace:
+    if depth != wanted_depth or channels is None or compression or filtering or interlace:
         return None
     if not (0 < width < 2**31 and 0 < height < 2**31):
         return None

@@ -40,6 +40,11 @@ class Result:
     # Set when only a seeded random subset was measured (--sample): its size and confidence
     # intervals, see chanstats.stats.sampling.describe. ``exact`` is then exact for that subset.
     sample: dict[str, Any] | None = None
+    # Per-channel percentiles ("method", "q", "raw", "scaled"), None when switched off.
+    percentiles: dict[str, Any] | None = None
+    # Rasters and arrays: the numpy dtype; with nodata in effect, where it came from.
+    dtype: str | None = None
+    nodata: dict[str, Any] | None = None
 
     @property
     def mean(self) -> list[float]:
@@ -73,10 +78,12 @@ class Result:
             "chanstats": self.version,
             "channels": list(self.channels),
             "scale": self.scale,
+            **({"dtype": self.dtype} if self.dtype else {}),
+            **({"nodata": self.nodata} if self.nodata is not None else {}),
             "count": {
                 "images": self.images,
                 "samples": self.samples,
-                "pixels": exact.pixels,
+                "pixels": exact.pixels if isinstance(exact.pixels, int) else list(exact.pixels),
                 "skipped": len(self.skipped),
                 "dropped_alpha": self.dropped_alpha,
             },
@@ -106,6 +113,8 @@ class Result:
             "skipped": [{"path": path, "error": error} for path, error in self.skipped],
             **({"listing": [[name, size] for name, size in self.listing]} if self.listing is not None else {}),
         }
+        if self.percentiles is not None:
+            data["percentiles"] = self.percentiles
         if self.sample is not None:
             data["sample"] = self.sample
         return data

@@ -99,7 +99,7 @@ class Checkpointer:
             time.sleep(self._delay)
         due_images = self.every.images is not None and self._since_save >= self.every.images
         due_time = self.every.seconds is not None and time.monotonic() - self._last_save >= self.every.seconds
-        if due_images or due_time:
+        if (due_images or due_time) and state.settled:  # never halfway through a pooled chunk
             self.save(state)
 
     def save(self, state: PartialState) -> None:

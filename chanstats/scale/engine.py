@@ -79,7 +79,8 @@ def measure_all(
         raise ChanstatsError("--workers must be 0 (in-process) or more")
     if workers == 0 or len(sources) <= chunk_size:
         chunks = (
-            _measure_chunk(measure, sources[i : i + chunk_size], offset + i) for i in range(0, len(sources), chunk_size)
+            _measure_chunk(measure, sources[i : i + chunk_size], offset + i, pool_histograms=False)
+            for i in range(0, len(sources), chunk_size)
         )
     else:
         chunks = _parallel_chunks(sources, measure, workers, chunk_size, offset, start_method)
@@ -164,7 +165,9 @@ def _parallel_chunks(
         raise WorkerError(board.death_report(sources, offset, start, processes, error)) from None
 
 
-def _measure_chunk(measure: MeasureFn, chunk: Sequence[ImageSource], start: int) -> list[tuple[int, Outcome]]:
+def _measure_chunk(
+    measure: MeasureFn, chunk: Sequence[ImageSource], start: int, pool_histograms: bool = True
+) -> list[tuple[int, Outcome]]:
     results: list[tuple[int, Outcome]] = []
     board = _WORKER_BOARD
     for offset, source in enumerate(chunk):
@@ -182,6 +185,26 @@ def _measure_chunk(measure: MeasureFn, chunk: Sequence[ImageSource], start: int)
             raise WorkerError(f"{source.display}: {_unexpected(error)}") from error
     if board is not None:
         board[_WORKER_CELL] = _IDLE
+    return _pool_histograms(results) if pool_histograms else results
+
+
+def _pool_histograms(results: list[tuple[int, Outcome]]) -> list[tuple[int, Outcome]]:
+    """Merge a chunk's histograms into the first image of each pixel format, so one histogram per
+    format crosses back to the main process rather than one per image (a 16-bit band's histogram
+    can be far larger than the image's moments). Merging is exact and order free, so totals do not
+    change. The carrier says which image the pooled counts reach (``pooled_until``): the state is
+    only consistent, and a checkpoint only saved, once that image has been recorded too."""
+    carriers: dict[Any, Measurement] = {}
+    last = results[-1][0] if results else 0
+    for _, outcome in results:
+        if not isinstance(outcome, Measurement) or outcome.histogram is None:
+            continue
+        carrier = carriers.setdefault(outcome.format, outcome)
+        if carrier is outcome:
+            carrier.pooled_until = last
+        else:
+            carrier.histogram.merge(outcome.histogram)
+            outcome.histogram = None
     return results
 
 

@@ -62,8 +62,10 @@ def merge_states(states: Sequence[PartialState], names: Sequence[str]) -> Partia
             into = merged.formats.get(fmt)
             if into is None:
                 copy = None if totals.integer is None else IntegerMoments.empty(totals.integer.channels).merge(totals.integer)
-                merged.formats[fmt] = FormatTotals(fmt, totals.first_index, totals.example, copy)
+                merged.formats[fmt] = FormatTotals(fmt, totals.first_index, totals.example, copy, copy_histogram(totals.histogram))
                 continue
+            if totals.histogram is not None:
+                into.histogram = copy_histogram(totals.histogram) if into.histogram is None else into.histogram.merge(totals.histogram)
             if totals.first_index < into.first_index:
                 into.first_index, into.example = totals.first_index, totals.example
             if totals.integer is not None:
@@ -75,6 +77,11 @@ def merge_states(states: Sequence[PartialState], names: Sequence[str]) -> Partia
     # formats in order of first appearance, like a single pass sees them
     merged.formats = dict(sorted(merged.formats.items(), key=lambda item: item[1].first_index))
     return merged
+
+
+def copy_histogram(histogram):
+    """A histogram or sketch that merging into will not change ``histogram`` itself."""
+    return None if histogram is None else type(histogram).from_json(histogram.to_json())
 
 
 def _shard(state: PartialState) -> str:

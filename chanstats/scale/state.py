@@ -30,7 +30,7 @@ from ..sources.base import ImageSource
 from ..stats.moments import IntegerMoments
 from .table import ImageRecord, ImageTable, pack_rows
 
-PARTIAL_VERSION = 1
+PARTIAL_VERSION = 2
 KIND = "chanstats-partial"
 
 
@@ -77,6 +77,9 @@ class FormatTotals:
     first_index: int
     example: str
     integer: IntegerMoments | None
+    # Exact histograms (integer pixels) or a quantile sketch (float pixels) of every image of this
+    # format, in raw units; None when percentiles are off.
+    histogram: Any = None
 
 
 @dataclass
@@ -95,10 +98,18 @@ class PartialState:
     listing: list[tuple[str, int]] | None = None  # every file's (name, size), with compute --listing
     # With --sample: how many images the whole listing holds (listing_size is the sample's size).
     population: int | None = None
+    # The last index whose histogram counts were already merged in (pooled by a worker with an
+    # earlier image); until it is recorded the state is not consistent. Never saved.
+    pooled_until: int = -1
 
     @property
     def complete(self) -> bool:
         return self.done == self.stop
+
+    @property
+    def settled(self) -> bool:
+        """Whether every count in the state belongs to an image recorded (safe to checkpoint)."""
+        return self.done > self.pooled_until
 
     def add(self, index: int, source: ImageSource, outcome: Measurement | BadImageError) -> None:
         """Record the next image of the slice (indices must come in listing order)."""
@@ -113,6 +124,10 @@ class PartialState:
         if totals is None:
             totals = FormatTotals(outcome.format, index, source.display, None)
             self.formats[outcome.format] = totals
+        if outcome.pooled_until is not None:
+            self.pooled_until = max(self.pooled_until, outcome.pooled_until)
+        if outcome.histogram is not None:
+            totals.histogram = outcome.histogram if totals.histogram is None else totals.histogram.merge(outcome.histogram)
         if integer:
             if totals.integer is None:
                 totals.integer = IntegerMoments.empty(len(outcome.format.channels))

@@ -45,6 +45,7 @@ def dumps(state: PartialState) -> str:
             "first_index": t.first_index,
             "example": t.example,
             "integer": None if t.integer is None else t.integer.to_json(),
+            **_format_extras(t),
         }
         for t in state.formats.values()
     ]
@@ -81,9 +82,11 @@ def _from_json(data: dict[str, Any]) -> PartialState:
     formats: dict[PixelFormat, FormatTotals] = {}
     by_id: list[PixelFormat] = []
     for entry in data["formats"]:
-        fmt = PixelFormat(tuple(entry["channels"]), int(entry["scale"]))
+        scale = entry["scale"]
+        fmt = PixelFormat(tuple(entry["channels"]), scale if isinstance(scale, (int, float)) else int(scale),
+                          entry.get("dtype", ""), bool(entry.get("masked", False)))
         integer = None if entry["integer"] is None else IntegerMoments.from_json(entry["integer"])
-        formats[fmt] = FormatTotals(fmt, int(entry["first_index"]), entry["example"], integer)
+        formats[fmt] = FormatTotals(fmt, int(entry["first_index"]), entry["example"], integer, _histogram_from_json(entry))
         by_id.append(fmt)
     images = ImageTable()
     roots: dict[str, str] = {}
@@ -120,6 +123,32 @@ def _from_json(data: dict[str, Any]) -> PartialState:
     )
 
 
+def _format_extras(totals: FormatTotals) -> dict[str, Any]:
+    """What only raster formats and percentile runs add to a format's entry."""
+    extras: dict[str, Any] = {}
+    if totals.format.dtype:
+        extras["dtype"] = totals.format.dtype
+    if totals.format.masked:
+        extras["masked"] = True
+    histogram = totals.histogram
+    if histogram is not None:
+        kind = "sketch" if type(histogram).__name__ == "QuantileSketch" else "histogram"
+        extras[kind] = histogram.to_json()
+    return extras
+
+
+def _histogram_from_json(entry: dict[str, Any]):
+    if entry.get("histogram") is not None:
+        from ..stats.histogram import ChannelHistogram
+
+        return ChannelHistogram.from_json(entry["histogram"])
+    if entry.get("sketch") is not None:
+        from ..stats.sketch import QuantileSketch
+
+        return QuantileSketch.from_json(entry["sketch"])
+    return None
+
+
 def read_partial(path: str) -> PartialState:
     try:
         with open(path, encoding="utf-8") as stream:
@@ -145,17 +174,23 @@ def _image_json(record: ImageRecord, format_id: int) -> list[Any]:
             record.width, record.height, [[n, list(mean), list(m2)] for n, mean, m2 in record.rows], floats]
 
 
+def _counts_json(m: FloatMoments) -> dict[str, Any]:
+    return {} if m.counts is None else {"counts": [int(v) for v in m.counts]}
+
+
 def _hex(values: np.ndarray) -> list[str]:
     return [float(v).hex() for v in values]
 
 
 def _float_moments_json(m: FloatMoments) -> dict[str, Any]:
     # Hex floats: exact, and they carry the ±inf of an empty accumulator's min/max.
-    return {"pixels": m.pixels, "mean": _hex(m.mean), "m2": _hex(m.m2), "mins": _hex(m.mins), "maxs": _hex(m.maxs)}
+    return {"pixels": m.pixels, "mean": _hex(m.mean), "m2": _hex(m.m2), "mins": _hex(m.mins), "maxs": _hex(m.maxs),
+            **_counts_json(m)}
 
 
 def _float_moments_from_json(data: dict[str, Any]) -> FloatMoments:
     def arr(key: str) -> np.ndarray:
         return np.array([float.fromhex(v) for v in data[key]], dtype=np.float64)
 
-    return FloatMoments(int(data["pixels"]), arr("mean"), arr("m2"), arr("mins"), arr("maxs"))
+    counts = None if data.get("counts") is None else np.array(data["counts"], dtype=np.int64)
+    return FloatMoments(int(data["pixels"]), arr("mean"), arr("m2"), arr("mins"), arr("maxs"), counts)

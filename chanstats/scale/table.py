@@ -42,8 +42,15 @@ class ImageRecord:
     def rows(self) -> list[SampleRow]:
         """The per-sample (count, mean, M2) rows, unpacked."""
         channels = len(self.format.channels)
-        width = 1 + 2 * channels
         values = self.packed_rows
+        if self.format.masked:  # counts per channel
+            width = 3 * channels
+            return [
+                ([int(v) for v in values[i : i + channels]], list(values[i + channels : i + 2 * channels]),
+                 list(values[i + 2 * channels : i + width]))
+                for i in range(0, len(values), width)
+            ]
+        width = 1 + 2 * channels
         return [
             (int(values[i]), list(values[i + 1 : i + 1 + channels]), list(values[i + 1 + channels : i + width]))
             for i in range(0, len(values), width)
@@ -133,15 +140,24 @@ class ImageTable:
         same pixel format."""
         if len(self.formats) != 1:
             raise ValueError("packed_samples needs images of one pixel format")
-        width = 1 + 2 * len(self.formats[0].channels)
+        width = row_width(self.formats[0])
         return np.frombuffer(self.rows, dtype=np.float64).reshape(len(self), epochs, width)
 
 
+def row_width(pixel_format: PixelFormat) -> int:
+    """Doubles per packed sample row: one count (or one per channel under nodata), means, M2s."""
+    channels = len(pixel_format.channels)
+    return (channels if pixel_format.masked else 1) + 2 * channels
+
+
 def pack_rows(rows: Sequence[SampleRow]) -> array:
-    """Sample rows as one flat array of doubles: count, means, M2s for each sample."""
+    """Sample rows as one flat array of doubles: count (or counts), means, M2s for each sample."""
     packed = array("d")
     for count, mean, m2 in rows:
-        packed.append(count)
+        if isinstance(count, list):
+            packed.extend(count)
+        else:
+            packed.append(count)
         packed.extend(mean)
         packed.extend(m2)
     return packed

@@ -206,21 +206,30 @@ def _pool_slice(
     table: MomentsTable, rows: NDArray[np.intp], starts: NDArray[np.intp]
 ) -> tuple[NDArray[np.int64], Floats, Floats]:
     # np.take: several times faster than fancy indexing of (n, C) rows
-    counts = np.take(table.count, rows).astype(np.int64)
-    weights = counts.astype(np.float64)[:, None]
+    # Counts are per sample, or per sample and channel where nodata left pixels out (the simulation
+    # then models a normalization that ignores nodata, as a masked BatchNorm would).
+    counts = np.take(table.count, rows, axis=0).astype(np.int64)
+    weights = _by_channel(counts.astype(np.float64))
     means = np.take(table.mean, rows, axis=0)
-    n_b = np.add.reduceat(counts, starts)
+    n_b = np.add.reduceat(counts, starts, axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean_b = np.add.reduceat(weights * means, starts, axis=0) / n_b[:, None]
+        mean_b = np.add.reduceat(weights * means, starts, axis=0) / _by_channel(n_b)
     deviation = means - np.repeat(mean_b, np.diff(np.append(starts, len(rows))), axis=0)
     m2_within = np.add.reduceat(np.take(table.m2, rows, axis=0), starts, axis=0)
     m2_b = m2_within + np.add.reduceat(weights * deviation**2, starts, axis=0)
     return n_b, mean_b, m2_b
 
 
+def _by_channel(values: np.ndarray) -> np.ndarray:
+    """Per-row values as a column that broadcasts over channels; per-channel ones as they are."""
+    return values[:, None] if values.ndim == 1 else values
+
+
 def _check_batches(
     n_b: NDArray[np.int64], starts: NDArray[np.intp], n_rows: int, settings: RunningSettings
 ) -> None:
+    if n_b.ndim == 2:  # per channel: the emptiest channel decides
+        n_b = n_b.min(axis=1)
     smallest = CONVENTIONS[settings.convention].too_few_pixels
     bad = np.flatnonzero(n_b <= smallest)
     if bad.size == 0:
@@ -274,7 +283,7 @@ def _recur(
     take = np.empty((batches, len(group), 1))  # weight of the batch statistic
     keep = np.empty((batches, len(group), 1))  # weight of the old running value
     var_in = np.empty((batches, len(group), channels))
-    counts = n_b.astype(np.float64)[:, None]
+    counts = _by_channel(n_b.astype(np.float64))
     with np.errstate(invalid="ignore", divide="ignore"):
         for j, s in enumerate(group):
             convention = CONVENTIONS[s.convention]

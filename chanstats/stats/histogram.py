@@ -219,6 +219,13 @@ class ChannelHistogram:
     def empty(cls, channels: int) -> "ChannelHistogram":
         return cls([BandCounts.empty() for _ in range(channels)])
 
+    @classmethod
+    def from_counts(cls, counts: np.ndarray, low: int = 0) -> "ChannelHistogram":
+        """From a (C, bins) array of counts of the values ``low, low + 1, ...`` (e.g. 256 bins of
+        8-bit pixels)."""
+        counts = np.asarray(counts, dtype=np.uint64)
+        return cls([_canonical_dense(low, row) for row in counts])
+
     @property
     def channels(self) -> int:
         return len(self.bands)

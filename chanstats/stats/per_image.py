@@ -46,7 +46,7 @@ class PerImage:
     @property
     def std(self) -> np.ndarray:
         """(images, C) per-image population std (ddof 0)."""
-        count = np.maximum(self.table.count, 1).astype(np.float64)[:, None]
+        count = np.maximum(self.table.channel_count(), 1).astype(np.float64)
         return np.sqrt(np.maximum(self.table.m2, 0.0) / count)
 
     def to_csv(self, channels: Sequence[str]) -> str:

@@ -142,8 +142,8 @@ def cluster_intervals(
         raise ValueError("empty sample")
     if k > population:
         raise ValueError("sample larger than the population")
-    counts = table.count.astype(np.float64)[:, None]
-    total = counts.sum()
+    counts = table.channel_count().astype(np.float64)
+    total = counts.sum(axis=0)
     mean = (counts * table.mean).sum(axis=0) / total
     deviation = table.mean - mean
     z = table.m2 + counts * deviation**2
