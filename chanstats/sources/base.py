@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import stat as stat_module
+import sys
 from array import array
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
@@ -106,6 +107,8 @@ class Listing(Sequence[ImageSource]):
         return self._stop - self._start
 
     def __getitem__(self, index):  # type: ignore[override]
+        if index.__class__ is int and 0 <= index < self._stop - self._start:  # the common case first
+            return self._columns.source(self._start + index)
         if isinstance(index, slice):
             start, stop, step = index.indices(len(self))
             if step != 1:
@@ -157,6 +160,7 @@ class Listing(Sequence[ImageSource]):
 
 
 _COMPRESSED, _IN_ARCHIVE = 1, 2
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 
 
 class _Columns:
@@ -183,23 +187,23 @@ class _Columns:
         if source.problem is not None:
             self.problems[len(self.sizes)] = source.problem
         self.root_ids.append(number)
-        self.names += os.fsencode(source.name)
+        self.names += source.name.encode(_FS_ENCODING, _FS_ERRORS)  # what os.fsencode does
         self.name_ends.append(len(self.names))
         self.sizes.append(source.size)
         self.offsets.append(source.offset)
         self.flags.append((_COMPRESSED if source.compressed else 0) | (_IN_ARCHIVE if source.in_archive else 0))
 
     def source(self, i: int) -> ImageSource:
-        begin = self.name_ends[i - 1] if i else 0
+        ends = self.name_ends
         flags = self.flags[i]
         return ImageSource(
             self.roots[self.root_ids[i]],
-            os.fsdecode(bytes(self.names[begin : self.name_ends[i]])),
+            self.names[ends[i - 1] if i else 0 : ends[i]].decode(_FS_ENCODING, _FS_ERRORS),
             self.sizes[i],
             self.offsets[i],
-            bool(flags & _COMPRESSED),
+            flags & _COMPRESSED == _COMPRESSED,
             self.problems.get(i) if self.problems else None,
-            bool(flags & _IN_ARCHIVE),
+            flags & _IN_ARCHIVE == _IN_ARCHIVE,
         )
 
     def rows(self, start: int, stop: int) -> tuple:
@@ -237,6 +241,8 @@ class DisplayNames(Sequence[str]):
         return len(self.sources)
 
     def __getitem__(self, index):  # type: ignore[override]
+        if index.__class__ is int and 0 <= index < self._stop - self._start:  # the common case first
+            return self._columns.source(self._start + index)
         if isinstance(index, slice):
             return [source.display for source in self.sources[index]]
         return self.sources[index].display
