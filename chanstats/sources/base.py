@@ -241,8 +241,6 @@ class DisplayNames(Sequence[str]):
         return len(self.sources)
 
     def __getitem__(self, index):  # type: ignore[override]
-        if index.__class__ is int and 0 <= index < self._stop - self._start:  # the common case first
-            return self._columns.source(self._start + index)
         if isinstance(index, slice):
             return [source.display for source in self.sources[index]]
         return self.sources[index].display
