@@ -32,7 +32,7 @@ from .scale.engine import measure_all
 from .scale.merge import merge_states
 from .scale.state import BadRecord, PartialState, shard_bounds
 from .scale.table import row_width
-from .sources.base import DisplayNames, ImageSource
+from .sources.base import DisplayNames, ImageSource, Listing
 from .sources.listing import fingerprint, list_images
 from .stats.batchnorm import simulate
 from .stats.moments import FloatMoments, MomentsTable
@@ -52,13 +52,13 @@ class Plan:
     """A run before any pixel is read: the global listing, the per-image measurer and the options
     that go into the config (and that partial states and checkpoints must agree on)."""
 
-    sources: list[ImageSource]
+    sources: Sequence[ImageSource]  # a Listing: columns, sources made when indexed
     measurer: Measurer
     options: dict[str, Any]
     fingerprint: str
     # With --sample: every image found (``sources`` is then the sampled subset, in listing order);
     # the fingerprint, --listing and the confidence intervals' population are the whole listing's.
-    everything: list[ImageSource] | None = None
+    everything: Sequence[ImageSource] | None = None
 
 
 def plan(paths: Paths, options: RunOptions | None = None) -> Plan:
@@ -72,7 +72,7 @@ def plan(paths: Paths, options: RunOptions | None = None) -> Plan:
         # Sampled before anything is read: shards, checkpoints and workers only see the sample.
         everything = sources
         size = resolved.sample.size(len(everything))
-        sources = [everything[i] for i in sample_indices(len(everything), size, resolved.settings.seed)]
+        sources = Listing(everything[i] for i in sample_indices(len(everything), size, resolved.settings.seed))
     measurer = Measurer(resolved.options.mode, resolved.transform, resolved.options.epochs, resolved.settings.seed,
                         resolved.pixels)
     return Plan(sources, measurer, resolved.record, listing_fingerprint, everything)

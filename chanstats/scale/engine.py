@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from ..errors import BadImageError, ChanstatsError, WorkerError
 from ..measure import Measurement
-from ..sources.base import ImageSource
+from ..sources.base import ImageSource, Listing
 
 Outcome = Measurement | BadImageError
 # Called with the source's global listing index, which seeds any randomness of that sample.
@@ -111,6 +111,53 @@ def guided_chunks(total: int, workers: int, smallest: int = CHUNK_SIZE, largest:
         start += size
 
 
+def work_units(sources: Sequence[ImageSource], workers: int, smallest: int = CHUNK_SIZE,
+               largest: int = LARGEST_CHUNK) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` of the chunks the workers get: :func:`guided_chunks`, except that every
+    member of a gzip-compressed shard goes to one chunk, in order, with nothing else.
+
+    A ``.tar.gz`` has no random access: a worker given a piece of one inflates everything before
+    it. Given the whole shard, one worker inflates it exactly once, so a run inflates each shard
+    once in the workers whatever their number (compressed shards are then measured in parallel
+    with each other, not within one).
+
+    >>> from chanstats.sources.base import ImageSource
+    >>> gz = [ImageSource("a.tar.gz", f"{i}.png", 1, 512 * i, True, in_archive=True) for i in range(40)]
+    >>> files = [ImageSource("d", f"{i}.png", 1) for i in range(30)]
+    >>> list(work_units(files[:20] + gz + files[20:], 1, 8, 64))
+    [(0, 17), (17, 20), (20, 60), (60, 68), (68, 70)]
+    """
+    keys = _archive_keys(sources)
+    if keys is None:
+        yield from guided_chunks(len(sources), workers, smallest, largest)
+        return
+    total = len(sources)
+    start = 0
+    while start < total:
+        key = keys[start]
+        stop = start + 1
+        if key >= 0:
+            while stop < total and keys[stop] == key:
+                stop += 1
+        else:
+            limit = min(total, start + min(largest, max(smallest, (total - start) // (4 * workers))))
+            while stop < limit and keys[stop] < 0:
+                stop += 1
+        yield start, stop
+        start = stop
+
+
+def _archive_keys(sources: Sequence[ImageSource]) -> list[int] | None:
+    """Per source, a number naming the compressed shard it belongs to, or -1; ``None`` when no
+    source is a member of a compressed shard."""
+    if isinstance(sources, Listing):
+        keys = sources.archive_keys()
+    else:
+        numbers: dict[str, int] = {}
+        keys = [numbers.setdefault(s.root, len(numbers)) if s.in_archive and s.compressed else -1 for s in sources]
+    return keys if any(key >= 0 for key in keys) else None
+
+
 def _parallel_chunks(
     sources: Sequence[ImageSource],
     measure: MeasureFn,
@@ -119,7 +166,7 @@ def _parallel_chunks(
     offset: int = 0,
     start_method: str | None = None,
 ) -> Iterator[list[tuple[int, Outcome]]]:
-    chunks = guided_chunks(len(sources), workers, smallest=chunk_size)
+    chunks = work_units(sources, workers, smallest=chunk_size)
     pending: deque[tuple[Future, int]] = deque()
     context = _context(start_method)
     board = _Board(context, workers)
@@ -132,7 +179,8 @@ def _parallel_chunks(
             bounds = next(chunks, None)
             if bounds is not None:
                 start, stop = bounds
-                future = pool.submit(_measure_chunk, measure, list(sources[start:stop]), offset + start)
+                chunk = sources[start:stop]  # a listing's view pickles as a few flat buffers
+                future = pool.submit(_measure_chunk, measure, chunk if isinstance(chunk, Listing) else list(chunk), offset + start)
                 pending.append((future, start))
 
         try:

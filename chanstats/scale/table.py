@@ -16,7 +16,7 @@ import numpy as np
 from ..decoding.formats import PixelFormat
 from ..errors import ChanstatsError
 from ..measure import SampleRow
-from ..sources.base import ImageSource
+from ..sources.base import ImageSource, Listing
 from ..stats.moments import FloatMoments
 
 
@@ -70,7 +70,7 @@ class ImageTable:
                  "formats", "float_moments")
 
     def __init__(self) -> None:
-        self.sources: list[ImageSource] = []
+        self.sources = Listing()  # columns, not an object per image
         self.index = array("q")
         self.format_id = array("B")
         self.dropped_alpha = array("B")

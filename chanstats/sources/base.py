@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import stat as stat_module
+import sys
+from array import array
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from ..errors import ChanstatsError
 
@@ -68,6 +70,163 @@ class ImageSource:
         if roots is not None:
             root = roots.setdefault(root, root)
         return cls(root, name, size)
+
+
+class Listing(Sequence[ImageSource]):
+    """Image sources held as columns, read as :class:`ImageSource` objects when indexed.
+
+    A run keeps its listing for its whole length, so instead of an object per image (about 290
+    bytes with its name string) the sources are packed: every name's bytes (``os.fsencode``) in one
+    buffer with their end offsets, sizes and archive offsets as 64-bit integers, one byte of flags
+    and an index into the distinct roots; problems, which are rare, sit in a dictionary. That is
+    about 30 bytes plus the name's length per image.
+
+    Slicing with step 1 gives a view sharing the columns (shards, chunks, the rest after a
+    checkpoint cost nothing); pickling a view sends only its own rows, so a chunk of work crosses to
+    a worker as a few flat buffers rather than one object per image. Names must round-trip through
+    ``os.fsencode``/``os.fsdecode``, as every name that listing decodes from a file system or an
+    archive does.
+    """
+
+    __slots__ = ("_columns", "_start", "_stop")
+
+    def __init__(self, sources: Iterable[ImageSource] = ()) -> None:
+        self._columns = _Columns()
+        self._start = self._stop = 0
+        for source in sources:
+            self.append(source)
+
+    def append(self, source: ImageSource) -> None:
+        """Add ``source`` at the end (only to a whole listing, not to a view of one)."""
+        if self._stop != len(self._columns.sizes):
+            raise ValueError("cannot append to a view of a listing")
+        self._columns.append(source)
+        self._stop += 1
+
+    def __len__(self) -> int:
+        return self._stop - self._start
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if index.__class__ is int and 0 <= index < self._stop - self._start:  # the common case first
+            return self._columns.source(self._start + index)
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                return [self[i] for i in range(start, stop, step)]
+            view = Listing.__new__(Listing)
+            view._columns, view._start, view._stop = self._columns, self._start + start, self._start + max(start, stop)
+            return view
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError("listing index out of range")
+        return self._columns.source(self._start + index)
+
+    def __iter__(self) -> Iterator[ImageSource]:
+        source = self._columns.source
+        return (source(i) for i in range(self._start, self._stop))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, (str, bytes)):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<Listing of {len(self)} images>"
+
+    def name_bytes_and_sizes(self) -> Iterator[tuple[bytes, int]]:
+        """Each image's name as ``os.fsencode`` gives it, and its size, without making sources."""
+        columns = self._columns
+        names, ends, sizes = columns.names, columns.name_ends, columns.sizes
+        begin = ends[self._start - 1] if self._start else 0
+        for i in range(self._start, self._stop):
+            end = ends[i]
+            yield bytes(names[begin:end]), sizes[i]
+            begin = end
+
+    def archive_keys(self) -> list[int]:
+        """For each image, the number of the gzip-compressed shard it is a member of (its root),
+        or -1: what keeps a compressed shard in one piece of work (see :mod:`chanstats.scale.engine`)."""
+        columns = self._columns
+        flags, root_ids = columns.flags, columns.root_ids
+        if not any(flag & _COMPRESSED for flag in flags[self._start : self._stop]):
+            return [-1] * len(self)
+        return [root_ids[i] if flags[i] & _COMPRESSED else -1 for i in range(self._start, self._stop)]
+
+    def __reduce__(self):
+        return (_unpickle_listing, self._columns.rows(self._start, self._stop))
+
+
+_COMPRESSED, _IN_ARCHIVE = 1, 2
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+
+
+class _Columns:
+    """The storage behind a :class:`Listing` and its views."""
+
+    __slots__ = ("roots", "root_number", "root_ids", "names", "name_ends", "sizes", "offsets", "flags", "problems")
+
+    def __init__(self) -> None:
+        self.roots: list[str] = []
+        self.root_number: dict[str, int] = {}
+        self.root_ids = array("I")
+        self.names = bytearray()
+        self.name_ends = array("q")
+        self.sizes = array("q")
+        self.offsets = array("q")
+        self.flags = array("B")
+        self.problems: dict[int, str] = {}
+
+    def append(self, source: ImageSource) -> None:
+        number = self.root_number.get(source.root)
+        if number is None:
+            number = self.root_number[source.root] = len(self.roots)
+            self.roots.append(source.root)
+        if source.problem is not None:
+            self.problems[len(self.sizes)] = source.problem
+        self.root_ids.append(number)
+        self.names += source.name.encode(_FS_ENCODING, _FS_ERRORS)  # what os.fsencode does
+        self.name_ends.append(len(self.names))
+        self.sizes.append(source.size)
+        self.offsets.append(source.offset)
+        self.flags.append((_COMPRESSED if source.compressed else 0) | (_IN_ARCHIVE if source.in_archive else 0))
+
+    def source(self, i: int) -> ImageSource:
+        ends = self.name_ends
+        flags = self.flags[i]
+        return ImageSource(
+            self.roots[self.root_ids[i]],
+            self.names[ends[i - 1] if i else 0 : ends[i]].decode(_FS_ENCODING, _FS_ERRORS),
+            self.sizes[i],
+            self.offsets[i],
+            flags & _COMPRESSED == _COMPRESSED,
+            self.problems.get(i) if self.problems else None,
+            flags & _IN_ARCHIVE == _IN_ARCHIVE,
+        )
+
+    def rows(self, start: int, stop: int) -> tuple:
+        """Rows ``[start, stop)`` as flat values, with only the roots they use (for pickling)."""
+        begin = self.name_ends[start - 1] if start else 0
+        end = self.name_ends[stop - 1] if stop > start else begin
+        used: dict[int, int] = {}
+        root_ids = array("I", (used.setdefault(r, len(used)) for r in self.root_ids[start:stop]))
+        roots = [self.roots[r] for r in used]
+        ends = array("q", (e - begin for e in self.name_ends[start:stop]))
+        problems = {i - start: p for i, p in self.problems.items() if start <= i < stop}
+        return (roots, root_ids, bytes(self.names[begin:end]), ends, self.sizes[start:stop], self.offsets[start:stop],
+                self.flags[start:stop], problems)
+
+
+def _unpickle_listing(roots, root_ids, names, name_ends, sizes, offsets, flags, problems) -> Listing:
+    listing = Listing()
+    columns = listing._columns
+    columns.roots, columns.root_number = roots, {root: i for i, root in enumerate(roots)}
+    columns.root_ids, columns.names, columns.name_ends = root_ids, bytearray(names), name_ends
+    columns.sizes, columns.offsets, columns.flags, columns.problems = sizes, offsets, flags, problems
+    listing._stop = len(sizes)
+    return listing
 
 
 class DisplayNames(Sequence[str]):

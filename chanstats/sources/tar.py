@@ -17,12 +17,13 @@ m/a.jpg (...); the rest of the shard was not read``), which ``--on-error`` treat
 image: listed under ``skipped`` and counted against ``--max-bad``, or exit 2 under ``fail``.
 
 Reading: an uncompressed shard gives random access: the worker ``pread``s ``size`` bytes at the
-member's ``offset_data``. A gzip shard has no random access, and the choice here is to let each
-worker stream it: a worker keeps one decompressor per process and reads forward to each member it
-is given. Work reaches workers in listing order, so each worker decompresses each ``.tar.gz`` at
-most about once (total cost: workers × decompression, no pixel bytes through pipes, constant
-memory). The alternative, decompressing in the main process and shipping member bytes to the
-workers, makes the main process the bottleneck and needs engine changes. Images are already
+member's ``offset_data``. A gzip shard has no random access: a worker keeps one decompressor per
+process and reads forward to each member it is given, and the engine gives all the members of a
+``.tar.gz`` to one worker, in order, as one piece of work (see
+:func:`chanstats.scale.engine.work_units`). So the workers inflate each compressed shard once in
+all, whatever their number, with no pixel bytes through pipes and constant memory; compressed
+shards are measured in parallel with each other, not within one. Listing inflates each shard once
+more (see :class:`_InflatedStream`): the total is two decompression passes. Images are already
 compressed, so gzip saves little on a shard: prefer plain ``.tar`` for speed (WebDataset does).
 """
 
@@ -322,8 +323,10 @@ class _InflatedStream:
     data, so a byte can only be trusted once its whole gzip member has been inflated. Listing has
     to inflate up to the last header anyway (a gzip stream has no random access), so going on to
     the end costs only the archive's padding, and then every member a worker will read is known to
-    be good (or known to be lost) before any pixel is measured. Workers inflate the same bytes
-    again, deterministically; they cannot check the CRC of a gzip member they stop reading inside.
+    be good (or known to be lost) before any pixel is measured. The listing cannot do without
+    inflating: the tar headers are inside the compressed stream. The worker that measures the
+    shard inflates the same bytes once more, deterministically; it cannot check the CRC of a gzip
+    member it stops reading inside.
 
     ``zlib`` with ``wbits=31`` checks each gzip member's header, CRC-32 and ISIZE itself; members
     are inflated one after the other (a ``.tar.gz`` may hold several, e.g. written by ``bgzip`` or
