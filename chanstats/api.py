@@ -33,6 +33,7 @@ from .scale.merge import merge_states
 from .scale.state import BadRecord, PartialState, shard_bounds
 from .sources.base import DisplayNames, ImageSource
 from .sources.listing import fingerprint, list_images
+from .sources.parquet import choose_column
 from .stats.batchnorm import simulate
 from .stats.moments import FloatMoments, MomentsTable
 from .stats.per_image import PerImage
@@ -64,7 +65,8 @@ def plan(paths: Paths, options: RunOptions | None = None) -> Plan:
     """Check the options and list the images: everything a run decides before reading a pixel."""
     paths = _path_list(paths)
     resolved = (options or RunOptions()).resolve(paths)
-    sources = list_images(paths, resolved.extensions)
+    with choose_column(resolved.options.column):
+        sources = list_images(paths, resolved.extensions)
     listing_fingerprint = fingerprint(sources)
     everything = None
     if resolved.sample is not None:

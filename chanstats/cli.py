@@ -85,6 +85,8 @@ def sample_options(command):
         click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Pass every image this many times, with fresh random draws (samples = images × epochs)."),
         click.option("--workers", type=int, default=None, help="Worker processes (default: all cores; 0: in this process)."),
+        click.option("--column", default=None, metavar="NAME",
+                     help="Image column of Parquet/Arrow tables and Hugging Face datasets (default: the Image feature, or the one binary column)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -131,12 +133,13 @@ def _extensions(value: str | None):
 @click.option("--timings", is_flag=True, help="Print on stderr how long listing, measuring, finalizing and writing took (even with -q).")
 def compute(paths, output, fmt, mode, extensions, batch_size, momentum, convention, seed, no_shuffle, drop_last,
             on_error, max_bad, sample, workers, transform, resize, center_crop, epochs, shard, partial_path, distributed,
-            checkpoint_path, checkpoint_every, restart, quiet, per_image, listing, timings):
+            checkpoint_path, checkpoint_every, restart, quiet, per_image, listing, timings, column):
     """Compute exact per-channel mean/std of the images under PATHS.
 
     PATHS are folders (searched recursively, hidden entries skipped), image files, @list.txt
-    files with one path per line (relative to the list file), or tar shards (.tar, .tar.gz; a
-    pattern such as 'train-{000000..000146}.tar' is expanded), read in archive order. The config
+    files with one path per line (relative to the list file), tar shards (.tar, .tar.gz; a
+    pattern such as 'train-{000000..000146}.tar' is expanded), read in archive order, or image
+    tables: .parquet/.arrow files and Hugging Face dataset folders (rows named file::row N). The config
     goes to stdout or -o; a summary table and a paste-ready Normalize line go to stderr.
     """
     from . import api, kernel
@@ -173,6 +176,7 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
         resize=resize,
         center_crop=center_crop,
         listing=listing,
+        column=column,
     )
     run = dict(workers=workers, progress=not quiet and sys.stderr.isatty(), checkpoint=checkpoint_path or None,
                checkpoint_every=every, restart=restart)
@@ -286,7 +290,7 @@ def _int_list(value: str, name: str) -> list[int]:
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), metavar="FILE.png",
               help="Draw each estimate's trajectory over batches against the exact value (needs the 'plot' extra: matplotlib).")
 def compare(paths, batch_sizes, momenta, conventions, seeds, no_shuffle, drop_last, mode, extensions, transform, resize,
-            center_crop, epochs, workers, csv_path, plot_path):
+            center_crop, epochs, workers, csv_path, plot_path, column):
     """How far BatchNorm's running mean/std land from the exact values, for every combination.
 
     One decoding pass; every (convention, batch size, momentum, seed) is simulated from the
@@ -304,7 +308,7 @@ def compare(paths, batch_sizes, momenta, conventions, seeds, no_shuffle, drop_la
     comparison = compare_settings(
         list(paths),
         RunOptions(mode=mode, extensions=tuple(_extensions(extensions)), transform=transform, resize=resize,
-                   center_crop=center_crop, epochs=epochs),
+                   center_crop=center_crop, epochs=epochs, column=column),
         batch_sizes=_int_list(batch_sizes, "--batch-size"), momenta=_csv_list(momenta), conventions=_csv_list(conventions),
         seeds=_int_list(seeds, "--seeds"), shuffle=not no_shuffle, drop_last=drop_last, trajectory=bool(plot_path),
         workers=workers, progress=sys.stderr.isatty(),

@@ -45,6 +45,7 @@ class RunOptions:
     ``max_bad`` a count or ``"P%"``. ``transform``: a spec (YAML/JSON text or file, a list of
     steps, or ``module:attr``), after ``resize``/``center_crop``; ``epochs`` passes per image.
     ``listing``: record every file's name and size. ``sample``: measure ``N`` or ``"P%"`` images.
+    ``column``: the image column of Parquet and Arrow tables (default: found from their schema).
 
     >>> RunOptions(batch_size=32).replace(seed=1).batch_size
     32
@@ -66,6 +67,7 @@ class RunOptions:
     center_crop: int | None = None
     listing: bool = False
     sample: str | int | None = None
+    column: str | None = None
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -135,6 +137,10 @@ class RunOptions:
             record["listing"] = True
         if sample_spec is not None:
             record["sample"] = str(sample_spec)
+        if self.column is not None:  # only when chosen, so default configs keep their bytes
+            if not isinstance(self.column, str) or not self.column:
+                raise ChanstatsError(f"--column must be a column name, got {self.column!r}")
+            record["column"] = self.column
         return ResolvedOptions(self, extensions, settings, budget, spec, sample_spec, record)
 
     def to_record(self, inputs: list[str]) -> dict[str, Any]:

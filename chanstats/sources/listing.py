@@ -24,6 +24,7 @@ from typing import Iterable, Iterator
 from ..errors import BadImageError, ChanstatsError, NoImagesError
 from .base import IMAGE_EXTENSIONS, ImageSource, Listed, not_regular
 from .folders import walk
+from .parquet import TableRow, is_table_folder, is_table_path, list_table, list_table_folder, read_row
 from .tar import is_tar_path, list_tar, read_member
 
 def list_images(inputs: Iterable[str], extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[ImageSource]:
@@ -70,6 +71,8 @@ def _expand(inputs: list[str], extensions: tuple[str, ...]) -> Iterator[Listed]:
                 more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
                 raise ChanstatsError(f"{missing[0]}{more}: no such file (from the pattern {item})")
             yield from _expand(expanded, extensions)
+        elif os.path.isdir(item) and is_table_folder(item):
+            yield from list_table_folder(item)
         elif os.path.isdir(item):
             yield from walk(item, extensions)
         elif os.path.lexists(item):
@@ -90,6 +93,9 @@ def _file(path: str, name: str, extensions: tuple[str, ...], roots: dict[str, st
         return
     stat = os.stat(path)
     identity = (stat.st_dev, stat.st_ino)
+    if is_table_path(path):
+        yield from list_table(path)
+        return
     if is_tar_path(path):
         # A shard given twice is read once; inside it, members are distinct records (by offset).
         for member in list_tar(path, extensions):
@@ -193,6 +199,8 @@ def read_source(source: ImageSource) -> bytes:
         raise BadImageError(source.display, source.problem)
     if not source.in_archive:
         return _read_file(source)
+    if isinstance(source, TableRow):
+        return read_row(source)
     return read_member(source)
 
 
