@@ -174,7 +174,11 @@ def _image_features(schema: Any) -> list[str]:
 
 
 def _schema_and_rows(path: str) -> tuple[Any, int]:
-    import pyarrow as pa
+    try:
+        import pyarrow as pa
+    except ImportError:
+        raise ChanstatsError(f"{path}: reading Parquet and Arrow tables needs pyarrow: "
+                             "pip install 'chanstats[parquet]'") from None
 
     try:
         if path.lower().endswith(".parquet"):
