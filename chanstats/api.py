@@ -23,6 +23,7 @@ from . import kernel
 from ._version import __version__
 from .errors import BadImagesError, ChanstatsError, NoImagesError
 from .measure import Measurer
+from .pixels import ArrayMeasurer, needs_array_measurer
 from .options import ErrorBudget, RunOptions, compose, settings_of
 from .report.files import read_config
 from .report.result import Result
@@ -74,7 +75,12 @@ def plan(paths: Paths, options: RunOptions | None = None) -> Plan:
         everything = sources
         size = resolved.sample.size(len(everything))
         sources = [everything[i] for i in sample_indices(len(everything), size, resolved.settings.seed)]
-    measurer = Measurer(resolved.options.mode, resolved.transform, resolved.options.epochs, resolved.settings.seed)
+    measurer_type = Measurer
+    if needs_array_measurer(sources):
+        if resolved.transform is not None:
+            raise ChanstatsError("--transform applies to decoded image files; it does not take images from NumPy files")
+        measurer_type = ArrayMeasurer
+    measurer = measurer_type(resolved.options.mode, resolved.transform, resolved.options.epochs, resolved.settings.seed)
     return Plan(sources, measurer, resolved.record, listing_fingerprint, everything)
 
 

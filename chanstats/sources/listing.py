@@ -23,6 +23,7 @@ from typing import Iterable, Iterator
 
 from ..errors import BadImageError, ChanstatsError, NoImagesError
 from .base import IMAGE_EXTENSIONS, ImageSource, Listed, not_regular
+from .arrays import is_array_path, list_arrays
 from .folders import walk
 from .parquet import TableRow, is_table_folder, is_table_path, list_table, list_table_folder, read_row
 from .tar import is_tar_path, list_tar, read_member
@@ -95,6 +96,9 @@ def _file(path: str, name: str, extensions: tuple[str, ...], roots: dict[str, st
     identity = (stat.st_dev, stat.st_ino)
     if is_table_path(path):
         yield from list_table(path)
+        return
+    if is_array_path(path):
+        yield from list_arrays(path)
         return
     if is_tar_path(path):
         # A shard given twice is read once; inside it, members are distinct records (by offset).
