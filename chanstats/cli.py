@@ -100,7 +100,12 @@ def _extensions(value: str | None):
 
 
 @cli.command()
-@click.argument("paths", nargs=-1, required=True)
+@click.argument("paths", nargs=-1)
+@click.option("--dataset", default=None, metavar="MODULE:ATTR",
+              help="Measure a Python dataset, DataLoader or iterable of samples instead of PATHS: package.module:attr or file.py:attr (a callable is called).")
+@click.option("--key", default=None, metavar="KEY", help="With --dataset: the image in each sample (default: 'image' in a dict, element 0 in a tuple).")
+@click.option("--layout", type=click.Choice(["auto", "CHW", "HWC"]), default="auto", show_default=True,
+              help="With --dataset: where the channels are (auto: first in tensors, last in NumPy arrays).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the config here (JSON, or YAML for .yaml/.yml) instead of stdout.")
 @click.option("--format", "fmt", type=click.Choice(["json", "yaml"]), help="Output format (default: from the -o extension, else JSON).")
 @sample_options
@@ -133,7 +138,7 @@ def _extensions(value: str | None):
 @click.option("--timings", is_flag=True, help="Print on stderr how long listing, measuring, finalizing and writing took (even with -q).")
 def compute(paths, output, fmt, mode, extensions, batch_size, momentum, convention, seed, no_shuffle, drop_last,
             on_error, max_bad, sample, workers, transform, resize, center_crop, epochs, shard, partial_path, distributed,
-            checkpoint_path, checkpoint_every, restart, quiet, per_image, listing, timings, column):
+            checkpoint_path, checkpoint_every, restart, quiet, per_image, listing, timings, column, dataset, key, layout):
     """Compute exact per-channel mean/std of the images under PATHS.
 
     PATHS are folders (searched recursively, hidden entries skipped), image files, @list.txt
@@ -148,6 +153,8 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
     from .scale.state import parse_shard
 
     shard_kn = parse_shard(shard) if shard else None
+    if bool(paths) == bool(dataset):
+        raise click.UsageError("give PATHS or --dataset MODULE:ATTR (one of them)")
     if shard_kn and not partial_path:
         raise click.UsageError("--shard K/N writes a partial state: add --partial FILE (and merge the parts with chanstats merge)")
     if partial_path and output:
@@ -177,6 +184,9 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
         center_crop=center_crop,
         listing=listing,
         column=column,
+        dataset=dataset,
+        key=int(key) if key is not None and key.lstrip("-").isdigit() else key,
+        layout=layout,
     )
     run = dict(workers=workers, progress=not quiet and sys.stderr.isatty(), checkpoint=checkpoint_path or None,
                checkpoint_every=every, restart=restart)

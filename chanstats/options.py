@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 ON_ERROR = ("fail", "skip")
 CONVENTIONS = ("torch", "keras")
 DEFAULT_MOMENTUM = "default"
+LAYOUTS = ("auto", "CHW", "HWC")  # where a dataset sample's channels are (auto: by its type)
 __all__ = ["RunOptions", "ResolvedOptions", "ErrorBudget", "running_settings", "MODES", "ON_ERROR", "CONVENTIONS"]
 
 
@@ -46,6 +47,10 @@ class RunOptions:
     steps, or ``module:attr``), after ``resize``/``center_crop``; ``epochs`` passes per image.
     ``listing``: record every file's name and size. ``sample``: measure ``N`` or ``"P%"`` images.
     ``column``: the image column of Parquet and Arrow tables (default: found from their schema).
+    ``dataset``: a Python dataset to measure instead of paths, as ``module:attr`` or
+    ``file.py:attr``; ``key`` picks the image in its samples (default ``"image"`` in a dict,
+    element 0 in a tuple) and ``layout`` (``"auto"``, ``"CHW"``, ``"HWC"``) says where the
+    channels are (auto: first in tensors, last in NumPy arrays).
 
     >>> RunOptions(batch_size=32).replace(seed=1).batch_size
     32
@@ -68,6 +73,9 @@ class RunOptions:
     listing: bool = False
     sample: str | int | None = None
     column: str | None = None
+    dataset: str | None = None
+    key: str | int | None = None
+    layout: str = "auto"
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -141,6 +149,14 @@ class RunOptions:
             if not isinstance(self.column, str) or not self.column:
                 raise ChanstatsError(f"--column must be a column name, got {self.column!r}")
             record["column"] = self.column
+        if self.layout not in LAYOUTS:
+            raise ChanstatsError(f"unknown layout {self.layout!r}: choose {', '.join(LAYOUTS)}")
+        # Only when set, so that configs of files keep their bytes.
+        for name in ("dataset", "key"):
+            if getattr(self, name) is not None:
+                record[name] = getattr(self, name)
+        if self.layout != "auto":
+            record["layout"] = self.layout
         return ResolvedOptions(self, extensions, settings, budget, spec, sample_spec, record)
 
     def to_record(self, inputs: list[str]) -> dict[str, Any]:
@@ -150,7 +166,7 @@ class RunOptions:
 
 # Recorded keys that are not options of the run: the paths (the caller gives them) and run-time
 # knobs that never change the statistics.
-_NOT_OPTIONS = ("inputs", "workers", "progress")
+_NOT_OPTIONS = ("inputs", "workers", "progress", "dataset_kind")
 
 
 @dataclass(frozen=True)
