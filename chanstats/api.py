@@ -34,7 +34,7 @@ from .scale.merge import merge_states
 from .scale.state import BadRecord, PartialState, shard_bounds
 from .sources.base import DisplayNames, ImageSource
 from .sources.listing import fingerprint, list_images
-from .sources.datasets import kind_of as dataset_kind
+from .sources.datasets import classify as classify_source
 from .sources.datasets import load as load_dataset
 from .sources.parquet import choose_column
 from .stats.batchnorm import simulate
@@ -73,7 +73,7 @@ def plan(paths: Paths | Any, options: RunOptions | None = None) -> Plan:
     options = options or RunOptions()
     if options.dataset is not None and (paths is None or (isinstance(paths, (list, tuple)) and not paths)):
         paths = load_dataset(options.dataset)
-    kind = dataset_kind(paths)
+    kind, paths = classify_source(paths)
     if kind is not None:
         return _plan_dataset(paths, kind, options)
     paths = _path_list(paths)

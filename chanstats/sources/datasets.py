@@ -83,10 +83,30 @@ def kind_of(source: Any) -> str | None:
     if torch_data is not None and isinstance(source, torch_data.IterableDataset):
         return ITERABLE
     if isinstance(source, (list, tuple)):
-        return None if all(isinstance(item, (str, os.PathLike)) for item in source) else MAP_STYLE
+        # bytes count as (refused) paths: the API's error then says paths must be str
+        return None if any(isinstance(item, (str, bytes, os.PathLike)) for item in source) or not source else MAP_STYLE
     if hasattr(source, "__getitem__") and hasattr(source, "__len__"):
         return MAP_STYLE
     return ITERABLE if isinstance(source, Iterable) else None
+
+
+def classify(source: Any) -> tuple[str | None, Any]:
+    """:func:`kind_of`, and ``source`` to use from now on: a plain iterable is told apart from an
+    iterable of paths by its first item, so an iterator comes back with that item put back."""
+    kind = kind_of(source)
+    torch_data = sys.modules.get("torch.utils.data")
+    if kind != ITERABLE or (torch_data is not None and isinstance(source, torch_data.IterableDataset)):
+        return kind, source
+    iterator = iter(source)
+    first = next(iterator, _END)
+    if iterator is source:  # a one-shot iterator: what was taken must be put back
+        source = [] if first is _END else itertools.chain([first], iterator)
+    if first is _END or isinstance(first, (str, bytes, os.PathLike)):
+        return None, list(source) if iterator is source or first is _END else source
+    return ITERABLE, source
+
+
+_END = object()
 
 
 def describe(source: Any) -> str:
