@@ -24,6 +24,7 @@ from ._version import __version__
 from .errors import BadImagesError, ChanstatsError, NoImagesError
 from .measure import Measurer
 from .options import DEFAULT_PERCENTILES_TEXT, ErrorBudget, RunOptions, compose, settings_of
+from .pixels import ArrayMeasurer, MeasuredMeasurer, needs_array_measurer
 from .report.files import read_config
 from .report.result import Result
 from .scale import state_file
@@ -34,6 +35,9 @@ from .scale.state import BadRecord, PartialState, shard_bounds
 from .scale.table import row_width
 from .sources.base import DisplayNames, ImageSource, Listing
 from .sources.listing import fingerprint, list_images
+from .sources.datasets import classify as classify_source
+from .sources.datasets import load as load_dataset
+from .sources.parquet import choose_column
 from .stats.batchnorm import simulate
 from .stats.moments import FloatMoments, MomentsTable
 from .stats.per_image import PerImage
@@ -61,21 +65,69 @@ class Plan:
     everything: Sequence[ImageSource] | None = None
 
 
-def plan(paths: Paths, options: RunOptions | None = None) -> Plan:
-    """Check the options and list the images: everything a run decides before reading a pixel."""
+def plan(paths: Paths | Any, options: RunOptions | None = None) -> Plan:
+    """Check the options and list the images: everything a run decides before reading a pixel.
+
+    ``paths`` may also be a Python dataset, a DataLoader or an iterable of samples (see
+    :mod:`chanstats.sources.datasets`), or nothing when ``options.dataset`` names one.
+    """
+    options = options or RunOptions()
+    if options.dataset is not None and (paths is None or (isinstance(paths, (list, tuple)) and not paths)):
+        paths = load_dataset(options.dataset)
+    kind, paths = classify_source(paths)
+    if kind is not None:
+        return _plan_dataset(paths, kind, options)
     paths = _path_list(paths)
-    resolved = (options or RunOptions()).resolve(paths)
-    sources = list_images(paths, resolved.extensions)
-    listing_fingerprint = fingerprint(sources)
-    everything = None
-    if resolved.sample is not None:
-        # Sampled before anything is read: shards, checkpoints and workers only see the sample.
-        everything = sources
-        size = resolved.sample.size(len(everything))
-        sources = Listing(everything[i] for i in sample_indices(len(everything), size, resolved.settings.seed))
-    measurer = Measurer(resolved.options.mode, resolved.transform, resolved.options.epochs, resolved.settings.seed,
-                        resolved.pixels)
-    return Plan(sources, measurer, resolved.record, listing_fingerprint, everything)
+    resolved = options.resolve(paths)
+    with choose_column(resolved.options.column):
+        sources = list_images(paths, resolved.extensions)
+    measurer_type = Measurer
+    if needs_array_measurer(sources):
+        if resolved.transform is not None:
+            raise ChanstatsError("--transform applies to decoded image files; it does not take images from NumPy files")
+        measurer_type = ArrayMeasurer
+    measurer = measurer_type(resolved.options.mode, resolved.transform, resolved.options.epochs, resolved.settings.seed,
+                             resolved.pixels)
+    return _sampled(Plan(sources, measurer, resolved.record, fingerprint(sources)), resolved)
+
+
+def _plan_dataset(source: Any, kind: str, options: RunOptions) -> Plan:
+    """A run over a Python dataset: by index in the worker pool (map-style), or iterated as given
+    in this process (DataLoaders and other iterables), which the config records."""
+    from .pixels import DatasetMeasurer, measure_iterable
+    from .sources.datasets import LOADER, MAP_STYLE, DatasetItem, describe, list_dataset, register
+
+    resolved = options.resolve([])
+    if resolved.transform is not None:
+        raise ChanstatsError("--transform applies to image files; a dataset applies its own transforms")
+    name = options.dataset or describe(source)
+    record = {**resolved.record, "dataset": name, "dataset_kind": kind}
+    epochs, seed = options.epochs, resolved.settings.seed
+    if kind == MAP_STYLE:
+        token = register(source)
+        sources = list_dataset(source, name, token)
+        measurer: Measurer = DatasetMeasurer(options.mode, None, epochs, seed, resolved.pixels, token=token,
+                                             key=options.key, layout=options.layout)
+    else:
+        pixel_measurer = Measurer(options.mode, None, 1, seed, resolved.pixels)
+        measured = measure_iterable(source, options.key, options.layout, epochs, kind == LOADER, name, pixel_measurer)
+        sources = [DatasetItem(name, f"sample {k}", 0, k, in_archive=True) for k in range(len(measured))]
+        measurer = MeasuredMeasurer(options.mode, None, epochs, seed, resolved.pixels, measured=tuple(measured))
+    if not sources:
+        raise NoImagesError(f"{name}: the dataset is empty")
+    return _sampled(Plan(sources, measurer, record, fingerprint(sources)), resolved)
+
+
+def _sampled(run: Plan, resolved) -> Plan:
+    """With ``--sample``: the seeded subset, drawn before anything is read (shards, checkpoints
+    and workers only see the sample); the fingerprint and the population stay the whole listing's."""
+    if resolved.sample is None:
+        return run
+    everything = run.sources
+    size = resolved.sample.size(len(everything))
+    chosen = (everything[i] for i in sample_indices(len(everything), size, resolved.settings.seed))
+    sources = Listing(chosen) if isinstance(everything, Listing) else list(chosen)
+    return Plan(sources, run.measurer, run.options, run.fingerprint, everything)
 
 
 def _path_list(paths: Paths) -> list[str]:
@@ -123,6 +175,8 @@ def measure(
     if checkpoint is not None:
         state = checkpoint.resume(state)
     todo = run.sources[state.done : stop]
+    if isinstance(run.measurer, MeasuredMeasurer):
+        workers = 0  # an iterable was measured while iterating: nothing is left for workers
     # Workers that run a transform start from a clean forkserver: this process has imported torch.
     start_method = "forkserver" if run.measurer.transform is not None else None
     outcomes = measure_all(
@@ -446,7 +500,12 @@ def check(
     options = RunOptions.from_record(data.get("options"), source)
     if data.get("listing") is not None:
         options = options.replace(listing=True)
-    inputs = _path_list(paths) if paths else recorded_inputs(data, source)
+    if paths:
+        inputs = _path_list(paths)
+    elif options.dataset is not None:
+        inputs = []  # the recorded --dataset spec rebuilds the source
+    else:
+        inputs = recorded_inputs(data, source)
     result = compute(inputs, options, workers=workers, progress=progress)
     return build_report(data, result, tolerance, source)
 

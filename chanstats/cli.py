@@ -94,6 +94,8 @@ def sample_options(command):
                      help="The raw value that maps to 1.0, e.g. 4095 for 12-bit data (default: 255 uint8, 65535 uint16, else 1)."),
         click.option("--percentiles", default="0.5,1,2,50,98,99,99.5", show_default=True, metavar="Q1,Q2,..|none",
                      help="Percentiles to report: exact for integer data, within a stated relative error for floats; none: off."),
+        click.option("--column", default=None, metavar="NAME",
+                     help="Image column of Parquet/Arrow tables and Hugging Face datasets (default: the Image feature, or the one binary column)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -107,7 +109,12 @@ def _extensions(value: str | None):
 
 
 @cli.command()
-@click.argument("paths", nargs=-1, required=True)
+@click.argument("paths", nargs=-1)
+@click.option("--dataset", default=None, metavar="MODULE:ATTR",
+              help="Measure a Python dataset, DataLoader or iterable of samples instead of PATHS: package.module:attr or file.py:attr (a callable is called).")
+@click.option("--key", default=None, metavar="KEY", help="With --dataset: the image in each sample (default: 'image' in a dict, element 0 in a tuple).")
+@click.option("--layout", type=click.Choice(["auto", "CHW", "HWC"]), default="auto", show_default=True,
+              help="With --dataset: where the channels are (auto: first in tensors, last in NumPy arrays).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the config here (JSON, or YAML for .yaml/.yml) instead of stdout.")
 @click.option("--format", "fmt", type=click.Choice(["json", "yaml"]), help="Output format (default: from the -o extension, else JSON).")
 @sample_options
@@ -141,12 +148,13 @@ def _extensions(value: str | None):
 def compute(paths, output, fmt, mode, extensions, batch_size, momentum, convention, seed, no_shuffle, drop_last,
             on_error, max_bad, sample, workers, transform, resize, center_crop, epochs, shard, partial_path, distributed,
             checkpoint_path, checkpoint_every, restart, quiet, per_image, listing, timings, bands, channel_names, nodata,
-            scale, percentiles):
+            scale, percentiles, column, dataset, key, layout):
     """Compute exact per-channel mean/std of the images under PATHS.
 
     PATHS are folders (searched recursively, hidden entries skipped), image files, @list.txt
-    files with one path per line (relative to the list file), or tar shards (.tar, .tar.gz; a
-    pattern such as 'train-{000000..000146}.tar' is expanded), read in archive order. The config
+    files with one path per line (relative to the list file), tar shards (.tar, .tar.gz; a
+    pattern such as 'train-{000000..000146}.tar' is expanded), read in archive order, or image
+    tables: .parquet/.arrow files and Hugging Face dataset folders (rows named file::row N). The config
     goes to stdout or -o; a summary table and a paste-ready Normalize line go to stderr.
     """
     from . import api, kernel
@@ -155,6 +163,8 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
     from .scale.state import parse_shard
 
     shard_kn = parse_shard(shard) if shard else None
+    if bool(paths) == bool(dataset):
+        raise click.UsageError("give PATHS or --dataset MODULE:ATTR (one of them)")
     if shard_kn and not partial_path:
         raise click.UsageError("--shard K/N writes a partial state: add --partial FILE (and merge the parts with chanstats merge)")
     if partial_path and output:
@@ -188,6 +198,10 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
         nodata=nodata,
         scale=scale,
         percentiles=percentiles,
+        column=column,
+        dataset=dataset,
+        key=int(key) if key is not None and key.lstrip("-").isdigit() else key,
+        layout=layout,
     )
     run = dict(workers=workers, progress=not quiet and sys.stderr.isatty(), checkpoint=checkpoint_path or None,
                checkpoint_every=every, restart=restart)
@@ -301,7 +315,7 @@ def _int_list(value: str, name: str) -> list[int]:
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), metavar="FILE.png",
               help="Draw each estimate's trajectory over batches against the exact value (needs the 'plot' extra: matplotlib).")
 def compare(paths, batch_sizes, momenta, conventions, seeds, no_shuffle, drop_last, mode, extensions, transform, resize,
-            center_crop, epochs, workers, csv_path, plot_path, bands, channel_names, nodata, scale, percentiles):
+            center_crop, epochs, workers, csv_path, plot_path, bands, channel_names, nodata, scale, percentiles, column):
     """How far BatchNorm's running mean/std land from the exact values, for every combination.
 
     One decoding pass; every (convention, batch size, momentum, seed) is simulated from the
@@ -320,7 +334,7 @@ def compare(paths, batch_sizes, momenta, conventions, seeds, no_shuffle, drop_la
         list(paths),
         RunOptions(mode=mode, extensions=tuple(_extensions(extensions)), transform=transform, resize=resize,
                    center_crop=center_crop, epochs=epochs, bands=bands, channels=channel_names, nodata=nodata, scale=scale,
-                   percentiles="none"),
+                   percentiles="none", column=column),
         batch_sizes=_int_list(batch_sizes, "--batch-size"), momenta=_csv_list(momenta), conventions=_csv_list(conventions),
         seeds=_int_list(seeds, "--seeds"), shuffle=not no_shuffle, drop_last=drop_last, trajectory=bool(plot_path),
         workers=workers, progress=sys.stderr.isatty(),

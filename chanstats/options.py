@@ -31,6 +31,7 @@ ON_ERROR = ("fail", "skip")
 DEFAULT_PERCENTILES_TEXT = "0.5,1,2,50,98,99,99.5"
 CONVENTIONS = ("torch", "keras")
 DEFAULT_MOMENTUM = "default"
+LAYOUTS = ("auto", "CHW", "HWC")  # where a dataset sample's channels are (auto: by its type)
 __all__ = ["RunOptions", "ResolvedOptions", "ErrorBudget", "running_settings", "MODES", "ON_ERROR", "CONVENTIONS"]
 
 
@@ -46,10 +47,15 @@ class RunOptions:
     ``max_bad`` a count or ``"P%"``. ``transform``: a spec (YAML/JSON text or file, a list of
     steps, or ``module:attr``), after ``resize``/``center_crop``; ``epochs`` passes per image.
     ``listing``: record every file's name and size. ``sample``: measure ``N`` or ``"P%"`` images.
-``bands``: 1-based bands to keep (``"2,3,4"``); ``channels``: channel names (``"B02,B03,B04"``);
-``nodata``: a value, one per band, ``"nan"`` or ``"none"`` (default: a GeoTIFF's own tag);
-``scale``: the raw value that maps to 1.0 (default from the dtype); ``percentiles``: which
-percentiles to report (``"none"``: no histograms).
+    ``bands``: 1-based bands to keep (``"2,3,4"``); ``channels``: channel names (``"B02,B03,B04"``);
+    ``nodata``: a value, one per band, ``"nan"`` or ``"none"`` (default: a GeoTIFF's own tag);
+    ``scale``: the raw value that maps to 1.0 (default from the dtype); ``percentiles``: which
+    percentiles to report (``"none"``: no histograms).
+    ``column``: the image column of Parquet and Arrow tables (default: found from their schema).
+    ``dataset``: a Python dataset to measure instead of paths, as ``module:attr`` or
+    ``file.py:attr``; ``key`` picks the image in its samples (default ``"image"`` in a dict,
+    element 0 in a tuple) and ``layout`` (``"auto"``, ``"CHW"``, ``"HWC"``) says where the
+    channels are (auto: first in tensors, last in NumPy arrays).
 
     >>> RunOptions(batch_size=32).replace(seed=1).batch_size
     32
@@ -76,6 +82,10 @@ percentiles to report (``"none"``: no histograms).
     nodata: str | int | float | None = None
     scale: str | int | float | None = None
     percentiles: str | tuple[float, ...] | None = DEFAULT_PERCENTILES_TEXT
+    column: str | None = None
+    dataset: str | None = None
+    key: str | int | None = None
+    layout: str = "auto"
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -149,6 +159,18 @@ percentiles to report (``"none"``: no histograms).
         pixels.record_into(record)
         if pixels.nodata is not None and not pixels.nodata.is_none and spec is not None:
             raise BadSpecError("--nodata with --transform: a nodata mask does not follow geometric transforms")
+        if self.column is not None:  # only when chosen, so default configs keep their bytes
+            if not isinstance(self.column, str) or not self.column:
+                raise ChanstatsError(f"--column must be a column name, got {self.column!r}")
+            record["column"] = self.column
+        if self.layout not in LAYOUTS:
+            raise ChanstatsError(f"unknown layout {self.layout!r}: choose {', '.join(LAYOUTS)}")
+        # Only when set, so that configs of files keep their bytes.
+        for name in ("dataset", "key"):
+            if getattr(self, name) is not None:
+                record[name] = getattr(self, name)
+        if self.layout != "auto":
+            record["layout"] = self.layout
         return ResolvedOptions(self, extensions, settings, budget, spec, sample_spec, record, pixels)
 
     def to_record(self, inputs: list[str]) -> dict[str, Any]:
@@ -158,7 +180,7 @@ percentiles to report (``"none"``: no histograms).
 
 # Recorded keys that are not options of the run: the paths (the caller gives them) and run-time
 # knobs that never change the statistics.
-_NOT_OPTIONS = ("inputs", "workers", "progress")
+_NOT_OPTIONS = ("inputs", "workers", "progress", "dataset_kind")
 
 
 @dataclass(frozen=True)

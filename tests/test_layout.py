@@ -76,5 +76,6 @@ def test_nothing_below_the_api_imports_it():
 
 def test_each_kind_of_source_imports_only_the_base():
     graph = import_graph()
-    for kind in ("chanstats.sources.folders", "chanstats.sources.tar"):
+    for kind in ("chanstats.sources.folders", "chanstats.sources.tar", "chanstats.sources.parquet",
+                 "chanstats.sources.arrays", "chanstats.sources.datasets"):
         assert graph[kind] <= {"chanstats.sources.base", "chanstats.errors"}, kind

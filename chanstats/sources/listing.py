@@ -19,23 +19,26 @@ import itertools
 import os
 import re
 import stat as stat_module
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 from ..errors import BadImageError, ChanstatsError, NoImagesError
 from .base import IMAGE_EXTENSIONS, ImageSource, Listed, Listing, not_regular
+from .arrays import is_array_path, list_arrays
 from .folders import walk
+from .parquet import TableRow, is_table_folder, is_table_path, list_table, list_table_folder, read_row
 from .tar import is_tar_path, list_tar, read_member
 
-def list_images(inputs: Iterable[str], extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> Listing:
-    """All images under ``inputs`` (directories, image files, ``@list.txt`` files), in order,
-    held as columns (a :class:`Listing`: about 30 bytes plus the name per image).
+def list_images(inputs: Iterable[str], extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> Sequence[ImageSource]:
+    """All images under ``inputs`` (directories, image files, ``@list.txt`` files, tables, NumPy
+    files), in order. Files and tar members are held as columns (a :class:`Listing`: about 30
+    bytes plus the name per image); rows of tables and arrays, which carry more, as a list.
 
     Raises :class:`NoImagesError` naming where it looked when nothing is found, and
     :class:`ChanstatsError` for an input that does not exist.
     """
     inputs = list(inputs)
     seen: set[int] = set()
-    found = Listing()
+    found: Listing | list[ImageSource] = Listing()
     for source, identity in _expand(inputs, extensions):
         # One int per file rather than a tuple: this set holds every image while listing.
         packed = 0
@@ -44,6 +47,10 @@ def list_images(inputs: Iterable[str], extensions: tuple[str, ...] = IMAGE_EXTEN
         if packed in seen:
             continue
         seen.add(packed)
+        if type(source) is not ImageSource and isinstance(found, Listing):
+            # Rows of tables, arrays and datasets carry fields of their own that the columns do
+            # not hold: such a listing stays a list of sources.
+            found = list(found)
         found.append(source)
     if not found:
         where = ", ".join(inputs) if inputs else "(no inputs)"
@@ -76,6 +83,8 @@ def _expand(inputs: list[str], extensions: tuple[str, ...]) -> Iterator[Listed]:
                 more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
                 raise ChanstatsError(f"{missing[0]}{more}: no such file (from the pattern {item})")
             yield from _expand(expanded, extensions)
+        elif os.path.isdir(item) and is_table_folder(item):
+            yield from list_table_folder(item)
         elif os.path.isdir(item):
             yield from walk(item, extensions)
         elif os.path.lexists(item):
@@ -96,6 +105,12 @@ def _file(path: str, name: str, extensions: tuple[str, ...], roots: dict[str, st
         return
     stat = os.stat(path)
     identity = (stat.st_dev, stat.st_ino)
+    if is_table_path(path):
+        yield from list_table(path)
+        return
+    if is_array_path(path):
+        yield from list_arrays(path)
+        return
     if is_tar_path(path):
         # A shard given twice is read once; inside it, members are distinct records (by offset).
         for member in list_tar(path, extensions):
@@ -199,6 +214,8 @@ def read_source(source: ImageSource) -> bytes:
         raise BadImageError(source.display, source.problem)
     if not source.in_archive:
         return _read_file(source)
+    if isinstance(source, TableRow):
+        return read_row(source)
     return read_member(source)
 
 

@@ -1,0 +1,209 @@
+"""Measuring pixels that arrive as arrays rather than encoded files: images in NumPy files, and
+samples of a Python dataset (tensors, arrays, PIL images).
+
+:func:`measure_pixels_of` is the one place where an in-memory image becomes a
+:class:`~chanstats.measure.Measurement`; everything that measures arrays goes through it.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .decoding.formats import NAMES_BY_COUNT, PixelFormat
+from .errors import BadImageError, BadSpecError, ChanstatsError
+from .measure import Measurement, Measurer, measure_output
+from .sources.arrays import ArrayItem, read_pixels
+from .sources.base import ImageSource
+
+
+def measure_pixels_of(pixels: np.ndarray, shown: str, epochs: int = 1, measurer: Measurer | None = None) -> Measurement:
+    """The measurement of one ``(H, W, C)`` image, the same for each of ``epochs`` samples.
+
+    Integer pixels of up to 32 bits (signed or not) take the exact integer path, floats the
+    float64 path; the full scale comes from the dtype unless ``--scale`` says otherwise. The
+    ``measurer``'s pixel options apply (``--bands``, ``--channels``, ``--nodata``, ``--scale``,
+    ``--percentiles``). A sample with NaN or infinite values that nodata does not exclude is a bad
+    image.
+    """
+    if pixels.ndim != 3:
+        raise BadImageError(shown, f"pixels of shape {pixels.shape}; expected (H, W, C)")
+    measurer = measurer if measurer is not None else Measurer()
+    measured = measurer._array(pixels, shown, None)
+    return Measurement(measured.format, measured.width, measured.height, False, [measured.moments[0]] * epochs,
+                       [measured.rows[0]] * epochs, measured.histogram)
+
+
+@dataclass(frozen=True)
+class ArrayMeasurer(Measurer):
+    """A :class:`Measurer` that also measures images held in NumPy files (as they are stored:
+    ``mode`` does not convert them)."""
+
+    def __call__(self, index: int, source: ImageSource) -> Measurement:
+        if isinstance(source, ArrayItem):
+            return measure_pixels_of(read_pixels(source), source.display, self.epochs, self)
+        return Measurer.__call__(self, index, source)
+
+
+def needs_array_measurer(sources: Any) -> bool:
+    """Whether a listing holds images from NumPy files."""
+    return any(isinstance(source, ArrayItem) for source in sources)
+
+
+# --- samples of a Python dataset ------------------------------------------------------------
+
+def sample_images(sample: Any, key: Any, layout: str, shown: str, batched: bool = False) -> list[np.ndarray]:
+    """The ``(H, W, C)`` images one sample holds: one, or one per row of a batch (``batched``,
+    as a DataLoader yields them).
+
+    The image is the sample itself (tensor, NumPy array, PIL image), or ``sample[key]``: by
+    default ``"image"`` in a dict and element 0 of a tuple or list. Tensors are channels-first
+    ``(C, H, W)``; NumPy arrays channels-last ``(H, W, C)``, unless ``layout`` says otherwise.
+    """
+    image = _pick(sample, key, shown)
+    array, channels_first = _as_array(image, shown)
+    if layout != "auto":
+        channels_first = layout == "CHW"
+    if batched:
+        if array.ndim not in (3, 4):
+            raise BadImageError(shown, f"a batch of shape {tuple(array.shape)}; expected (N, C, H, W) or (N, H, W)")
+        rows = array if array.ndim == 4 else array[:, None] if channels_first else array[..., None]
+        return [_hwc(row, channels_first, layout, f"{shown}, row {i}") for i, row in enumerate(rows)]
+    return [_hwc(array, channels_first, layout, shown)]
+
+
+def _pick(sample: Any, key: Any, shown: str) -> Any:
+    if isinstance(sample, dict):
+        chosen = "image" if key is None else key
+        if chosen not in sample:
+            raise BadImageError(shown, f"the sample is a dict without {chosen!r} (keys: {', '.join(map(str, sample))}); "
+                                       "choose the image with key=")
+        return sample[chosen]
+    if isinstance(sample, (tuple, list)):
+        chosen = 0 if key is None else key
+        if not isinstance(chosen, int) or not -len(sample) <= chosen < len(sample):
+            raise BadImageError(shown, f"the sample is a {type(sample).__name__} of {len(sample)}; key={chosen!r} picks nothing")
+        return sample[chosen]
+    return sample
+
+
+def _as_array(image: Any, shown: str) -> tuple[np.ndarray, bool]:
+    """The image as a NumPy array and whether its channels come first (tensors) or last."""
+    if isinstance(image, np.ndarray):
+        return image, False
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(image, torch.Tensor):
+        return image.detach().cpu().numpy(), True
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        if image.mode not in _PIL_AS_IS:
+            image = image.convert("RGB")  # palettes, CMYK, 1-bit: as torchvision's loader gives them
+        array = np.asarray(image)
+        return (array.astype(np.uint16) if image.mode.startswith("I;16") else array), False
+    raise BadImageError(shown, f"the sample holds a {type(image).__name__}; expected a tensor, a NumPy array or a PIL image "
+                               "(or a tuple/dict holding one: choose it with key=)")
+
+
+_PIL_AS_IS = ("L", "LA", "RGB", "RGBA", "I;16", "I;16B", "I;16L", "I", "F")
+
+
+def _hwc(array: np.ndarray, channels_first: bool, layout: str, shown: str) -> np.ndarray:
+    shape = tuple(array.shape)
+    if array.ndim == 2:
+        return array[:, :, None]
+    if array.ndim != 3:
+        expected = "(C, H, W)" if channels_first else "(H, W, C)"
+        raise BadImageError(shown, f"an image of shape {shape}; expected {expected} or (H, W)")
+    if layout == "auto":
+        looks_last = shape[-1] <= 4 < shape[0]
+        looks_first = shape[0] <= 4 < shape[-1]
+        if (channels_first and looks_last) or (not channels_first and looks_first):
+            kind = "a tensor" if channels_first else "a NumPy array"
+            first, last = f"(C, H, W) with {shape[0]} channels", f"(H, W, C) with {shape[-1]} channels"
+            raise ChanstatsError(
+                f"{shown}: {kind} of shape {shape} reads as {first if channels_first else last}, "
+                f"or as {last if channels_first else first}; say which with layout='CHW' or layout='HWC' (--layout)"
+            )
+    return np.moveaxis(array, 0, -1) if channels_first else array
+
+
+@dataclass(frozen=True)
+class DatasetMeasurer(Measurer):
+    """Measures sample ``index`` of the registered map-style dataset ``token``: each epoch
+    calls ``dataset[index]`` with every random generator seeded from ``(seed, epoch, index)``,
+    so random transforms inside the dataset draw the same in any worker."""
+
+    token: int = 0
+    key: Any = None
+    layout: str = "auto"
+
+    def __call__(self, index: int, source: ImageSource) -> Measurement:
+        from .sources.datasets import registered
+        from .transforms import seeded, single_threaded
+
+        dataset = registered(self.token)
+        measurements = []
+        with single_threaded():
+            for epoch in range(self.epochs):
+                with seeded(self.seed, epoch, index):
+                    try:
+                        sample = dataset[source.offset]
+                    except Exception as error:  # the dataset's own failure: this sample is bad
+                        raise BadImageError(source.display, f"the dataset raised {_one_line(error)}") from None
+                (pixels,) = sample_images(sample, self.key, self.layout, source.display)
+                measurements.append(measure_pixels_of(pixels, source.display, 1, self))
+        return _epochs(measurements, source.display)
+
+
+def measure_iterable(source: Any, key: Any, layout: str, epochs: int, batched: bool, name: str,
+                     measurer: Measurer | None = None) -> list[Measurement]:
+    """Every sample of an iterable (a DataLoader's batches split into samples), in the order it
+    yields them, each epoch a new pass; sample ``k``'s epochs become one measurement."""
+    from .transforms import single_threaded
+
+    passes: list[list[Measurement]] = []
+    with single_threaded():
+        for epoch in range(epochs):
+            measured: list[Measurement] = []
+            for number, sample in enumerate(source):
+                shown = f"{name}::{'batch' if batched else 'sample'} {number}"
+                for pixels in sample_images(sample, key, layout, shown, batched):
+                    measured.append(measure_pixels_of(pixels, shown, 1, measurer))
+            if passes and len(measured) != len(passes[0]):
+                raise ChanstatsError(f"{name}: epoch {epoch} gave {len(measured)} samples, epoch 0 gave {len(passes[0])}")
+            passes.append(measured)
+    return [_epochs([run[k] for run in passes], f"{name}::sample {k}") for k in range(len(passes[0]))]
+
+
+def _epochs(measurements: list[Measurement], shown: str) -> Measurement:
+    """One measurement holding each epoch's sample."""
+    first = measurements[0]
+    if any(m.format != first.format for m in measurements):
+        kinds = ", ".join(sorted({m.format.label for m in measurements}))
+        raise BadImageError(shown, f"the sample changed kind across epochs ({kinds})")
+    histogram = first.histogram
+    for other in measurements[1:]:  # every epoch's pixels are samples of their own
+        if histogram is not None and other.histogram is not None:
+            histogram = histogram.merge(other.histogram)
+    return Measurement(first.format, first.width, first.height, False,
+                       [m.moments[0] for m in measurements], [m.rows[0] for m in measurements], histogram)
+
+
+@dataclass(frozen=True)
+class MeasuredMeasurer(Measurer):
+    """Hands out measurements taken while iterating (in this process: an iterable cannot be
+    split among workers)."""
+
+    measured: tuple = ()
+
+    def __call__(self, index: int, source: ImageSource) -> Measurement:
+        return self.measured[source.offset]
+
+
+def _one_line(error: BaseException) -> str:
+    detail = " ".join(str(error).split())
+    return f"{type(error).__name__}: {detail}" if detail else type(error).__name__

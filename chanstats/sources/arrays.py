@@ -1,0 +1,146 @@
+"""NumPy files as sources: ``.npy`` and ``.npz`` arrays of images, memory-mapped.
+
+An array of shape ``(N, H, W, C)`` is a stack of N images, named ``stack.npy::3`` (in a ``.npz``:
+``data.npz::images/3``); an array of shape ``(H, W, C)`` or ``(H, W)`` is one image, named by its
+file (in a ``.npz``: ``data.npz::key``). Channels are last, as NumPy and PIL hold images; a shape
+that reads as channels-first, ``(C, H, W)``, is refused with both readings stated.
+
+Workers read pixels, not bytes: each process memory-maps a ``.npy`` once (a ``.npz`` member is
+loaded once: compressed members cannot be mapped) and keeps the few most recent.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from ..errors import BadImageError, ChanstatsError
+from .base import ImageSource, Listed
+
+ARRAY_SUFFIXES = (".npy", ".npz")
+OPEN_ARRAYS = 4  # arrays each process keeps mapped or loaded
+
+
+@dataclass(frozen=True, slots=True)
+class ArrayItem(ImageSource):
+    """One image held in a NumPy file: ``root`` the file, ``key`` the ``.npz`` member (``""`` for a
+    ``.npy``), ``offset`` its index in a stack (-1: the whole array is the image)."""
+
+    key: str = ""
+
+
+def is_array_path(path: str) -> bool:
+    """Whether ``path`` names a NumPy file (by its extension)."""
+    return path.lower().endswith(ARRAY_SUFFIXES)
+
+
+def list_arrays(path: str) -> Iterator[Listed]:
+    """The images in the NumPy file at ``path``, with their identity (file, member, index)."""
+    import numpy as np
+
+    try:
+        stat = os.stat(path)
+        if path.lower().endswith(".npy"):
+            shapes = [("", np.load(path, mmap_mode="r", allow_pickle=False))]
+        else:
+            with np.load(path, allow_pickle=False) as archive:
+                shapes = [(key, _header(archive, key)) for key in archive.files]
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
+        raise ChanstatsError(f"{path}: not a readable NumPy file ({' '.join(str(error).split())})") from None
+    for member, (key, array) in enumerate(shapes):
+        shown = f"{path}::{key}" if key else path
+        stack = _is_stack(array.shape, array.dtype, shown)
+        per_image = int(np.prod(array.shape[1:] if stack else array.shape)) * array.dtype.itemsize
+        if not stack:
+            yield ArrayItem(path, key, per_image, -1, in_archive=True, key=key), (stat.st_dev, stat.st_ino, member, 0)
+            continue
+        for index in range(array.shape[0]):
+            name = f"{key}/{index}" if key else str(index)
+            yield ArrayItem(path, name, per_image, index, in_archive=True, key=key), (stat.st_dev, stat.st_ino, member, index + 1)
+
+
+def read_pixels(source: ArrayItem) -> Any:
+    """One image's pixels as an ``(H, W, C)`` array (``(H, W)`` arrays get one channel)."""
+    try:
+        array = _arrays.get(source.root, source.key)
+        pixels = array if source.offset < 0 else array[source.offset]
+        pixels = pixels.reshape(*pixels.shape, 1) if pixels.ndim == 2 else pixels
+        return pixels.__array__()  # reads the mapped bytes now, so that a failure is this image's
+    except (OSError, ValueError, IndexError, KeyError, zipfile.BadZipFile, EOFError) as error:
+        _arrays.forget(source.root, source.key)
+        raise BadImageError(source.display, f"cannot read the array (changed since listing?): "
+                                            f"{' '.join(str(error).split()) or type(error).__name__}") from None
+
+
+def _header(archive: Any, key: str) -> "_Shape":
+    """A ``.npz`` member's shape and dtype without decompressing it: the ``.npy`` header only."""
+    import numpy as np
+
+    with archive.zip.open(key + ".npy") as member:
+        major, _ = np.lib.format.read_magic(member)
+        read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(member)
+    return _Shape(tuple(shape), np.dtype(dtype))
+
+
+@dataclass(frozen=True)
+class _Shape:
+    shape: tuple[int, ...]
+    dtype: Any
+
+
+def _is_stack(shape: tuple[int, ...], dtype: Any, shown: str) -> bool:
+    """Whether an array of ``shape`` is a stack of images (4-D) or one image (2-D or 3-D)."""
+    if dtype.kind not in "uif":
+        raise ChanstatsError(f"{shown}: holds {dtype} values, not pixels (integers or floats)")
+    if len(shape) == 4:
+        _check_channels_last(shape[1:], shown, "(N, H, W, C)")
+        return True
+    if len(shape) == 3:
+        _check_channels_last(shape, shown, "(H, W, C)")
+        return False
+    if len(shape) == 2:
+        return False
+    raise ChanstatsError(f"{shown}: an array of shape {shape}; expected (N, H, W, C) images, or one (H, W, C) or (H, W) image")
+
+
+def _check_channels_last(shape: tuple[int, ...], shown: str, expected: str) -> None:
+    if shape[0] <= 4 < shape[-1]:
+        raise ChanstatsError(
+            f"{shown}: shape {shape} reads as {expected} with {shape[-1]} channels of {shape[0]}×{shape[1]} pixels, "
+            f"or as channels-first (C, H, W) with {shape[0]} channels; NumPy files must be channels-last: "
+            "np.moveaxis(array, -3, -1)"
+        )
+
+
+class _OpenArrays:
+    """The arrays this process has open, the most recently used last (reopened after a fork)."""
+
+    def __init__(self) -> None:
+        self.owner = -1
+        self.open: dict[tuple[str, str], Any] = {}
+
+    def get(self, path: str, key: str) -> Any:
+        import numpy as np
+
+        if self.owner != os.getpid():
+            self.owner, self.open = os.getpid(), {}
+        array = self.open.pop((path, key), None)
+        if array is None:
+            if key:
+                with np.load(path, allow_pickle=False) as archive:
+                    array = archive[key]
+            else:
+                array = np.load(path, mmap_mode="r", allow_pickle=False)
+            while len(self.open) >= OPEN_ARRAYS:
+                self.open.pop(next(iter(self.open)))
+        self.open[(path, key)] = array
+        return array
+
+    def forget(self, path: str, key: str) -> None:
+        self.open.pop((path, key), None)
+
+
+_arrays = _OpenArrays()

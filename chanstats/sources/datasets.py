@@ -1,0 +1,177 @@
+"""Python datasets as sources: a map-style dataset (``len`` and ``[index]``, such as a torch
+``Dataset``), an iterable-style one, a ``DataLoader``, or any iterable of samples.
+
+A map-style dataset is listed as one :class:`DatasetItem` per index, named ``train_set::index 7``
+(the ``--dataset`` spec, or the dataset's class name), and measured by index in the worker pool.
+Workers are forked, so they inherit the dataset from this process's registry (:func:`register`)
+instead of receiving a pickled copy. Iterables (loaders included) are iterated as given, in this
+process.
+
+``--dataset`` names the object as ``package.module:attr`` or ``path/to/file.py:attr``; a callable
+is called without arguments to make the dataset.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib
+import importlib.util
+import itertools
+import os
+import re
+import sys
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from ..errors import ChanstatsError
+from .base import ImageSource
+
+MAP_STYLE, ITERABLE, LOADER = "map-style dataset", "iterable", "DataLoader"
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetItem(ImageSource):
+    """One sample of a map-style dataset: ``root`` names the dataset, ``offset`` is the index."""
+
+    token: int = 0  # the dataset in this process's registry
+
+
+KEPT_DATASETS = 4  # the most recent runs' datasets stay registered
+# Datasets being measured, by token: forked workers inherit this dictionary.
+_REGISTRY: dict[int, Any] = {}
+_tokens = itertools.count(1)
+
+
+def register(dataset: Any) -> int:
+    """Keep ``dataset`` where this process and the workers it forks find it; returns its token."""
+    token = next(_tokens)
+    _REGISTRY[token] = dataset
+    for old in [t for t in _REGISTRY if t <= token - KEPT_DATASETS]:
+        del _REGISTRY[old]  # runs long finished: do not keep their datasets alive
+    return token
+
+
+def registered(token: int) -> Any:
+    """The dataset registered as ``token``; a clear error in a worker that was not forked."""
+    try:
+        return _REGISTRY[token]
+    except KeyError:
+        raise ChanstatsError(
+            "a worker process cannot see the dataset: workers here do not start by fork; pass workers=0 "
+            "(or measure files)"
+        ) from None
+
+
+def list_dataset(dataset: Any, name: str, token: int) -> list[DatasetItem]:
+    """One :class:`DatasetItem` per index of a map-style dataset."""
+    try:
+        count = len(dataset)
+    except Exception as error:
+        raise ChanstatsError(f"{name}: len() failed: {_one_line(error)}") from None
+    return [DatasetItem(name, f"index {index}", 0, index, in_archive=True, token=token) for index in range(count)]
+
+
+def kind_of(source: Any) -> str | None:
+    """What ``source`` is: a map-style dataset, a DataLoader, another iterable of samples, or
+    ``None`` for paths (a string, a path, or an iterable of them)."""
+    if isinstance(source, (str, bytes, os.PathLike)):
+        return None
+    torch_data = sys.modules.get("torch.utils.data")
+    if torch_data is not None and isinstance(source, torch_data.DataLoader):
+        return LOADER
+    if torch_data is not None and isinstance(source, torch_data.IterableDataset):
+        return ITERABLE
+    if isinstance(source, (list, tuple)):
+        # bytes count as (refused) paths: the API's error then says paths must be str
+        return None if any(isinstance(item, (str, bytes, os.PathLike)) for item in source) or not source else MAP_STYLE
+    if hasattr(source, "__getitem__") and hasattr(source, "__len__"):
+        return MAP_STYLE
+    return ITERABLE if isinstance(source, Iterable) else None
+
+
+def classify(source: Any) -> tuple[str | None, Any]:
+    """:func:`kind_of`, and ``source`` to use from now on: a plain iterable is told apart from an
+    iterable of paths by its first item, so an iterator comes back with that item put back."""
+    kind = kind_of(source)
+    torch_data = sys.modules.get("torch.utils.data")
+    if kind != ITERABLE or (torch_data is not None and isinstance(source, torch_data.IterableDataset)):
+        return kind, source
+    iterator = iter(source)
+    first = next(iterator, _END)
+    if iterator is source:  # a one-shot iterator: what was taken must be put back
+        source = [] if first is _END else itertools.chain([first], iterator)
+    if first is _END or isinstance(first, (str, bytes, os.PathLike)):
+        return None, list(source) if iterator is source or first is _END else source
+    return ITERABLE, source
+
+
+_END = object()
+
+
+def describe(source: Any) -> str:
+    """How messages and configs name a dataset given as an object: its class name."""
+    return type(source).__name__
+
+
+def load(spec: str) -> Any:
+    """The object ``spec`` names (``module:attr`` or ``file.py:attr``), called when callable."""
+    match = _SPEC.match(spec)
+    if not match:
+        raise ChanstatsError(f"--dataset {spec}: expected package.module:attr or path/to/file.py:attr")
+    target, attribute = match["target"], match["attr"]
+    module = _load_file(target, spec) if target.endswith(".py") else _import(target, spec)
+    found: Any = module
+    for part in attribute.split("."):
+        if not hasattr(found, part):
+            close = difflib.get_close_matches(part, [n for n in dir(found) if not n.startswith("_")], n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ChanstatsError(f"--dataset {spec}: {target} has no attribute {part!r}{hint}")
+        found = getattr(found, part)
+    if isinstance(found, type) or (callable(found) and kind_of(found) is None):
+        try:
+            found = found()
+        except Exception as error:
+            raise ChanstatsError(f"--dataset {spec}: calling {attribute}() failed: {_one_line(error)}") from None
+    if kind_of(found) is None:
+        raise ChanstatsError(f"--dataset {spec}: {attribute} is a {type(found).__name__}, not a dataset, "
+                             "DataLoader or iterable of samples")
+    return found
+
+
+_SPEC = re.compile(r"^(?P<target>[^:]+):(?P<attr>[A-Za-z_][\w.]*)$")
+
+
+def _import(name: str, spec: str) -> Any:
+    # A console script does not put the working directory on sys.path; `python -m` does.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(name)
+    except Exception as error:
+        raise ChanstatsError(f"--dataset {spec}: cannot import {name!r} ({_one_line(error)})") from None
+
+
+def _load_file(path: str, spec: str) -> Any:
+    path = os.path.abspath(path)
+    if not os.path.isfile(path):
+        raise ChanstatsError(f"--dataset {spec}: no such file {path}")
+    name = "chanstats_user_dataset_" + hashlib.sha256(path.encode()).hexdigest()[:12]
+    if name in sys.modules:
+        return sys.modules[name]
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise ChanstatsError(f"--dataset {spec}: cannot load {path} as Python")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module  # so that classes defined in the file pickle (DataLoader workers)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as error:
+        del sys.modules[name]
+        raise ChanstatsError(f"--dataset {spec}: running {path} failed: {_one_line(error)}") from None
+    return module
+
+
+def _one_line(error: BaseException) -> str:
+    detail = " ".join(str(error).split())
+    return f"{type(error).__name__}: {detail}" if detail else type(error).__name__

@@ -1,0 +1,148 @@
+"""Python datasets as sources: torchvision's ImageFolder against the folder it reads, a
+torchgeo-style dataset of 4-band uint16 tensors, a DataLoader with workers, random transforms
+inside a dataset, and a dataset that raises, through the API, the worker pool and the command."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.datasets import ImageFolder
+from torchvision.transforms import v2
+
+import chanstats
+from chanstats.errors import BadImagesError, ChanstatsError
+
+from .helpers.cli import run_cli
+
+COUNT = 44  # more than one chunk: the worker pool runs
+
+
+def write_classes(root, count: int = COUNT) -> None:
+    rng = np.random.default_rng(5)
+    for i in range(count):
+        folder = root / f"class{i % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = rng.integers(0, 256, size=(10 + i % 4, 12 + i % 3, 3), dtype=np.uint8)
+        if i % 2:
+            Image.fromarray(pixels).save(folder / f"{i:03d}.jpg", quality=85)
+        else:
+            Image.fromarray(pixels[:, :, 1]).save(folder / f"{i:03d}.png")
+
+
+def statistics(result) -> tuple:
+    config = result.to_dict()
+    return config["exact"], config["running"], config["count"]
+
+
+class Tiles(torch.utils.data.Dataset):
+    """What torchgeo's datasets return: a dict with a 4-band uint16 image tensor, one raising."""
+
+    def __init__(self, bad: int | None = None):
+        self.bad = bad
+
+    def __len__(self) -> int:
+        return COUNT
+
+    def __getitem__(self, index: int) -> dict:
+        if index == self.bad:
+            raise OSError(f"tile {index} is unreadable")
+        generator = torch.Generator().manual_seed(index)
+        image = torch.randint(0, 65536, (4, 6, 5), generator=generator, dtype=torch.int32).to(torch.uint16)
+        return {"image": image, "mask": torch.zeros(6, 5)}
+
+
+def test_image_folder_gives_the_folder_runs_numbers_bit_for_bit(tmp_path):
+    write_classes(tmp_path)
+    from_folder = statistics(chanstats.compute(str(tmp_path), workers=2, batch_size=8))
+    assert statistics(chanstats.compute(ImageFolder(str(tmp_path)), workers=2, batch_size=8)) == from_folder
+    assert statistics(chanstats.compute(ImageFolder(str(tmp_path)), workers=0, batch_size=8)) == from_folder
+
+
+def test_a_four_band_uint16_dataset_takes_the_exact_integer_path(tmp_path):
+    result = chanstats.compute(Tiles(), workers=2)
+    config = result.to_dict()
+    pixels = np.concatenate([Tiles()[i]["image"].numpy().reshape(4, -1).T for i in range(COUNT)]) / 65535
+    assert config["exact"]["method"] == "integer" and config["scale"] == 65535 and len(config["channels"]) == 4
+    np.testing.assert_allclose(config["exact"]["mean"], pixels.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(config["exact"]["std"], pixels.std(axis=0), rtol=1e-12)
+    assert config["options"]["dataset"] == "Tiles" and config["options"]["dataset_kind"] == "map-style dataset"
+
+
+def test_a_sample_that_raises_is_named_by_index(tmp_path):
+    with pytest.raises(BadImagesError) as failed:
+        chanstats.compute(Tiles(bad=13), workers=2)
+    assert "Tiles::index 13: the dataset raised OSError: tile 13 is unreadable" in str(failed.value)
+    skipped = chanstats.compute(Tiles(bad=13), workers=2, on_error="skip").to_dict()
+    assert skipped["skipped"] == [{"path": "Tiles::index 13", "error": "the dataset raised OSError: tile 13 is unreadable"}]
+    assert skipped["count"]["images"] == COUNT - 1
+
+
+class RandomCrops(torch.utils.data.Dataset):
+    """A dataset with a random transform of its own, drawing from torch's global generator."""
+
+    def __init__(self):
+        self.crop = v2.RandomCrop(4)
+
+    def __len__(self) -> int:
+        return COUNT
+
+    def __getitem__(self, index: int):
+        generator = torch.Generator().manual_seed(index)
+        return self.crop(torch.randint(0, 256, (3, 9, 9), generator=generator, dtype=torch.uint8)), index
+
+
+def test_random_transforms_inside_a_dataset_are_seeded_per_sample_for_any_workers():
+    runs = [chanstats.compute(RandomCrops(), workers=w, epochs=3, seed=4).to_dict() for w in (0, 2)]
+    assert runs[0] == runs[1]
+    other_seed = chanstats.compute(RandomCrops(), workers=2, epochs=3, seed=5).to_dict()
+    assert other_seed["exact"] != runs[0]["exact"]
+
+
+def test_a_dataloader_with_workers_is_iterated_as_given(tmp_path):
+    write_classes(tmp_path)
+    to_tensor = v2.Compose([v2.Resize((8, 8)), v2.PILToTensor()])
+    dataset = ImageFolder(str(tmp_path), transform=to_tensor)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=8, num_workers=2)
+    config = chanstats.compute(loader).to_dict()
+    pixels = np.concatenate([dataset[i][0].numpy().reshape(3, -1).T for i in range(COUNT)]) / 255
+    assert config["options"]["dataset_kind"] == "DataLoader" and config["count"]["images"] == COUNT
+    np.testing.assert_allclose(config["exact"]["mean"], pixels.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(config["exact"]["std"], pixels.std(axis=0), rtol=1e-12)
+
+
+def test_an_ambiguous_array_shape_states_both_readings():
+    samples = [np.zeros((3, 16, 16), dtype=np.uint8)] * 4
+    with pytest.raises(ChanstatsError) as failed:
+        chanstats.compute(samples, workers=0)
+    assert "(H, W, C) with 16 channels, or as (C, H, W) with 3 channels" in str(failed.value)
+    config = chanstats.compute(samples, workers=0, layout="CHW").to_dict()
+    assert config["channels"] == ["R", "G", "B"] and config["count"]["pixels"] == 4 * 256
+
+
+def test_the_command_measures_a_dataset_spec_and_check_replays_it(tmp_path):
+    (tmp_path / "tiles.py").write_text(textwrap.dedent('''
+        import torch
+
+        class Tiles(torch.utils.data.Dataset):
+            def __len__(self):
+                return 44
+
+            def __getitem__(self, index):
+                generator = torch.Generator().manual_seed(index)
+                return {"bands": torch.randint(0, 256, (2, 5, 5), generator=generator, dtype=torch.int32).to(torch.uint8)}
+    '''))
+    config_path = tmp_path / "stats.json"
+    result = run_cli("compute", "--dataset", "tiles.py:Tiles", "--key", "bands", "--workers", "2", "-q", "-o", str(config_path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    config = json.loads(config_path.read_text())
+    assert config["options"]["dataset"] == "tiles.py:Tiles" and config["options"]["key"] == "bands"
+    assert config["count"]["images"] == 44 and config["exact"]["method"] == "integer"
+    check = run_cli("check", "--against", str(config_path), cwd=tmp_path)
+    assert check.returncode == 0, check.stderr
+    missing = run_cli("compute", "--dataset", "tiles.py:Tiles", "-q", cwd=tmp_path)
+    assert missing.returncode == 2 and "the sample is a dict without 'image' (keys: bands)" in missing.stderr
