@@ -103,6 +103,8 @@ def _plan_dataset(source: Any, kind: str, options: RunOptions) -> Plan:
     name = options.dataset or describe(source)
     record = {**resolved.record, "dataset": name, "dataset_kind": kind}
     epochs, seed = options.epochs, resolved.settings.seed
+    if options.batches == "loader" and kind != LOADER:
+        raise ChanstatsError(f"batches='loader' follows a DataLoader's own batches; {name} is a {kind}")
     if kind == MAP_STYLE:
         token = register(source)
         sources = list_dataset(source, name, token)
@@ -110,12 +112,27 @@ def _plan_dataset(source: Any, kind: str, options: RunOptions) -> Plan:
                                              key=options.key, layout=options.layout)
     else:
         pixel_measurer = Measurer(options.mode, None, 1, seed, resolved.pixels)
-        measured = measure_iterable(source, options.key, options.layout, epochs, kind == LOADER, name, pixel_measurer)
+        batch_sizes: list[int] = []
+        measured = measure_iterable(source, options.key, options.layout, epochs, kind == LOADER, name, pixel_measurer,
+                                    batch_sizes)
+        if options.batches == "loader":
+            _follow_loader_batches(record, batch_sizes, name)
         sources = [DatasetItem(name, f"sample {k}", 0, k, in_archive=True) for k in range(len(measured))]
         measurer = MeasuredMeasurer(options.mode, None, epochs, seed, resolved.pixels, measured=tuple(measured))
     if not sources:
         raise NoImagesError(f"{name}: the dataset is empty")
     return _sampled(Plan(sources, measurer, record, fingerprint(sources)), resolved)
+
+
+def _follow_loader_batches(record: dict[str, Any], batch_sizes: list[int], name: str) -> None:
+    """Make the BatchNorm simulation batch exactly as the loader did: its samples are in the table
+    in the loader's order, so consecutive batches of its batch size, unshuffled, are its batches
+    (what a first BatchNorm layer saw in training, as fvcore's precise BN and ``update_bn`` do)."""
+    size = batch_sizes[0] if batch_sizes else 1
+    if any(count != size for count in batch_sizes[:-1]) or (batch_sizes and batch_sizes[-1] > size):
+        raise ChanstatsError(f"{name}: its batches differ in size ({', '.join(map(str, sorted(set(batch_sizes))))}); "
+                             "batches='loader' follows batches of one size (the last may be smaller)")
+    record.update(batch_size=size, shuffle=False, drop_last=False)
 
 
 def _sampled(run: Plan, resolved) -> Plan:

@@ -115,6 +115,8 @@ def _extensions(value: str | None):
 @click.option("--key", default=None, metavar="KEY", help="With --dataset: the image in each sample (default: 'image' in a dict, element 0 in a tuple).")
 @click.option("--layout", type=click.Choice(["auto", "CHW", "HWC"]), default="auto", show_default=True,
               help="With --dataset: where the channels are (auto: first in tensors, last in NumPy arrays).")
+@click.option("--batches", type=click.Choice(["seeded", "loader"]), default="seeded", show_default=True,
+              help="BatchNorm simulation: a seeded shuffle into --batch-size batches, or (a --dataset that is a DataLoader) its own batches.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the config here (JSON, or YAML for .yaml/.yml) instead of stdout.")
 @click.option("--format", "fmt", type=click.Choice(["json", "yaml"]), help="Output format (default: from the -o extension, else JSON).")
 @sample_options
@@ -148,7 +150,7 @@ def _extensions(value: str | None):
 def compute(paths, output, fmt, mode, extensions, batch_size, momentum, convention, seed, no_shuffle, drop_last,
             on_error, max_bad, sample, workers, transform, resize, center_crop, epochs, shard, partial_path, distributed,
             checkpoint_path, checkpoint_every, restart, quiet, per_image, listing, timings, bands, channel_names, nodata,
-            scale, percentiles, column, dataset, key, layout):
+            scale, percentiles, column, dataset, key, layout, batches):
     """Compute exact per-channel mean/std of the images under PATHS.
 
     PATHS are folders (searched recursively, hidden entries skipped), image files, @list.txt
@@ -202,6 +204,7 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
         dataset=dataset,
         key=int(key) if key is not None and key.lstrip("-").isdigit() else key,
         layout=layout,
+        batches=batches,
     )
     run = dict(workers=workers, progress=not quiet and sys.stderr.isatty(), checkpoint=checkpoint_path or None,
                checkpoint_every=every, restart=restart)

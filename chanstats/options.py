@@ -32,6 +32,8 @@ DEFAULT_PERCENTILES_TEXT = "0.5,1,2,50,98,99,99.5"
 CONVENTIONS = ("torch", "keras")
 DEFAULT_MOMENTUM = "default"
 LAYOUTS = ("auto", "CHW", "HWC")  # where a dataset sample's channels are (auto: by its type)
+# How the BatchNorm simulation batches samples: a seeded shuffle, or a DataLoader's own batches.
+BATCHES = ("seeded", "loader")
 __all__ = ["RunOptions", "ResolvedOptions", "ErrorBudget", "running_settings", "MODES", "ON_ERROR", "CONVENTIONS"]
 
 
@@ -55,7 +57,9 @@ class RunOptions:
     ``dataset``: a Python dataset to measure instead of paths, as ``module:attr`` or
     ``file.py:attr``; ``key`` picks the image in its samples (default ``"image"`` in a dict,
     element 0 in a tuple) and ``layout`` (``"auto"``, ``"CHW"``, ``"HWC"``) says where the
-    channels are (auto: first in tensors, last in NumPy arrays).
+    channels are (auto: first in tensors, last in NumPy arrays). ``batches="loader"``: the
+    BatchNorm simulation follows a DataLoader's own batches, in its order, instead of a seeded
+    shuffle into ``batch_size`` batches.
 
     >>> RunOptions(batch_size=32).replace(seed=1).batch_size
     32
@@ -86,6 +90,7 @@ class RunOptions:
     dataset: str | None = None
     key: str | int | None = None
     layout: str = "auto"
+    batches: str = "seeded"
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -171,6 +176,10 @@ class RunOptions:
                 record[name] = getattr(self, name)
         if self.layout != "auto":
             record["layout"] = self.layout
+        if self.batches not in BATCHES:
+            raise ChanstatsError(f"unknown batches {self.batches!r}: choose {', '.join(BATCHES)}")
+        if self.batches != "seeded":
+            record["batches"] = self.batches
         return ResolvedOptions(self, extensions, settings, budget, spec, sample_spec, record, pixels)
 
     def to_record(self, inputs: list[str]) -> dict[str, Any]:

@@ -160,9 +160,10 @@ class DatasetMeasurer(Measurer):
 
 
 def measure_iterable(source: Any, key: Any, layout: str, epochs: int, batched: bool, name: str,
-                     measurer: Measurer | None = None) -> list[Measurement]:
+                     measurer: Measurer | None = None, batch_sizes: list[int] | None = None) -> list[Measurement]:
     """Every sample of an iterable (a DataLoader's batches split into samples), in the order it
-    yields them, each epoch a new pass; sample ``k``'s epochs become one measurement."""
+    yields them, each epoch a new pass; sample ``k``'s epochs become one measurement.
+    ``batch_sizes`` collects how many samples each item of the first epoch held."""
     from .transforms import single_threaded
 
     passes: list[list[Measurement]] = []
@@ -171,7 +172,10 @@ def measure_iterable(source: Any, key: Any, layout: str, epochs: int, batched: b
             measured: list[Measurement] = []
             for number, sample in enumerate(source):
                 shown = f"{name}::{'batch' if batched else 'sample'} {number}"
-                for pixels in sample_images(sample, key, layout, shown, batched):
+                images = sample_images(sample, key, layout, shown, batched)
+                if batch_sizes is not None and epoch == 0:
+                    batch_sizes.append(len(images))
+                for pixels in images:
                     measured.append(measure_pixels_of(pixels, shown, 1, measurer))
             if passes and len(measured) != len(passes[0]):
                 raise ChanstatsError(f"{name}: epoch {epoch} gave {len(measured)} samples, epoch 0 gave {len(passes[0])}")

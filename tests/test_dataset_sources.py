@@ -146,3 +146,33 @@ def test_the_command_measures_a_dataset_spec_and_check_replays_it(tmp_path):
     assert check.returncode == 0, check.stderr
     missing = run_cli("compute", "--dataset", "tiles.py:Tiles", "-q", cwd=tmp_path)
     assert missing.returncode == 2 and "the sample is a dict without 'image' (keys: bands)" in missing.stderr
+
+
+class Flat(torch.utils.data.Dataset):
+    """Ten small uint8 images of distinct brightness: batch order visibly moves BatchNorm's buffers."""
+
+    def __len__(self) -> int:
+        return 10
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(index)
+        return torch.randint(20 * index, 20 * index + 60, (3, 5, 4), generator=generator, dtype=torch.int32).to(torch.uint8)
+
+
+def test_batches_loader_matches_a_real_batchnorm_fed_the_loaders_batches():
+    loader = torch.utils.data.DataLoader(Flat(), batch_size=4)  # batches of 4, 4 and 2
+    config = chanstats.compute(loader, batches="loader", momentum=0.1).to_dict()
+    bn = torch.nn.BatchNorm2d(3, momentum=0.1).double().train()
+    with torch.no_grad():
+        for batch in loader:
+            bn(batch.double() / 255)
+    assert config["running"]["batch_size"] == 4 and config["running"]["batches"] == 3
+    np.testing.assert_allclose(config["running"]["mean"], bn.running_mean.numpy(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(config["running"]["var"], bn.running_var.numpy(), rtol=0, atol=1e-12)
+    seeded = chanstats.compute(loader, momentum=0.1).to_dict()  # a seeded shuffle into one batch of 64
+    assert seeded["running"]["mean"] != config["running"]["mean"]
+
+
+def test_batches_loader_needs_a_dataloader():
+    with pytest.raises(ChanstatsError, match="follows a DataLoader's own batches"):
+        chanstats.compute(Flat(), batches="loader", workers=0)
