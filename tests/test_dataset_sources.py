@@ -176,3 +176,15 @@ def test_batches_loader_matches_a_real_batchnorm_fed_the_loaders_batches():
 def test_batches_loader_needs_a_dataloader():
     with pytest.raises(ChanstatsError, match="follows a DataLoader's own batches"):
         chanstats.compute(Flat(), batches="loader", workers=0)
+
+
+def test_signed_integer_samples_take_the_exact_path_with_their_scale():
+    rng = np.random.default_rng(3)
+    samples = [rng.integers(-2000, 3000, size=(6, 7, 2), dtype=np.int16) for _ in range(5)]
+    config = chanstats.compute(samples, workers=0, scale=1000).to_dict()
+    pooled = np.concatenate([s.reshape(-1, 2) for s in samples]).astype(np.int64)
+    assert config["exact"]["method"] == "integer" and config["dtype"] == "int16"
+    sums, squares, n = pooled.sum(axis=0), (pooled * pooled).sum(axis=0), pooled.shape[0]
+    assert config["exact"]["mean_raw"] == [float(int(s) / n) for s in sums]
+    np.testing.assert_allclose(config["exact"]["mean"], pooled.mean(axis=0) / 1000, rtol=1e-15)
+    np.testing.assert_allclose(config["exact"]["std_raw"], [np.sqrt((n * int(q) - int(s) ** 2) / n**2) for s, q in zip(sums, squares)], rtol=1e-15)
