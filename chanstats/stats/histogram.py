@@ -320,6 +320,19 @@ class ChannelHistogram:
                 per_channel.append(band.kth_smallest([percentile_rank(q, n) for q in qs]))
         return tuple(tuple(values) for values in zip(*per_channel)) if per_channel else tuple(() for _ in qs)
 
+    def clipped_sums(self, lows: Sequence[int], highs: Sequence[int]) -> tuple[list[int], list[int], list[int]]:
+        """Exact per-channel (pixels, sum, sum of squares) after clipping channel ``c``'s values
+        to ``[lows[c], highs[c]]``: what a percentile-clipping normalization sees."""
+        pixels, sums, squares = [], [], []
+        for band, low, high in zip(self.bands, lows, highs):
+            values, counts = band.pairs()
+            clipped = np.clip(values, low, high).tolist()
+            counts = counts.tolist()
+            pixels.append(sum(counts))
+            sums.append(sum(map(operator.mul, clipped, counts)))
+            squares.append(sum(v * v * c for v, c in zip(clipped, counts)))
+        return pixels, sums, squares
+
     def finalize(self, qs: Iterable[float] = DEFAULT_PERCENTILES) -> HistogramStats:
         qs = tuple(qs)
         return HistogramStats(
