@@ -288,12 +288,46 @@ def _percentiles(totals, options: dict[str, Any]) -> dict[str, Any] | None:
         method = f"sketch: inverted_cdf within relative error {histogram.relative_error:g} of the value"
     else:
         method = "exact inverted_cdf"
-    return {
+    section = {
         "method": method,
         "q": list(qs),
         "raw": raw,
         "scaled": [[None if v is None else v / scale for v in row] for row in raw],
     }
+    if not hasattr(histogram, "relative_error"):
+        clipped = _clipped_statistics(histogram, qs, raw, scale)
+        if clipped:
+            section["clipped"] = clipped
+    return section
+
+
+def _clipped_statistics(histogram, qs, raw, scale) -> list[dict[str, Any]]:
+    """Exact mean/std of the pixels clipped to each symmetric pair of percentiles (q, 100 - q)
+    among ``qs`` (0.5/99.5, 1/99, 2/98 by default), as percentile-clip normalizations use them."""
+    from fractions import Fraction
+
+    from .stats.moments import IntegerMoments, NoPixelsError
+
+    exact = [Fraction(str(q)) for q in qs]
+    pairs = []
+    for i, low in enumerate(exact):
+        if low < 50 and (100 - low) in exact:
+            j = exact.index(100 - low)
+            if None in raw[i] or None in raw[j]:
+                continue  # a channel with no pixel has no bounds
+            pixels, sums, squares = histogram.clipped_sums(raw[i], raw[j])
+            try:
+                stats = IntegerMoments(max(pixels), sums, squares, list(raw[i]), list(raw[j]), pixels).finalize(scale)
+            except NoPixelsError:
+                continue
+            pairs.append({
+                "q": [qs[i], qs[j]],
+                "mean": list(stats.mean),
+                "std": list(stats.std),
+                "mean_raw": list(stats.mean_raw),
+                "std_raw": list(stats.std_raw),
+            })
+    return pairs
 
 
 def _nodata_description(pixel_format, options: dict[str, Any]) -> dict[str, Any] | None:
@@ -564,9 +598,9 @@ def export(
     config: str | os.PathLike | dict[str, Any], to: str, *, source: str | None = None, **options: Any
 ) -> str | bytes:
     """``config``'s exact mean/std (a file or a loaded mapping) rendered for a framework ``to``:
-    torchvision, timm, hf, albumentations (-json, -yaml), mmengine, detectron2, keras, bn-state
+    torchvision, timm, hf, albumentations (-json, -yaml), mmengine, detectron2, keras, kornia, torchgeo, percentile-clip, bn-state
     (bytes), json or yaml. ``options`` are :func:`chanstats.report.export.export`'s (``eps``,
-    ``affine``, ``base``, ``flavour``, ``preprocessor_type``); errors name ``source`` (default: the
+    ``affine``, ``base``, ``flavour``, ``preprocessor_type``, ``clip``); errors name ``source`` (default: the
     file, or "config").
     """
     from .report.export import export as render

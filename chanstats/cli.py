@@ -354,7 +354,7 @@ def compare(paths, batch_sizes, momenta, conventions, seeds, no_shuffle, drop_la
 
 
 EXPORT_FORMATS = ["torchvision", "timm", "hf", "albumentations", "albumentations-json", "albumentations-yaml",
-                  "mmengine", "detectron2", "keras", "bn-state", "json", "yaml"]
+                  "mmengine", "detectron2", "keras", "kornia", "torchgeo", "percentile-clip", "bn-state", "json", "yaml"]
 
 
 @cli.command()
@@ -370,13 +370,17 @@ EXPORT_FORMATS = ["torchvision", "timm", "hf", "albumentations", "albumentations
 @click.option("--affine/--no-affine", default=None,
               help="bn-state: for nn.BatchNorm2d(C) (default: weight 1, bias 0) or nn.BatchNorm2d(C, affine=False).")
 @click.option("--eps", type=float, default=None, help="bn-state: the BatchNorm2d eps to compensate for (default 1e-05).")
-def export(config_path, fmt, output, base, flavour, preprocessor_type, affine, eps):
+@click.option("--clip", metavar="LOW,HIGH", default=None,
+              help="percentile-clip: the percentiles to clip to (default 0.5,99.5; the config must have been computed with both).")
+def export(config_path, fmt, output, base, flavour, preprocessor_type, affine, eps, clip):
     """Render CONFIG's exact mean/std the way a training framework loads it.
 
     torchvision/timm/hf/keras take [0,1]-scale values; mmengine and detectron2 raw 0-255
     (detectron2 in BGR order); albumentations [0,1] with max_pixel_value (Python, or a pipeline
     for A.load as -json/-yaml); bn-state is a torch state_dict for nn.BatchNorm2d whose eval
-    output equals Normalize(mean, std).
+    output equals Normalize(mean, std). kornia: K.Normalize tensors on the [0,1] scale; torchgeo:
+    MEAN/STD tensors per band in raw file units; percentile-clip: JSON with per-channel clip
+    bounds and the exact mean/std of the clipped pixels (nnU-Net style).
     """
     from .api import export as render
     from .report.export import BN_EPS, bn_module_note
@@ -384,7 +388,7 @@ def export(config_path, fmt, output, base, flavour, preprocessor_type, affine, e
 
     config = read_config(config_path)
     content = render(config, fmt, source=config_path, eps=eps, affine=affine, base=base, flavour=flavour,
-                     preprocessor_type=preprocessor_type)
+                     preprocessor_type=preprocessor_type, clip=clip)
     if isinstance(content, bytes) and not output:
         raise click.UsageError(f"--to {fmt} is binary (torch.save): give -o FILE.pt")
     if output:

@@ -178,3 +178,24 @@ def test_refuses_float_and_64_bit_pixels_and_wrong_channel_count():
 
 def test_default_percentiles_are_the_documented_clip_points():
     assert DEFAULT_PERCENTILES == (0.5, 1, 2, 50, 98, 99, 99.5)
+
+
+def test_8_bit_count_arrays_merge_in_place_and_equal_the_canonical_histogram():
+    rng = np.random.default_rng(5)
+    images = [rng.integers(10, 200, size=(9, 7, 3), dtype=np.uint8) for _ in range(4)]
+    counts = [np.stack([np.bincount(im[:, :, c].ravel(), minlength=256) for c in range(3)]) for im in images]
+    pooled = np.concatenate([im.reshape(-1, 3) for im in images])
+    fast = ChannelHistogram.from_counts(counts[0])
+    for more in counts[1:]:
+        fast.merge(ChannelHistogram.from_counts(more))
+    slow = ChannelHistogram.empty(3)
+    for im in images:
+        slow.update(im)
+    mixed = ChannelHistogram.empty(3).merge(ChannelHistogram.from_counts(counts[0]))
+    mixed.merge(ChannelHistogram.empty(3).update(images[1])).merge(ChannelHistogram.from_counts(counts[2]))
+    mixed.merge(ChannelHistogram.from_counts(counts[3]))
+    assert fast.to_json() == slow.to_json() == mixed.to_json()
+    assert pickle.loads(pickle.dumps(fast)).to_json() == slow.to_json()
+    assert fast.sums() == pooled.astype(np.int64).sum(axis=0).tolist()
+    expected = np.percentile(pooled, [0.5, 50, 99.5], axis=0, method="inverted_cdf")
+    assert np.array_equal(np.array(fast.percentiles([0.5, 50, 99.5])), expected)

@@ -143,3 +143,15 @@ def test_wrong_channel_names_and_bad_options_exit_2(sentinel):
         assert bad.returncode == 2 and option in bad.stderr and "Traceback" not in bad.stderr
     rgb = run_cli("compute", str(root / "data" / "tile000.tif"), "--workers", "0", "-q")
     assert rgb.returncode == 2 and "tile000.tif" in rgb.stderr and "--mode keep" in rgb.stderr
+
+
+def test_the_example_tile_reads_its_band_names_and_nodata_tag():
+    from pathlib import Path
+
+    tile = Path(__file__).resolve().parent.parent / "examples" / "rasters" / "tile.tif"
+    pixels = tifffile.imread(tile).reshape(-1, 4)
+    config = json.loads(run(["compute", str(tile.parent), "--mode", "keep", "--scale", "10000", "-q"], cwd=tile.parent).stdout)
+    assert config["channels"] == ["B02", "B03", "B04", "B08"] and config["nodata"]["source"] == "file"
+    kept = pixels[(pixels != 0).all(axis=1)].astype(np.int64)
+    assert 0 < kept.shape[0] < pixels.shape[0]
+    assert config["exact"]["mean_raw"] == [int(s) / kept.shape[0] for s in kept.sum(axis=0)]

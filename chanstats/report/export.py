@@ -5,9 +5,9 @@ returns text, or bytes for ``bn-state``. Numbers are written with ``repr`` (or Y
 float form) so no digit is lost. No framework is imported here: the files are generated as plain
 text, so exporting never needs the framework installed (``bn-state`` uses torch, a dependency).
 
-Scales: torchvision, timm, Hugging Face and Keras take the [0, 1]-scale mean/std (after
+Scales: torchvision, timm, Hugging Face, Keras and kornia take the [0, 1]-scale mean/std (after
 ``ToDtype(scale=True)``/``rescale_factor``/``Rescaling``); mmengine and detectron2 take raw 0–255
-(0–65535) values; albumentations takes [0, 1] values with ``max_pixel_value`` = the full-scale
+(0–65535) values, as does the torchgeo style (raw file values); albumentations takes [0, 1] values with ``max_pixel_value`` = the full-scale
 value. All std values are population std (ddof 0), as ``Normalize`` expects.
 """
 
@@ -377,6 +377,112 @@ def bn_module_note(channels: int, eps: float, affine: bool) -> str:
     return f"state_dict for {module}{weights}; load_state_dict strictly and keep the module in eval()"
 
 
+# --- kornia, torchgeo, percentile clipping -------------------------------------------------
+
+
+def to_kornia(config: dict[str, Any]) -> str:
+    """Python: ``kornia.augmentation.Normalize`` with torch tensors, on the config's [0, 1] scale
+    (pixels divided by the full-scale value first, as ``ToDtype(scale=True)`` does for 8/16 bits)."""
+    mean, std = _exact(config)
+    scale = config.get("scale", 255)
+    scale_note = (f"pixels divided by {scale!r} (the full-scale value), i.e. on the [0, 1] scale"
+                  if _is_integer_method(config) else "the float pipeline's output units")
+    return (
+        f"# {_header(config)}\n"
+        f"# Statistics of {scale_note}.\n"
+        "import kornia.augmentation as K\n"
+        "import torch\n\n"
+        f"normalize = K.Normalize(mean=torch.tensor({_floats(mean)}), std=torch.tensor({_floats(std)}))\n"
+    )
+
+
+def _raw_units(config: dict[str, Any], fmt: str) -> tuple[list[float], list[float]]:
+    """Mean/std in raw pixel units: recorded beside the scaled values, else derived for integer data."""
+    exact = config["exact"]
+    if "mean_raw" in exact and "std_raw" in exact:
+        return [float(v) for v in exact["mean_raw"]], [float(v) for v in exact["std_raw"]]
+    mean, std, _ = _raw(config, fmt)
+    return mean, std
+
+
+def to_torchgeo(config: dict[str, Any]) -> str:
+    """Python in torchgeo's style: ``MEAN``/``STD`` tensors in raw units, one band a line with its
+    name, and ``K.Normalize(mean=MEAN, std=STD)``. Raw units because torchgeo's raster datasets
+    yield the files' values as float tensors without rescaling (its datamodules normalize by
+    raw-unit statistics the same way)."""
+    _exact(config)
+    mean, std = _raw_units(config, "torchgeo")
+    names = _channels(config) or [str(i) for i in range(len(mean))]
+    width = max(len(repr(float(v))) for v in mean + std) + 1
+
+    def tensor(label: str, values: list[float]) -> str:
+        rows = "".join(f"    {repr(float(v)) + ',':<{width}}  # {name}\n" for v, name in zip(values, names))
+        return f"{label} = torch.tensor([\n{rows}])\n"
+
+    return (
+        f"# {_header(config)}\n"
+        f"# Raw pixel units (the values stored in the files, before any --scale): torchgeo datasets\n"
+        "# return them unscaled as float tensors.\n"
+        "import kornia.augmentation as K\n"
+        "import torch\n\n"
+        + tensor("MEAN", mean) + tensor("STD", std)
+        + "\nnormalize = K.Normalize(mean=MEAN, std=STD)\n"
+    )
+
+
+DEFAULT_CLIP = (0.5, 99.5)
+
+
+def parse_clip(text: str) -> tuple[float, float]:
+    """``"LOW,HIGH"`` percentiles → floats, LOW < HIGH, both in 0..100."""
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise BadSpecError(f"--clip {text!r}: expected two percentiles such as 0.5,99.5") from None
+    if not 0 <= low < high <= 100:
+        raise BadSpecError(f"--clip {text!r}: need 0 <= LOW < HIGH <= 100")
+    return low, high
+
+
+def to_percentile_clip(config: dict[str, Any], clip: tuple[float, float] | None = None) -> str:
+    """JSON for nnU-Net-style percentile clipping: per channel, clip to the ``clip`` percentiles
+    (default 0.5/99.5), then ``(x - mean) / std`` with the exact mean/std of the clipped pixels.
+
+    The bounds and clipped statistics come from the config's ``percentiles`` section, where
+    ``compute`` records them exactly (from the full histograms) for each pair (q, 100 - q) of its
+    ``--percentiles``; other pairs need a recompute with those percentiles."""
+    from fractions import Fraction
+
+    low, high = clip or DEFAULT_CLIP
+    section = config.get("percentiles")
+    if not section:
+        raise BadSpecError("--to percentile-clip needs a config computed with percentiles (not --percentiles none)")
+    wanted = [Fraction(str(low)), Fraction(str(high))]
+    for entry in section.get("clipped") or ():
+        if [Fraction(str(q)) for q in entry["q"]] == wanted:
+            break
+    else:
+        have = [f"{a:g},{b:g}" for a, b in (e["q"] for e in section.get("clipped") or ())]
+        why = ("the config has exact clipped statistics only for integer data" if not have
+               else f"it has {' '.join(have)}")
+        raise BadSpecError(f"no clipped statistics for --clip {low:g},{high:g} in this config ({why}); "
+                           f"recompute with --percentiles including {low:g},{high:g}")
+    qs = [Fraction(str(q)) for q in section["q"]]
+    rows = [section["raw"][qs.index(w)] for w in wanted]
+    scaled = [section["scaled"][qs.index(w)] for w in wanted]
+    data = {
+        "note": ("per channel: clip to [low, high], then (x - mean) / std; mean and std are of the "
+                 "clipped pixels (population std, ddof 0), exact; 'raw' in the files' units, "
+                 f"'scaled' divided by scale {config.get('scale')!r}"),
+        "percentiles": [low, high],
+        "channels": _channels(config),
+        "scale": config.get("scale"),
+        "raw": {"low": rows[0], "high": rows[1], "mean": entry["mean_raw"], "std": entry["std_raw"]},
+        "scaled": {"low": scaled[0], "high": scaled[1], "mean": entry["mean"], "std": entry["std"]},
+    }
+    return json.dumps(data, indent=2) + "\n"
+
+
 # --- dispatch -------------------------------------------------------------------------------
 
 EXPORTERS: dict[str, Callable[..., str | bytes]] = {
@@ -389,6 +495,9 @@ EXPORTERS: dict[str, Callable[..., str | bytes]] = {
     "mmengine": to_mmengine,
     "detectron2": to_detectron2,
     "keras": to_keras,
+    "kornia": to_kornia,
+    "torchgeo": to_torchgeo,
+    "percentile-clip": to_percentile_clip,
     "bn-state": bn_state,
     "json": lambda config: dumps(config, "json"),
     "yaml": lambda config: dumps(config, "yaml"),
@@ -398,7 +507,8 @@ BINARY_FORMATS = ("bn-state",)
 
 # Options that only one format takes: (option name as the command spells it, format).
 _OPTION_FORMATS = {"eps": ("--eps", "bn-state"), "affine": ("--affine/--no-affine", "bn-state"),
-                   "base": ("--base", "hf"), "flavour": ("--flavour", "mmengine"), "preprocessor_type": ("--type", "mmengine")}
+                   "base": ("--base", "hf"), "flavour": ("--flavour", "mmengine"), "preprocessor_type": ("--type", "mmengine"),
+                   "clip": ("--clip", "percentile-clip")}
 
 
 def export(
@@ -410,16 +520,19 @@ def export(
     base: str | None = None,
     flavour: str | None = None,
     preprocessor_type: str | None = None,
+    clip: tuple[float, float] | str | None = None,
 ) -> str | bytes:
     """``config`` rendered for framework ``fmt`` (one of :data:`FORMATS`); bytes for ``bn-state``.
 
     ``eps``/``affine`` shape ``bn-state``; ``base`` (a folder or ``preprocessor_config.json``)
     is updated by ``hf``; ``flavour`` (one of :data:`MM_FLAVOURS`) and ``preprocessor_type`` shape
-    ``mmengine``. An option given for another format is refused rather than silently ignored.
+    ``mmengine``; ``clip`` (``(low, high)`` or ``"LOW,HIGH"``) picks ``percentile-clip``'s
+    percentiles. An option given for another format is refused rather than silently ignored.
     """
     if fmt not in EXPORTERS:
         raise BadSpecError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    given = {"eps": eps, "affine": affine, "base": base, "flavour": flavour, "preprocessor_type": preprocessor_type}
+    given = {"eps": eps, "affine": affine, "base": base, "flavour": flavour, "preprocessor_type": preprocessor_type,
+             "clip": clip}
     for name, value in given.items():
         option, owner = _OPTION_FORMATS[name]
         if value is not None and fmt != owner:
@@ -430,4 +543,6 @@ def export(
         return to_hf(config, base)
     if fmt == "mmengine":
         return to_mmengine(config, flavour or "mmengine", preprocessor_type)
+    if fmt == "percentile-clip":
+        return to_percentile_clip(config, parse_clip(clip) if isinstance(clip, str) else clip)
     return EXPORTERS[fmt](config)

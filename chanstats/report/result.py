@@ -40,7 +40,8 @@ class Result:
     # Set when only a seeded random subset was measured (--sample): its size and confidence
     # intervals, see chanstats.stats.sampling.describe. ``exact`` is then exact for that subset.
     sample: dict[str, Any] | None = None
-    # Per-channel percentiles ("method", "q", "raw", "scaled"), None when switched off.
+    # Per-channel percentiles ("method", "q", "raw", "scaled", and for integer data "clipped": exact
+    # mean/std of the pixels clipped to each pair (q, 100 - q)), None when switched off.
     percentiles: dict[str, Any] | None = None
     # Rasters and arrays: the numpy dtype; with nodata in effect, where it came from.
     dtype: str | None = None

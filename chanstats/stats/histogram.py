@@ -16,7 +16,7 @@ k = ceil(q/100 · n), at least 1. It is always a value that occurs in the data, 
 
 from __future__ import annotations
 
-import math
+import functools
 import operator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -42,12 +42,19 @@ def percentile_rank(q: float | int | Fraction | str, n: int) -> int:
     >>> percentile_rank(0.1, 1000), percentile_rank("99.5", 200)
     (1, 199)
     """
-    exact = Fraction(str(q)) if isinstance(q, float) else Fraction(q)
+    exact = _exact_fraction(q)
     if not 0 <= exact <= 100:
         raise ValueError(f"percentile {q} is outside 0..100")
     if n <= 0:
         raise ValueError("no values")
-    return max(1, math.ceil(exact * n / 100))
+    return max(1, -(-exact.numerator * n // (exact.denominator * 100)))
+
+
+@functools.lru_cache(maxsize=256, typed=True)
+def _exact_fraction(q: float | int | Fraction | str) -> Fraction:
+    # Parsing a decimal into a Fraction is slow and the same few percentiles come back for every
+    # channel of every format: parse each once.
+    return Fraction(str(q)) if isinstance(q, float) else Fraction(q)
 
 
 @dataclass(eq=False)
@@ -202,7 +209,6 @@ class HistogramStats:
     percentiles: tuple[tuple[int | None, ...], ...]
 
 
-@dataclass(eq=False)
 class ChannelHistogram:
     """Mergeable exact histograms, one per channel, of integer pixels.
 
@@ -211,9 +217,31 @@ class ChannelHistogram:
     ((1, 0), (2, 10), (4, 30))
     >>> h.update(np.array([[[9, 9]]], np.uint8), mask=np.array([[True]])).counts()
     [4, 4]
+
+    A histogram made :meth:`from_counts` keeps its (C, bins) array as it is, and merging another
+    such histogram of the same shape adds the arrays in place: the per-image work of 8-bit images
+    stays one array addition. The canonical per-channel form (:attr:`bands`) is built only when
+    something reads it (percentiles, totals, JSON), so results do not depend on which form merged.
     """
 
-    bands: list[BandCounts]
+    def __init__(self, bands: list[BandCounts]):
+        self._bands: list[BandCounts] | None = bands
+        # (C, bins) uint64 counts of the values low, low + 1, ... not yet folded into _bands.
+        self._dense: np.ndarray | None = None
+        self._low = 0
+
+    @property
+    def bands(self) -> list[BandCounts]:
+        """The canonical per-channel counts."""
+        if self._dense is not None:
+            dense = [_canonical_dense(self._low, row) for row in self._dense]
+            self._bands = dense if self._bands is None else [a.merge(b) for a, b in zip(self._bands, dense)]
+            self._dense = None
+        return self._bands  # type: ignore[return-value]
+
+    @bands.setter
+    def bands(self, bands: list[BandCounts]) -> None:
+        self._bands, self._dense = bands, None
 
     @classmethod
     def empty(cls, channels: int) -> "ChannelHistogram":
@@ -222,13 +250,16 @@ class ChannelHistogram:
     @classmethod
     def from_counts(cls, counts: np.ndarray, low: int = 0) -> "ChannelHistogram":
         """From a (C, bins) array of counts of the values ``low, low + 1, ...`` (e.g. 256 bins of
-        8-bit pixels)."""
-        counts = np.asarray(counts, dtype=np.uint64)
-        return cls([_canonical_dense(low, row) for row in counts])
+        8-bit pixels). The histogram owns ``counts`` from then on (merges add into it)."""
+        histogram = cls.__new__(cls)
+        histogram._bands = None
+        histogram._dense = np.asarray(counts, dtype=np.uint64)
+        histogram._low = low
+        return histogram
 
     @property
     def channels(self) -> int:
-        return len(self.bands)
+        return len(self._bands) if self._dense is None else self._dense.shape[0]
 
     def update(self, pixels: np.ndarray, mask: np.ndarray | None = None) -> "ChannelHistogram":
         """Add an (H, W) or (H, W, C) integer array; ``mask`` marks pixels to leave out.
@@ -251,6 +282,15 @@ class ChannelHistogram:
     def merge(self, other: "ChannelHistogram") -> "ChannelHistogram":
         if other.channels != self.channels:
             raise ValueError(f"cannot merge {other.channels} channels into {self.channels}")
+        if other._dense is not None and other._bands is None:
+            if self._dense is not None and self._low == other._low and self._dense.shape == other._dense.shape:
+                if not self._dense.flags.writeable:  # e.g. a view of the kernel's bytes
+                    self._dense = self._dense.copy()
+                self._dense += other._dense
+                return self
+            if self._dense is None and self._bands is not None and all(band.is_empty for band in self._bands):
+                self._bands, self._dense, self._low = None, other._dense.copy(), other._low
+                return self
         self.bands = [mine.merge(theirs) for mine, theirs in zip(self.bands, other.bands)]
         return self
 
@@ -280,6 +320,19 @@ class ChannelHistogram:
                 per_channel.append(band.kth_smallest([percentile_rank(q, n) for q in qs]))
         return tuple(tuple(values) for values in zip(*per_channel)) if per_channel else tuple(() for _ in qs)
 
+    def clipped_sums(self, lows: Sequence[int], highs: Sequence[int]) -> tuple[list[int], list[int], list[int]]:
+        """Exact per-channel (pixels, sum, sum of squares) after clipping channel ``c``'s values
+        to ``[lows[c], highs[c]]``: what a percentile-clipping normalization sees."""
+        pixels, sums, squares = [], [], []
+        for band, low, high in zip(self.bands, lows, highs):
+            values, counts = band.pairs()
+            clipped = np.clip(values, low, high).tolist()
+            counts = counts.tolist()
+            pixels.append(sum(counts))
+            sums.append(sum(map(operator.mul, clipped, counts)))
+            squares.append(sum(v * v * c for v, c in zip(clipped, counts)))
+        return pixels, sums, squares
+
     def finalize(self, qs: Iterable[float] = DEFAULT_PERCENTILES) -> HistogramStats:
         qs = tuple(qs)
         return HistogramStats(
@@ -304,6 +357,13 @@ class ChannelHistogram:
         if not isinstance(other, ChannelHistogram):
             return NotImplemented
         return self.to_json() == other.to_json()
+
+    def __getstate__(self) -> dict:
+        # Pickled canonical, so what crosses between processes does not depend on the merge path.
+        return {"bands": self.bands}
+
+    def __setstate__(self, state: dict) -> None:
+        self._bands, self._dense, self._low = state["bands"], None, 0
 
 
 def channel_mask(mask: np.ndarray, channel: int, shape: tuple[int, int]) -> np.ndarray:
