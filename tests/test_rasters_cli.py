@@ -155,3 +155,20 @@ def test_the_example_tile_reads_its_band_names_and_nodata_tag():
     kept = pixels[(pixels != 0).all(axis=1)].astype(np.int64)
     assert 0 < kept.shape[0] < pixels.shape[0]
     assert config["exact"]["mean_raw"] == [int(s) / kept.shape[0] for s in kept.sum(axis=0)]
+
+
+def test_kill_and_resume_with_bands_nodata_and_histograms_gives_the_same_bytes(sentinel, tmp_path):
+    from .test_checkpoint import start_and_kill
+
+    root, _ = sentinel
+    options = ["compute", str(root / "data"), "--mode", "keep", "-q", "--workers", "2", "--bands", "1,3,13",
+               "--channels", "B1,B3,B13", "--percentiles", "1,50,99"]
+    reference = run([*options, "-o", str(tmp_path / "whole.json")], cwd=tmp_path)
+    assert reference.returncode == 0
+    resumed = [*options, "-o", str(tmp_path / "out.json"), "--checkpoint", "ckpt.json", "--checkpoint-every", "1"]
+    held = start_and_kill(tmp_path, resumed, at_least=16, delay=0.05)
+    assert 16 <= held < 41 and not (tmp_path / "out.json").exists()
+    run(resumed, cwd=tmp_path)
+    assert (tmp_path / "out.json").read_bytes() == (tmp_path / "whole.json").read_bytes()
+    config = json.loads((tmp_path / "whole.json").read_text())
+    assert config["channels"] == ["B1", "B3", "B13"] and isinstance(config["count"]["pixels"], list)
