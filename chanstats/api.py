@@ -29,7 +29,7 @@ from .report.files import read_config
 from .report.result import Result
 from .scale import state_file
 from .scale.checkpoint import Checkpointer, Interval
-from .scale.engine import measure_all
+from .scale.engine import measure_chunks
 from .scale.merge import merge_states
 from .scale.state import BadRecord, PartialState, shard_bounds
 from .scale.table import row_width
@@ -191,19 +191,21 @@ def measure(
     )
     if checkpoint is not None:
         state = checkpoint.resume(state)
+    # The state names its images by listing index; a resumed one's sources are this same listing's.
+    state.images.adopt(run.sources)
     todo = run.sources[state.done : stop]
     if isinstance(run.measurer, MeasuredMeasurer):
         workers = 0  # an iterable was measured while iterating: nothing is left for workers
     # Workers that run a transform start from a clean forkserver: this process has imported torch.
     start_method = "forkserver" if run.measurer.transform is not None else None
-    outcomes = measure_all(
+    chunks = measure_chunks(
         todo, run.measurer, workers=workers, progress=progress, offset=state.done, start_method=start_method
     )
-    with closing(outcomes):  # Ctrl-C or an error here stops the workers at once
-        for index, outcome in outcomes:
-            state.add(index, run.sources[index], outcome)
+    with closing(chunks):  # Ctrl-C or an error here stops the workers at once
+        for chunk in chunks:
+            state.add_chunk(chunk)
             if checkpoint is not None:
-                checkpoint.after_image(state)
+                checkpoint.after_chunk(state, len(chunk))
     if checkpoint is not None:
         checkpoint.save(state)
     if run.options["on_error"] == "fail":

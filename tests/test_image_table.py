@@ -66,3 +66,21 @@ def test_a_table_costs_about_a_hundred_bytes_per_image():
     # the source as columns (name "12345.png" 9, name end/size/offset 24, flags 1, root 4),
     # index/width/height 24, format/alpha 2, one RGB row 56, row offset 8 (+ growth slack)
     assert per_image < 165, per_image
+
+
+def test_a_packed_chunk_reads_back_as_its_records_named_by_the_listing():
+    from chanstats.measure import Measurement
+    from chanstats.scale.chunk import pack_chunk
+    from chanstats.sources.base import Listing
+    from chanstats.stats.moments import IntegerMoments
+
+    listing = Listing(ImageSource("/data", f"{i}.png", 1000 + i) for i in range(10))
+    expected = [record(i, RGB if i != 7 else GREY, epochs=2) for i in range(4, 9)]
+    outcomes = [Measurement(r.format, r.width, r.height, r.dropped_alpha, [IntegerMoments.empty(len(r.format.channels))],
+                            r.rows) for r in expected]
+    chunk = pack_chunk(4, listing[4:9], outcomes)
+    table = ImageTable(listing)
+    table.append_chunk(chunk, [table.format_number(totals.format) for totals in chunk.formats])
+    assert [totals.format for totals in chunk.formats] == [RGB, GREY]
+    assert list(table) == expected  # sources are the listing's, indexed by the images' indices
+    assert [s.name for s in table.sources] == ["4.png", "5.png", "6.png", "7.png", "8.png"]

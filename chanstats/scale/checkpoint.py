@@ -16,7 +16,7 @@ Saving rewrites the whole state, so its cost grows with the number of images mea
 interval (every 60 seconds) keeps that a small fraction of the run on large datasets.
 
 Test hook: the environment variable ``CHANSTATS_TEST_DELAY_PER_IMAGE`` (seconds, a float) makes
-a checkpointed run sleep after each image, so tests can ``kill -9`` it mid-run deterministically.
+a checkpointed run sleep that long per image (after each chunk), so tests can ``kill -9`` it mid-run deterministically.
 It is not meant for anything else.
 """
 
@@ -93,13 +93,15 @@ class Checkpointer:
             raise ChanstatsError(f"checkpoint {self.path} {problem}; rerun with --restart to discard it and start over")
         return saved
 
-    def after_image(self, state: PartialState) -> None:
-        self._since_save += 1
+    def after_chunk(self, state: PartialState, images: int) -> None:
+        """Save if due, after a chunk of ``images`` images was recorded (chunks are whole: the
+        state is consistent between them)."""
+        self._since_save += images
         if self._delay:
-            time.sleep(self._delay)
+            time.sleep(self._delay * images)
         due_images = self.every.images is not None and self._since_save >= self.every.images
         due_time = self.every.seconds is not None and time.monotonic() - self._last_save >= self.every.seconds
-        if (due_images or due_time) and state.settled:  # never halfway through a pooled chunk
+        if due_images or due_time:
             self.save(state)
 
     def save(self, state: PartialState) -> None:

@@ -1,7 +1,9 @@
 """The parallel pass: measure every source with worker processes, results back in listing order.
 
-Work goes out in chunks of consecutive sources and comes back as small
-:class:`~chanstats.measure.Measurement` objects, never pixels. Chunks are large while much work is
+Work goes out in chunks of consecutive sources and comes back, never as pixels, as one
+:class:`~chanstats.scale.chunk.ChunkResult` per chunk (:func:`measure_chunks`: totals merged and
+per-image columns packed by the worker, so the main process works per chunk) or as one small
+:class:`~chanstats.measure.Measurement` per image (:func:`measure_all`). Chunks are large while much work is
 left (per-chunk overhead falls on the main process, which shares the cores with the workers) and
 shrink towards the end (so no worker is left alone with a long last chunk): guided scheduling.
 Results are yielded in listing order whatever order workers finish in, which is what makes the
@@ -26,11 +28,14 @@ from collections import deque
 from contextlib import contextmanager
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from ..errors import BadImageError, ChanstatsError, WorkerError
 from ..measure import Measurement
 from ..sources.base import ImageSource, Listing
+
+if TYPE_CHECKING:
+    from .chunk import ChunkResult
 
 Outcome = Measurement | BadImageError
 # Called with the source's global listing index, which seeds any randomness of that sample.
@@ -39,6 +44,7 @@ MeasureFn = Callable[[int, ImageSource], Measurement]
 CHUNK_SIZE = 16  # in-process (workers=0) and the smallest parallel chunk
 LARGEST_CHUNK = 64
 IN_FLIGHT_PER_WORKER = 4
+IN_PROCESS_PACKED = 4
 
 
 def default_workers() -> int:
@@ -58,6 +64,7 @@ def measure_all(
     progress: bool = False,
     start_method: str | None = None,
     offset: int = 0,
+    packed: bool = False,
 ) -> Iterator[tuple[int, Outcome]]:
     """Yield ``(index, measurement or BadImageError)`` for every source, in listing order.
 
@@ -78,17 +85,22 @@ def measure_all(
     if workers < 0:
         raise ChanstatsError("--workers must be 0 (in-process) or more")
     if workers == 0 or len(sources) <= chunk_size:
+        # In-process chunks send nothing anywhere, so packed ones stay small: a checkpoint lands
+        # between chunks, and small runs and --workers 0 keep it fine-grained.
+        step = min(chunk_size, IN_PROCESS_PACKED) if packed else chunk_size
         chunks = (
-            _measure_chunk(measure, sources[i : i + chunk_size], offset + i, pool_histograms=False)
-            for i in range(0, len(sources), chunk_size)
+            _measure_chunk(measure, sources[i : i + step], offset + i, pool_histograms=False, packed=packed)
+            for i in range(0, len(sources), step)
         )
     else:
-        chunks = _parallel_chunks(sources, measure, workers, chunk_size, offset, start_method)
+        chunks = _parallel_chunks(sources, measure, workers, chunk_size, offset, start_method, packed)
     bar = _progress_bar(len(sources), progress)
     try:
         for chunk in chunks:
-            for item in chunk:
-                yield item
+            if packed:
+                yield chunk
+            else:
+                yield from chunk
             if bar is not None:
                 bar.update(len(chunk))
     finally:
@@ -165,7 +177,8 @@ def _parallel_chunks(
     chunk_size: int,
     offset: int = 0,
     start_method: str | None = None,
-) -> Iterator[list[tuple[int, Outcome]]]:
+    packed: bool = False,
+) -> Iterator[Any]:
     chunks = work_units(sources, workers, smallest=chunk_size)
     pending: deque[tuple[Future, int]] = deque()
     context = _context(start_method)
@@ -180,7 +193,8 @@ def _parallel_chunks(
             if bounds is not None:
                 start, stop = bounds
                 chunk = sources[start:stop]  # a listing's view pickles as a few flat buffers
-                future = pool.submit(_measure_chunk, measure, chunk if isinstance(chunk, Listing) else list(chunk), offset + start)
+                future = pool.submit(_measure_chunk, measure, chunk if isinstance(chunk, Listing) else list(chunk), offset + start,
+                                     True, packed)
                 pending.append((future, start))
 
         try:
@@ -213,9 +227,26 @@ def _parallel_chunks(
         raise WorkerError(board.death_report(sources, offset, start, processes, error)) from None
 
 
+def measure_chunks(
+    sources: Sequence[ImageSource],
+    measure: MeasureFn,
+    *,
+    workers: int | None = None,
+    chunk_size: int = CHUNK_SIZE,
+    progress: bool = False,
+    start_method: str | None = None,
+    offset: int = 0,
+) -> Iterator["ChunkResult"]:
+    """Like :func:`measure_all`, but yields one :class:`~chanstats.scale.chunk.ChunkResult` per
+    chunk of consecutive images, in listing order: the workers merge each chunk's exact totals and
+    pack its per-image columns, so the caller works per chunk, not per image."""
+    return measure_all(sources, measure, workers=workers, chunk_size=chunk_size, progress=progress,
+                       start_method=start_method, offset=offset, packed=True)
+
+
 def _measure_chunk(
-    measure: MeasureFn, chunk: Sequence[ImageSource], start: int, pool_histograms: bool = True
-) -> list[tuple[int, Outcome]]:
+    measure: MeasureFn, chunk: Sequence[ImageSource], start: int, pool_histograms: bool = True, packed: bool = False
+) -> "list[tuple[int, Outcome]] | ChunkResult":
     results: list[tuple[int, Outcome]] = []
     board = _WORKER_BOARD
     for offset, source in enumerate(chunk):
@@ -233,6 +264,10 @@ def _measure_chunk(
             raise WorkerError(f"{source.display}: {_unexpected(error)}") from error
     if board is not None:
         board[_WORKER_CELL] = _IDLE
+    if packed:
+        from .chunk import pack_chunk
+
+        return pack_chunk(start, chunk, [outcome for _, outcome in results])
     return _pool_histograms(results) if pool_histograms else results
 
 

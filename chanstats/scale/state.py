@@ -24,11 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..decoding.formats import PixelFormat
-from ..errors import BadImageError, ChanstatsError
-from ..measure import Measurement
-from ..sources.base import ImageSource
+from ..errors import ChanstatsError
 from ..stats.moments import IntegerMoments
-from .table import ImageRecord, ImageTable, pack_rows
+from .table import ImageTable
 
 PARTIAL_VERSION = 2
 KIND = "chanstats-partial"
@@ -98,53 +96,36 @@ class PartialState:
     listing: list[tuple[str, int]] | None = None  # every file's (name, size), with compute --listing
     # With --sample: how many images the whole listing holds (listing_size is the sample's size).
     population: int | None = None
-    # The last index whose histogram counts were already merged in (pooled by a worker with an
-    # earlier image); until it is recorded the state is not consistent. Never saved.
-    pooled_until: int = -1
 
     @property
     def complete(self) -> bool:
         return self.done == self.stop
 
-    @property
-    def settled(self) -> bool:
-        """Whether every count in the state belongs to an image recorded (safe to checkpoint)."""
-        return self.done > self.pooled_until
+    def add_chunk(self, chunk) -> None:
+        """Record the next :class:`~chanstats.scale.chunk.ChunkResult` of the slice (chunks must come in listing order): a few merges and
+        array appends, whatever the chunk's size."""
+        if chunk.start != self.done:
+            raise ValueError(f"expected image {self.done}, got {chunk.start}")
+        format_ids = []
+        for part in chunk.formats:
+            totals = self.formats.get(part.format)
+            if totals is None:
+                totals = self.formats[part.format] = FormatTotals(part.format, part.first_index, part.example, None)
+            _merge_totals(totals, part)
+            format_ids.append(self.images.format_number(totals.format))
+        self.images.append_chunk(chunk, format_ids)
+        self.bad.extend(chunk.bad)
+        self.done = chunk.stop
 
-    def add(self, index: int, source: ImageSource, outcome: Measurement | BadImageError) -> None:
-        """Record the next image of the slice (indices must come in listing order)."""
-        if index != self.done:
-            raise ValueError(f"expected image {self.done}, got {index}")
-        self.done += 1
-        if isinstance(outcome, BadImageError):
-            self.bad.append(BadRecord(index, source.display, outcome.path, outcome.reason))
-            return
-        integer = all(isinstance(m, IntegerMoments) for m in outcome.moments)
-        totals = self.formats.get(outcome.format)
-        if totals is None:
-            totals = FormatTotals(outcome.format, index, source.display, None)
-            self.formats[outcome.format] = totals
-        if outcome.pooled_until is not None:
-            self.pooled_until = max(self.pooled_until, outcome.pooled_until)
-        if outcome.histogram is not None:
-            totals.histogram = outcome.histogram if totals.histogram is None else totals.histogram.merge(outcome.histogram)
-        if integer:
-            if totals.integer is None:
-                totals.integer = IntegerMoments.empty(len(outcome.format.channels))
-            for moments in outcome.moments:
-                totals.integer.merge(moments)  # type: ignore[arg-type]
-        self.images.append(
-            ImageRecord(
-                index=index,
-                source=source,
-                format=totals.format,  # one shared object, not a copy unpickled for every image
-                dropped_alpha=outcome.dropped_alpha,
-                width=outcome.width,
-                height=outcome.height,
-                packed_rows=pack_rows(outcome.rows),
-                float_moments=None if integer else list(outcome.moments),  # type: ignore[arg-type]
-            )
-        )
+
+def _merge_totals(into: FormatTotals, part: FormatTotals) -> None:
+    """Add ``part``'s exact totals and histogram (which may be taken over, not copied) to ``into``."""
+    if part.histogram is not None:
+        into.histogram = part.histogram if into.histogram is None else into.histogram.merge(part.histogram)
+    if part.integer is not None:
+        if into.integer is None:
+            into.integer = IntegerMoments.empty(part.integer.channels)
+        into.integer.merge(part.integer)
 
 
 def differing_options(a: dict[str, Any], b: dict[str, Any]) -> list[str]:

@@ -60,17 +60,20 @@ class ImageRecord:
 class ImageTable:
     """Every good image of a state, column by column, in the order added.
 
-    A run keeps one entry per image for its whole length, so this holds flat arrays (about 100
-    bytes per image, the source object being the listing's own) rather than an object per image
-    with its own small ints and arrays (about 400 bytes). Iterating yields :class:`ImageRecord`
-    views.
+    A run keeps one entry per image for its whole length, so this holds flat arrays (about 90
+    bytes per image for RGB: the run's table names its images by listing index, not by source)
+    rather than an object per image with its own small ints and arrays (about 400 bytes).
+    Iterating yields :class:`ImageRecord` views.
     """
 
-    __slots__ = ("sources", "index", "format_id", "dropped_alpha", "width", "height", "rows", "row_start",
+    __slots__ = ("_sources", "origin", "index", "format_id", "dropped_alpha", "width", "height", "rows", "row_start",
                  "formats", "float_moments")
 
-    def __init__(self) -> None:
-        self.sources = Listing()  # columns, not an object per image
+    def __init__(self, origin: Sequence[ImageSource] | None = None) -> None:
+        # A run's table keeps listing indices only: its sources are ``origin[index]`` (the run's
+        # listing). A table read from a file or merged keeps its own sources, as columns.
+        self.origin = origin
+        self._sources = None if origin is not None else Listing()
         self.index = array("q")
         self.format_id = array("B")
         self.dropped_alpha = array("B")
@@ -84,15 +87,37 @@ class ImageTable:
     def __len__(self) -> int:
         return len(self.index)
 
-    def append(self, record: ImageRecord) -> None:
+    @property
+    def sources(self) -> Sequence[ImageSource]:
+        """Each image's source, in table order (made when read for a run's table)."""
+        if self._sources is not None:
+            return self._sources
+        return _Picked(self.origin, self.index)
+
+    def adopt(self, origin: Sequence[ImageSource]) -> None:
+        """Read sources from ``origin[index]`` from now on (a resumed run's own listing, which holds
+        the same images at the same indices) instead of keeping a copy."""
+        self.origin, self._sources = origin, None
+
+    def _own_sources(self) -> Listing:
+        if self._sources is None:
+            self._sources = Listing(self.sources)
+            self.origin = None
+        return self._sources
+
+    def format_number(self, pixel_format: PixelFormat) -> int:
+        """The table's number for ``pixel_format``, given one on first sight."""
         try:
-            format_id = self.formats.index(record.format)
+            return self.formats.index(pixel_format)
         except ValueError:
             if len(self.formats) == 255:
                 raise ChanstatsError("more than 255 kinds of pixel format in one run") from None
-            format_id = len(self.formats)
-            self.formats.append(record.format)
-        self.sources.append(record.source)
+            self.formats.append(pixel_format)
+            return len(self.formats) - 1
+
+    def append(self, record: ImageRecord) -> None:
+        format_id = self.format_number(record.format)
+        self._own_sources().append(record.source)
         self.index.append(record.index)
         self.format_id.append(format_id)
         self.dropped_alpha.append(int(record.dropped_alpha))
@@ -105,6 +130,27 @@ class ImageTable:
         if self.float_moments is not None:
             self.float_moments.append(record.float_moments)
 
+    def append_chunk(self, chunk, format_ids: Sequence[int]) -> None:
+        """Append a :class:`~chanstats.scale.chunk.ChunkResult`'s images (its format ``i`` being this
+        table's ``format_ids[i]``): a few array copies, nothing per image."""
+        if self.origin is None:  # nothing would name the chunk's images
+            raise ValueError("append_chunk needs a table that reads its sources from the run's listing (adopt)")
+        count = len(chunk.index)
+        before = len(self.index)
+        self.index.frombytes(chunk.index.astype(np.int64, copy=False).tobytes())
+        mapping = np.array(format_ids, dtype=np.uint8)
+        self.format_id.frombytes(mapping[chunk.format_id].tobytes() if count else b"")
+        self.dropped_alpha.frombytes(chunk.dropped_alpha.astype(np.uint8, copy=False).tobytes())
+        self.width.frombytes(chunk.width.astype(np.int64, copy=False).tobytes())
+        self.height.frombytes(chunk.height.astype(np.int64, copy=False).tobytes())
+        ends = len(self.rows) + np.cumsum(chunk.row_lengths, dtype=np.int64)
+        self.rows.frombytes(chunk.rows.astype(np.float64, copy=False).tobytes())
+        self.row_start.frombytes(ends.tobytes())
+        if chunk.float_moments is not None and self.float_moments is None:
+            self.float_moments = [None] * before
+        if self.float_moments is not None:
+            self.float_moments.extend(chunk.float_moments if chunk.float_moments is not None else [None] * count)
+
     def extend(self, other: "ImageTable") -> None:
         for record in other:
             self.append(record)
@@ -112,7 +158,7 @@ class ImageTable:
     def __getitem__(self, i: int) -> ImageRecord:
         return ImageRecord(
             index=self.index[i],
-            source=self.sources[i],
+            source=self._sources[i] if self._sources is not None else self.origin[self.index[i]],
             format=self.formats[self.format_id[i]],
             dropped_alpha=bool(self.dropped_alpha[i]),
             width=self.width[i],
@@ -130,6 +176,7 @@ class ImageTable:
         if np.all(indices[1:] > indices[:-1]):
             return self
         ordered = ImageTable()
+        ordered._own_sources()
         for i in np.argsort(indices, kind="stable"):
             ordered.append(self[int(i)])
         return ordered
@@ -142,6 +189,27 @@ class ImageTable:
             raise ValueError("packed_samples needs images of one pixel format")
         width = row_width(self.formats[0])
         return np.frombuffer(self.rows, dtype=np.float64).reshape(len(self), epochs, width)
+
+
+class _Picked(Sequence[ImageSource]):
+    """``origin[indices[i]]`` for each i, made when read."""
+
+    __slots__ = ("origin", "indices")
+
+    def __init__(self, origin: Sequence[ImageSource], indices: Sequence[int]) -> None:
+        self.origin, self.indices = origin, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self.origin[j] for j in self.indices[i]]
+        return self.origin[self.indices[i]]
+
+    def __iter__(self) -> Iterator[ImageSource]:
+        origin = self.origin
+        return (origin[j] for j in self.indices)
 
 
 def row_width(pixel_format: PixelFormat) -> int:
