@@ -13,6 +13,8 @@ tifffile = pytest.importorskip("tifffile")
 from chanstats.decoding.raster import read_raster  # noqa: E402
 from chanstats.errors import BadImageError  # noqa: E402
 
+from .helpers.optional import require  # noqa: E402
+
 SENTINEL2 = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
 
 
@@ -214,6 +216,8 @@ def _with_compression_tag(path: Path, code: int) -> Path:
 
 
 def test_lzw_without_imagecodecs_names_the_package(tmp_path):
+    # tifffile registers imagecodecs' decoders when it is installed (the test extra installs it),
+    # so this runs only where it is missing.
     try:
         import imagecodecs  # noqa: F401
 
@@ -232,7 +236,7 @@ def test_unknown_compression_is_named(tmp_path):
 
 
 def test_lzw_with_imagecodecs(tmp_path, rng):
-    pytest.importorskip("imagecodecs")
+    require("imagecodecs")
     array = rng.integers(0, 65536, size=(20, 30, 3), dtype=np.uint16)
     path = write_tiff(tmp_path / "lzw.tif", array, photometric="rgb", compression="lzw")
     np.testing.assert_array_equal(read_raster(path).pixels, array)
