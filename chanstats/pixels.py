@@ -13,9 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .decoding.formats import NAMES_BY_COUNT, PixelFormat
-from .errors import BadImageError, BadSpecError, ChanstatsError
-from .measure import Measurement, Measurer, measure_output
+from .errors import BadImageError, ChanstatsError
+from .measure import Measurement, Measurer
 from .sources.arrays import ArrayItem, read_pixels
 from .sources.base import ImageSource
 

@@ -32,9 +32,7 @@ torch, torchvision and albumentations are imported only when a transform is buil
 from __future__ import annotations
 
 import difflib
-import hashlib
 import importlib
-import importlib.util
 import json
 import os
 import pickle
@@ -50,6 +48,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from .errors import BadSpecError
+from .user_code import load_python_file
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 _REFERENCE = re.compile(r"^(?P<target>[A-Za-z_][\w.]*|.+\.py):(?P<attr>[A-Za-z_][\w.]*)$")
@@ -470,23 +469,7 @@ def _import_module(name: str, search_dir: str, reference: str):
 
 
 def _load_file(path: str, reference: str):
-    path = os.path.abspath(path)
-    if not os.path.isfile(path):
-        raise BadSpecError(f"--transform {reference}: no such file {path}")
-    name = "chanstats_user_transform_" + hashlib.sha256(path.encode()).hexdigest()[:12]
-    if name in sys.modules:
-        return sys.modules[name]
-    module_spec = importlib.util.spec_from_file_location(name, path)
-    if module_spec is None or module_spec.loader is None:
-        raise BadSpecError(f"--transform {reference}: cannot load {path} as Python")
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[name] = module  # so pickling and dataclasses inside the file work
-    try:
-        module_spec.loader.exec_module(module)
-    except Exception as error:
-        del sys.modules[name]
-        raise BadSpecError(f"--transform {reference}: running {path} failed: {_one_line(error)}") from None
-    return module
+    return load_python_file(path, f"--transform {reference}", "transform")
 
 
 # --- seeding ---------------------------------------------------------------------------------

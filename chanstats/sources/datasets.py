@@ -14,9 +14,7 @@ is called without arguments to make the dataset.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import importlib
-import importlib.util
 import itertools
 import os
 import re
@@ -25,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from ..errors import ChanstatsError
+from ..user_code import load_python_file
 from .base import ImageSource
 
 MAP_STYLE, ITERABLE, LOADER = "map-style dataset", "iterable", "DataLoader"
@@ -153,23 +152,7 @@ def _import(name: str, spec: str) -> Any:
 
 
 def _load_file(path: str, spec: str) -> Any:
-    path = os.path.abspath(path)
-    if not os.path.isfile(path):
-        raise ChanstatsError(f"--dataset {spec}: no such file {path}")
-    name = "chanstats_user_dataset_" + hashlib.sha256(path.encode()).hexdigest()[:12]
-    if name in sys.modules:
-        return sys.modules[name]
-    module_spec = importlib.util.spec_from_file_location(name, path)
-    if module_spec is None or module_spec.loader is None:
-        raise ChanstatsError(f"--dataset {spec}: cannot load {path} as Python")
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[name] = module  # so that classes defined in the file pickle (DataLoader workers)
-    try:
-        module_spec.loader.exec_module(module)
-    except Exception as error:
-        del sys.modules[name]
-        raise ChanstatsError(f"--dataset {spec}: running {path} failed: {_one_line(error)}") from None
-    return module
+    return load_python_file(path, f"--dataset {spec}", "dataset")
 
 
 def _one_line(error: BaseException) -> str:
