@@ -52,3 +52,13 @@ class WorkerError(ChanstatsError):
     """Measuring stopped for a reason that is not the image's fault: an unexpected exception (a bug)
     while measuring a file, or a worker process that died (out of memory, a crash in a library).
     The message names the file; it is never skipped by ``--on-error skip``."""
+
+
+def one_line(error: BaseException) -> str:
+    r"""``Type: message`` of an exception, on one line, for messages that quote another error.
+
+    >>> one_line(ValueError("bad\n  value"))
+    'ValueError: bad value'
+    """
+    detail = " ".join(str(error).split())
+    return f"{type(error).__name__}: {detail}" if detail else type(error).__name__

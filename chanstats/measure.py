@@ -59,8 +59,6 @@ class Measurement:
     moments: list[IntegerMoments | FloatMoments]
     rows: list[SampleRow]
     histogram: "ChannelHistogram | QuantileSketch | None" = None
-    # Set by a worker that merged the histograms of its chunk into this one: the chunk's last index.
-    pooled_until: int | None = None
 
 
 def measure_pixels(

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BadImageError, ChanstatsError
+from .errors import BadImageError, ChanstatsError, one_line
 from .measure import Measurement, Measurer
 from .sources.arrays import ArrayItem, read_pixels
 from .sources.base import ImageSource
@@ -152,7 +152,7 @@ class DatasetMeasurer(Measurer):
                     try:
                         sample = dataset[source.offset]
                     except Exception as error:  # the dataset's own failure: this sample is bad
-                        raise BadImageError(source.display, f"the dataset raised {_one_line(error)}") from None
+                        raise BadImageError(source.display, f"the dataset raised {one_line(error)}") from None
                 (pixels,) = sample_images(sample, self.key, self.layout, source.display)
                 measurements.append(measure_pixels_of(pixels, source.display, 1, self))
         return _epochs(measurements, source.display)
@@ -205,8 +205,3 @@ class MeasuredMeasurer(Measurer):
 
     def __call__(self, index: int, source: ImageSource) -> Measurement:
         return self.measured[source.offset]
-
-
-def _one_line(error: BaseException) -> str:
-    detail = " ".join(str(error).split())
-    return f"{type(error).__name__}: {detail}" if detail else type(error).__name__

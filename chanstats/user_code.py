@@ -14,7 +14,7 @@ import os
 import sys
 from types import ModuleType
 
-from .errors import BadSpecError
+from .errors import BadSpecError, one_line
 
 
 def load_python_file(path: str, option: str, kind: str) -> ModuleType:
@@ -38,9 +38,3 @@ def load_python_file(path: str, option: str, kind: str) -> ModuleType:
         del sys.modules[name]
         raise BadSpecError(f"{option}: running {path} failed: {one_line(error)}") from None
     return module
-
-
-def one_line(error: BaseException) -> str:
-    """``Type: message`` on one line."""
-    detail = " ".join(str(error).split())
-    return f"{type(error).__name__}: {detail}" if detail else type(error).__name__

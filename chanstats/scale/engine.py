@@ -30,7 +30,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-from ..errors import BadImageError, ChanstatsError, WorkerError
+from ..errors import BadImageError, ChanstatsError, WorkerError, one_line
 from ..measure import Measurement
 from ..sources.base import ImageSource, Listing
 
@@ -89,7 +89,7 @@ def measure_all(
         # between chunks, and small runs and --workers 0 keep it fine-grained.
         step = min(chunk_size, IN_PROCESS_PACKED) if packed else chunk_size
         chunks = (
-            _measure_chunk(measure, sources[i : i + step], offset + i, pool_histograms=False, packed=packed)
+            _measure_chunk(measure, sources[i : i + step], offset + i, packed=packed)
             for i in range(0, len(sources), step)
         )
     else:
@@ -194,7 +194,7 @@ def _parallel_chunks(
                 start, stop = bounds
                 chunk = sources[start:stop]  # a listing's view pickles as a few flat buffers
                 future = pool.submit(_measure_chunk, measure, chunk if isinstance(chunk, Listing) else list(chunk), offset + start,
-                                     True, packed)
+                                     packed)
                 pending.append((future, start))
 
         try:
@@ -213,7 +213,7 @@ def _parallel_chunks(
                     raise
                 except Exception as error:  # a result that could not be sent back, and the like
                     raise WorkerError(f"{sources[start].display} and the images after it: measuring failed in a "
-                                      f"worker process: {_one_line(error)}") from error
+                                      f"worker process: {one_line(error)}") from error
                 submit_next()
                 yield chunk
         except BaseException:
@@ -245,7 +245,7 @@ def measure_chunks(
 
 
 def _measure_chunk(
-    measure: MeasureFn, chunk: Sequence[ImageSource], start: int, pool_histograms: bool = True, packed: bool = False
+    measure: MeasureFn, chunk: Sequence[ImageSource], start: int, packed: bool = False
 ) -> "list[tuple[int, Outcome]] | ChunkResult":
     results: list[tuple[int, Outcome]] = []
     board = _WORKER_BOARD
@@ -268,39 +268,16 @@ def _measure_chunk(
         from .chunk import pack_chunk
 
         return pack_chunk(start, chunk, [outcome for _, outcome in results])
-    return _pool_histograms(results) if pool_histograms else results
-
-
-def _pool_histograms(results: list[tuple[int, Outcome]]) -> list[tuple[int, Outcome]]:
-    """Merge a chunk's histograms into the first image of each pixel format, so one histogram per
-    format crosses back to the main process rather than one per image (a 16-bit band's histogram
-    can be far larger than the image's moments). Merging is exact and order free, so totals do not
-    change. The carrier says which image the pooled counts reach (``pooled_until``): the state is
-    only consistent, and a checkpoint only saved, once that image has been recorded too."""
-    carriers: dict[Any, Measurement] = {}
-    last = results[-1][0] if results else 0
-    for _, outcome in results:
-        if not isinstance(outcome, Measurement) or outcome.histogram is None:
-            continue
-        carrier = carriers.setdefault(outcome.format, outcome)
-        if carrier is outcome:
-            carrier.pooled_until = last
-        else:
-            carrier.histogram.merge(outcome.histogram)
-            outcome.histogram = None
     return results
 
 
 def _unexpected(error: Exception) -> str:
     if isinstance(error, MemoryError):
         return "out of memory while measuring it (MemoryError)"
-    return (f"unexpected error while measuring it: {_one_line(error)} "
+    return (f"unexpected error while measuring it: {one_line(error)} "
             "(not a bad image: a bug in chanstats or a library it uses; --debug shows the traceback)")
 
 
-def _one_line(error: BaseException) -> str:
-    detail = " ".join(str(error).split())
-    return f"{type(error).__name__}: {detail}" if detail else type(error).__name__
 
 
 _IDLE = -1

@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from ..errors import ChanstatsError
+from ..errors import ChanstatsError, one_line
 from ..user_code import load_python_file
 from .base import ImageSource
 
@@ -67,7 +67,7 @@ def list_dataset(dataset: Any, name: str, token: int) -> list[DatasetItem]:
     try:
         count = len(dataset)
     except Exception as error:
-        raise ChanstatsError(f"{name}: len() failed: {_one_line(error)}") from None
+        raise ChanstatsError(f"{name}: len() failed: {one_line(error)}") from None
     return [DatasetItem(name, f"index {index}", 0, index, in_archive=True, token=token) for index in range(count)]
 
 
@@ -131,7 +131,7 @@ def load(spec: str) -> Any:
         try:
             found = found()
         except Exception as error:
-            raise ChanstatsError(f"--dataset {spec}: calling {attribute}() failed: {_one_line(error)}") from None
+            raise ChanstatsError(f"--dataset {spec}: calling {attribute}() failed: {one_line(error)}") from None
     if kind_of(found) is None:
         raise ChanstatsError(f"--dataset {spec}: {attribute} is a {type(found).__name__}, not a dataset, "
                              "DataLoader or iterable of samples")
@@ -148,13 +148,8 @@ def _import(name: str, spec: str) -> Any:
     try:
         return importlib.import_module(name)
     except Exception as error:
-        raise ChanstatsError(f"--dataset {spec}: cannot import {name!r} ({_one_line(error)})") from None
+        raise ChanstatsError(f"--dataset {spec}: cannot import {name!r} ({one_line(error)})") from None
 
 
 def _load_file(path: str, spec: str) -> Any:
     return load_python_file(path, f"--dataset {spec}", "dataset")
-
-
-def _one_line(error: BaseException) -> str:
-    detail = " ".join(str(error).split())
-    return f"{type(error).__name__}: {detail}" if detail else type(error).__name__
