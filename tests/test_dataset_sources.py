@@ -63,6 +63,37 @@ def test_image_folder_gives_the_folder_runs_numbers_bit_for_bit(tmp_path):
     assert statistics(chanstats.compute(ImageFolder(str(tmp_path)), workers=0, batch_size=8)) == from_folder
 
 
+RANDOM_SPEC = [{"RandomResizedCrop": {"size": 8}}, "RandomHorizontalFlip", "ToImage",
+               {"ToDtype": {"dtype": "float32", "scale": True}}]
+
+
+def test_a_transform_on_image_folder_gives_the_folder_runs_numbers_bit_for_bit(tmp_path):
+    write_classes(tmp_path)
+    options = {"batch_size": 8, "transform": RANDOM_SPEC, "epochs": 2}
+    from_folder = statistics(chanstats.compute(str(tmp_path), workers=2, **options))
+    assert from_folder[0]["method"] == "float64" and from_folder[2]["samples"] == 2 * COUNT
+    assert statistics(chanstats.compute(ImageFolder(str(tmp_path)), workers=2, **options)) == from_folder
+    assert statistics(chanstats.compute(ImageFolder(str(tmp_path)), workers=0, **options)) == from_folder
+
+
+def test_a_transform_takes_a_datasets_tensors_channels_first():
+    config = chanstats.compute(Tiles(), workers=2, transform=[{"CenterCrop": {"size": 4}}]).to_dict()
+    pixels = np.concatenate([Tiles()[i]["image"][:, 1:5, 0:4].numpy().astype(np.int64).reshape(4, -1).T
+                             for i in range(COUNT)]) / 65535  # the central 4×4 of each 6×5 tile
+    assert config["exact"]["method"] == "integer" and config["scale"] == 65535
+    np.testing.assert_allclose(config["exact"]["mean"], pixels.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(config["exact"]["std"], pixels.std(axis=0), rtol=1e-12)
+
+
+def test_a_transform_on_a_dataloader_is_refused_in_one_line(tmp_path):
+    write_classes(tmp_path, 4)
+    loader = torch.utils.data.DataLoader(ImageFolder(str(tmp_path), transform=v2.PILToTensor()), batch_size=2)
+    with pytest.raises(ChanstatsError) as refused:
+        chanstats.compute(loader, transform=RANDOM_SPEC)
+    assert str(refused.value) == ("--transform applies to samples read by index, and a DataLoader is iterated as given "
+                                  "(DataLoader): give the transform to its dataset instead")
+
+
 def test_a_four_band_uint16_dataset_takes_the_exact_integer_path(tmp_path):
     result = chanstats.compute(Tiles(), workers=2)
     config = result.to_dict()
