@@ -219,3 +219,29 @@ def test_signed_integer_samples_take_the_exact_path_with_their_scale():
     assert config["exact"]["mean_raw"] == [float(int(s) / n) for s in sums]
     np.testing.assert_allclose(config["exact"]["mean"], pooled.mean(axis=0) / 1000, rtol=1e-15)
     np.testing.assert_allclose(config["exact"]["std_raw"], [np.sqrt((n * int(q) - int(s) ** 2) / n**2) for s, q in zip(sums, squares)], rtol=1e-15)
+
+
+class NamedTiles(Tiles):
+    """Tiles with ids of their own, as COCO-style datasets keep them."""
+
+    def __init__(self, ids):
+        super().__init__()
+        self.ids = ids
+
+
+def test_per_image_rows_are_named_by_the_datasets_own_ids_where_it_has_them(tmp_path):
+    write_classes(tmp_path)
+    folder = ImageFolder(str(tmp_path))
+    result = chanstats.compute(folder, workers=2)
+    assert list(result.per_image.paths) == [f"ImageFolder::{path}" for path, _ in folder.samples]
+    files = chanstats.compute(str(tmp_path), workers=2)
+    by_file = {path: row for row, path in enumerate(files.per_image.paths)}
+    order = [by_file[path] for path, _ in folder.samples]
+    np.testing.assert_array_equal(result.per_image.mean, files.per_image.mean[order])
+    ids = [f"tile-{i:02d}" for i in range(COUNT)]
+    named = chanstats.compute(NamedTiles(ids), workers=2)
+    assert list(named.per_image.paths) == [f"NamedTiles::{i}" for i in ids]
+    subset = chanstats.compute(torch.utils.data.Subset(NamedTiles(ids), [5, 3]), workers=0)
+    assert list(subset.per_image.paths) == ["Subset::tile-05", "Subset::tile-03"]
+    repeated = chanstats.compute(NamedTiles(["same"] * COUNT), workers=0)  # not ids: named by index
+    assert list(repeated.per_image.paths) == [f"NamedTiles::index {i}" for i in range(COUNT)]
