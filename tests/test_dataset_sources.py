@@ -245,3 +245,32 @@ def test_per_image_rows_are_named_by_the_datasets_own_ids_where_it_has_them(tmp_
     assert list(subset.per_image.paths) == ["Subset::tile-05", "Subset::tile-03"]
     repeated = chanstats.compute(NamedTiles(["same"] * COUNT), workers=0)  # not ids: named by index
     assert list(repeated.per_image.paths) == [f"NamedTiles::index {i}" for i in range(COUNT)]
+
+
+def test_compare_takes_a_dataset_spec_and_gives_the_numpy_stacks_table(tmp_path):
+    (tmp_path / "tiles.py").write_text(textwrap.dedent('''
+        import numpy as np
+        import torch
+
+        STACK = np.random.default_rng(7).integers(0, 256, size=(44, 6, 5, 3), dtype=np.uint8)
+
+        class Tiles(torch.utils.data.Dataset):
+            def __len__(self):
+                return len(STACK)
+
+            def __getitem__(self, index):
+                return {"pixels": torch.from_numpy(STACK[index]).permute(2, 0, 1)}
+    '''))
+    stack = np.random.default_rng(7).integers(0, 256, size=(44, 6, 5, 3), dtype=np.uint8)
+    np.save(tmp_path / "stack.npy", stack)
+    options = ("--workers", "2", "--batch-size", "8,16", "--transform", "[{RandomCrop: {size: 4}}]", "--seeds", "3")
+    from_dataset = run_cli("compare", "--dataset", "tiles.py:Tiles", "--key", "pixels", *options, cwd=tmp_path)
+    assert from_dataset.returncode == 0, from_dataset.stderr
+    from_stack = run_cli("compare", "stack.npy", *options, cwd=tmp_path)
+    assert from_stack.returncode == 0, from_stack.stderr
+    assert from_dataset.stdout == from_stack.stdout and "torch      16     none     3 B" in from_stack.stdout
+    untransformed = run_cli("compare", "--dataset", "tiles.py:Tiles", "--key", "pixels", "--workers", "2", cwd=tmp_path)
+    mean = stack.reshape(-1, 3).mean(axis=0) / 255
+    assert untransformed.stdout.startswith(f"exact mean/std: R {mean[0]:.6f}/")
+    neither = run_cli("compare", cwd=tmp_path)
+    assert neither.returncode == 2 and "give PATHS or --dataset MODULE:ATTR (one of them)" in neither.stderr
