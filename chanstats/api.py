@@ -24,7 +24,7 @@ from ._version import __version__
 from .errors import BadImagesError, ChanstatsError, NoImagesError
 from .measure import Measurer
 from .options import DEFAULT_PERCENTILES_TEXT, ErrorBudget, RunOptions, compose, settings_of
-from .pixels import ArrayMeasurer, MeasuredMeasurer, needs_array_measurer
+from .pixels import ArrayMeasurer, DatasetMeasurer, MeasuredMeasurer, needs_array_measurer
 from .report.files import read_config
 from .report.result import Result
 from .scale import state_file
@@ -81,11 +81,7 @@ def plan(paths: Paths | Any, options: RunOptions | None = None) -> Plan:
     resolved = options.resolve(paths)
     with choose_column(resolved.options.column):
         sources = list_images(paths, resolved.extensions)
-    measurer_type = Measurer
-    if needs_array_measurer(sources):
-        if resolved.transform is not None:
-            raise ChanstatsError("--transform applies to decoded image files; it does not take images from NumPy files")
-        measurer_type = ArrayMeasurer
+    measurer_type = ArrayMeasurer if needs_array_measurer(sources) else Measurer
     measurer = measurer_type(resolved.options.mode, resolved.transform, resolved.options.epochs, resolved.settings.seed,
                              resolved.pixels)
     return _sampled(Plan(sources, measurer, resolved.record, fingerprint(sources)), resolved)
@@ -98,9 +94,10 @@ def _plan_dataset(source: Any, kind: str, options: RunOptions) -> Plan:
     from .sources.datasets import LOADER, MAP_STYLE, DatasetItem, describe, list_dataset, register
 
     resolved = options.resolve([])
-    if resolved.transform is not None:
-        raise ChanstatsError("--transform applies to image files; a dataset applies its own transforms")
     name = options.dataset or describe(source)
+    if resolved.transform is not None and kind != MAP_STYLE:
+        raise ChanstatsError(f"--transform applies to samples read by index, and a {kind} is iterated as given "
+                             f"({name}): give the transform to its dataset instead")
     record = {**resolved.record, "dataset": name, "dataset_kind": kind}
     epochs, seed = options.epochs, resolved.settings.seed
     if options.batches == "loader" and kind != LOADER:
@@ -108,7 +105,7 @@ def _plan_dataset(source: Any, kind: str, options: RunOptions) -> Plan:
     if kind == MAP_STYLE:
         token = register(source)
         sources = list_dataset(source, name, token)
-        measurer: Measurer = DatasetMeasurer(options.mode, None, epochs, seed, resolved.pixels, token=token,
+        measurer: Measurer = DatasetMeasurer(options.mode, resolved.transform, epochs, seed, resolved.pixels, token=token,
                                              key=options.key, layout=options.layout)
     else:
         pixel_measurer = Measurer(options.mode, None, 1, seed, resolved.pixels)
@@ -197,7 +194,8 @@ def measure(
     if isinstance(run.measurer, MeasuredMeasurer):
         workers = 0  # an iterable was measured while iterating: nothing is left for workers
     # Workers that run a transform start from a clean forkserver: this process has imported torch.
-    start_method = "forkserver" if run.measurer.transform is not None else None
+    # A dataset's workers must be forked, to inherit the dataset.
+    start_method = "forkserver" if run.measurer.transform is not None and not isinstance(run.measurer, DatasetMeasurer) else None
     chunks = measure_chunks(
         todo, run.measurer, workers=workers, progress=progress, offset=state.done, start_method=start_method
     )

@@ -102,6 +102,30 @@ def sample_options(command):
     return command
 
 
+def dataset_options(command):
+    """The options that name a Python dataset instead of paths: shared by compute and compare."""
+    options = [
+        click.option("--dataset", default=None, metavar="MODULE:ATTR",
+                     help="Measure a Python dataset, DataLoader or iterable of samples instead of PATHS: package.module:attr or file.py:attr (a callable is called)."),
+        click.option("--key", default=None, metavar="KEY", help="With --dataset: the image in each sample (default: 'image' in a dict, element 0 in a tuple)."),
+        click.option("--layout", type=click.Choice(["auto", "CHW", "HWC"]), default="auto", show_default=True,
+                     help="With --dataset: where the channels are (auto: first in tensors, last in NumPy arrays)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _one_source(paths, dataset) -> None:
+    if bool(paths) == bool(dataset):
+        raise click.UsageError("give PATHS or --dataset MODULE:ATTR (one of them)")
+
+
+def _sample_key(key: str | None) -> str | int | None:
+    """``--key 0`` picks element 0 of a tuple; any other key is a dict key."""
+    return int(key) if key is not None and key.lstrip("-").isdigit() else key
+
+
 def _extensions(value: str | None):
     from .sources.base import IMAGE_EXTENSIONS
 
@@ -110,11 +134,7 @@ def _extensions(value: str | None):
 
 @cli.command()
 @click.argument("paths", nargs=-1)
-@click.option("--dataset", default=None, metavar="MODULE:ATTR",
-              help="Measure a Python dataset, DataLoader or iterable of samples instead of PATHS: package.module:attr or file.py:attr (a callable is called).")
-@click.option("--key", default=None, metavar="KEY", help="With --dataset: the image in each sample (default: 'image' in a dict, element 0 in a tuple).")
-@click.option("--layout", type=click.Choice(["auto", "CHW", "HWC"]), default="auto", show_default=True,
-              help="With --dataset: where the channels are (auto: first in tensors, last in NumPy arrays).")
+@dataset_options
 @click.option("--batches", type=click.Choice(["seeded", "loader"]), default="seeded", show_default=True,
               help="BatchNorm simulation: a seeded shuffle into --batch-size batches, or (a --dataset that is a DataLoader) its own batches.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the config here (JSON, or YAML for .yaml/.yml) instead of stdout.")
@@ -165,8 +185,7 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
     from .scale.state import parse_shard
 
     shard_kn = parse_shard(shard) if shard else None
-    if bool(paths) == bool(dataset):
-        raise click.UsageError("give PATHS or --dataset MODULE:ATTR (one of them)")
+    _one_source(paths, dataset)
     if shard_kn and not partial_path:
         raise click.UsageError("--shard K/N writes a partial state: add --partial FILE (and merge the parts with chanstats merge)")
     if partial_path and output:
@@ -202,7 +221,7 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
         percentiles=percentiles,
         column=column,
         dataset=dataset,
-        key=int(key) if key is not None and key.lstrip("-").isdigit() else key,
+        key=_sample_key(key),
         layout=layout,
         batches=batches,
     )
@@ -305,7 +324,8 @@ def _int_list(value: str, name: str) -> list[int]:
 
 
 @cli.command()
-@click.argument("paths", nargs=-1, required=True)
+@click.argument("paths", nargs=-1)
+@dataset_options
 @click.option("--batch-size", "batch_sizes", default="16,64,256", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--momentum", "momenta", default="0.1,0.01,none", show_default=True,
               help="Comma-separated momenta in each convention's own meaning; 'none' = torch cumulative average; 'default' = 0.1 torch / 0.99 keras.")
@@ -318,17 +338,20 @@ def _int_list(value: str, name: str) -> list[int]:
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), metavar="FILE.png",
               help="Draw each estimate's trajectory over batches against the exact value (needs the 'plot' extra: matplotlib).")
 def compare(paths, batch_sizes, momenta, conventions, seeds, no_shuffle, drop_last, mode, extensions, transform, resize,
-            center_crop, epochs, workers, csv_path, plot_path, bands, channel_names, nodata, scale, percentiles, column):
+            center_crop, epochs, workers, csv_path, plot_path, bands, channel_names, nodata, scale, percentiles, column,
+            dataset, key, layout):
     """How far BatchNorm's running mean/std land from the exact values, for every combination.
 
     One decoding pass; every (convention, batch size, momentum, seed) is simulated from the
     per-image moments. Prints running mean/std per channel with absolute and relative gaps.
-    Random augmentations (--transform) are drawn with the first of --seeds.
+    Random augmentations (--transform) are drawn with the first of --seeds. PATHS are those of
+    compute, or --dataset names a Python dataset.
     """
     from .api import compare as compare_settings
     from .options import RunOptions
     from .report.files import write_atomic
 
+    _one_source(paths, dataset)
     if plot_path:
         from .report.plot import require_matplotlib
 
@@ -337,7 +360,7 @@ def compare(paths, batch_sizes, momenta, conventions, seeds, no_shuffle, drop_la
         list(paths),
         RunOptions(mode=mode, extensions=tuple(_extensions(extensions)), transform=transform, resize=resize,
                    center_crop=center_crop, epochs=epochs, bands=bands, channels=channel_names, nodata=nodata, scale=scale,
-                   percentiles="none", column=column),
+                   percentiles="none", column=column, dataset=dataset, key=_sample_key(key), layout=layout),
         batch_sizes=_int_list(batch_sizes, "--batch-size"), momenta=_csv_list(momenta), conventions=_csv_list(conventions),
         seeds=_int_list(seeds, "--seeds"), shuffle=not no_shuffle, drop_last=drop_last, trajectory=bool(plot_path),
         workers=workers, progress=sys.stderr.isatty(),

@@ -8,7 +8,7 @@ K epochs gives K samples.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Sequence, Union
 
 import numpy as np
 
@@ -218,7 +218,7 @@ class Measurer:
             return self._untransformed(Measured(decoded.format, width, height, decoded.dropped_alpha, moments, histogram))
         decoded = self._decode(data, source.display)
         width, height = decoded.size
-        samples = self._transformed(index, source, decoded)
+        samples = self._transformed(index, source, lambda: (decoded.image.copy(), decoded.format))
         formats = {fmt for fmt, _, _ in samples}
         if len(formats) > 1:
             kinds = ", ".join(sorted(fmt.label for fmt in formats))
@@ -282,7 +282,11 @@ class Measurer:
         return Measurement(pixel_format, fast.width, fast.height, fast.dropped_alpha, [fast.moments] * self.epochs,
                            [row] * self.epochs, histogram)
 
-    def _transformed(self, index: int, source: ImageSource, decoded) -> list[tuple[PixelFormat, Any, SampleRow]]:
+    def _transformed(self, index: int, source: ImageSource,
+                     make_input: Callable[[], tuple[Any, PixelFormat]]) -> list[tuple[PixelFormat, Any, SampleRow]]:
+        """Each epoch's sample: the transform on a fresh input from ``make_input`` (the image the
+        transform takes, and its format, whose channel names a same-sized output keeps), which
+        runs with the generators already seeded, so that a dataset's own draws are seeded too."""
         from .transforms import single_threaded
 
         spec: TransformSpec = self.transform  # type: ignore[assignment]
@@ -290,23 +294,24 @@ class Measurer:
         samples = []
         with single_threaded():
             for epoch in range(self.epochs):
-                output = self._apply(pipeline, index, epoch, decoded, source)
+                output, input_format = self._apply(pipeline, index, epoch, make_input, source)
                 if spec not in _CHECKED_HERE:
                     # Once per process: a second run with the same seeds must give the same output,
                     # or the transform draws from a generator chanstats does not seed.
-                    if not same_output(output, self._apply(pipeline, index, epoch, decoded, source)):
+                    if not same_output(output, self._apply(pipeline, index, epoch, make_input, source)[0]):
                         raise BadSpecError(_not_reproducible(spec, source.display))
                     _CHECKED_HERE.add(spec)
-                samples.append(measure_output(output, decoded.format, source.display))
+                samples.append(measure_output(output, input_format, source.display))
         return samples
 
-    def _apply(self, pipeline, index: int, epoch: int, decoded, source: ImageSource) -> Any:
-        """One sample: the transform on a copy of the decoded image, every generator seeded."""
+    def _apply(self, pipeline, index: int, epoch: int, make_input, source: ImageSource) -> tuple[Any, PixelFormat]:
+        """One sample: the transform on a fresh input, every generator seeded."""
         from .transforms import seeded
 
         with seeded(self.seed, epoch, index, self.transform.own_generators()):  # type: ignore[union-attr]
+            image, input_format = make_input()  # a bad image is the image's fault, not the spec's
             try:
-                return pipeline(decoded.image.copy())
+                return pipeline(image), input_format
             except Exception as error:  # the spec, not the image, is at fault
                 detail = " ".join(str(error).split()) or type(error).__name__
                 raise BadSpecError(f"transform failed on {source.display} (epoch {epoch}): {detail}") from None

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BadImageError, ChanstatsError, one_line
+from .decoding.formats import PixelFormat, channel_names, default_scale
+from .errors import BadImageError, BadSpecError, ChanstatsError, one_line
 from .measure import Measurement, Measurer
 from .sources.arrays import ArrayItem, read_pixels
 from .sources.base import ImageSource
@@ -42,9 +43,78 @@ class ArrayMeasurer(Measurer):
     ``mode`` does not convert them)."""
 
     def __call__(self, index: int, source: ImageSource) -> Measurement:
-        if isinstance(source, ArrayItem):
-            return measure_pixels_of(read_pixels(source), source.display, self.epochs, self)
-        return Measurer.__call__(self, index, source)
+        if not isinstance(source, ArrayItem):
+            return Measurer.__call__(self, index, source)
+        if self.transform is not None:
+            pixels = self._chosen_bands(read_pixels(source), source.display)
+            return transformed_measurement(self, index, source, lambda: (pixels, None))
+        return measure_pixels_of(read_pixels(source), source.display, self.epochs, self)
+
+    def _chosen_bands(self, pixels: np.ndarray, shown: str) -> np.ndarray:
+        from .measure import _select_bands
+
+        return pixels if self.pixels.bands is None else _select_bands(pixels, self.pixels.bands, shown)
+
+
+def transformed_measurement(measurer: Measurer, index: int, source: ImageSource, make_sample) -> Measurement:
+    """The ``--transform`` samples of an in-memory image: ``make_sample()`` gives its ``(H, W, C)``
+    pixels and the object they came from (a PIL image or tensor a dataset returned, or ``None``),
+    made afresh for each run of the transform. What the transform is given is
+    :func:`transform_input`'s choice; the per-image size is the image's, before the transform."""
+    pipeline = measurer.transform.build()  # type: ignore[union-attr]
+    shape: list[int] = []
+
+    def make_input() -> tuple[Any, PixelFormat]:
+        pixels, original = make_sample()
+        shape[:] = pixels.shape
+        return transform_input(pixels, original, pipeline), _input_format(pixels, measurer)
+
+    samples = measurer._transformed(index, source, make_input)
+    formats = {fmt for fmt, _, _ in samples}
+    if len(formats) > 1:
+        kinds = ", ".join(sorted(fmt.label for fmt in formats))
+        raise BadSpecError(f"{source.display}: the transform gave different kinds of output across epochs ({kinds})")
+    return Measurement(samples[0][0], shape[1], shape[0], False,
+                       [moments for _, moments, _ in samples], [row for _, _, row in samples])
+
+
+def transform_input(pixels: np.ndarray, original: Any, pipeline: Any) -> Any:
+    """What ``--transform`` is given for an image held in memory, a fresh copy each time:
+
+    - an albumentations pipeline: the ``(H, W, C)`` NumPy array (``(H, W)`` for one channel), as
+      albumentations expects;
+    - a PIL image the dataset returned: that image (palettes and CMYK converted to RGB);
+    - a tensor the dataset returned: a ``(C, H, W)`` tensor of its values;
+    - a NumPy array (a dataset's, or an image in a NumPy file): a PIL image when it is uint8 with 1,
+      3 or 4 channels (``L``, ``RGB``, ``RGBA``, as a decoded file is), else a ``(C, H, W)`` tensor.
+    """
+    from PIL import Image
+
+    from .transforms import AlbumentationsAdapter
+
+    if isinstance(pipeline, AlbumentationsAdapter):
+        return np.array(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+    if isinstance(original, Image.Image):
+        return original.copy()
+    torch = sys.modules.get("torch")
+    is_tensor = torch is not None and isinstance(original, torch.Tensor)
+    if not is_tensor and pixels.dtype == np.uint8 and pixels.shape[2] in _PIL_MODES:
+        return Image.fromarray(np.ascontiguousarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels),
+                               _PIL_MODES[pixels.shape[2]])
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(pixels, -1, 0)))
+
+
+_PIL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+
+
+def _input_format(pixels: np.ndarray, measurer: Measurer) -> PixelFormat:
+    """The input's channels, which an output with as many channels keeps (``--channels`` names them)."""
+    count = pixels.shape[2]
+    chosen = measurer.pixels.channels
+    names = tuple(chosen) if chosen is not None and len(chosen) == count else channel_names(count)
+    return PixelFormat(names, default_scale(pixels.dtype), pixels.dtype.name)
 
 
 def needs_array_measurer(sources: Any) -> bool:
@@ -145,6 +215,8 @@ class DatasetMeasurer(Measurer):
         from .transforms import seeded, single_threaded
 
         dataset = registered(self.token)
+        if self.transform is not None:
+            return self._transformed_sample(index, source, dataset)
         measurements = []
         with single_threaded():
             for epoch in range(self.epochs):
@@ -156,6 +228,31 @@ class DatasetMeasurer(Measurer):
                 (pixels,) = sample_images(sample, self.key, self.layout, source.display)
                 measurements.append(measure_pixels_of(pixels, source.display, 1, self))
         return _epochs(measurements, source.display)
+
+    def _transformed_sample(self, index: int, source: ImageSource, dataset: Any) -> Measurement:
+        """``--transform`` on the sample's image, after the dataset's own transforms: the dataset is
+        called inside the transform's seeded context, so its draws and the transform's are one
+        seeded stream (two flips drawn from one seed would always agree)."""
+
+        def make_sample() -> tuple[np.ndarray, Any]:
+            try:
+                sample = dataset[source.offset]
+            except Exception as error:  # the dataset's own failure: this sample is bad
+                raise BadImageError(source.display, f"the dataset raised {one_line(error)}") from None
+            (pixels,) = sample_images(sample, self.key, self.layout, source.display)
+            return pixels, _as_given(_pick(sample, self.key, source.display))
+
+        return transformed_measurement(self, index, source, make_sample)
+
+
+def _as_given(image: Any) -> Any:
+    """The sample's image as the transform should see it: a PIL image converted as measuring
+    converts it, a tensor as is, anything else ``None`` (its pixels are used)."""
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return image if image.mode in _PIL_AS_IS else image.convert("RGB")
+    return image
 
 
 def measure_iterable(source: Any, key: Any, layout: str, epochs: int, batched: bool, name: str,

@@ -63,6 +63,37 @@ def test_image_folder_gives_the_folder_runs_numbers_bit_for_bit(tmp_path):
     assert statistics(chanstats.compute(ImageFolder(str(tmp_path)), workers=0, batch_size=8)) == from_folder
 
 
+RANDOM_SPEC = [{"RandomResizedCrop": {"size": 8}}, "RandomHorizontalFlip", "ToImage",
+               {"ToDtype": {"dtype": "float32", "scale": True}}]
+
+
+def test_a_transform_on_image_folder_gives_the_folder_runs_numbers_bit_for_bit(tmp_path):
+    write_classes(tmp_path)
+    options = {"batch_size": 8, "transform": RANDOM_SPEC, "epochs": 2}
+    from_folder = statistics(chanstats.compute(str(tmp_path), workers=2, **options))
+    assert from_folder[0]["method"] == "float64" and from_folder[2]["samples"] == 2 * COUNT
+    assert statistics(chanstats.compute(ImageFolder(str(tmp_path)), workers=2, **options)) == from_folder
+    assert statistics(chanstats.compute(ImageFolder(str(tmp_path)), workers=0, **options)) == from_folder
+
+
+def test_a_transform_takes_a_datasets_tensors_channels_first():
+    config = chanstats.compute(Tiles(), workers=2, transform=[{"CenterCrop": {"size": 4}}]).to_dict()
+    pixels = np.concatenate([Tiles()[i]["image"][:, 1:5, 0:4].numpy().astype(np.int64).reshape(4, -1).T
+                             for i in range(COUNT)]) / 65535  # the central 4×4 of each 6×5 tile
+    assert config["exact"]["method"] == "integer" and config["scale"] == 65535
+    np.testing.assert_allclose(config["exact"]["mean"], pixels.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(config["exact"]["std"], pixels.std(axis=0), rtol=1e-12)
+
+
+def test_a_transform_on_a_dataloader_is_refused_in_one_line(tmp_path):
+    write_classes(tmp_path, 4)
+    loader = torch.utils.data.DataLoader(ImageFolder(str(tmp_path), transform=v2.PILToTensor()), batch_size=2)
+    with pytest.raises(ChanstatsError) as refused:
+        chanstats.compute(loader, transform=RANDOM_SPEC)
+    assert str(refused.value) == ("--transform applies to samples read by index, and a DataLoader is iterated as given "
+                                  "(DataLoader): give the transform to its dataset instead")
+
+
 def test_a_four_band_uint16_dataset_takes_the_exact_integer_path(tmp_path):
     result = chanstats.compute(Tiles(), workers=2)
     config = result.to_dict()
@@ -188,3 +219,58 @@ def test_signed_integer_samples_take_the_exact_path_with_their_scale():
     assert config["exact"]["mean_raw"] == [float(int(s) / n) for s in sums]
     np.testing.assert_allclose(config["exact"]["mean"], pooled.mean(axis=0) / 1000, rtol=1e-15)
     np.testing.assert_allclose(config["exact"]["std_raw"], [np.sqrt((n * int(q) - int(s) ** 2) / n**2) for s, q in zip(sums, squares)], rtol=1e-15)
+
+
+class NamedTiles(Tiles):
+    """Tiles with ids of their own, as COCO-style datasets keep them."""
+
+    def __init__(self, ids):
+        super().__init__()
+        self.ids = ids
+
+
+def test_per_image_rows_are_named_by_the_datasets_own_ids_where_it_has_them(tmp_path):
+    write_classes(tmp_path)
+    folder = ImageFolder(str(tmp_path))
+    result = chanstats.compute(folder, workers=2)
+    assert list(result.per_image.paths) == [f"ImageFolder::{path}" for path, _ in folder.samples]
+    files = chanstats.compute(str(tmp_path), workers=2)
+    by_file = {path: row for row, path in enumerate(files.per_image.paths)}
+    order = [by_file[path] for path, _ in folder.samples]
+    np.testing.assert_array_equal(result.per_image.mean, files.per_image.mean[order])
+    ids = [f"tile-{i:02d}" for i in range(COUNT)]
+    named = chanstats.compute(NamedTiles(ids), workers=2)
+    assert list(named.per_image.paths) == [f"NamedTiles::{i}" for i in ids]
+    subset = chanstats.compute(torch.utils.data.Subset(NamedTiles(ids), [5, 3]), workers=0)
+    assert list(subset.per_image.paths) == ["Subset::tile-05", "Subset::tile-03"]
+    repeated = chanstats.compute(NamedTiles(["same"] * COUNT), workers=0)  # not ids: named by index
+    assert list(repeated.per_image.paths) == [f"NamedTiles::index {i}" for i in range(COUNT)]
+
+
+def test_compare_takes_a_dataset_spec_and_gives_the_numpy_stacks_table(tmp_path):
+    (tmp_path / "tiles.py").write_text(textwrap.dedent('''
+        import numpy as np
+        import torch
+
+        STACK = np.random.default_rng(7).integers(0, 256, size=(44, 6, 5, 3), dtype=np.uint8)
+
+        class Tiles(torch.utils.data.Dataset):
+            def __len__(self):
+                return len(STACK)
+
+            def __getitem__(self, index):
+                return {"pixels": torch.from_numpy(STACK[index]).permute(2, 0, 1)}
+    '''))
+    stack = np.random.default_rng(7).integers(0, 256, size=(44, 6, 5, 3), dtype=np.uint8)
+    np.save(tmp_path / "stack.npy", stack)
+    options = ("--workers", "2", "--batch-size", "8,16", "--transform", "[{RandomCrop: {size: 4}}]", "--seeds", "3")
+    from_dataset = run_cli("compare", "--dataset", "tiles.py:Tiles", "--key", "pixels", *options, cwd=tmp_path)
+    assert from_dataset.returncode == 0, from_dataset.stderr
+    from_stack = run_cli("compare", "stack.npy", *options, cwd=tmp_path)
+    assert from_stack.returncode == 0, from_stack.stderr
+    assert from_dataset.stdout == from_stack.stdout and "torch      16     none     3 B" in from_stack.stdout
+    untransformed = run_cli("compare", "--dataset", "tiles.py:Tiles", "--key", "pixels", "--workers", "2", cwd=tmp_path)
+    mean = stack.reshape(-1, 3).mean(axis=0) / 255
+    assert untransformed.stdout.startswith(f"exact mean/std: R {mean[0]:.6f}/")
+    neither = run_cli("compare", cwd=tmp_path)
+    assert neither.returncode == 2 and "give PATHS or --dataset MODULE:ATTR (one of them)" in neither.stderr

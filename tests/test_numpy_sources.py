@@ -66,3 +66,34 @@ def test_a_channels_first_stack_and_a_broken_file_are_one_line_errors(tmp_path):
     (tmp_path / "broken.npy").write_bytes(b"\x93NUMPY garbage")
     result = run_cli("compute", str(tmp_path / "broken.npy"))
     assert result.returncode == 2 and result.stderr.startswith(f"Error: {tmp_path / 'broken.npy'}: not a readable NumPy file")
+
+
+RANDOM_SPEC = "[{RandomResizedCrop: {size: 6, antialias: true}}, RandomHorizontalFlip, ToImage, {ToDtype: {dtype: float32, scale: true}}]"
+
+
+def test_a_transform_sees_a_uint8_stack_as_the_pil_images_a_folder_of_its_pngs_gives(tmp_path):
+    from PIL import Image
+
+    stack = np.random.default_rng(3).integers(0, 256, size=(COUNT, 9, 13, 3), dtype=np.uint8)
+    np.save(tmp_path / "stack.npy", stack)
+    (tmp_path / "folder").mkdir()
+    for i, pixels in enumerate(stack):
+        Image.fromarray(pixels).save(tmp_path / "folder" / f"{i:03d}.png")
+    common = ("--transform", RANDOM_SPEC, "--epochs", "2", "--batch-size", "8")
+    config, text = compute(str(tmp_path / "stack.npy"), "--workers", "2", *common)
+    assert text == compute(str(tmp_path / "stack.npy"), "--workers", "0", *common)[1]
+    folder, _ = compute(str(tmp_path / "folder"), "--workers", "2", *common)
+    assert config["exact"]["method"] == "float64" and config["count"]["samples"] == 2 * COUNT
+    for part in ("exact", "running"):
+        assert config[part] == folder[part]
+
+
+def test_a_transform_takes_a_multiband_uint16_stack_as_channels_first_tensors(tmp_path):
+    stack = np.random.default_rng(4).integers(0, 65536, size=(COUNT, 9, 11, 5), dtype=np.uint16)
+    np.save(tmp_path / "bands.npy", stack)
+    config, text = compute(str(tmp_path / "bands.npy"), "--workers", "2", "--transform", "[{CenterCrop: {size: 5}}]")
+    assert text == compute(str(tmp_path / "bands.npy"), "--workers", "0", "--transform", "[{CenterCrop: {size: 5}}]")[1]
+    pixels = stack[:, 2:7, 3:8, :].reshape(-1, 5) / 65535  # the central 5×5 of each 9×11 image
+    assert config["exact"]["method"] == "integer" and config["scale"] == 65535 and len(config["channels"]) == 5
+    np.testing.assert_allclose(config["exact"]["mean"], pixels.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(config["exact"]["std"], pixels.std(axis=0), rtol=1e-12)

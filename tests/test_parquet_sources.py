@@ -208,3 +208,25 @@ def test_a_table_of_one_large_row_group_is_read_in_slices(tmp_path):
     pixels = np.concatenate([a.reshape(-1, 3) for a in arrays]) / 255
     np.testing.assert_allclose(config["exact"]["mean"], pixels.mean(axis=0), rtol=1e-12)
     assert config["count"]["images"] == count
+
+
+def test_a_transform_gives_a_parquet_file_the_folders_numbers_bit_for_bit(folder_and_tables):
+    root, _ = folder_and_tables
+    spec = "[{RandomResizedCrop: {size: 12}}, RandomHorizontalFlip, ToImage, {ToDtype: {dtype: float32, scale: true}}]"
+    options = ("--transform", spec, "--epochs", "2")
+    from_folder = numbers(root / "folder", "--workers", "2", *options)
+    assert numbers(root / "train.parquet", "--workers", "2", *options) == from_folder
+    assert numbers(root / "train.parquet", "--workers", "0", *options) == from_folder
+    assert from_folder["exact"]["method"] == "float64" and from_folder["count"]["samples"] == 2 * IMAGES
+
+
+def test_a_hugging_face_dataset_object_names_its_rows_by_its_id_column():
+    datasets = require("datasets")
+    import chanstats
+
+    images = [np.random.default_rng(i).integers(0, 256, (5, 6, 3), dtype=np.uint8) for i in range(IMAGES)]
+    ids = [f"img-{i}" for i in range(IMAGES)]
+    dataset = datasets.Dataset.from_dict({"image": [Image.fromarray(p) for p in images], "id": ids})
+    result = chanstats.compute(dataset.cast_column("image", datasets.Image()), workers=2)
+    assert list(result.per_image.paths) == [f"Dataset::{i}" for i in ids]
+    np.testing.assert_allclose(result.per_image.mean, [p.reshape(-1, 3).mean(axis=0) / 255 for p in images], rtol=1e-12)

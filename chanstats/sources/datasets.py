@@ -2,7 +2,9 @@
 ``Dataset``), an iterable-style one, a ``DataLoader``, or any iterable of samples.
 
 A map-style dataset is listed as one :class:`DatasetItem` per index, named ``train_set::index 7``
-(the ``--dataset`` spec, or the dataset's class name), and measured by index in the worker pool.
+(the ``--dataset`` spec, or the dataset's class name), or by the dataset's own id for the sample
+where it has them (``train_set::/data/train/cat/001.jpg`` for an ``ImageFolder``, see
+:func:`sample_ids`), and measured by index in the worker pool.
 Workers are forked, so they inherit the dataset from this process's registry (:func:`register`)
 instead of receiving a pickled copy. Iterables (loaders included) are iterated as given, in this
 process.
@@ -20,6 +22,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass
+from collections import abc
 from typing import Any, Iterable
 
 from ..errors import ChanstatsError, one_line
@@ -68,7 +71,46 @@ def list_dataset(dataset: Any, name: str, token: int) -> list[DatasetItem]:
         count = len(dataset)
     except Exception as error:
         raise ChanstatsError(f"{name}: len() failed: {one_line(error)}") from None
-    return [DatasetItem(name, f"index {index}", 0, index, in_archive=True, token=token) for index in range(count)]
+    ids = sample_ids(dataset, count)
+    names = ids if ids is not None else [f"index {index}" for index in range(count)]
+    return [DatasetItem(name, names[index], 0, index, in_archive=True, token=token) for index in range(count)]
+
+
+def sample_ids(dataset: Any, count: int) -> list[str] | None:
+    """The dataset's own names for its samples, where it has them, else ``None`` (samples are then
+    named by index): the file of each sample of a torchvision ``ImageFolder``/``DatasetFolder``
+    (``samples[i][0]``), an ``ids`` or ``image_ids`` sequence (COCO-style datasets), an ``id`` or
+    ``image_id`` column of a Hugging Face ``Dataset``, and those of the dataset under a ``Subset``.
+    Ids must be strings or integers, one per sample and all different; anything else is not used."""
+    try:
+        ids = _raw_ids(dataset, count)
+        if ids is None or len(ids) != count or not all(isinstance(i, (str, int)) and not isinstance(i, bool) for i in ids):
+            return None
+        names = [str(i) for i in ids]
+    except Exception:  # an attribute that only looks like ids: fall back to indices
+        return None
+    return names if len(set(names)) == count and all(names) else None
+
+
+def _raw_ids(dataset: Any, count: int) -> Any:
+    torch_data = sys.modules.get("torch.utils.data")
+    if torch_data is not None and isinstance(dataset, torch_data.Subset):
+        inner = _raw_ids(dataset.dataset, len(dataset.dataset))
+        return None if inner is None else [inner[int(i)] for i in dataset.indices]
+    samples = getattr(dataset, "samples", None)
+    if isinstance(samples, (list, tuple)) and len(samples) == count and all(
+            isinstance(sample, (list, tuple)) and sample and isinstance(sample[0], str) for sample in samples):
+        return [sample[0] for sample in samples]
+    for attribute in ("ids", "image_ids"):
+        ids = getattr(dataset, attribute, None)
+        if isinstance(ids, abc.Sequence) and not isinstance(ids, (str, bytes)):
+            return list(ids)
+    columns = getattr(dataset, "column_names", None)
+    if isinstance(columns, list):
+        for column in ("id", "image_id"):
+            if column in columns:
+                return list(dataset[column])
+    return None
 
 
 def kind_of(source: Any) -> str | None:
