@@ -5,6 +5,8 @@
  * moments_u8(buffer, channels) -> (sums, sumsq, mins, maxs), four lists of Python ints.
  * unfilter_png(scanlines, width, height, channels) -> bytes, the pixels.
  * histogram_u8(buffer, channels) -> bytes, channels x 256 native uint64 counts (for percentiles).
+ * histogram_moments(...) -> per-channel exact histogram and moments of 8/16-bit pixels of any
+ *     number of channels, nodata left out (rasters; see its comment below).
  *
  * Why a compiled kernel: decoding a JPEG costs a few ns per pixel, and every exact statistic
  * available from Python (Pillow's histogram on a numpy buffer, numpy bincount or sums) costs
