@@ -5,6 +5,8 @@
  * moments_u8(buffer, channels) -> (sums, sumsq, mins, maxs), four lists of Python ints.
  * unfilter_png(scanlines, width, height, channels) -> bytes, the pixels.
  * histogram_u8(buffer, channels) -> bytes, channels x 256 native uint64 counts (for percentiles).
+ * histogram_moments(...) -> per-channel exact histogram and moments of 8/16-bit pixels of any
+ *     number of channels, nodata left out (rasters; see its comment below).
  *
  * Why a compiled kernel: decoding a JPEG costs a few ns per pixel, and every exact statistic
  * available from Python (Pillow's histogram on a numpy buffer, numpy bincount or sums) costs
@@ -512,7 +514,316 @@ histogram_u8(PyObject *Py_UNUSED(module), PyObject *args)
     return result;
 }
 
+/*
+ * histogram_moments(buffer, itemsize, channels, signed, nodata, keep_counts)
+ *     -> (counts, sums, sumsq, lows, highs, histograms)
+ *
+ * Exact per-channel histogram and moments of interleaved 8- or 16-bit integer pixels (any number
+ * of channels), in one pass over the pixels: the pass only counts, and the moments come from the
+ * counts (65,536 bins at most per channel, far fewer than the pixels of a raster tile). Nodata is
+ * one bin per channel set to zero before anything is read from the counts: for integer pixels,
+ * "this pixel equals the band's nodata value" and "this pixel falls in that bin" are the same.
+ *
+ * Values are read as unsigned bin indices; signed pixels have their sign bit flipped, which maps
+ * them to indices in order (index = value + 2^(bits-1)); the caller shifts the results back.
+ * Results are in index units: per channel the pixels kept, the sums of indices and of squared
+ * indices (Python ints, exact: 128-bit accumulation), the smallest and largest index present
+ * (None for a channel with no pixel), and with keep_counts the native uint64 counts from the
+ * smallest to the largest index (else None).
+ *
+ * The counting tables are uint32, folded into uint64 totals every 2^31 pixels, so no count can
+ * overflow. One table per channel: with several channels interleaved, consecutive increments go
+ * to different tables, which keeps the same bin from being incremented back to back; a single
+ * channel counts into two tables, even and odd pixels, for the same reason.
+ */
+#define WIDE_FOLD ((Py_ssize_t)1 << 31)
+#define MAX_WIDE_CHANNELS 65535
+#define TABLE_PAD 16
+
+/* Counts `lanes` adjacent channels (1 to 4, a constant where inlined) of pixels `pixel_stride`
+ * values apart, from `px` on, for `pixels` pixels; `tables` is the first lane's table. One copy of
+ * the loop per pixel type and lane count, so the compiler sees both as constants. A single channel
+ * (pixels 1 value apart) alternates between two tables (the second `stride` further on), even and
+ * odd pixels. */
+#define COUNT_LANES(TYPE)                                                                           \
+    {                                                                                               \
+        const TYPE *p = (const TYPE *)px;                                                          \
+        const TYPE flipped = (TYPE)flip;                                                           \
+        Py_ssize_t i = 0;                                                                          \
+        if (lanes == 1 && pixel_stride == 1)                                                       \
+            for (; i + 2 <= pixels; i += 2, p += 2) {                                              \
+                tables[(TYPE)(p[0] ^ flipped)]++;                                                  \
+                tables[stride + (TYPE)(p[1] ^ flipped)]++;                                         \
+            }                                                                                      \
+        for (; i < pixels; i++, p += pixel_stride)                                                 \
+            for (int c = 0; c < lanes; c++)                                                        \
+                tables[(Py_ssize_t)c * stride + (TYPE)(p[c] ^ flipped)]++;                         \
+    }
+
+static inline __attribute__((always_inline)) void
+count_lanes(const void *px, int itemsize, Py_ssize_t pixels, Py_ssize_t pixel_stride, const int lanes,
+            unsigned flip, uint32_t *tables, Py_ssize_t stride)
+{
+    if (itemsize == 1)
+        COUNT_LANES(uint8_t)
+    else
+        COUNT_LANES(uint16_t)
+}
+
+static void
+count_group(const void *px, int itemsize, Py_ssize_t pixels, Py_ssize_t pixel_stride, int lanes, unsigned flip,
+            uint32_t *tables, Py_ssize_t stride)
+{
+    switch (lanes) {
+    case 1: count_lanes(px, itemsize, pixels, pixel_stride, 1, flip, tables, stride); break;
+    case 2: count_lanes(px, itemsize, pixels, pixel_stride, 2, flip, tables, stride); break;
+    case 3: count_lanes(px, itemsize, pixels, pixel_stride, 3, flip, tables, stride); break;
+    default: count_lanes(px, itemsize, pixels, pixel_stride, 4, flip, tables, stride); break;
+    }
+}
+
+/* Pixels start to end-1 of `channels` interleaved channels. Up to 4 channels: one pass. More: the
+ * loop over a variable number of channels costs more than the counting itself, so blocks of pixels
+ * small enough to stay in the L1/L2 cache are passed over once per group of 4 channels. */
+#define WIDE_BLOCK_BYTES (16 * 1024)
+
+static void
+count_any(const void *data, int itemsize, Py_ssize_t start, Py_ssize_t end, int channels, unsigned flip,
+          uint32_t *tables, Py_ssize_t stride)
+{
+    const char *bytes = (const char *)data;
+    Py_ssize_t pixel_bytes = (Py_ssize_t)itemsize * channels;
+    if (channels <= 4) {
+        count_group(bytes + start * pixel_bytes, itemsize, end - start, channels, channels, flip, tables, stride);
+        return;
+    }
+    Py_ssize_t block = WIDE_BLOCK_BYTES / pixel_bytes > 0 ? WIDE_BLOCK_BYTES / pixel_bytes : 1;
+    for (Py_ssize_t first = start; first < end; first += block) {
+        Py_ssize_t pixels = end - first < block ? end - first : block;
+        for (int c = 0; c < channels; c += 4)
+            count_group(bytes + first * pixel_bytes + (Py_ssize_t)c * itemsize, itemsize, pixels, channels,
+                        channels - c < 4 ? channels - c : 4, flip, tables + (Py_ssize_t)c * stride, stride);
+    }
+}
+
+/* (hi, lo) += a * b without overflow, for any a and b < 2^32. */
+static inline void
+mul_add_u128(uint64_t *hi, uint64_t *lo, uint64_t a, uint64_t b)
+{
+    uint64_t low_part = (a & 0xFFFFFFFFu) * b, high_part = (a >> 32) * b;
+    uint64_t add_lo = high_part << 32, add_hi = high_part >> 32, sum;
+    sum = *lo + add_lo;
+    *hi += add_hi + (sum < *lo);
+    *lo = sum;
+    sum = *lo + low_part;
+    *hi += (sum < *lo);
+    *lo = sum;
+}
+
+static PyObject *
+int_from_u128(uint64_t hi, uint64_t lo)
+{
+    PyObject *high = PyLong_FromUnsignedLongLong(hi), *low = PyLong_FromUnsignedLongLong(lo), *shift = NULL,
+             *shifted = NULL, *result = NULL;
+    if (high && low && (shift = PyLong_FromLong(64)) && (shifted = PyNumber_Lshift(high, shift)))
+        result = PyNumber_Or(shifted, low);
+    Py_XDECREF(high);
+    Py_XDECREF(low);
+    Py_XDECREF(shift);
+    Py_XDECREF(shifted);
+    return result;
+}
+
+/* One channel's summary: pixels kept, exact sums of indices and squared indices, index range. */
+typedef struct {
+    uint64_t kept, sum_hi, sum_lo, sq_hi, sq_lo;
+    Py_ssize_t low, high; /* -1 when no pixel was kept */
+} WideChannel;
+
+static inline uint64_t
+bin_count(const uint32_t *tables, const uint64_t *totals, Py_ssize_t k)
+{
+    return (uint64_t)tables[k] + (totals ? totals[k] : 0);
+}
+
+static void
+summarize_channel(const uint32_t *tables, const uint64_t *totals, Py_ssize_t bins, WideChannel *out)
+{
+    memset(out, 0, sizeof *out);
+    out->low = out->high = -1;
+    for (Py_ssize_t v = 0; v < bins; v++) {
+        uint64_t n = bin_count(tables, totals, v);
+        if (n == 0)
+            continue;
+        if (out->low < 0)
+            out->low = v;
+        out->high = v;
+        out->kept += n;
+        mul_add_u128(&out->sum_hi, &out->sum_lo, n, (uint64_t)v);
+        mul_add_u128(&out->sq_hi, &out->sq_lo, n, (uint64_t)v * (uint64_t)v);
+    }
+}
+
+static PyObject *
+channel_counts_bytes(const uint32_t *tables, const uint64_t *totals, const WideChannel *channel)
+{
+    if (channel->low < 0)
+        return PyBytes_FromStringAndSize(NULL, 0);
+    Py_ssize_t span = channel->high - channel->low + 1;
+    PyObject *result = PyBytes_FromStringAndSize(NULL, span * (Py_ssize_t)sizeof(uint64_t));
+    if (result == NULL)
+        return NULL;
+    uint64_t *counts = (uint64_t *)PyBytes_AS_STRING(result);
+    for (Py_ssize_t k = 0; k < span; k++)
+        counts[k] = bin_count(tables, totals, channel->low + k);
+    return result;
+}
+
+static int
+parse_nodata_bins(PyObject *nodata, int channels, Py_ssize_t bins, Py_ssize_t *out)
+{
+    PyObject *items = PySequence_Fast(nodata, "nodata must be a sequence of bin indices (-1: none)");
+    if (items == NULL)
+        return -1;
+    if (PySequence_Fast_GET_SIZE(items) != channels) {
+        Py_DECREF(items);
+        PyErr_SetString(PyExc_ValueError, "need one nodata bin per channel");
+        return -1;
+    }
+    for (int c = 0; c < channels; c++) {
+        Py_ssize_t bin = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(items, c));
+        if (bin == -1 && PyErr_Occurred()) {
+            Py_DECREF(items);
+            return -1;
+        }
+        if (bin < -1 || bin >= bins) {
+            Py_DECREF(items);
+            PyErr_SetString(PyExc_ValueError, "a nodata bin is outside the pixel type's range");
+            return -1;
+        }
+        out[c] = bin;
+    }
+    Py_DECREF(items);
+    return 0;
+}
+
+static PyObject *
+build_wide_result(const uint32_t *tables, const uint64_t *totals, Py_ssize_t stride, int channels,
+                  const WideChannel *summary, int keep_counts)
+{
+    PyObject *lists[6] = {NULL};
+    for (int k = 0; k < 6; k++)
+        if ((lists[k] = PyList_New(channels)) == NULL)
+            goto fail;
+    for (int c = 0; c < channels; c++) {
+        const WideChannel *s = summary + c;
+        PyObject *items[6] = {
+            PyLong_FromUnsignedLongLong(s->kept),
+            int_from_u128(s->sum_hi, s->sum_lo),
+            int_from_u128(s->sq_hi, s->sq_lo),
+            s->low < 0 ? Py_NewRef(Py_None) : PyLong_FromSsize_t(s->low),
+            s->high < 0 ? Py_NewRef(Py_None) : PyLong_FromSsize_t(s->high),
+            keep_counts ? channel_counts_bytes(tables + (Py_ssize_t)c * stride, totals ? totals + (Py_ssize_t)c * stride : NULL, s)
+                        : Py_NewRef(Py_None),
+        };
+        for (int k = 0; k < 6; k++) {
+            if (items[k] == NULL) {
+                for (int j = 0; j < 6; j++)
+                    Py_XDECREF(items[j]);
+                goto fail;
+            }
+            PyList_SET_ITEM(lists[k], c, items[k]);
+        }
+    }
+    return Py_BuildValue("(NNNNNN)", lists[0], lists[1], lists[2], lists[3], lists[4], lists[5]);
+fail:
+    for (int k = 0; k < 6; k++)
+        Py_XDECREF(lists[k]);
+    return NULL;
+}
+
+static PyObject *
+histogram_moments(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    Py_buffer view;
+    int itemsize, channels, is_signed, keep_counts;
+    PyObject *nodata;
+    if (!PyArg_ParseTuple(args, "y*iipOp", &view, &itemsize, &channels, &is_signed, &nodata, &keep_counts))
+        return NULL;
+    Py_ssize_t pixel_bytes = (Py_ssize_t)itemsize * channels;
+    if ((itemsize != 1 && itemsize != 2) || channels < 1 || channels > MAX_WIDE_CHANNELS || view.len % pixel_bytes != 0) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "need a buffer of interleaved 8- or 16-bit pixels of 1 to 65535 channels");
+        return NULL;
+    }
+    /* Tables a cache line longer than the bins: at a stride of a power of two, bin v of every
+     * channel would fall in the same cache set, and more than a few channels would evict each other. */
+    Py_ssize_t bins = (Py_ssize_t)1 << (8 * itemsize), stride = bins + TABLE_PAD, table_size = stride * channels;
+    Py_ssize_t *nodata_bins = PyMem_Malloc(sizeof(Py_ssize_t) * channels);
+    WideChannel *summary = PyMem_Malloc(sizeof(WideChannel) * channels);
+    uint32_t *tables = calloc((size_t)(channels == 1 ? 2 : 1) * table_size, sizeof(uint32_t));
+    uint64_t *totals = NULL;
+    PyObject *result = NULL;
+    if (nodata_bins == NULL || summary == NULL || tables == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (parse_nodata_bins(nodata, channels, bins, nodata_bins) < 0)
+        goto done;
+    Py_ssize_t pixels = view.len / pixel_bytes;
+    unsigned flip = is_signed ? (unsigned)(bins >> 1) : 0;
+    int failed = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t start = 0; start < pixels && !failed; start += WIDE_FOLD) {
+        Py_ssize_t end = pixels - start < WIDE_FOLD ? pixels : start + WIDE_FOLD;
+        if (start > 0 || end < pixels) { /* a huge image: fold the previous block into uint64 */
+            if (totals == NULL && (totals = calloc((size_t)table_size, sizeof(uint64_t))) == NULL) {
+                failed = 1;
+                break;
+            }
+            if (start > 0)
+                for (Py_ssize_t k = 0; k < table_size; k++) {
+                    totals[k] += tables[k];
+                    tables[k] = 0;
+                }
+        }
+        count_any(view.buf, itemsize, start, end, channels, flip, tables, stride);
+        if (channels == 1) /* the odd pixels' table */
+            for (Py_ssize_t k = 0; k < bins; k++) {
+                tables[k] += tables[stride + k];
+                tables[stride + k] = 0;
+            }
+    }
+    if (!failed)
+        for (int c = 0; c < channels; c++) {
+            Py_ssize_t offset = (Py_ssize_t)c * stride;
+            if (nodata_bins[c] >= 0) {
+                tables[offset + nodata_bins[c]] = 0;
+                if (totals)
+                    totals[offset + nodata_bins[c]] = 0;
+            }
+            summarize_channel(tables + offset, totals ? totals + offset : NULL, bins, summary + c);
+        }
+    Py_END_ALLOW_THREADS
+    if (failed) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    result = build_wide_result(tables, totals, stride, channels, summary, keep_counts);
+done:
+    free(tables);
+    free(totals);
+    PyMem_Free(nodata_bins);
+    PyMem_Free(summary);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"histogram_moments", histogram_moments, METH_VARARGS,
+     "histogram_moments(buffer, itemsize, channels, signed, nodata, keep_counts) -> (counts, sums, sumsq, lows, "
+     "highs, histograms): exact per-channel histogram and moments of a C-contiguous buffer of interleaved 8- or "
+     "16-bit pixels, in bin-index units, nodata bins left out."},
     {"histogram_u8", histogram_u8, METH_VARARGS,
      "histogram_u8(buffer, channels) -> bytes: channels x 256 native uint64 counts of a C-contiguous "
      "buffer of interleaved 8-bit pixels."},

@@ -33,7 +33,7 @@ from .transforms import TransformSpec, same_output
 
 if TYPE_CHECKING:
     from .stats.histogram import ChannelHistogram
-    from .stats.nodata import NodataOption
+    from .stats.nodata import BandNodata, NodataOption
     from .stats.sketch import QuantileSketch
 
 # (pixels per channel, mean, M2) in model units; the count is a list, one per channel, when nodata
@@ -101,14 +101,12 @@ def measure_pixels(
     names = _checked_names(channels, count)
     scale = default_scale(pixels.dtype) if scale is None else scale
     band_nodata = BandNodata.resolve(nodata, file_nodata, count)
-    mask = band_nodata.mask(pixels)
-    masked = band_nodata.active
-    pixel_format = PixelFormat(names, scale, pixels.dtype.name, masked)
+    pixel_format = PixelFormat(names, scale, pixels.dtype.name, band_nodata.active)
     if pixels.dtype.kind == "f":
-        moments, histogram = _measure_float(pixels, mask, masked, percentiles, display)
+        moments, histogram = _measure_float(pixels, band_nodata.mask(pixels), band_nodata.active, percentiles, display)
         row = _float_row(moments, scale)
     else:
-        moments, histogram = _measure_integer(pixels, mask, masked, percentiles)
+        moments, histogram = _measure_integer(pixels, band_nodata, percentiles)
         row = integer_sample_row(moments, scale)
     return Measurement(pixel_format, width, height, False, [moments] * epochs, [row] * epochs, histogram)
 
@@ -136,19 +134,34 @@ def _checked_names(channels: Sequence[str] | None, count: int) -> tuple[str, ...
     return tuple(channels)
 
 
-def _measure_integer(pixels, mask, masked: bool, percentiles: bool):
+def _measure_integer(pixels: np.ndarray, band_nodata: "BandNodata", percentiles: bool):
+    from .stats import counting
     from .stats.histogram import ChannelHistogram
     from .stats.nodata import masked_integer_moments
 
+    masked = band_nodata.active
+    total = pixels.shape[0] * pixels.shape[1]
+    if counting.can_count(pixels) and not _moments_kernel_is_faster(pixels, masked, percentiles):
+        # 8/16-bit pixels: nodata, moments and histogram in one compiled pass.
+        counted = counting.count_pixels(pixels, band_nodata.values, percentiles)
+        return _integer_moments(total, counted.moments, masked), counted.histogram
+    mask = band_nodata.mask(pixels)
     histogram = ChannelHistogram.empty(pixels.shape[2]).update(pixels, mask) if percentiles else None
     if not masked and pixels.dtype.kind == "u" and pixels.dtype.itemsize <= 2:
         return integer_moments_of(np.ascontiguousarray(pixels)), histogram
-    exact = masked_integer_moments(pixels, mask)
-    total = pixels.shape[0] * pixels.shape[1]
+    return _integer_moments(total, masked_integer_moments(pixels, mask), masked), histogram
+
+
+def _moments_kernel_is_faster(pixels: np.ndarray, masked: bool, percentiles: bool) -> bool:
+    """Sums alone of up to 4 unmasked 8-bit channels: the SIMD moments kernel beats counting."""
+    return not (masked or percentiles) and pixels.dtype == np.uint8 and pixels.shape[2] <= 4
+
+
+def _integer_moments(total: int, exact, masked: bool) -> IntegerMoments:
     return IntegerMoments(
         total, list(exact.sums), list(exact.sums_of_squares), list(exact.mins), list(exact.maxs),
         list(exact.counts) if masked else None,
-    ), histogram
+    )
 
 
 def _measure_float(pixels, mask, masked: bool, percentiles: bool, display: str):
