@@ -94,7 +94,9 @@ def read_raster(
             _check_decodable(page, tifffile, shown)
             _check_not_truncated(series, tiff.filehandle.size, shown)
             axes, shape = series.axes, series.shape
-            array = series.asarray()
+            # One thread: chanstats already decodes a file per worker process on every core, and
+            # tifffile's own thread pool (half the cores by default) would oversubscribe them.
+            array = series.asarray(maxworkers=1)
             band_names = _band_names(tiff, page)
             nodata = _nodata_of(page, shown)
     except BadImageError:
