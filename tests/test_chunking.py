@@ -86,6 +86,6 @@ def test_forced_chunk_sizes_really_cut_the_work(monkeypatch):
     for size in (1, 7, IMAGES):
         with monkeypatch.context() as patch:
             _fixed_chunks(patch, size)
-            units = list(engine._units(listing, 2, engine.CHUNK_SIZE, lambda: engine.LARGEST_TIMED_CHUNK))
+            units = list(engine._units(listing, 2, lambda: (engine.CHUNK_SIZE, engine.LARGEST_TIMED_CHUNK)))
         assert {stop - start for start, stop in units[:-1]} <= {size}
         assert units[0][0] == 0 and units[-1][1] == IMAGES

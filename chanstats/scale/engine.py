@@ -49,7 +49,7 @@ MeasureFn = Callable[[int, ImageSource], Measurement]
 
 CHUNK_SIZE = 16  # in-process (workers=0) and the smallest parallel chunk
 LARGEST_CHUNK = 64  # the largest chunk until workers have said how long an image takes them
-CHUNK_SECONDS = 0.05  # what a chunk should cost a worker, once known: the main process's share stays small
+CHUNK_SECONDS = 0.1  # what a chunk should cost a worker, once known: the main process's share stays small
 LARGEST_TIMED_CHUNK = 4096  # bounds a chunk's result (and the work a failure or Ctrl-C throws away)
 IN_FLIGHT_PER_WORKER = 4
 IN_PROCESS_PACKED = 4
@@ -124,14 +124,14 @@ def guided_chunks(total: int, workers: int, smallest: int = CHUNK_SIZE, largest:
     >>> [stop - start for start, stop in guided_chunks(300, 2, 8, 64)]
     [37, 32, 28, 25, 22, 19, 17, 15, 13, 11, 10, 8, 8, 8, 8, 8, 8, 8, 8, 7]
     """
-    return _guided(total, workers, smallest, lambda: largest)
+    return _guided(total, workers, lambda: (smallest, largest))
 
 
-def _guided(total: int, workers: int, smallest: int, largest: Callable[[], int]) -> Iterator[tuple[int, int]]:
-    # ``largest`` is asked again for every chunk: it grows as the workers report their pace.
+def _guided(total: int, workers: int, bounds: Callable[[], tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    # ``bounds`` (smallest, largest) is asked again for every chunk: they follow the workers' pace.
     start = 0
     while start < total:
-        size = _guided_size(total - start, workers, smallest, largest())
+        size = _guided_size(total - start, workers, *bounds())
         yield start, min(total, start + size)
         start += size
 
@@ -156,14 +156,14 @@ def work_units(sources: Sequence[ImageSource], workers: int, smallest: int = CHU
     >>> list(work_units(files[:20] + gz + files[20:], 1, 8, 64))
     [(0, 17), (17, 20), (20, 60), (60, 68), (68, 70)]
     """
-    return _units(sources, workers, smallest, lambda: largest)
+    return _units(sources, workers, lambda: (smallest, largest))
 
 
-def _units(sources: Sequence[ImageSource], workers: int, smallest: int,
-           largest: Callable[[], int]) -> Iterator[tuple[int, int]]:
+def _units(sources: Sequence[ImageSource], workers: int,
+           bounds: Callable[[], tuple[int, int]]) -> Iterator[tuple[int, int]]:
     keys = _archive_keys(sources)
     if keys is None:
-        yield from _guided(len(sources), workers, smallest, largest)
+        yield from _guided(len(sources), workers, bounds)
         return
     total = len(sources)
     start = 0
@@ -174,7 +174,7 @@ def _units(sources: Sequence[ImageSource], workers: int, smallest: int,
             while stop < total and keys[stop] == key:
                 stop += 1
         else:
-            limit = min(total, start + _guided_size(total - start, workers, smallest, largest()))
+            limit = min(total, start + _guided_size(total - start, workers, *bounds()))
             while stop < limit and keys[stop] < 0:
                 stop += 1
         yield start, stop
@@ -184,12 +184,15 @@ def _units(sources: Sequence[ImageSource], workers: int, smallest: int,
 class _Pace:
     """How long the workers take per image, from the chunks they finished; it sizes the next chunks.
 
-    Until a first chunk is back, chunks stay at :data:`LARGEST_CHUNK` images. Then a chunk may hold
-    as many images as a worker measures in about :data:`CHUNK_SECONDS`, never fewer than that first
-    bound (slow images keep today's chunks) nor more than :data:`LARGEST_TIMED_CHUNK`.
+    Until a first chunk is back, chunks hold from ``smallest`` to :data:`LARGEST_CHUNK` images.
+    Then a chunk may hold as many images as a worker measures in about :data:`CHUNK_SECONDS`,
+    never fewer than that first bound (slow images keep the chunks they always had) nor more than
+    :data:`LARGEST_TIMED_CHUNK`; and the last chunks, small so that workers finish together, need
+    not be smaller than an eighth of that: a few milliseconds of work, not a handful of images.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, smallest: int) -> None:
+        self.smallest = smallest
         self.seconds_per_image: float | None = None
 
     def record(self, images: int, seconds: float) -> None:
@@ -197,12 +200,14 @@ class _Pace:
             return
         latest = seconds / images
         # A moving average: follows a listing whose images change in cost, without jumping at one outlier.
-        self.seconds_per_image = latest if self.seconds_per_image is None else 0.75 * self.seconds_per_image + 0.25 * latest
+        self.seconds_per_image = latest if self.seconds_per_image is None else 0.5 * (self.seconds_per_image + latest)
 
-    def largest(self) -> int:
+    def bounds(self) -> tuple[int, int]:
+        """(smallest, largest) images for the next chunk."""
         if self.seconds_per_image is None:
-            return LARGEST_CHUNK
-        return max(LARGEST_CHUNK, min(LARGEST_TIMED_CHUNK, int(CHUNK_SECONDS / self.seconds_per_image)))
+            return self.smallest, LARGEST_CHUNK
+        largest = max(LARGEST_CHUNK, min(LARGEST_TIMED_CHUNK, int(CHUNK_SECONDS / self.seconds_per_image)))
+        return max(self.smallest, largest // 8), largest
 
 
 def _archive_keys(sources: Sequence[ImageSource]) -> list[int] | None:
@@ -225,8 +230,8 @@ def _parallel_chunks(
     start_method: str | None = None,
     packed: bool = False,
 ) -> Iterator[Any]:
-    pace = _Pace()
-    chunks = _units(sources, workers, chunk_size, pace.largest)
+    pace = _Pace(chunk_size)
+    chunks = _units(sources, workers, pace.bounds)
     pending: deque[tuple[Future, int, int]] = deque()
     context = _context(start_method)
     board = _Board(context, workers)
