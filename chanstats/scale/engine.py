@@ -4,9 +4,9 @@ Work goes out in chunks of consecutive sources and comes back, never as pixels, 
 :class:`~chanstats.scale.chunk.ChunkResult` per chunk (:func:`measure_chunks`: totals merged and
 per-image columns packed by the worker, so the main process works per chunk) or as one small
 :class:`~chanstats.measure.Measurement` per image (:func:`measure_all`). Every chunk costs the main
-process the same (a submission, a result to read back and merge) however many images it holds, and
+process about the same (a submission, a result to read back and merge) however many images it holds, and
 that process must keep up with every core: so chunks are sized by time, not by count. They grow until
-each takes a worker about :data:`CHUNK_SECONDS` (workers report how long their chunks took), and
+each takes a worker about :data:`CHUNK_SECONDS` of CPU (workers report what their chunks took), and
 shrink towards the end so that no worker is left alone with a long last chunk: guided scheduling.
 Forked workers inherit the listing and the measuring function, so a chunk goes out as its bounds
 alone. The output never depends on the chunking: totals are exact integers, and float moments are
