@@ -3,9 +3,14 @@
 Work goes out in chunks of consecutive sources and comes back, never as pixels, as one
 :class:`~chanstats.scale.chunk.ChunkResult` per chunk (:func:`measure_chunks`: totals merged and
 per-image columns packed by the worker, so the main process works per chunk) or as one small
-:class:`~chanstats.measure.Measurement` per image (:func:`measure_all`). Chunks are large while much work is
-left (per-chunk overhead falls on the main process, which shares the cores with the workers) and
-shrink towards the end (so no worker is left alone with a long last chunk): guided scheduling.
+:class:`~chanstats.measure.Measurement` per image (:func:`measure_all`). Every chunk costs the main
+process about the same (a submission, a result to read back and merge) however many images it holds, and
+that process must keep up with every core: so chunks are sized by time, not by count. They grow until
+each takes a worker about :data:`CHUNK_SECONDS` of CPU (workers report what their chunks took), and
+shrink towards the end so that no worker is left alone with a long last chunk: guided scheduling.
+Forked workers inherit the listing and the measuring function, so a chunk goes out as its bounds
+alone. The output never depends on the chunking: totals are exact integers, and float moments are
+merged per image in listing order at the end.
 Results are yielded in listing order whatever order workers finish in, which is what makes the
 output identical for any number of workers. At most a few chunks per worker are in flight, so
 memory stays constant.
@@ -24,6 +29,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections import deque
 from contextlib import contextmanager
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -42,7 +48,9 @@ Outcome = Measurement | BadImageError
 MeasureFn = Callable[[int, ImageSource], Measurement]
 
 CHUNK_SIZE = 16  # in-process (workers=0) and the smallest parallel chunk
-LARGEST_CHUNK = 64
+LARGEST_CHUNK = 64  # the largest chunk until workers have said how long an image takes them
+CHUNK_SECONDS = 0.1  # what a chunk should cost a worker, once known: the main process's share stays small
+LARGEST_TIMED_CHUNK = 4096  # bounds a chunk's result (and the work a failure or Ctrl-C throws away)
 IN_FLIGHT_PER_WORKER = 4
 IN_PROCESS_PACKED = 4
 
@@ -116,11 +124,20 @@ def guided_chunks(total: int, workers: int, smallest: int = CHUNK_SIZE, largest:
     >>> [stop - start for start, stop in guided_chunks(300, 2, 8, 64)]
     [37, 32, 28, 25, 22, 19, 17, 15, 13, 11, 10, 8, 8, 8, 8, 8, 8, 8, 8, 7]
     """
+    return _guided(total, workers, lambda: (smallest, largest))
+
+
+def _guided(total: int, workers: int, bounds: Callable[[], tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    # ``bounds`` (smallest, largest) is asked again for every chunk: they follow the workers' pace.
     start = 0
     while start < total:
-        size = min(largest, max(smallest, (total - start) // (4 * workers)))
+        size = _guided_size(total - start, workers, *bounds())
         yield start, min(total, start + size)
         start += size
+
+
+def _guided_size(left: int, workers: int, smallest: int, largest: int) -> int:
+    return min(largest, max(smallest, left // (4 * workers)))
 
 
 def work_units(sources: Sequence[ImageSource], workers: int, smallest: int = CHUNK_SIZE,
@@ -139,9 +156,14 @@ def work_units(sources: Sequence[ImageSource], workers: int, smallest: int = CHU
     >>> list(work_units(files[:20] + gz + files[20:], 1, 8, 64))
     [(0, 17), (17, 20), (20, 60), (60, 68), (68, 70)]
     """
+    return _units(sources, workers, lambda: (smallest, largest))
+
+
+def _units(sources: Sequence[ImageSource], workers: int,
+           bounds: Callable[[], tuple[int, int]]) -> Iterator[tuple[int, int]]:
     keys = _archive_keys(sources)
     if keys is None:
-        yield from guided_chunks(len(sources), workers, smallest, largest)
+        yield from _guided(len(sources), workers, bounds)
         return
     total = len(sources)
     start = 0
@@ -152,11 +174,40 @@ def work_units(sources: Sequence[ImageSource], workers: int, smallest: int = CHU
             while stop < total and keys[stop] == key:
                 stop += 1
         else:
-            limit = min(total, start + min(largest, max(smallest, (total - start) // (4 * workers))))
+            limit = min(total, start + _guided_size(total - start, workers, *bounds()))
             while stop < limit and keys[stop] < 0:
                 stop += 1
         yield start, stop
         start = stop
+
+
+class _Pace:
+    """How long the workers take per image, from the chunks they finished; it sizes the next chunks.
+
+    Until a first chunk is back, chunks hold from ``smallest`` to :data:`LARGEST_CHUNK` images.
+    Then a chunk may hold as many images as a worker measures in about :data:`CHUNK_SECONDS`,
+    never fewer than that first bound (slow images keep the chunks they always had) nor more than
+    :data:`LARGEST_TIMED_CHUNK`; and the last chunks, small so that workers finish together, need
+    not be smaller than an eighth of that: a few milliseconds of work, not a handful of images.
+    """
+
+    def __init__(self, smallest: int) -> None:
+        self.smallest = smallest
+        self.seconds_per_image: float | None = None
+
+    def record(self, images: int, seconds: float) -> None:
+        if images <= 0 or seconds <= 0:
+            return
+        latest = seconds / images
+        # A moving average: follows a listing whose images change in cost, without jumping at one outlier.
+        self.seconds_per_image = latest if self.seconds_per_image is None else 0.5 * (self.seconds_per_image + latest)
+
+    def bounds(self) -> tuple[int, int]:
+        """(smallest, largest) images for the next chunk."""
+        if self.seconds_per_image is None:
+            return self.smallest, LARGEST_CHUNK
+        largest = max(LARGEST_CHUNK, min(LARGEST_TIMED_CHUNK, int(CHUNK_SECONDS / self.seconds_per_image)))
+        return max(self.smallest, largest // 8), largest
 
 
 def _archive_keys(sources: Sequence[ImageSource]) -> list[int] | None:
@@ -179,32 +230,40 @@ def _parallel_chunks(
     start_method: str | None = None,
     packed: bool = False,
 ) -> Iterator[Any]:
-    chunks = work_units(sources, workers, smallest=chunk_size)
-    pending: deque[tuple[Future, int]] = deque()
+    pace = _Pace(chunk_size)
+    chunks = _units(sources, workers, pace.bounds)
+    pending: deque[tuple[Future, int, int]] = deque()
     context = _context(start_method)
     board = _Board(context, workers)
+    # Forked workers inherit the listing and the measuring function as they are now: a chunk is then
+    # sent as its bounds. Other start methods get both pickled with each chunk (only the chunk's rows).
+    inherited = context.get_start_method() == "fork"
+    job = (measure, sources, offset, packed) if inherited else None
     processes: dict[int, Any] = {}
     broken: tuple[BrokenProcessPool, int] | None = None
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
-                             initargs=board.worker_args()) as pool:
+                             initargs=(*board.worker_args(), job)) as pool:
 
         def submit_next() -> None:
             bounds = next(chunks, None)
             if bounds is not None:
                 start, stop = bounds
-                chunk = sources[start:stop]  # a listing's view pickles as a few flat buffers
-                future = pool.submit(_measure_chunk, measure, chunk if isinstance(chunk, Listing) else list(chunk), offset + start,
-                                     packed)
-                pending.append((future, start))
+                if inherited:
+                    future = pool.submit(_measure_inherited, start, stop)
+                else:
+                    chunk = sources[start:stop]  # a listing's view pickles as a few flat buffers
+                    future = pool.submit(_measure_timed, measure, chunk if isinstance(chunk, Listing) else list(chunk),
+                                         offset + start, packed)
+                pending.append((future, start, stop))
 
         try:
             with _interrupts_held_back():  # the first submissions start the worker processes
                 for _ in range(workers * IN_FLIGHT_PER_WORKER):
                     submit_next()
             while pending:
-                future, start = pending.popleft()
+                future, start, stop = pending.popleft()
                 try:
-                    chunk = future.result()
+                    seconds, chunk = future.result()
                 except BrokenProcessPool as error:
                     processes = dict(getattr(pool, "_processes", None) or {})
                     broken = (error, start)
@@ -214,6 +273,7 @@ def _parallel_chunks(
                 except Exception as error:  # a result that could not be sent back, and the like
                     raise WorkerError(f"{sources[start].display} and the images after it: measuring failed in a "
                                       f"worker process: {one_line(error)}") from error
+                pace.record(stop - start, seconds)
                 submit_next()
                 yield chunk
         except BaseException:
@@ -271,6 +331,22 @@ def _measure_chunk(
     return results
 
 
+def _measure_timed(measure: MeasureFn, chunk: Sequence[ImageSource], start: int, packed: bool) -> tuple[float, Any]:
+    """In a worker: a chunk's results and the CPU seconds they took (which size the next chunks).
+
+    CPU time, not wall time: a worker that waits for a busy core or a slow disk has not done more
+    work, and the chunk should not shrink because of it."""
+    began = time.process_time()
+    result = _measure_chunk(measure, chunk, start, packed)
+    return time.process_time() - began, result
+
+
+def _measure_inherited(start: int, stop: int) -> tuple[float, Any]:
+    """In a forked worker: :func:`_measure_timed` of ``sources[start:stop]`` of the inherited job."""
+    measure, sources, offset, packed = _WORKER_JOB
+    return _measure_timed(measure, sources[start:stop], offset + start, packed)
+
+
 def _unexpected(error: Exception) -> str:
     if isinstance(error, MemoryError):
         return "out of memory while measuring it (MemoryError)"
@@ -284,6 +360,8 @@ _IDLE = -1
 # In a worker process: the shared board and this worker's cell on it (None in the main process).
 _WORKER_BOARD: Any = None
 _WORKER_CELL = 0
+# In a forked worker: (measure, sources, offset, packed) of the run, inherited from the main process.
+_WORKER_JOB: Any = None
 
 
 class _Board:
@@ -366,8 +444,8 @@ def _interrupts_held_back() -> Iterator[None]:
             signal.raise_signal(signal.SIGINT)  # now handled as it would have been
 
 
-def _start_worker(cells, next_slot, pillow_limit: tuple[bool, Any]) -> None:
-    global _WORKER_BOARD, _WORKER_CELL
+def _start_worker(cells, next_slot, pillow_limit: tuple[bool, Any], job: Any = None) -> None:
+    global _WORKER_BOARD, _WORKER_CELL, _WORKER_JOB
     # Ctrl-C in a terminal reaches the whole process group: the main process handles it alone.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
@@ -375,7 +453,7 @@ def _start_worker(cells, next_slot, pillow_limit: tuple[bool, Any]) -> None:
         slot = next_slot.value
         next_slot.value += 1
     cells[2 * slot] = os.getpid()
-    _WORKER_BOARD, _WORKER_CELL = cells, 2 * slot + 1
+    _WORKER_BOARD, _WORKER_CELL, _WORKER_JOB = cells, 2 * slot + 1, job
     known, limit = pillow_limit
     if known:
         from PIL import Image
