@@ -15,7 +15,7 @@ from ..errors import ChanstatsError
 from .base import ImageSource, Listed, not_regular
 
 
-def walk(root: str, extensions: tuple[str, ...]) -> Iterator[Listed]:
+def walk(root: str, extensions: tuple[str, ...], folders: list[str] | None = None) -> Iterator[Listed]:
     """Image files under ``root``, sorted by the bytes of their path relative to ``root``.
 
     One ``stat`` per image (for its size and identity) and none per rejected entry: ``scandir``'s
@@ -28,8 +28,12 @@ def walk(root: str, extensions: tuple[str, ...]) -> Iterator[Listed]:
     whole relative paths is the same as visiting each folder's entries sorted by their name's
     bytes, a folder's name followed by ``/``: a path's first differing component decides both
     orders alike (a file ``a.png`` before the folder ``a``'s files, since ``.`` < ``/``).
+
+    ``folders``, when given, receives the path of every folder walked.
     """
     children = _folders_to_walk(root)
+    if folders is not None:
+        folders.extend(os.path.join(root, relative) if relative else root for relative in children)
     stack = [_sorted_entries(root, "", children, extensions)]
     while stack:
         entry = next(stack[-1], None)

@@ -19,7 +19,7 @@ import itertools
 import os
 import re
 import stat as stat_module
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from ..errors import BadImageError, ChanstatsError, NoImagesError
 from .base import IMAGE_EXTENSIONS, ImageSource, Listed, Listing, not_regular
@@ -30,7 +30,8 @@ from .parquet import TableRow, is_table_folder, is_table_path, list_table, list_
 from .tar import is_tar_path, list_tar, read_member
 
 def list_images(inputs: Iterable[str], extensions: tuple[str, ...] = IMAGE_EXTENSIONS, *,
-                workdir: str | None = None) -> Sequence[ImageSource]:
+                workdir: str | None = None, read: list[str] | None = None,
+                saver: Callable[[ListingWriter, str], Listing] | None = None) -> Sequence[ImageSource]:
     """All images under ``inputs`` (directories, image files, ``@list.txt`` files, tables, NumPy
     files), in order. Files and tar members are held as columns (a :class:`Listing`), written to
     files under ``workdir`` (``None``: a temporary directory) as they are found once there are
@@ -38,13 +39,25 @@ def list_images(inputs: Iterable[str], extensions: tuple[str, ...] = IMAGE_EXTEN
     arrays, which carry more, as a list. A file reached twice is kept the first time; the
     listing's :func:`fingerprint` is computed along the way.
 
+    ``read`` receives the paths the listing depends on (see :mod:`chanstats.sources.shared`);
+    ``saver(writer, fingerprint)`` finishes a listing of columns instead of ``writer.finish()``
+    (to keep it).
+
     Raises :class:`NoImagesError` naming where it looked when nothing is found, and
     :class:`ChanstatsError` for an input that does not exist.
     """
     inputs = list(inputs)
     writer = ListingWriter(workdir)
     try:
-        found = _collect(_expand(inputs, extensions), writer)
+        rows, digest = _collect(_expand(inputs, extensions, read), writer)
+        if rows is not None:
+            found: Sequence[ImageSource] = rows
+        elif not len(writer):
+            found = []
+        else:
+            fingerprint_text = "sha256:" + digest.hexdigest()
+            found = writer.finish() if saver is None else saver(writer, fingerprint_text)
+            found._columns.fingerprint = fingerprint_text
     except BaseException:
         writer.discard()
         raise
@@ -58,22 +71,21 @@ def list_images(inputs: Iterable[str], extensions: tuple[str, ...] = IMAGE_EXTEN
 BATCH = 4096
 
 
-def _collect(listed: Iterator[Listed], writer: ListingWriter) -> Sequence[ImageSource]:
-    """The first sighting of every source in ``listed``, written to ``writer`` and fingerprinted
-    in the same pass; a list instead once a row of a table or an array comes (see
-    :func:`list_images`)."""
+def _collect(listed: Iterator[Listed], writer: ListingWriter):
+    """Write the first sighting of every source in ``listed`` to ``writer``, fingerprinting them
+    in the same pass; once a row of a table or an array comes, the rows go to a list instead (see
+    :func:`list_images`). Returns that list (or ``None``) and the fingerprint's digest."""
     seen = FirstSightings()
     digest = hashlib.sha256()
     rows: list[ImageSource] | None = None
     for batch in _batches(listed, BATCH):
         kept = seen.first_sightings([identity for _, identity in batch])
-        chunk = []
+        hashed = []
         for (source, _), keep in zip(batch, kept):
             if not keep:
                 continue
-            name = os.fsencode(source.name)
-            chunk.append(name)
-            chunk.append(b"\0%d\n" % source.size)
+            hashed.append(os.fsencode(source.name))
+            hashed.append(b"\0%d\n" % source.size)
             if rows is None and type(source) is not ImageSource:
                 # Rows of tables, arrays and datasets carry fields of their own that the columns
                 # do not hold: such a listing stays a list of sources.
@@ -82,12 +94,8 @@ def _collect(listed: Iterator[Listed], writer: ListingWriter) -> Sequence[ImageS
                 writer.append(source)
             else:
                 rows.append(source)
-        digest.update(b"".join(chunk))
-    if rows is not None:
-        return rows
-    listing = writer.finish()
-    listing._columns.fingerprint = "sha256:" + digest.hexdigest()
-    return listing
+        digest.update(b"".join(hashed))
+    return rows, digest
 
 
 def _batches(items: Iterator[Listed], size: int) -> Iterator[list[Listed]]:
@@ -167,22 +175,28 @@ def fingerprint(sources: Iterable[ImageSource]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def _expand(inputs: list[str], extensions: tuple[str, ...]) -> Iterator[Listed]:
+def _expand(inputs: list[str], extensions: tuple[str, ...], read: list[str] | None = None) -> Iterator[Listed]:
+    """The sources of ``inputs`` with their identities; ``read``, when given, receives every path
+    whose change would change the listing (folders walked, files, list files, shards)."""
     for item in inputs:
         if item.startswith("@"):
-            yield from _from_list_file(item[1:], extensions)
+            if read is not None:
+                read.append(item[1:])
+            yield from _from_list_file(item[1:], extensions, read)
         elif not os.path.lexists(item) and has_brace_pattern(item):
             expanded = expand_braces(item)
             missing = [path for path in expanded if not os.path.lexists(path)]
             if missing:
                 more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
                 raise ChanstatsError(f"{missing[0]}{more}: no such file (from the pattern {item})")
-            yield from _expand(expanded, extensions)
+            yield from _expand(expanded, extensions, read)
         elif os.path.isdir(item) and is_table_folder(item):
             yield from list_table_folder(item)
         elif os.path.isdir(item):
-            yield from walk(item, extensions)
+            yield from walk(item, extensions, read)
         elif os.path.lexists(item):
+            if read is not None:
+                read.append(item)
             yield from _file(item, os.path.basename(item), extensions)
         else:
             raise ChanstatsError(f"{item}: no such file or directory")
@@ -214,7 +228,7 @@ def _file(path: str, name: str, extensions: tuple[str, ...], roots: dict[str, st
     yield ImageSource.from_path(path, name, stat.st_size, roots), identity
 
 
-def _from_list_file(list_path: str, extensions: tuple[str, ...]) -> Iterator[Listed]:
+def _from_list_file(list_path: str, extensions: tuple[str, ...], read: list[str] | None = None) -> Iterator[Listed]:
     """Paths in a list file, one per line; relative ones are relative to the list file's folder.
 
     Blank lines and lines starting with ``#`` are ignored. Listed directories are walked and listed
@@ -233,8 +247,10 @@ def _from_list_file(list_path: str, extensions: tuple[str, ...]) -> Iterator[Lis
             continue
         path = os.path.join(base, entry)
         if os.path.isdir(path):
-            yield from walk(path, extensions)
+            yield from walk(path, extensions, read)
         elif os.path.lexists(path):
+            if read is not None:
+                read.append(path)
             yield from _file(path, entry, extensions, roots)
         else:
             raise ChanstatsError(f"{list_path}:{number}: {entry}: no such file")
