@@ -334,7 +334,7 @@ def synthetic_listing(images: int, folder: str):
     from chanstats.sources import listing
     from chanstats.sources.base import ImageSource
 
-    def walk(root, extensions):
+    def walk(root, extensions, folders=None):
         for i in range(images):
             yield ImageSource(root, f"f{i // PER_FOLDER:05d}/img{i:08d}.png", 100 + i % 50), (1, 1000 + i)
 
@@ -344,6 +344,56 @@ def synthetic_listing(images: int, folder: str):
         return listing.list_images([folder])
     finally:
         listing.walk = original
+
+
+def listing_step(images: int, tree: str) -> None:
+    """List ``tree`` (or, with ``tree`` = ``-``, ``images`` synthetic files), then draw a
+    ``--sample 2000`` from it as ``api.plan`` does, in this (fresh) process; prints a JSON line:
+    the main process's peak and retained memory above the start, for each phase."""
+    import gc
+    import hashlib  # noqa: F401  imported before the baseline: not the listing's cost
+    import numpy as np  # noqa: F401
+
+    import psutil
+
+    from chanstats.sources.base import Listing
+    from chanstats.sources.listing import fingerprint, list_images
+    from chanstats.stats.sampling import sample_indices
+
+    me = psutil.Process()
+    gc.collect()
+    base = me.memory_info().rss
+    wall = time.perf_counter()
+    if tree == "-":
+        sources = synthetic_listing(images, tempfile.mkdtemp())
+    else:
+        sources = list_images([tree])
+    fingerprint(sources)
+    result = {"images": len(sources), "listing_wall": time.perf_counter() - wall}
+    result["listing_peak"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    gc.collect()
+    result["listing_retained"] = me.memory_info().rss - base
+    wall = time.perf_counter()
+    chosen = Listing(sources[int(i)] for i in sample_indices(len(sources), 2000, 0))
+    result["sample_wall"] = time.perf_counter() - wall
+    result["sample_peak"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    result["chosen"] = len(chosen)
+    print(json.dumps(result))
+
+
+def listing_runs(table: Table, cache: str, images: int, quick: bool) -> None:
+    """The listing alone and ``--sample 2000``: real files and synthetic listings, fresh processes."""
+    real = make_tree(cache, images)
+    cases = [(images, real, "real")] + [(n, "-", "synthetic") for n in ([images] if quick else [images, 1_000_000])]
+    for size, tree, kind in cases:
+        output = subprocess.run([sys.executable, os.path.abspath(__file__), "_listing", str(size), tree],
+                                check=True, capture_output=True, text=True).stdout
+        got = json.loads(output.strip().splitlines()[-1])
+        n = got["images"]
+        table.add(f"{kind}: listing wall; peak / retained above start, per image", human(size),
+                  f"{got['listing_wall']:.2f} s; {got['listing_peak'] / n:,.0f} B / {got['listing_retained'] / n:,.0f} B")
+        table.add(f"{kind}: `--sample 2000` draw: wall; peak above start (listing included)", human(size),
+                  f"{got['sample_wall']:.2f} s; {mib(got['sample_peak'])}")
 
 
 def run_synthetic(step: str, images: int, folder: str, parts: int = 1) -> dict:
@@ -508,10 +558,10 @@ def main() -> None:
     parser.add_argument("--gz-shards", type=int, default=4)
     parser.add_argument("--gz-members", type=int, default=1000, help="images per shard")
     parser.add_argument("--gz-side", type=int, default=128, help="side of the shards' PNGs (uncompressed PNG data)")
-    parser.add_argument("--only", choices=["real", "synthetic", "gzip"], action="append", help="run only these parts")
+    parser.add_argument("--only", choices=["real", "synthetic", "gzip", "listing"], action="append", help="run only these parts")
     parser.add_argument("--out", help="also write the table (Markdown) here")
     args = parser.parse_args()
-    parts = args.only or ["real", "synthetic", "gzip"]
+    parts = args.only or ["real", "synthetic", "gzip", "listing"]
     os.makedirs(args.cache, exist_ok=True)
     table = Table()
     started = time.perf_counter()
@@ -522,6 +572,8 @@ def main() -> None:
             real_runs(table, args.cache, sorted({args.images // 5, args.images}), args.workers, work)
         if "synthetic" in parts:
             synthetic_runs(table, [args.images] if args.quick else [args.images, 1_000_000], work)
+        if "listing" in parts:
+            listing_runs(table, args.cache, args.images, args.quick)
         if "gzip" in parts:
             gzip_runs(table, args.cache, args.gz_shards, args.gz_members, args.gz_side, args.workers, work)
     text = f"{header} Total bench time {time.perf_counter() - started:.0f} s.\n\n{table.markdown()}\n"
@@ -534,6 +586,8 @@ def main() -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_launch":
         launcher(sys.argv[2], sys.argv[4:])
+    elif len(sys.argv) > 1 and sys.argv[1] == "_listing":
+        listing_step(int(sys.argv[2]), sys.argv[3])
     elif len(sys.argv) > 1 and sys.argv[1] == "_synthetic":
         synthetic(sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]))
     else:

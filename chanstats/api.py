@@ -34,7 +34,8 @@ from .scale.merge import merge_states
 from .scale.state import BadRecord, PartialState, shard_bounds
 from .scale.table import row_width
 from .sources.base import DisplayNames, ImageSource, Listing
-from .sources.listing import fingerprint, list_images
+from .sources.listing import fingerprint
+from .sources.shared import list_shared
 from .sources.datasets import classify as classify_source
 from .sources.datasets import load as load_dataset
 from .sources.parquet import choose_column
@@ -65,11 +66,15 @@ class Plan:
     everything: Sequence[ImageSource] | None = None
 
 
-def plan(paths: Paths | Any, options: RunOptions | None = None) -> Plan:
+def plan(paths: Paths | Any, options: RunOptions | None = None, *, wait_for_listing: bool = False) -> Plan:
     """Check the options and list the images: everything a run decides before reading a pixel.
 
     ``paths`` may also be a Python dataset, a DataLoader or an iterable of samples (see
     :mod:`chanstats.sources.datasets`), or nothing when ``options.dataset`` names one.
+
+    With a work directory (``options.workdir``) the listing is kept there and reused by every
+    process of the job that lists the same inputs (see :mod:`chanstats.sources.shared`);
+    ``wait_for_listing``: list nothing, wait for another process (torchrun's rank 0) to.
     """
     options = options or RunOptions()
     if options.dataset is not None and (paths is None or (isinstance(paths, (list, tuple)) and not paths)):
@@ -79,8 +84,9 @@ def plan(paths: Paths | Any, options: RunOptions | None = None) -> Plan:
         return _plan_dataset(paths, kind, options)
     paths = _path_list(paths)
     resolved = options.resolve(paths)
+    workdir = _workdir(options)
     with choose_column(resolved.options.column):
-        sources = list_images(paths, resolved.extensions)
+        sources = list_shared(paths, resolved.extensions, resolved.options.column, workdir, wait=wait_for_listing)
     measurer_type = ArrayMeasurer if needs_array_measurer(sources) else Measurer
     measurer = measurer_type(resolved.options.mode, resolved.transform, resolved.options.epochs, resolved.settings.seed,
                              resolved.pixels)
@@ -139,9 +145,15 @@ def _sampled(run: Plan, resolved) -> Plan:
         return run
     everything = run.sources
     size = resolved.sample.size(len(everything))
-    chosen = (everything[i] for i in sample_indices(len(everything), size, resolved.settings.seed))
+    chosen = (everything[i] for i in sample_indices(len(everything), size, resolved.settings.seed, _workdir(resolved.options)))
     sources = Listing(chosen) if isinstance(everything, Listing) else list(chosen)
     return Plan(sources, run.measurer, run.options, run.fingerprint, everything)
+
+
+def _workdir(options: RunOptions) -> str | None:
+    """Where a run keeps its files on disk (``--workdir``; ``None``: temporary ones)."""
+    workdir = getattr(options, "workdir", None)
+    return None if workdir is None else os.fspath(workdir)
 
 
 def _path_list(paths: Paths) -> list[str]:
@@ -505,8 +517,12 @@ def compute_distributed(
         checkpointer = _checkpointer(distributed.rank_checkpoint(checkpoint, rank, world), checkpoint_every, restart)
     payload: str | None = None
     error: str | None = None
+    if workers is None:
+        workers = distributed_workers()
     try:
-        state = measure(plan(paths, run_options), shard=(rank + 1, world), workers=workers,
+        # With a work directory every rank sees, rank 0 lists and the others read its listing.
+        waits = rank > 0 and _workdir(run_options) is not None
+        state = measure(plan(paths, run_options, wait_for_listing=waits), shard=(rank + 1, world), workers=workers,
                         progress=progress and rank == 0, checkpoint=checkpointer)
         payload = state_file.dumps(state)
     except ChanstatsError as failure:
@@ -516,6 +532,18 @@ def compute_distributed(
     if checkpointer is not None:
         checkpointer.remove()
     return result
+
+
+def distributed_workers() -> int:
+    """Worker processes per torchrun rank: the cores this process may use divided among the ranks
+    on this machine (``LOCAL_WORLD_SIZE``, which torchrun sets), at least one."""
+    from .scale.engine import default_workers
+
+    try:
+        local_ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        local_ranks = 1
+    return max(1, default_workers() // local_ranks)
 
 
 def merge(parts: Sequence[str | os.PathLike | PartialState]) -> Result:

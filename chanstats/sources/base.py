@@ -136,6 +136,13 @@ class Listing(Sequence[ImageSource]):
     def __repr__(self) -> str:
         return f"<Listing of {len(self)} images>"
 
+    def whole_fingerprint(self) -> str | None:
+        """The fingerprint listing computed while writing these rows, when this is all of them."""
+        columns = self._columns
+        if self._start == 0 and self._stop == len(columns.sizes):
+            return columns.fingerprint
+        return None
+
     def name_bytes_and_sizes(self) -> Iterator[tuple[bytes, int]]:
         """Each image's name as ``os.fsencode`` gives it, and its size, without making sources."""
         columns = self._columns
@@ -149,9 +156,11 @@ class Listing(Sequence[ImageSource]):
     def archive_keys(self) -> list[int]:
         """For each image, the number of the gzip-compressed shard it is a member of (its root),
         or -1: what keeps a compressed shard in one piece of work (see :mod:`chanstats.scale.engine`)."""
+        import numpy as np
+
         columns = self._columns
         flags, root_ids = columns.flags, columns.root_ids
-        if not any(flag & _COMPRESSED for flag in flags[self._start : self._stop]):
+        if not len(self) or not (np.frombuffer(flags, np.uint8)[self._start : self._stop] & _COMPRESSED).any():
             return [-1] * len(self)
         return [root_ids[i] if flags[i] & _COMPRESSED else -1 for i in range(self._start, self._stop)]
 
@@ -166,9 +175,15 @@ _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodee
 class _Columns:
     """The storage behind a :class:`Listing` and its views."""
 
-    __slots__ = ("roots", "root_number", "root_ids", "names", "name_ends", "sizes", "offsets", "flags", "problems")
+    __slots__ = ("roots", "root_number", "root_ids", "names", "name_ends", "sizes", "offsets", "flags", "problems",
+                 "row_base", "mapped", "fingerprint")
 
     def __init__(self) -> None:
+        # In memory: growable arrays. Mapped (see chanstats.sources.stored): read-only memoryviews
+        # of files (an mmap for the names), indexed and sliced the same way.
+        self.mapped = False
+        self.row_base = 0  # the global number of row 0 (a writer's buffer after a flush)
+        self.fingerprint: str | None = None  # of all the rows, when listing computed it while writing them
         self.roots: list[str] = []
         self.root_number: dict[str, int] = {}
         self.root_ids = array("I")
@@ -184,8 +199,11 @@ class _Columns:
         if number is None:
             number = self.root_number[source.root] = len(self.roots)
             self.roots.append(source.root)
+        if self.mapped:
+            raise ValueError("cannot append to a listing stored on disk")
+        self.fingerprint = None
         if source.problem is not None:
-            self.problems[len(self.sizes)] = source.problem
+            self.problems[self.row_base + len(self.sizes)] = source.problem
         self.root_ids.append(number)
         self.names += source.name.encode(_FS_ENCODING, _FS_ERRORS)  # what os.fsencode does
         self.name_ends.append(len(self.names))
@@ -215,8 +233,17 @@ class _Columns:
         roots = [self.roots[r] for r in used]
         ends = array("q", (e - begin for e in self.name_ends[start:stop]))
         problems = {i - start: p for i, p in self.problems.items() if start <= i < stop}
-        return (roots, root_ids, bytes(self.names[begin:end]), ends, self.sizes[start:stop], self.offsets[start:stop],
-                self.flags[start:stop], problems)
+        return (roots, root_ids, bytes(self.names[begin:end]), ends, _array("q", self.sizes[start:stop]),
+                _array("q", self.offsets[start:stop]), _array("B", self.flags[start:stop]), problems)
+
+
+def _array(typecode: str, column) -> array:
+    """A slice of a column as an array that pickles (a mapped column's slice is a memoryview)."""
+    if isinstance(column, array):
+        return column
+    copy = array(typecode)
+    copy.frombytes(memoryview(column).cast("B"))
+    return copy
 
 
 def _unpickle_listing(roots, root_ids, names, name_ends, sizes, offsets, flags, problems) -> Listing:

@@ -15,16 +15,45 @@ from ..errors import ChanstatsError
 from .base import ImageSource, Listed, not_regular
 
 
-def walk(root: str, extensions: tuple[str, ...]) -> Iterator[Listed]:
+def walk(root: str, extensions: tuple[str, ...], folders: list[str] | None = None) -> Iterator[Listed]:
     """Image files under ``root``, sorted by the bytes of their path relative to ``root``.
 
     One ``stat`` per image (for its size and identity) and none per rejected entry: ``scandir``'s
-    file types answer ``is_dir``/``is_file`` without a system call except for symlinks. Only the
-    relative names are kept while walking, so the peak memory is a few dozen bytes per file. An
-    entry with an image extension that is not a regular file (a dangling link, a FIFO, a socket,
-    a device) is listed as a bad image, never opened.
+    file types answer ``is_dir``/``is_file`` without a system call except for symlinks. An entry
+    with an image extension that is not a regular file (a dangling link, a FIFO, a socket, a
+    device) is listed as a bad image, never opened.
+
+    Memory does not grow with the tree: a first pass finds the folders to walk (each folder once,
+    by identity), a second reads them again in order, one folder's entries at a time. Sorting by
+    whole relative paths is the same as visiting each folder's entries sorted by their name's
+    bytes, a folder's name followed by ``/``: a path's first differing component decides both
+    orders alike (a file ``a.png`` before the folder ``a``'s files, since ``.`` < ``/``).
+
+    ``folders``, when given, receives the path of every folder walked.
     """
-    names: list[str] = []
+    children = _folders_to_walk(root)
+    if folders is not None:
+        folders.extend(os.path.join(root, relative) if relative else root for relative in children)
+    stack = [_sorted_entries(root, "", children, extensions)]
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            continue
+        name, is_folder = entry
+        if is_folder:
+            stack.append(_sorted_entries(root, name, children, extensions))
+        else:
+            listed = _listed(root, name)
+            if listed is not None:  # None: removed since the folder was read
+                yield listed
+
+
+def _folders_to_walk(root: str) -> dict[str, set[str]]:
+    """Each folder to walk (relative to ``root``, ``""`` for ``root``) → the names of its
+    sub-folders to walk. A folder reached twice (a symlink loop, a second link to it) is walked
+    where the depth-first scan meets it first."""
+    children: dict[str, set[str]] = {}
     visited: set[tuple[int, int]] = set()
     stack = [""]
     while stack:
@@ -37,33 +66,55 @@ def walk(root: str, extensions: tuple[str, ...]) -> Iterator[Listed]:
         if (stat.st_dev, stat.st_ino) in visited:
             continue  # a symlink loop or a second link to a folder already walked
         visited.add((stat.st_dev, stat.st_ino))
+        children[relative_dir] = set()
+        if relative_dir:
+            parent, _, name = relative_dir.rpartition("/")
+            children[parent].add(name)
         prefix = relative_dir + "/" if relative_dir else ""
+        for name, is_folder in _entries(directory):
+            if is_folder:
+                stack.append(prefix + name)
+    return children
+
+
+def _sorted_entries(root: str, relative_dir: str, children: dict[str, set[str]],
+                    extensions: tuple[str, ...]) -> Iterator[tuple[str, bool]]:
+    """The image files and walked sub-folders of one folder as (relative path, is a folder), in
+    the order of their paths' bytes (see :func:`walk`)."""
+    directory = os.path.join(root, relative_dir) if relative_dir else root
+    walked = children[relative_dir]
+    keyed = []
+    for name, is_folder in _entries(directory):
+        if is_folder:
+            if name in walked:
+                keyed.append((os.fsencode(name) + b"/", name, True))
+        elif name.lower().endswith(extensions):
+            keyed.append((os.fsencode(name), name, False))  # regular or not: told apart by _listed
+    keyed.sort()
+    prefix = relative_dir + "/" if relative_dir else ""
+    return ((prefix + name, is_folder) for _, name, is_folder in keyed)
+
+
+def _entries(directory: str) -> list[tuple[str, bool]]:
+    """The folder's visible entries as (name, is a folder)."""
+    try:
+        with os.scandir(directory) as iterator:
+            return [(entry.name, entry.is_dir()) for entry in iterator if entry.name[0] != "."]
+    except OSError as error:
+        raise ChanstatsError(f"{directory}: cannot list folder: {error.strerror or error}") from None
+
+
+def _listed(root: str, name: str) -> Listed | None:
+    path = os.path.join(root, name)
+    try:
+        stat = os.stat(path)
+    except OSError:
+        # A dangling link or a link loop: a bad image named by its link (removed: skipped).
         try:
-            with os.scandir(directory) as iterator:
-                for entry in iterator:
-                    name = entry.name
-                    if name[0] == ".":
-                        continue
-                    if entry.is_dir():
-                        stack.append(prefix + name)
-                    elif name.lower().endswith(extensions):
-                        names.append(prefix + name)  # regular or not: told apart below
-        except OSError as error:
-            raise ChanstatsError(f"{directory}: cannot list folder: {error.strerror or error}") from None
-    names.sort(key=os.fsencode)
-    for name in names:
-        path = os.path.join(root, name)
-        try:
-            stat = os.stat(path)
+            stat = os.lstat(path)
         except OSError:
-            # A dangling link or a link loop: a bad image named by its link (removed: skipped).
-            try:
-                stat = os.lstat(path)
-            except OSError:
-                continue
-            yield ImageSource(root, name, 0, problem=not_regular(path)), (stat.st_dev, stat.st_ino)
-            continue
-        if stat_module.S_ISREG(stat.st_mode):
-            yield ImageSource(root, name, stat.st_size), (stat.st_dev, stat.st_ino)
-        else:
-            yield ImageSource(root, name, 0, problem=not_regular(path)), (stat.st_dev, stat.st_ino)
+            return None
+        return ImageSource(root, name, 0, problem=not_regular(path)), (stat.st_dev, stat.st_ino)
+    if stat_module.S_ISREG(stat.st_mode):
+        return ImageSource(root, name, stat.st_size), (stat.st_dev, stat.st_ino)
+    return ImageSource(root, name, 0, problem=not_regular(path)), (stat.st_dev, stat.st_ino)

@@ -19,47 +19,150 @@ import itertools
 import os
 import re
 import stat as stat_module
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from ..errors import BadImageError, ChanstatsError, NoImagesError
 from .base import IMAGE_EXTENSIONS, ImageSource, Listed, Listing, not_regular
+from .stored import ListingWriter
 from .arrays import is_array_path, list_arrays
 from .folders import walk
 from .parquet import TableRow, is_table_folder, is_table_path, list_table, list_table_folder, read_row
 from .tar import is_tar_path, list_tar, read_member
 
-def list_images(inputs: Iterable[str], extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> Sequence[ImageSource]:
+def list_images(inputs: Iterable[str], extensions: tuple[str, ...] = IMAGE_EXTENSIONS, *,
+                workdir: str | None = None, read: list[str] | None = None,
+                saver: Callable[[ListingWriter, str], Listing] | None = None) -> Sequence[ImageSource]:
     """All images under ``inputs`` (directories, image files, ``@list.txt`` files, tables, NumPy
-    files), in order. Files and tar members are held as columns (a :class:`Listing`: about 30
-    bytes plus the name per image); rows of tables and arrays, which carry more, as a list.
+    files), in order. Files and tar members are held as columns (a :class:`Listing`), written to
+    files under ``workdir`` (``None``: a temporary directory) as they are found once there are
+    more than a few tens of thousands, and read back through memory maps; rows of tables and
+    arrays, which carry more, as a list. A file reached twice is kept the first time; the
+    listing's :func:`fingerprint` is computed along the way.
+
+    ``read`` receives the paths the listing depends on (see :mod:`chanstats.sources.shared`);
+    ``saver(writer, fingerprint)`` finishes a listing of columns instead of ``writer.finish()``
+    (to keep it).
 
     Raises :class:`NoImagesError` naming where it looked when nothing is found, and
     :class:`ChanstatsError` for an input that does not exist.
     """
     inputs = list(inputs)
-    seen: set[int] = set()
-    found: Listing | list[ImageSource] = Listing()
-    for source, identity in _expand(inputs, extensions):
-        # One int per file rather than a tuple: this set holds every image while listing.
-        packed = 0
-        for part in identity:
-            packed = (packed << 64) | (part + 1)  # + 1: a file's offset is -1
-        if packed in seen:
-            continue
-        seen.add(packed)
-        if type(source) is not ImageSource and isinstance(found, Listing):
-            # Rows of tables, arrays and datasets carry fields of their own that the columns do
-            # not hold: such a listing stays a list of sources.
-            found = list(found)
-        found.append(source)
+    writer = ListingWriter(workdir)
+    try:
+        rows, digest = _collect(_expand(inputs, extensions, read), writer)
+        if rows is not None:
+            found: Sequence[ImageSource] = rows
+        elif not len(writer):
+            found = []
+        else:
+            fingerprint_text = "sha256:" + digest.hexdigest()
+            found = writer.finish() if saver is None else saver(writer, fingerprint_text)
+            found._columns.fingerprint = fingerprint_text
+    except BaseException:
+        writer.discard()
+        raise
     if not found:
         where = ", ".join(inputs) if inputs else "(no inputs)"
         raise NoImagesError(f"no images found in {where} (looked for {' '.join(extensions)}; change with --ext)")
     return found
 
 
+# Sources are de-duplicated and written a batch at a time (see FirstSightings).
+BATCH = 4096
+
+
+def _collect(listed: Iterator[Listed], writer: ListingWriter):
+    """Write the first sighting of every source in ``listed`` to ``writer``, fingerprinting them
+    in the same pass; once a row of a table or an array comes, the rows go to a list instead (see
+    :func:`list_images`). Returns that list (or ``None``) and the fingerprint's digest."""
+    seen = FirstSightings()
+    digest = hashlib.sha256()
+    rows: list[ImageSource] | None = None
+    for batch in _batches(listed, BATCH):
+        kept = seen.first_sightings([identity for _, identity in batch])
+        hashed = []
+        for (source, _), keep in zip(batch, kept):
+            if not keep:
+                continue
+            hashed.append(os.fsencode(source.name))
+            hashed.append(b"\0%d\n" % source.size)
+            if rows is None and type(source) is not ImageSource:
+                # Rows of tables, arrays and datasets carry fields of their own that the columns
+                # do not hold: such a listing stays a list of sources.
+                rows = list(writer.finish())
+            if rows is None:
+                writer.append(source)
+            else:
+                rows.append(source)
+        digest.update(b"".join(hashed))
+    return rows, digest
+
+
+def _batches(items: Iterator[Listed], size: int) -> Iterator[list[Listed]]:
+    batch: list[Listed] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class FirstSightings:
+    """Which identities are seen for the first time, a batch at a time, without a Python object per
+    image: identities are grouped by all but their last part (a file's device; a tar shard's or
+    table's device and inode) and each group keeps the last parts seen as sorted runs of 64-bit
+    integers (8 bytes per image, 16 while two runs merge), merged when one grows to half the size
+    of the one before so that there are few of them. Exactly the semantics of a set of the
+    identity tuples: the first of equal identities is kept, in order.
+    """
+
+    def __init__(self) -> None:
+        self.runs: dict[tuple[int, ...], list] = {}
+
+    def first_sightings(self, identities: Sequence[tuple[int, ...]]) -> list[bool]:
+        """For each identity in order, whether it was seen neither before nor earlier in the batch."""
+        import numpy as np
+
+        keep = np.zeros(len(identities), dtype=bool)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for position, identity in enumerate(identities):
+            groups.setdefault(identity[:-1], []).append(position)
+        for group, positions in groups.items():
+            last = np.fromiter((identities[p][-1] & _UINT64 for p in positions), np.uint64, len(positions))
+            values, first = np.unique(last, return_index=True)  # the first of equal values in the batch
+            fresh = np.ones(len(values), dtype=bool)
+            runs = self.runs.setdefault(group, [])
+            for run in runs:
+                at = np.minimum(np.searchsorted(run, values), len(run) - 1)
+                fresh &= run[at] != values
+            keep[np.asarray(positions)[first[fresh]]] = True
+            if fresh.any():
+                self._add_run(runs, values[fresh])
+        return keep.tolist()
+
+    @staticmethod
+    def _add_run(runs: list, values) -> None:
+        import numpy as np
+
+        runs.append(values)
+        while len(runs) > 1 and len(runs[-2]) <= 2 * len(runs[-1]):
+            merged = np.concatenate((runs[-2], runs[-1]))
+            merged.sort()
+            runs[-2:] = [merged]
+
+
+# Identities' parts are at least -1 (and below 2**64 - 1): modulo 2**64 keeps them distinct.
+_UINT64 = (1 << 64) - 1
+
+
 def fingerprint(sources: Iterable[ImageSource]) -> str:
     """A hash of the listing: every image's relative name and size, in order."""
+    if isinstance(sources, Listing):
+        known = sources.whole_fingerprint()
+        if known is not None:  # computed while listing
+            return known
     digest = hashlib.sha256()
     if isinstance(sources, Listing):  # the same bytes, without making a source per image
         for name, size in sources.name_bytes_and_sizes():
@@ -72,22 +175,28 @@ def fingerprint(sources: Iterable[ImageSource]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def _expand(inputs: list[str], extensions: tuple[str, ...]) -> Iterator[Listed]:
+def _expand(inputs: list[str], extensions: tuple[str, ...], read: list[str] | None = None) -> Iterator[Listed]:
+    """The sources of ``inputs`` with their identities; ``read``, when given, receives every path
+    whose change would change the listing (folders walked, files, list files, shards)."""
     for item in inputs:
         if item.startswith("@"):
-            yield from _from_list_file(item[1:], extensions)
+            if read is not None:
+                read.append(item[1:])
+            yield from _from_list_file(item[1:], extensions, read)
         elif not os.path.lexists(item) and has_brace_pattern(item):
             expanded = expand_braces(item)
             missing = [path for path in expanded if not os.path.lexists(path)]
             if missing:
                 more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
                 raise ChanstatsError(f"{missing[0]}{more}: no such file (from the pattern {item})")
-            yield from _expand(expanded, extensions)
+            yield from _expand(expanded, extensions, read)
         elif os.path.isdir(item) and is_table_folder(item):
             yield from list_table_folder(item)
         elif os.path.isdir(item):
-            yield from walk(item, extensions)
+            yield from walk(item, extensions, read)
         elif os.path.lexists(item):
+            if read is not None:
+                read.append(item)
             yield from _file(item, os.path.basename(item), extensions)
         else:
             raise ChanstatsError(f"{item}: no such file or directory")
@@ -119,7 +228,7 @@ def _file(path: str, name: str, extensions: tuple[str, ...], roots: dict[str, st
     yield ImageSource.from_path(path, name, stat.st_size, roots), identity
 
 
-def _from_list_file(list_path: str, extensions: tuple[str, ...]) -> Iterator[Listed]:
+def _from_list_file(list_path: str, extensions: tuple[str, ...], read: list[str] | None = None) -> Iterator[Listed]:
     """Paths in a list file, one per line; relative ones are relative to the list file's folder.
 
     Blank lines and lines starting with ``#`` are ignored. Listed directories are walked and listed
@@ -138,8 +247,10 @@ def _from_list_file(list_path: str, extensions: tuple[str, ...]) -> Iterator[Lis
             continue
         path = os.path.join(base, entry)
         if os.path.isdir(path):
-            yield from walk(path, extensions)
+            yield from walk(path, extensions, read)
         elif os.path.lexists(path):
+            if read is not None:
+                read.append(path)
             yield from _file(path, entry, extensions, roots)
         else:
             raise ChanstatsError(f"{list_path}:{number}: {entry}: no such file")

@@ -99,8 +99,15 @@ class SampleSpec:
         return f"{float(self.percent):g}%"
 
 
-def sample_indices(population: int, size: int, seed: int) -> np.ndarray:
-    """Sorted listing indices of a seeded simple random sample of ``size`` out of ``population``.
+def sample_indices(population: int, size: int, seed: int, workdir: str | None = None) -> np.ndarray:
+    """Sorted listing indices of a seeded simple random sample of ``size`` out of ``population``:
+    the first ``size`` of ``np.random.default_rng([seed, SAMPLE_STREAM]).permutation(population)``.
+
+    ``permutation(n)`` shuffles ``arange(n)`` in memory (8 bytes per image). Beyond
+    :data:`IN_MEMORY_POPULATION` the same shuffle, which draws the same numbers whatever the
+    array's item size, runs on 4-byte integers in a memory-mapped temporary file (under
+    ``workdir``, default the system's temporary folder; removed at once): the memory it takes is
+    the operating system's page cache, not the process's heap, and the result is the same.
 
     >>> sample_indices(10, 3, seed=0).tolist() == sorted(sample_indices(10, 3, seed=0).tolist())
     True
@@ -109,8 +116,41 @@ def sample_indices(population: int, size: int, seed: int) -> np.ndarray:
         raise ChanstatsError(f"--seed {seed}: must be 0 or more")
     if not 0 <= size <= population:
         raise ValueError("sample size out of range")
-    order = np.random.default_rng([seed, SAMPLE_STREAM]).permutation(population)
-    return np.sort(order[:size])
+    generator = np.random.default_rng([seed, SAMPLE_STREAM])
+    if population <= IN_MEMORY_POPULATION:
+        return np.sort(generator.permutation(population)[:size])
+    return _shuffled_on_disk(generator, population, size, workdir)
+
+
+# Below this population the permutation is drawn in memory (at most 512 KiB).
+IN_MEMORY_POPULATION = 1 << 16
+
+
+def _shuffled_on_disk(generator: np.random.Generator, population: int, size: int, workdir: str | None) -> np.ndarray:
+    import mmap
+    import tempfile
+
+    dtype = np.dtype(np.int32 if population < 2**31 else np.int64)
+    try:
+        handle = tempfile.TemporaryFile(prefix="chanstats-sample-", dir=workdir)
+    except OSError as error:
+        where = workdir if workdir is not None else tempfile.gettempdir()
+        raise ChanstatsError(f"{where}: cannot write the sample's permutation there: {error.strerror or error}") from None
+    with handle:
+        block = 1 << 20
+        try:
+            for start in range(0, population, block):
+                np.arange(start, min(population, start + block), dtype=dtype).tofile(handle)
+            handle.flush()
+        except OSError as error:
+            raise ChanstatsError(f"{handle.name}: cannot write the sample's permutation: {error.strerror or error}") from None
+        with mmap.mmap(handle.fileno(), population * dtype.itemsize) as mapping:
+            # A plain ndarray over the mapping (not np.memmap) takes numpy's fast in-place shuffle.
+            order = np.frombuffer(mapping, dtype=dtype)
+            generator.shuffle(order)
+            chosen = np.sort(order[:size].astype(np.int64))
+            del order  # the mapping cannot close while an array still points into it
+    return chosen
 
 
 @dataclass(frozen=True)

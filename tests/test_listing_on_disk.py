@@ -1,0 +1,235 @@
+"""The listing on disk: spilled column files equal the in-memory listing, duplicates are dropped as
+a set of identities would, --sample draws the permutation's indices, files are cleaned up, and a
+listing kept in a work directory is shared and re-listed when stale."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import tarfile
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from chanstats import api
+from chanstats.cli import cli
+from chanstats.errors import ChanstatsError
+from chanstats.sources import shared, stored
+from chanstats.sources.listing import FirstSightings, fingerprint, list_images
+from chanstats.stats import sampling
+from chanstats.stats.sampling import SAMPLE_STREAM, sample_indices
+
+
+def png(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(5 + seed % 4, 6, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> tuple[Path, list[str]]:
+    """48 PNGs in nested folders (names that sort differently as paths and per folder), a hard
+    link, a symlink to a file, a list file and a tar shard; the inputs given
+    overlap (a sub-folder again, the shard twice)."""
+    root = tmp_path / "data"
+    count = 0
+    for folder in ["a", "a-b", "a.x", "a/b", "b"]:
+        (root / "tree" / folder).mkdir(parents=True, exist_ok=True)
+        for i in range(8):
+            (root / "tree" / folder / f"im{i}.png").write_bytes(png(count))
+            count += 1
+    (root / "tree" / "a.png").write_bytes(png(99))
+    os.link(root / "tree" / "a" / "im1.png", root / "tree" / "b" / "hard.png")
+    os.symlink("../a/im2.png", root / "tree" / "b" / "sym.png")
+    (root / "list.txt").write_text("tree/a.png\ntree/b\n")
+    with tarfile.open(root / "shard.tar", "w") as archive:
+        for i in range(12):
+            data = png(200 + i)
+            info = tarfile.TarInfo(f"{i:03d}.png")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    inputs = [str(root / "tree"), str(root / "tree" / "a-b"), f"@{root / 'list.txt'}", str(root / "shard.tar"),
+              str(root / "shard.tar")]
+    return root, inputs
+
+
+def on_disk(monkeypatch) -> None:
+    """Every listing spills to files, flushed every 5 rows."""
+    monkeypatch.setattr(stored, "IN_MEMORY_ROWS", 0)
+    monkeypatch.setattr(stored, "FLUSH_ROWS", 5)
+
+
+def expected_identities(inputs: list[str]) -> list[tuple[str, int]]:
+    """The oracle: every path in order (os.walk, sorted by bytes), kept the first time its
+    (device, inode) is seen; tar members by their order in the shard."""
+    seen: set[tuple] = set()
+    kept = []
+    for item in inputs:
+        if item.startswith("@"):
+            base = os.path.dirname(item[1:])
+            paths = [os.path.join(base, line) for line in Path(item[1:]).read_text().split()]
+        else:
+            paths = [item]
+        for path in paths:
+            if path.endswith(".tar"):
+                stat = os.stat(path)
+                with tarfile.open(path) as archive:
+                    for member in archive.getmembers():
+                        if (stat.st_dev, stat.st_ino, member.offset) not in seen:
+                            seen.add((stat.st_dev, stat.st_ino, member.offset))
+                            kept.append((member.name, member.size))
+                continue
+            if os.path.isfile(path):
+                files = [(os.path.basename(path), path)] if not item.startswith("@") else [(os.path.relpath(path, base), path)]
+            else:
+                files = []
+                visited = set()
+                for folder, dirs, names in os.walk(path, followlinks=True):
+                    stat = os.stat(folder)
+                    if (stat.st_dev, stat.st_ino) in visited:
+                        dirs[:] = []
+                        continue
+                    visited.add((stat.st_dev, stat.st_ino))
+                    files += [(os.path.relpath(os.path.join(folder, n), path), os.path.join(folder, n)) for n in names
+                              if n.endswith(".png")]
+                files.sort(key=lambda pair: os.fsencode(pair[0]))
+            for name, full in files:
+                stat = os.stat(full)
+                if (stat.st_dev, stat.st_ino) not in seen:
+                    seen.add((stat.st_dev, stat.st_ino))
+                    kept.append((name, stat.st_size))
+    return kept
+
+
+def test_on_disk_listing_equals_in_memory_and_the_oracle(corpus, monkeypatch):
+    _, inputs = corpus
+    in_memory = list_images(inputs)
+    assert not in_memory._columns.mapped
+    on_disk(monkeypatch)
+    mapped = list_images(inputs)
+    assert mapped._columns.mapped
+    assert [(s.name, s.size) for s in mapped] == expected_identities(inputs)
+    assert list(mapped) == list(in_memory) and mapped == in_memory
+    assert fingerprint(mapped) == fingerprint(in_memory) == fingerprint(list(in_memory))  # the last: hashed afresh
+    view = mapped[7:40]
+    assert pickle.loads(pickle.dumps(view)) == list(in_memory)[7:40]
+    assert mapped.archive_keys() == in_memory.archive_keys()
+
+
+def test_first_sightings_is_a_set_of_identities():
+    rng = np.random.default_rng(5)
+    seen_oracle: set[tuple] = set()
+    seen = FirstSightings()
+    for _ in range(30):
+        batch = [tuple(int(v) for v in rng.integers(-1, 6, size=int(rng.integers(2, 5)))) for _ in range(200)]
+        batch += [(1, 2**64 - 2), (1, (1 << 63) + 5)]
+        expected = []
+        for identity in batch:
+            expected.append(identity not in seen_oracle)
+            seen_oracle.add(identity)
+        assert seen.first_sightings(batch) == expected
+
+
+@pytest.mark.parametrize("population,size,seed", [(100, 10, 0), (70_001, 2000, 3), (70_001, 70_001, 1)])
+def test_sample_indices_are_the_permutations_first(population, size, seed):
+    expected = np.sort(np.random.default_rng([seed, SAMPLE_STREAM]).permutation(population)[:size])
+    assert sample_indices(population, size, seed).tolist() == expected.tolist()
+
+
+def test_sample_on_disk_leaves_no_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(sampling, "IN_MEMORY_POPULATION", 10)
+    expected = np.sort(np.random.default_rng([4, SAMPLE_STREAM]).permutation(1000)[:30])
+    assert sample_indices(1000, 30, 4, workdir=str(tmp_path)).tolist() == expected.tolist()
+    assert os.listdir(tmp_path) == []
+
+
+def run_cli(args: list[str]) -> bytes:
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    return result.stdout_bytes
+
+
+@pytest.mark.parametrize("extra", [["--listing"], ["--sample", "20"], ["--sample", "30%", "--seed", "2"]])
+def test_cli_output_is_the_same_from_disk_through_the_pool(corpus, monkeypatch, extra):
+    _, inputs = corpus
+    args = ["compute", *inputs, "--workers", "2", "-q", *extra]
+    from_memory = run_cli(args)
+    on_disk(monkeypatch)
+    monkeypatch.setattr(sampling, "IN_MEMORY_POPULATION", 10)
+    assert run_cli(args) == from_memory
+
+
+def test_listing_leaves_no_file_after_success_or_error(corpus, tmp_path, monkeypatch):
+    _, inputs = corpus
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    on_disk(monkeypatch)
+    listing = list_images(inputs)
+    assert listing._columns.mapped and len(listing) > 40
+    assert os.listdir(temporary) == []
+    broken = tmp_path / "broken.txt"
+    broken.write_text("data/tree/a.png\nmissing.png\n")
+    with pytest.raises(ChanstatsError, match="missing.png: no such file"):
+        list_images(inputs + [f"@{broken}"])
+    assert os.listdir(temporary) == []
+
+
+def test_unwritable_workdir_is_one_clear_line(corpus, tmp_path):
+    _, inputs = corpus
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ChanstatsError) as error:
+        shared.list_shared(inputs, (".png",), None, str(blocker / "work"))
+    assert str(error.value).startswith(f"--workdir {blocker / 'work'}: cannot create it") and "\n" not in str(error.value)
+
+
+def test_workdir_listing_is_reused_and_listed_again_when_stale(corpus, tmp_path):
+    root, inputs = corpus
+    workdir = str(tmp_path / "work")
+    first = shared.list_shared(inputs, (".png",), None, workdir)
+    assert first == list_images(inputs) and fingerprint(first) == fingerprint(list(first))
+    (folder,) = os.listdir(workdir)
+    reused = shared.list_shared(inputs, (".png",), None, workdir)
+    assert reused == first and fingerprint(reused) == fingerprint(first)
+    (root / "tree" / "a" / "b" / "new.png").write_bytes(png(7))
+    relisted = shared.list_shared(inputs, (".png",), None, workdir)
+    assert len(relisted) == len(first) + 1 and relisted == list_images(inputs)
+    assert os.listdir(workdir) == [folder]
+
+
+def test_waiting_rank_reads_the_listing_of_rank_zero(corpus, tmp_path, monkeypatch):
+    _, inputs = corpus
+    monkeypatch.setattr(shared, "POLL_SECONDS", 0.01)
+    workdir = str(tmp_path / "work")
+    got: list = []
+    waiter = threading.Thread(target=lambda: got.append(shared.list_shared(inputs, (".png",), None, workdir, wait=True)))
+    waiter.start()
+    listed = shared.list_shared(inputs, (".png",), None, workdir)
+    waiter.join(timeout=30)
+    assert got and got[0] == listed and fingerprint(got[0]) == fingerprint(list(listed))
+
+
+def test_waiting_rank_reports_the_listing_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(shared, "POLL_SECONDS", 0.01)
+    workdir = str(tmp_path / "work")
+    with pytest.raises(ChanstatsError):
+        shared.list_shared([str(tmp_path / "missing")], (".png",), None, workdir)
+    with pytest.raises(ChanstatsError, match="rank 0 could not list the images: .*missing: no such file"):
+        shared.list_shared([str(tmp_path / "missing")], (".png",), None, workdir, wait=True)
+
+
+def test_workers_per_rank_divide_the_cores(monkeypatch):
+    from chanstats.scale.engine import default_workers
+
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert api.distributed_workers() == max(1, default_workers() // 2)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1000")
+    assert api.distributed_workers() == 1
