@@ -214,10 +214,9 @@ def _archive_keys(sources: Sequence[ImageSource]) -> list[int] | None:
     """Per source, a number naming the compressed shard it belongs to, or -1; ``None`` when no
     source is a member of a compressed shard."""
     if isinstance(sources, Listing):
-        keys = sources.archive_keys()
-    else:
-        numbers: dict[str, int] = {}
-        keys = [numbers.setdefault(s.root, len(numbers)) if s.in_archive and s.compressed else -1 for s in sources]
+        return sources.archive_keys()
+    numbers: dict[str, int] = {}
+    keys = [numbers.setdefault(s.root, len(numbers)) if s.in_archive and s.compressed else -1 for s in sources]
     return keys if any(key >= 0 for key in keys) else None
 
 

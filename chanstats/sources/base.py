@@ -153,15 +153,16 @@ class Listing(Sequence[ImageSource]):
             yield bytes(names[begin:end]), sizes[i]
             begin = end
 
-    def archive_keys(self) -> list[int]:
+    def archive_keys(self) -> list[int] | None:
         """For each image, the number of the gzip-compressed shard it is a member of (its root),
-        or -1: what keeps a compressed shard in one piece of work (see :mod:`chanstats.scale.engine`)."""
+        or -1: what keeps a compressed shard in one piece of work (see :mod:`chanstats.scale.engine`).
+        ``None`` when no image is such a member (no list of a number per image is made then)."""
         import numpy as np
 
         columns = self._columns
         flags, root_ids = columns.flags, columns.root_ids
         if not len(self) or not (np.frombuffer(flags, np.uint8)[self._start : self._stop] & _COMPRESSED).any():
-            return [-1] * len(self)
+            return None
         return [root_ids[i] if flags[i] & _COMPRESSED else -1 for i in range(self._start, self._stop)]
 
     def __reduce__(self):
