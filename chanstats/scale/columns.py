@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
+from contextlib import contextmanager
 from typing import Iterator
 
 import numpy as np
@@ -122,3 +124,22 @@ def fsync_directory(path: str) -> None:
         pass
     finally:
         os.close(handle)
+
+
+@contextmanager
+def run_directory(workdir: str | os.PathLike | None = None, prefix: str = "chanstats-run-") -> Iterator[str]:
+    """A new folder for a run's column files inside ``workdir`` (default: the system's temporary
+    folder, ``TMPDIR``), removed when the run ends: on success, on an error and on Ctrl-C alike
+    (only a ``kill -9`` leaves it behind)."""
+    parent = None if workdir is None else os.fspath(workdir)
+    try:
+        if parent is not None:
+            os.makedirs(parent, exist_ok=True)
+        path = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    except OSError as error:
+        raise ChanstatsError(f"--workdir {parent or tempfile.gettempdir()}: cannot create a folder there: "
+                             f"{error.strerror or error}") from None
+    try:
+        yield path
+    finally:
+        remove_directory(path)

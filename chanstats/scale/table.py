@@ -156,6 +156,13 @@ class ImageTable:
         for column in self.columns.values():
             column.sync()
 
+    def detach(self) -> None:
+        """Map every column now and close the write buffers: the table stays readable after its
+        directory is removed (a removed file stays mapped until the map is dropped)."""
+        for column in self.columns.values():
+            column.view()
+        self.close()
+
     def close(self) -> None:
         """Close the write buffers (the records stay readable)."""
         for column in (self._columns or {}).values():
