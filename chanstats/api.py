@@ -15,7 +15,7 @@ import inspect
 import os
 import time
 from collections import abc
-from contextlib import closing
+from contextlib import closing, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
 
@@ -413,6 +413,14 @@ def _checkpointer(checkpoint: str | os.PathLike | Checkpointer | None, every: st
     return Checkpointer(os.fspath(checkpoint), every if isinstance(every, Interval) else Interval.parse(every), restart)
 
 
+def _columns_directory(workdir: str | os.PathLike | None, checkpointer: Checkpointer | None):
+    """Where a run's columns go: beside its checkpoint (which outlives a crash) or, without one, a
+    run directory in ``workdir`` removed when the run ends."""
+    if checkpointer is not None:
+        return nullcontext(None)
+    return run_directory(workdir)
+
+
 def _lap(clock: PhaseClock | None, name: str) -> None:
     if clock is not None:
         clock.lap(name)
@@ -452,7 +460,7 @@ def compute(
     checkpointer = _checkpointer(checkpoint, checkpoint_every, restart)
     run = plan(paths, run_options)
     _lap(clock, "listing")
-    with run_directory(workdir) as directory:
+    with _columns_directory(workdir, checkpointer) as directory:
         state = measure(run, workers=workers, progress=progress, checkpoint=checkpointer, directory=directory)
         _lap(clock, "measuring")
         result = finalize(state)
@@ -489,7 +497,7 @@ def compute_shard(
     start, stop = shard_bounds(len(run.sources), *shard)
     fmt = state_file.choose_format(partial_format, run.sources, stop - start)
     _lap(clock, "listing")
-    with run_directory(workdir) as directory:
+    with _columns_directory(workdir, checkpointer) as directory:
         state = measure(run, shard=shard, workers=workers, progress=progress, checkpoint=checkpointer,
                         directory=directory)
         _lap(clock, "measuring")

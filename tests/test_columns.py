@@ -187,23 +187,35 @@ def test_workdir_is_used_and_nothing_is_left_after_success_or_failure(pool_datas
     assert bad.returncode == 2 and f"--workdir {blocker / 'sub'}" in bad.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_removes_the_run_directory(pool_dataset, tmp_path):
-    env = dict(os.environ, **clean_env(tmp_path), **{TEST_DELAY_ENV: "0.05"})
+    from .test_worker_errors import SLOW_TRANSFORM, wait_for
+
+    (tmp_path / "slow.py").write_text(SLOW_TRANSFORM)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = dict(os.environ, **clean_env(tmp_path), CHANSTATS_TEST_MARKS=str(marks))
     workdir = tmp_path / "work"
     process = subprocess.Popen(
         [*chanstats_command(), "compute", str(pool_dataset / "data"), "-o", str(tmp_path / "out.json"), "--workdir",
-         str(workdir), "--checkpoint", str(tmp_path / "ckpt.json"), "--checkpoint-every", "1", *POOL],
+         str(workdir), "--transform", f"{tmp_path / 'slow.py'}:slow", *POOL],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    from .test_checkpoint import done_in
-    import time
-
-    deadline = time.monotonic() + 60
-    while done_in(tmp_path / "ckpt.json") < 3:
-        assert process.poll() is None and time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_for(lambda: any(marks.iterdir()), "the workers to start measuring", process)
     assert [p.name[:14] for p in workdir.iterdir()] == ["chanstats-run-"]  # the run's folder, while it runs
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert list(workdir.iterdir()) == [] and leftovers(tmp_path) == []
-    assert (tmp_path / "ckpt.json").exists()  # the checkpoint stays, to resume from
+
+
+def test_a_checkpointed_run_keeps_its_columns_beside_the_checkpoint_only(pool_dataset, tmp_path, monkeypatch):
+    """Its columns outlive a kill -9 by design; no run directory is made that one would leave behind."""
+    monkeypatch.setenv("TMPDIR", clean_env(tmp_path)["TMPDIR"])
+    workdir = tmp_path / "work"
+    os.symlink(pool_dataset / "data", tmp_path / "data")
+    args = ["compute", "data", "-o", "out.json", "--workdir", str(workdir), "--checkpoint", "ckpt.json",
+            "--checkpoint-every", "1", *POOL]
+    start_and_kill(tmp_path, args, at_least=10, delay=0.03)
+    assert (tmp_path / "ckpt.json.columns" / "rows.col").exists()
+    assert not workdir.exists() or list(workdir.iterdir()) == []
+    assert leftovers(tmp_path) == []
