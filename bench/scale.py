@@ -254,6 +254,8 @@ def synthetic(step: str, images: int, folder: str, parts: int) -> None:
     from chanstats.scale.merge import merge_states
     from chanstats.scale.state import PartialState, shard_bounds
     from chanstats.scale.chunk import pack_chunk
+    from chanstats.scale.checkpoint import Checkpointer
+    from chanstats.scale.table import ImageTable
     from chanstats.sources.listing import fingerprint
 
     me = psutil.Process()
@@ -281,7 +283,8 @@ def synthetic(step: str, images: int, folder: str, parts: int) -> None:
         for k in range(1, parts + 1):
             start, stop = shard_bounds(images, k, parts)
             state = PartialState("bench", options, listing_fingerprint, images, (k, parts), start, stop, start)
-            state.images.adopt(sources)
+            # the columns go where a checkpoint keeps them: beside its header
+            state.images = ImageTable(sources, os.path.join(folder, f"part-{k}.json") + state_file.COLUMNS_SUFFIX)
             # What a worker sends per chunk of 64, pickled; the main process unpickles and adds it.
             template = pack_chunk(0, [sources[0]] * 64, [measurement] * 64)
             blob = pickle.dumps(template)
@@ -304,25 +307,41 @@ def synthetic(step: str, images: int, folder: str, parts: int) -> None:
         for k, state in enumerate(states, start=1):
             path = os.path.join(folder, f"part-{k}.json")
             wall = time.perf_counter()
-            state_file.write(state, path)
+            if step == "state":  # a checkpoint save: fsync the columns, rewrite the header
+                Checkpointer(path).save(state)
+            else:  # a finished partial: columns copied beside the header, with the slice's sources
+                state_file.write(state, path + ".partial", "columns", sources)
+                path += ".partial"
             result["save_wall"] = time.perf_counter() - wall
             result["save_size"] = os.path.getsize(path)
+            result["columns_size"] = sum(os.path.getsize(os.path.join(path + ".columns", name))
+                                         for name in os.listdir(path + ".columns"))
             paths.append(path)
         result["peak_after_save"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         result["paths"] = paths
     elif step == "resume":
+        # what Checkpointer.resume does once the run has listed its files: read the header, cut
+        # the columns to their saved lengths and open them for appending
         wall = time.perf_counter()
-        state = state_file.read_partial(os.path.join(folder, "part-1.json"))
+        path = os.path.join(folder, "part-1.json")
+        with open(path, encoding="utf-8") as stream:
+            data = state_file.parse_header(stream.read(), path)
+        state = state_file.open_columns(data, path, path + state_file.COLUMNS_SUFFIX, writable=True)
         result["resume_wall"] = time.perf_counter() - wall
         result["resumed"] = state.done
     elif step == "merge":
         wall = time.perf_counter()
-        paths = [os.path.join(folder, f"part-{k}.json") for k in range(1, parts + 1)]
-        merged = merge_states([state_file.read_partial(p) for p in paths], paths)
+        paths = [os.path.join(folder, f"part-{k}.json.partial") for k in range(1, parts + 1)]
+        merged = merge_states([state_file.read_partial(p) for p in paths], paths, os.path.join(folder, "merge"))
         result["merge_wall"] = time.perf_counter() - wall
+        result["merge_peak"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         wall = time.perf_counter()
-        api.finalize(merged)
+        finalized = api.finalize(merged)
         result["finalize_wall"] = time.perf_counter() - wall
+        wall = time.perf_counter()
+        finalized.per_image.to_csv(finalized.channels)
+        finalized.per_image.atypical_summary(finalized.channels)
+        result["per_image_wall"] = time.perf_counter() - wall
     result["peak"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     result["base"] = base
     print(json.dumps(result))
@@ -497,16 +516,21 @@ def synthetic_runs(table: Table, sizes: list[int], work: str) -> None:
         table.add("synthetic: listing, bytes per image (RSS growth)", human(size), f"{whole['listing_bytes'] / size:,.0f} B")
         table.add("synthetic: state (table), bytes per image", human(size), f"{whole['state_bytes'] / size:,.0f} B")
         table.add("synthetic: unpickle a chunk + `state.add_chunk`, CPU per image", human(size), f"{whole['add_us_per_image']:.1f} µs")
-        table.add("synthetic: checkpoint/partial save (whole state)", human(size),
-                  f"{whole['save_wall']:.2f} s, {whole['save_size'] / 1e6:,.0f} MB, peak {mib(whole['peak_after_save'])} "
+        table.add("synthetic: checkpoint save (fsync columns + header rewrite)", human(size),
+                  f"{whole['save_wall']:.3f} s, header {whole['save_size'] / 1e3:,.1f} kB, columns "
+                  f"{whole['columns_size'] / size:,.0f} B/image on disk, peak {mib(whole['peak_after_save'])} "
                   f"(before saving {mib(whole['peak_before_save'])})")
         resumed = run_synthetic("resume", size, folder)
-        table.add("synthetic: resume (read the checkpoint)", human(size), f"{resumed['resume_wall']:.2f} s, peak {mib(resumed['peak'])}")
+        table.add("synthetic: resume (header + columns; the listing not included)", human(size),
+                  f"{resumed['resume_wall']:.3f} s, peak {mib(resumed['peak'])}")
         quarters = tempfile.mkdtemp(dir=work)
-        run_synthetic("partials", size, quarters, 4)
+        written = run_synthetic("partials", size, quarters, 4)
+        table.add("synthetic: write a column partial (copy columns + sources), per part", human(size // 4),
+                  f"{written['save_wall']:.2f} s, header {written['save_size'] / 1e3:,.1f} kB")
         merged = run_synthetic("merge", size, quarters, 4)
-        table.add("synthetic: `merge` of 4 partials (+ finalize)", human(size),
-                  f"{merged['merge_wall']:.1f} s (+{merged['finalize_wall']:.1f} s), peak {mib(merged['peak'])}")
+        table.add("synthetic: `merge` of 4 column partials (+ finalize, + per-image CSV and atypical)", human(size),
+                  f"{merged['merge_wall']:.1f} s (+{merged['finalize_wall']:.1f} s, +{merged['per_image_wall']:.1f} s), "
+                  f"peak after merging {mib(merged['merge_peak'])}, overall {mib(merged['peak'])}")
     if len(sizes) > 1:
         low, high = sizes[0], sizes[-1]
         for key, name in (("listing_bytes", "listing"), ("state_bytes", "state")):

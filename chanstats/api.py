@@ -15,9 +15,11 @@ import inspect
 import os
 import time
 from collections import abc
-from contextlib import closing
+from contextlib import closing, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
+
+import numpy as np
 
 from . import kernel
 from ._version import __version__
@@ -29,10 +31,11 @@ from .report.files import read_config
 from .report.result import Result
 from .scale import state_file
 from .scale.checkpoint import Checkpointer, Interval
+from .scale.columns import run_directory
 from .scale.engine import measure_chunks
 from .scale.merge import merge_states
 from .scale.state import BadRecord, PartialState, shard_bounds
-from .scale.table import row_width
+from .scale.table import ImageTable, row_width
 from .sources.base import DisplayNames, ImageSource, Listing
 from .sources.listing import fingerprint
 from .sources.shared import list_shared
@@ -66,13 +69,14 @@ class Plan:
     everything: Sequence[ImageSource] | None = None
 
 
-def plan(paths: Paths | Any, options: RunOptions | None = None, *, wait_for_listing: bool = False) -> Plan:
+def plan(paths: Paths | Any, options: RunOptions | None = None, *, workdir: str | os.PathLike | None = None,
+         wait_for_listing: bool = False) -> Plan:
     """Check the options and list the images: everything a run decides before reading a pixel.
 
     ``paths`` may also be a Python dataset, a DataLoader or an iterable of samples (see
     :mod:`chanstats.sources.datasets`), or nothing when ``options.dataset`` names one.
 
-    With a work directory (``options.workdir``) the listing is kept there and reused by every
+    With a work directory (``workdir``) the listing is kept there and reused by every
     process of the job that lists the same inputs (see :mod:`chanstats.sources.shared`);
     ``wait_for_listing``: list nothing, wait for another process (torchrun's rank 0) to.
     """
@@ -84,13 +88,13 @@ def plan(paths: Paths | Any, options: RunOptions | None = None, *, wait_for_list
         return _plan_dataset(paths, kind, options)
     paths = _path_list(paths)
     resolved = options.resolve(paths)
-    workdir = _workdir(options)
+    workdir = None if workdir is None else os.fspath(workdir)
     with choose_column(resolved.options.column):
         sources = list_shared(paths, resolved.extensions, resolved.options.column, workdir, wait=wait_for_listing)
     measurer_type = ArrayMeasurer if needs_array_measurer(sources) else Measurer
     measurer = measurer_type(resolved.options.mode, resolved.transform, resolved.options.epochs, resolved.settings.seed,
                              resolved.pixels)
-    return _sampled(Plan(sources, measurer, resolved.record, fingerprint(sources)), resolved)
+    return _sampled(Plan(sources, measurer, resolved.record, fingerprint(sources)), resolved, workdir)
 
 
 def _plan_dataset(source: Any, kind: str, options: RunOptions) -> Plan:
@@ -138,22 +142,18 @@ def _follow_loader_batches(record: dict[str, Any], batch_sizes: list[int], name:
     record.update(batch_size=size, shuffle=False, drop_last=False)
 
 
-def _sampled(run: Plan, resolved) -> Plan:
+def _sampled(run: Plan, resolved, workdir: str | None = None) -> Plan:
     """With ``--sample``: the seeded subset, drawn before anything is read (shards, checkpoints
     and workers only see the sample); the fingerprint and the population stay the whole listing's."""
     if resolved.sample is None:
         return run
     everything = run.sources
     size = resolved.sample.size(len(everything))
-    chosen = (everything[i] for i in sample_indices(len(everything), size, resolved.settings.seed, _workdir(resolved.options)))
+    chosen = (everything[i] for i in sample_indices(len(everything), size, resolved.settings.seed, workdir))
     sources = Listing(chosen) if isinstance(everything, Listing) else list(chosen)
     return Plan(sources, run.measurer, run.options, run.fingerprint, everything)
 
 
-def _workdir(options: RunOptions) -> str | None:
-    """Where a run keeps its files on disk (``--workdir``; ``None``: temporary ones)."""
-    workdir = getattr(options, "workdir", None)
-    return None if workdir is None else os.fspath(workdir)
 
 
 def _path_list(paths: Paths) -> list[str]:
@@ -183,12 +183,14 @@ def measure(
     workers: int | None = None,
     progress: bool = False,
     checkpoint: Checkpointer | None = None,
+    directory: str | None = None,
 ) -> PartialState:
     """Measure the ``shard`` K/N slice of the listing into a lossless :class:`PartialState`.
 
-    Indices stay global. With ``checkpoint``, a matching saved state is resumed and the state is
-    saved as it grows. Under ``on_error="fail"`` bad images in the slice raise
-    :class:`BadImagesError` once the whole slice has been read.
+    Indices stay global. The per-image columns go to files in ``directory`` (default: a temporary
+    folder removed with the state) or, with ``checkpoint``, beside the checkpoint, where a matching
+    saved state is resumed and the state is saved as it grows. Under ``on_error="fail"`` bad
+    images in the slice raise :class:`BadImagesError` once the whole slice has been read.
     """
     kernel.warn_if_missing()
     start, stop = shard_bounds(len(run.sources), *shard)
@@ -198,10 +200,11 @@ def measure(
         __version__, run.options, run.fingerprint, len(run.sources), shard, start, stop, start, listing=listing,
         population=None if run.everything is None else len(run.everything),
     )
-    if checkpoint is not None:
-        state = checkpoint.resume(state)
     # The state names its images by listing index; a resumed one's sources are this same listing's.
-    state.images.adopt(run.sources)
+    if checkpoint is not None:
+        state = checkpoint.resume(state, run.sources)
+    else:
+        state.images = ImageTable(run.sources, None if directory is None else os.path.join(directory, "columns"))
     todo = run.sources[state.done : stop]
     if isinstance(run.measurer, MeasuredMeasurer):
         workers = 0  # an iterable was measured while iterating: nothing is left for workers
@@ -268,7 +271,7 @@ def finalize(state: PartialState) -> Result:
         options=options,
         fingerprint=state.fingerprint,
         skipped=[(b.display, b.reason) for b in bad],
-        dropped_alpha=sum(images.dropped_alpha),
+        dropped_alpha=int(np.sum(images.dropped_alpha, dtype=np.int64)),
         table=table,
         sources=images.sources,
         per_image=PerImage(
@@ -385,7 +388,7 @@ def _sample_description(state: PartialState, images, pixel_format, method: str) 
     options = state.options
     if state.population is None:
         raise ChanstatsError("a sampled run's state does not say how many images were listed")
-    clusters = cluster_table([record.rows for record in images], len(pixel_format.channels))
+    clusters = cluster_table([images.sample_rows(i) for i in range(len(images))], len(pixel_format.channels))
     bounds = (0.0, 1.0) if method == "integer" else None
     intervals = cluster_intervals(clusters, state.population, bounds=bounds)
     return describe(SampleSpec.parse(options["sample"]), intervals, options["seed"])
@@ -417,6 +420,14 @@ def _checkpointer(checkpoint: str | os.PathLike | Checkpointer | None, every: st
     return Checkpointer(os.fspath(checkpoint), every if isinstance(every, Interval) else Interval.parse(every), restart)
 
 
+def _columns_directory(workdir: str | os.PathLike | None, checkpointer: Checkpointer | None):
+    """Where a run's columns go: beside its checkpoint (which outlives a crash) or, without one, a
+    run directory in ``workdir`` removed when the run ends."""
+    if checkpointer is not None:
+        return nullcontext(None)
+    return run_directory(workdir)
+
+
 def _lap(clock: PhaseClock | None, name: str) -> None:
     if clock is not None:
         clock.lap(name)
@@ -432,6 +443,7 @@ def compute(
     checkpoint_every: str | Interval = "60s",
     restart: bool = False,
     clock: PhaseClock | None = None,
+    workdir: str | os.PathLike | None = None,
     **overrides: Any,
 ) -> Result:
     """Exact per-channel statistics of the images under ``paths``, and BatchNorm's running estimate.
@@ -445,18 +457,22 @@ def compute(
     ``workers``: processes (default: all cores; 0: in this process). ``checkpoint``: a file where
     progress is saved every ``checkpoint_every`` and resumed from when rerun (``restart`` discards
     it); it is deleted once the result is computed. ``clock`` collects the phase times.
+    ``workdir``: where the per-image column files go while the run lasts (default: the system's
+    temporary folder); a folder made there is removed when the run ends.
 
     >>> result = compute("examples/images", workers=0)  # doctest: +SKIP
     >>> result.mean, result.std  # doctest: +SKIP
     """
     run_options = compose(options, overrides, "compute")
     checkpointer = _checkpointer(checkpoint, checkpoint_every, restart)
-    run = plan(paths, run_options)
+    run = plan(paths, run_options, workdir=workdir)
     _lap(clock, "listing")
-    state = measure(run, workers=workers, progress=progress, checkpoint=checkpointer)
-    _lap(clock, "measuring")
-    result = finalize(state)
-    _lap(clock, "finalizing")
+    with _columns_directory(workdir, checkpointer) as directory:
+        state = measure(run, workers=workers, progress=progress, checkpoint=checkpointer, directory=directory)
+        _lap(clock, "measuring")
+        result = finalize(state)
+        state.images.detach()  # the result reads the columns after the folder is gone
+        _lap(clock, "finalizing")
     if checkpointer is not None:
         checkpointer.remove()
     return result
@@ -474,17 +490,26 @@ def compute_shard(
     checkpoint_every: str | Interval = "60s",
     restart: bool = False,
     clock: PhaseClock | None = None,
+    workdir: str | os.PathLike | None = None,
+    partial_format: str = "auto",
     **overrides: Any,
 ) -> PartialState:
     """Measure slice ``shard = (K, N)`` of the listing and write its lossless partial state to
-    ``output`` (for :func:`merge`). The other arguments are those of :func:`compute`."""
+    ``output`` (for :func:`merge`). ``partial_format``: ``json`` (one file), ``columns`` (a small
+    header in ``output`` and the column files in ``output.columns``) or ``auto`` (JSON up to
+    10,000 images in the slice, columns above). The other arguments are those of :func:`compute`."""
     run_options = compose(options, overrides, "compute_shard")
     checkpointer = _checkpointer(checkpoint, checkpoint_every, restart)
-    run = plan(paths, run_options)
+    run = plan(paths, run_options, workdir=workdir)
+    start, stop = shard_bounds(len(run.sources), *shard)
+    fmt = state_file.choose_format(partial_format, run.sources, stop - start)
     _lap(clock, "listing")
-    state = measure(run, shard=shard, workers=workers, progress=progress, checkpoint=checkpointer)
-    _lap(clock, "measuring")
-    state_file.write(state, os.fspath(output))
+    with _columns_directory(workdir, checkpointer) as directory:
+        state = measure(run, shard=shard, workers=workers, progress=progress, checkpoint=checkpointer,
+                        directory=directory)
+        _lap(clock, "measuring")
+        state_file.write(state, os.fspath(output), fmt, run.sources)
+        state.images.detach()
     _lap(clock, "writing")
     if checkpointer is not None:
         checkpointer.remove()
@@ -500,13 +525,16 @@ def compute_distributed(
     checkpoint: str | None = None,
     checkpoint_every: str | Interval = "60s",
     restart: bool = False,
+    workdir: str | os.PathLike | None = None,
     **overrides: Any,
 ) -> Result | None:
     """This rank's share of a ``torchrun`` job (see :mod:`chanstats.scale.distributed`): measure
     shard ``RANK+1`` of ``WORLD_SIZE``, gather the states on rank 0 and finalize them there.
 
     Returns the result on rank 0, ``None`` on the other ranks. ``checkpoint`` must contain
-    ``{rank}`` when there is more than one rank.
+    ``{rank}`` when there is more than one rank. Each rank's per-image columns go to a folder in
+    ``workdir`` that all ranks agree on (default: the temporary folder, enough on one machine; on
+    several machines it must be a shared file system), removed at the end.
     """
     from .scale import distributed
 
@@ -515,20 +543,51 @@ def compute_distributed(
     checkpointer = None
     if checkpoint is not None:
         checkpointer = _checkpointer(distributed.rank_checkpoint(checkpoint, rank, world), checkpoint_every, restart)
+    shared = distributed.shared_directory(workdir)
     payload: str | None = None
     error: str | None = None
+    run: Plan | None = None
     if workers is None:
         workers = distributed_workers()
     try:
-        # With a work directory every rank sees, rank 0 lists and the others read its listing.
-        waits = rank > 0 and _workdir(run_options) is not None
-        state = measure(plan(paths, run_options, wait_for_listing=waits), shard=(rank + 1, world), workers=workers,
-                        progress=progress and rank == 0, checkpoint=checkpointer)
-        payload = state_file.dumps(state)
+        try:
+            os.makedirs(shared, exist_ok=True)
+        except OSError as failure:
+            raise ChanstatsError(f"--workdir {shared}: cannot create it: {failure.strerror or failure}") from None
+        # The ranks share a directory: rank 0 lists and the others read its listing there.
+        run = plan(paths, run_options, workdir=shared, wait_for_listing=rank > 0)
+        state = measure(run, shard=(rank + 1, world), workers=workers, progress=progress and rank == 0,
+                        checkpoint=checkpointer, directory=os.path.join(shared, f"rank-{rank}"))
+        if checkpointer is not None:
+            checkpointer.save(state)  # the columns are durable, the header says how far
+        state.images.sync()
+        payload = state_file.columns_header(state, os.path.abspath(state.images.directory or ""), None)
     except ChanstatsError as failure:
         error = str(failure)
-    states = distributed.gather_states(payload, error, rank, world)
-    result = None if states is None else finalize(merge_states(states, [f"rank {r}" for r in range(world)]))
+
+    def merge_ranks(headers: list[str]) -> Result:
+        states = []
+        for r, text in enumerate(headers):
+            try:
+                states.append(state_file.loads(text, f"rank {r}"))
+            except ChanstatsError as failure:
+                if "column files are missing" in str(failure):
+                    raise ChanstatsError(distributed.missing_columns(r, shared)) from None
+                raise
+        with run_directory(workdir) as directory:
+            merged = merge_states(states, [f"rank {r}" for r in range(world)], directory, origin=run.sources)
+            result = finalize(merged)
+            merged.images.detach()
+        return result
+
+    try:
+        result = distributed.gather_states(payload, error, rank, world, merge_ranks)
+    finally:
+        from .scale.columns import remove_directory
+
+        remove_directory(os.path.join(shared, f"rank-{rank}"))
+        if rank == 0:
+            remove_directory(shared)
     if checkpointer is not None:
         checkpointer.remove()
     return result
@@ -546,13 +605,19 @@ def distributed_workers() -> int:
     return max(1, default_workers() // local_ranks)
 
 
-def merge(parts: Sequence[str | os.PathLike | PartialState]) -> Result:
-    """The result of a sharded run from its partial states (files written by :func:`compute_shard`,
-    or states): byte-identical to a single :func:`compute` on the same data. The parts must come
-    from the same options and listing and tile it exactly; their order does not matter."""
+def merge(parts: Sequence[str | os.PathLike | PartialState], *, workdir: str | os.PathLike | None = None) -> Result:
+    """The result of a sharded run from its partial states (files written by :func:`compute_shard`
+    in either format, or states): byte-identical to a single :func:`compute` on the same data. The
+    parts must come from the same options and listing and tile it exactly; their order does not
+    matter. Their columns are concatenated in bounded memory into a folder in ``workdir`` (default:
+    the system's temporary folder), removed when the merge ends."""
     states = [part if isinstance(part, PartialState) else state_file.read_partial(os.fspath(part)) for part in parts]
     names = [f"part {i + 1}" if isinstance(part, PartialState) else os.fspath(part) for i, part in enumerate(parts)]
-    return finalize(merge_states(states, names))
+    with run_directory(workdir) as directory:
+        merged = merge_states(states, names, directory)
+        result = finalize(merged)
+        merged.images.detach()
+    return result
 
 
 def check(

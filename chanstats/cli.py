@@ -156,6 +156,12 @@ def _extensions(value: str | None):
 @click.option("--shard", metavar="K/N", help="Measure only the K-th of N contiguous slices of the listing (K from 1); needs --partial.")
 @click.option("--partial", "partial_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="Write the lossless partial state (for chanstats merge) instead of a config.")
+@click.option("--partial-format", type=click.Choice(["auto", "json", "columns"]), default="auto", show_default=True,
+              help="json: one readable file; columns: a small header in FILE and the per-image column files in "
+                   "FILE.columns/; auto: JSON up to 10,000 images, columns above. Both merge.")
+@click.option("--workdir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Where the per-image column files go while the run lasts (default: the temporary folder, TMPDIR); "
+                   "a folder made there is removed at the end. Under --distributed on several machines: a shared folder.")
 @click.option("--distributed", is_flag=True, help="Under torchrun: each rank measures its shard, rank 0 gathers them (gloo) and writes the config.")
 @click.option("--checkpoint", "checkpoint_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="Save progress here and resume from it when rerun; deleted after success. Under --distributed put {rank} in the name.")
@@ -168,7 +174,8 @@ def _extensions(value: str | None):
 @click.option("--listing", is_flag=True, help="Record every file's relative name and size in the config, so `check` can count added/removed files.")
 @click.option("--timings", is_flag=True, help="Print on stderr how long listing, measuring, finalizing and writing took (even with -q).")
 def compute(paths, output, fmt, mode, extensions, batch_size, momentum, convention, seed, no_shuffle, drop_last,
-            on_error, max_bad, sample, workers, transform, resize, center_crop, epochs, shard, partial_path, distributed,
+            on_error, max_bad, sample, workers, transform, resize, center_crop, epochs, shard, partial_path, partial_format,
+            workdir, distributed,
             checkpoint_path, checkpoint_every, restart, quiet, per_image, listing, timings, bands, channel_names, nodata,
             scale, percentiles, column, dataset, key, layout, batches):
     """Compute exact per-channel mean/std of the images under PATHS.
@@ -226,7 +233,7 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
         batches=batches,
     )
     run = dict(workers=workers, progress=not quiet and sys.stderr.isatty(), checkpoint=checkpoint_path or None,
-               checkpoint_every=every, restart=restart)
+               checkpoint_every=every, restart=restart, workdir=workdir)
     if distributed:
         result = api.compute_distributed(list(paths), options, **run)
         if result is not None:
@@ -234,7 +241,8 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
         return
     clock = api.PhaseClock()
     if partial_path:
-        state = api.compute_shard(list(paths), shard_kn or (1, 1), partial_path, options, clock=clock, **run)
+        state = api.compute_shard(list(paths), shard_kn or (1, 1), partial_path, options, clock=clock,
+                                  partial_format=partial_format, **run)
         if not quiet:
             click.echo(f"wrote {partial_path}: shard {state.shard[0]}/{state.shard[1]}, images {state.start}..{state.stop - 1} "
                        f"of {state.listing_size} ({len(state.images)} read, {len(state.bad)} bad)", err=True)
@@ -249,7 +257,9 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the config here (JSON, or YAML for .yaml/.yml) instead of stdout.")
 @click.option("--format", "fmt", type=click.Choice(["json", "yaml"]), help="Output format (default: from the -o extension, else JSON).")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
-def merge(parts, output, fmt, quiet):
+@click.option("--workdir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Where the merged column files go while merging (default: the temporary folder); removed at the end.")
+def merge(parts, output, fmt, quiet, workdir):
     """Merge the partial states of a sharded run (compute --shard K/N --partial FILE) into a config.
 
     The parts must come from the same options and file listing and tile the listing exactly (no
@@ -258,7 +268,7 @@ def merge(parts, output, fmt, quiet):
     """
     from .api import merge as merge_parts
 
-    _emit(merge_parts(list(parts)), output, fmt, quiet)
+    _emit(merge_parts(list(parts), workdir=workdir), output, fmt, quiet)
 
 def _emit(result, output, fmt, quiet, per_image=None) -> None:
     from .report.files import dumps, format_for_path, write_atomic

@@ -1,19 +1,22 @@
 """``--checkpoint FILE``: save the partial state as it grows, resume from it after a crash.
 
 The checkpoint is a :class:`~chanstats.scale.state.PartialState` whose ``done`` may be short of its
-slice's end, written atomically (temp file, fsync, rename), so a ``kill -9`` at any moment leaves
-either the previous checkpoint or the new one. Images are measured and recorded in listing order,
-so everything before ``done`` is in the state and a resumed run measures exactly ``[done, stop)``;
-since integer totals add exactly and the per-sample rows are stored losslessly, the final config is
-byte-identical to an uninterrupted run.
+slice's end, in the column format (:mod:`.state_file`): ``FILE`` is a small JSON header and the run
+appends its per-image columns directly to the files in ``FILE.columns``. A save flushes and fsyncs
+those files, then rewrites the header atomically (temp file, fsync, rename) with how many records
+each column holds; so a ``kill -9`` at any moment leaves the previous header or the new one, and
+bytes appended after the last save are cut when the run resumes. Images are measured and
+recorded in listing order, so everything before ``done`` is in the state and a resumed run
+measures exactly ``[done, stop)``; since integer totals add exactly and the per-sample rows are
+stored losslessly, the final config is byte-identical to an uninterrupted run.
 
 A checkpoint is only resumed by the same run: same chanstats version, options, listing
 fingerprint and slice (shard). Anything else is refused with a message naming the difference;
 ``--restart`` discards it. After the output has been written the CLI deletes the checkpoint: it has
 served its purpose, and a stale one would only be refused (or resumed as already done) later.
 
-Saving rewrites the whole state, so its cost grows with the number of images measured; the default
-interval (every 60 seconds) keeps that a small fraction of the run on large datasets.
+A save costs the same however far the run is (the header holds the per-format totals and the bad
+images, not the images), so the interval only bounds how much work a crash loses.
 
 Test hook: the environment variable ``CHANSTATS_TEST_DELAY_PER_IMAGE`` (seconds, a float) makes
 a checkpointed run sleep that long per image (after each chunk), so tests can ``kill -9`` it mid-run deterministically.
@@ -27,10 +30,15 @@ import re
 import time
 from dataclasses import dataclass, field
 
+from typing import Sequence
+
 from ..errors import ChanstatsError
-from . import state_file
+from ..report.files import write_atomic
+from ..sources.base import ImageSource
+from .columns import remove_directory
 from .state import PartialState, differing_options
-from .state_file import read_partial
+from .state_file import COLUMNS_SUFFIX, COLUMNS_VERSION, _state_without_images, columns_header, open_columns, parse_header
+from .table import ImageTable
 
 TEST_DELAY_ENV = "CHANSTATS_TEST_DELAY_PER_IMAGE"
 DEFAULT_EVERY = "60s"
@@ -83,15 +91,35 @@ class Checkpointer:
         except ValueError:
             self._delay = 0.0
 
-    def resume(self, fresh: PartialState) -> PartialState:
-        """The saved state if it belongs to this run, ``fresh`` if there is none (or ``restart``)."""
+    @property
+    def columns(self) -> str:
+        """Where the run's column files live: ``FILE.columns`` beside the header."""
+        return self.path + COLUMNS_SUFFIX
+
+    def resume(self, fresh: PartialState, sources: Sequence[ImageSource]) -> PartialState:
+        """The saved state if it belongs to this run, else ``fresh`` (none saved, or ``restart``),
+        its table appending to this checkpoint's column files; images are named by ``sources``."""
         if self.restart or not os.path.exists(self.path):
+            remove_directory(self.columns)
+            fresh.images = ImageTable(sources, self.columns)
             return fresh
-        saved = read_partial(self.path)
-        problem = _mismatch(saved, fresh)
+        name = f"checkpoint {self.path}"
+        try:
+            with open(self.path, encoding="utf-8") as stream:
+                data = parse_header(stream.read(), name)
+        except OSError as error:
+            raise ChanstatsError(f"{name}: cannot read: {error.strerror or error}") from None
+        except UnicodeDecodeError:
+            raise ChanstatsError(f"{name}: not a chanstats partial state (not text)") from None
+        if data["partial_version"] != COLUMNS_VERSION:
+            raise ChanstatsError(f"{name} was written by an older chanstats; rerun with --restart to discard it and start over")
+        try:
+            problem = _mismatch(_state_without_images(data), fresh)
+        except (KeyError, TypeError, ValueError, IndexError) as error:
+            raise ChanstatsError(f"{name}: damaged partial state ({type(error).__name__}: {error})") from None
         if problem:
             raise ChanstatsError(f"checkpoint {self.path} {problem}; rerun with --restart to discard it and start over")
-        return saved
+        return open_columns(data, name, self.columns, sources, writable=True)
 
     def after_chunk(self, state: PartialState, images: int) -> None:
         """Save if due, after a chunk of ``images`` images was recorded (chunks are whole: the
@@ -105,16 +133,19 @@ class Checkpointer:
             self.save(state)
 
     def save(self, state: PartialState) -> None:
-        state_file.write(state, self.path)
+        """Make the columns durable, then point the header at them: constant cost."""
+        state.images.sync()
+        write_atomic(self.path, columns_header(state, os.path.basename(self.columns), None))
         self._since_save = 0
         self._last_save = time.monotonic()
 
     def remove(self) -> None:
-        """Delete the checkpoint once the run's output is safely written."""
+        """Delete the checkpoint and its columns once the run's output is safely written."""
         try:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+        remove_directory(self.columns)
 
 
 def _mismatch(saved: PartialState, fresh: PartialState) -> str | None:

@@ -6,18 +6,26 @@ exactly; since indices stay global, the merged state holds the images in listing
 
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence
 
 from ..errors import ChanstatsError
+from ..sources.base import ImageSource
+from .source_columns import TiledSources
+from .table import ImageTable
 from ..stats.moments import IntegerMoments
 from .state import FormatTotals, PartialState, differing_options, shard_bounds
 
 
-def merge_states(states: Sequence[PartialState], names: Sequence[str]) -> PartialState:
+def merge_states(states: Sequence[PartialState], names: Sequence[str], directory: str | None = None,
+                 origin: Sequence[ImageSource] | None = None) -> PartialState:
     """One state covering the whole listing from complete partials that tile it exactly.
 
     Refuses, naming the files: unfinished checkpoints, different chanstats versions, options or
     listings, and slices that overlap or leave images out. The order of ``states`` does not matter.
+    The merged table's columns are the parts' concatenated in listing order, copied in bounded
+    pieces into ``directory`` (default: a temporary folder); its images are named by ``origin``
+    (the whole listing) or else by each part's own sources.
     """
     if not states:
         raise ChanstatsError("no partial states to merge")
@@ -72,8 +80,12 @@ def merge_states(states: Sequence[PartialState], names: Sequence[str]) -> Partia
                 if into.integer is None:
                     into.integer = IntegerMoments.empty(totals.integer.channels)
                 into.integer.merge(totals.integer)
-        merged.images.extend(state.images)
         merged.bad.extend(state.bad)
+    if origin is None:
+        origin = TiledSources([states[i].start for i in order], [states[i].images.by_index() for i in order],
+                              first.listing_size)
+    merged.images = ImageTable.concatenate([states[i].images for i in order], origin,
+                                           None if directory is None else os.path.join(directory, "merged"))
     # formats in order of first appearance, like a single pass sees them
     merged.formats = dict(sorted(merged.formats.items(), key=lambda item: item[1].first_index))
     return merged

@@ -1,12 +1,23 @@
-"""The file format of a :class:`~chanstats.scale.state.PartialState`: deterministic JSON, one image
-per line, nothing rounded (floats as ``repr``, float64 moments as hex floats, integer totals as
-decimal strings), read back with an error that names the file.
+"""The file formats of a :class:`~chanstats.scale.state.PartialState`, read back with an error that
+names the file.
+
+* **JSON** (version 2): deterministic JSON, one image per line, nothing rounded (floats as
+  ``repr``, float64 moments as hex floats, integer totals as decimal strings). Readable and
+  greppable; its size and the time to write it grow with the images, so it suits small states.
+* **Columns** (version 3): a small JSON header (everything but the images: options, slice,
+  exact totals, bad images, and how many records each column file held when it was written) and
+  the column files of :class:`~chanstats.scale.table.ImageTable` in a directory beside it,
+  ``FILE.columns``, with the slice's sources (:mod:`.source_columns`). Checkpoints always use it:
+  saving is an fsync and a header rewrite whatever the run's length.
+
+Both read back into the same state and both merge, in any mix.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+import os
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -15,9 +26,16 @@ from ..errors import ChanstatsError
 from ..report.files import write_atomic
 from ..sources.base import ImageSource
 from ..stats.moments import FloatMoments, IntegerMoments
+from .columns import fsync_directory, remove_directory
+from .source_columns import StoredSources, can_store, write_sources
 from .state import KIND, PARTIAL_VERSION, BadRecord, FormatTotals, PartialState
 from .table import ImageRecord, ImageTable, pack_rows
 
+COLUMNS_VERSION = 3
+COLUMNS_SUFFIX = ".columns"
+FORMATS = ("auto", "json", "columns")
+# --partial-format auto: JSON up to this many images in the slice, columns above.
+JSON_LIMIT = 10_000
 
 
 def header(state: PartialState) -> dict[str, Any]:
@@ -38,7 +56,17 @@ def header(state: PartialState) -> dict[str, Any]:
 
 def dumps(state: PartialState) -> str:
     """Deterministic JSON, one image per line (so a million-image partial stays greppable)."""
-    formats = [
+    formats = _formats_json(state)
+    format_ids = {fmt: i for i, fmt in enumerate(state.formats)}
+    lines = [json.dumps(header(state), allow_nan=False)[:-1] + ","]
+    lines.append(f'"formats": {json.dumps(formats, allow_nan=False)},')
+    lines.append(f'"bad": {json.dumps([[b.index, b.display, b.path, b.reason] for b in state.bad])},')
+    images = [json.dumps(_image_json(r, format_ids[r.format]), allow_nan=False) for r in state.images]
+    lines.append('"images": [' + ("\n" + ",\n".join(images) + "\n" if images else "") + "]}")
+    return "\n".join(lines) + "\n"
+
+def _formats_json(state: PartialState) -> list[dict[str, Any]]:
+    return [
         {
             "channels": list(t.format.channels),
             "scale": t.format.scale,
@@ -49,45 +77,158 @@ def dumps(state: PartialState) -> str:
         }
         for t in state.formats.values()
     ]
-    format_ids = {fmt: i for i, fmt in enumerate(state.formats)}
-    lines = [json.dumps(header(state), allow_nan=False)[:-1] + ","]
-    lines.append(f'"formats": {json.dumps(formats, allow_nan=False)},')
-    lines.append(f'"bad": {json.dumps([[b.index, b.display, b.path, b.reason] for b in state.bad])},')
-    images = [json.dumps(_image_json(r, format_ids[r.format]), allow_nan=False) for r in state.images]
-    lines.append('"images": [' + ("\n" + ",\n".join(images) + "\n" if images else "") + "]}")
-    return "\n".join(lines) + "\n"
 
-def write(state: PartialState, path: str) -> None:
-    """Write ``state`` to ``path`` atomically."""
-    write_atomic(path, dumps(state))
 
-def loads(text: str, name: str) -> PartialState:
-    """Parse a partial state; ``name`` (the file) is named in every error."""
+def _formats_from_json(entries: list[dict[str, Any]]) -> dict[PixelFormat, FormatTotals]:
+    formats: dict[PixelFormat, FormatTotals] = {}
+    for entry in entries:
+        scale = entry["scale"]
+        fmt = PixelFormat(tuple(entry["channels"]), scale if isinstance(scale, (int, float)) else int(scale),
+                          entry.get("dtype", ""), bool(entry.get("masked", False)))
+        integer = None if entry["integer"] is None else IntegerMoments.from_json(entry["integer"])
+        formats[fmt] = FormatTotals(fmt, int(entry["first_index"]), entry["example"], integer, _histogram_from_json(entry))
+    return formats
+
+
+def choose_format(requested: str, sources: Sequence[ImageSource], images: int) -> str:
+    """``json`` or ``columns`` for a partial state of ``images`` images: ``auto`` writes JSON up to
+    :data:`JSON_LIMIT` images and columns above; sources that are not files (a Python dataset's
+    items) are only written as JSON."""
+    if requested not in FORMATS:
+        raise ChanstatsError(f"--partial-format {requested!r}: choose {', '.join(FORMATS)}")
+    if requested == "auto":
+        return "columns" if images > JSON_LIMIT and can_store(sources) else "json"
+    if requested == "columns" and not can_store(sources):
+        raise ChanstatsError("--partial-format columns stores image files' names; a dataset's samples are written "
+                             "as JSON (--partial-format json)")
+    return requested
+
+
+def write(state: PartialState, path: str, fmt: str = "json", sources: Sequence[ImageSource] | None = None) -> None:
+    """Write ``state`` to ``path``: atomically as JSON, or as a header and ``path.columns`` (the
+    run's sources, a :class:`~chanstats.sources.base.Listing`, are stored for the state's slice)."""
+    if fmt == "json":
+        remove_directory(path + COLUMNS_SUFFIX)  # a stale column directory of an earlier run
+        write_atomic(path, dumps(state))
+        return
+    directory = path + COLUMNS_SUFFIX
+    staging = f"{directory}.tmp-{os.getpid()}"
+    remove_directory(staging)
+    try:
+        state.images.copy_columns_to(staging)
+        meta = write_sources(sources, state.start, state.stop, staging)  # type: ignore[arg-type]
+        fsync_directory(staging)
+        remove_directory(directory)
+        os.replace(staging, directory)
+        fsync_directory(os.path.dirname(os.path.abspath(directory)))
+    except OSError as error:
+        remove_directory(staging)
+        raise ChanstatsError(f"{directory}: cannot write: {error.strerror or error}") from None
+    except BaseException:
+        remove_directory(staging)
+        raise
+    write_atomic(path, columns_header(state, os.path.basename(directory), meta))
+
+
+def columns_header(state: PartialState, directory: str, sources: dict[str, Any] | None) -> str:
+    """The header of a state whose images are the column files in ``directory`` (relative to the
+    header's folder, or absolute); ``sources``: what :func:`write_sources` recorded, if any."""
+    table = state.images
+    positions = {fmt: i for i, fmt in enumerate(state.formats)}
+    data = {
+        **header(state),
+        "partial_version": COLUMNS_VERSION,
+        "formats": _formats_json(state),
+        "bad": [[b.index, b.display, b.path, b.reason] for b in state.bad],
+        "columns": {
+            "directory": directory,
+            "formats": [positions[fmt] for fmt in table.formats],
+            "lengths": table.lengths(),
+            "sources": sources,
+        },
+    }
+    return json.dumps(data, allow_nan=False) + "\n"
+
+
+def parse_header(text: str, name: str) -> dict[str, Any]:
+    """A partial state's JSON (either version), checked for kind and version."""
     try:
         data = json.loads(text)
     except ValueError as error:
         raise ChanstatsError(f"{name}: not a chanstats partial state ({error})") from None
     if not isinstance(data, dict) or data.get("kind") != KIND:
         raise ChanstatsError(f"{name}: not a chanstats partial state (write one with compute --partial)")
-    if data.get("partial_version") != PARTIAL_VERSION:
+    if data.get("partial_version") not in (PARTIAL_VERSION, COLUMNS_VERSION):
         raise ChanstatsError(
-            f"{name}: partial state version {data.get('partial_version')!r}; this chanstats reads version {PARTIAL_VERSION}"
+            f"{name}: partial state version {data.get('partial_version')!r}; this chanstats reads versions "
+            f"{PARTIAL_VERSION} (JSON) and {COLUMNS_VERSION} (columns)"
         )
+    return data
+
+
+def open_columns(data: dict[str, Any], name: str, directory: str, origin: Sequence[ImageSource] | None = None,
+                 *, writable: bool = False) -> PartialState:
+    """The state a column header describes, its images the column files in ``directory``;
+    sources from ``origin`` (a run's own listing) or else those stored with it."""
+    if data.get("partial_version") != COLUMNS_VERSION:
+        raise ChanstatsError(f"{name}: written in the JSON format of an older chanstats, not as columns")
+    try:
+        state = _state_without_images(data)
+        columns = data["columns"]
+        by_position = list(state.formats)
+        table_formats = [by_position[i] for i in columns["formats"]]
+        lengths = {str(k): int(v) for k, v in columns["lengths"].items()}
+        stored = columns.get("sources")
+    except (KeyError, TypeError, ValueError, IndexError) as error:
+        raise ChanstatsError(f"{name}: damaged partial state ({type(error).__name__}: {error})") from None
+    if not os.path.isdir(directory):
+        raise ChanstatsError(f"{name}: its column files are missing ({directory} is not a folder)")
+    if origin is None and stored is not None:
+        origin = StoredSources(directory, stored, state.start)
+    state.images = ImageTable.open(directory, lengths, table_formats, origin, writable=writable)
+    if len(state.images) and not state.start <= int(state.images.index[0]) <= int(state.images.index[-1]) < state.done:
+        raise ChanstatsError(f"{name}: damaged partial state (image indices outside its slice {state.start}..{state.done - 1})")
+    return state
+
+
+def _state_without_images(data: dict[str, Any]) -> PartialState:
+    k, n = data["shard"]
+    start, stop = data["slice"]
+    return PartialState(
+        version=data["chanstats"],
+        options=data["options"],
+        fingerprint=data["fingerprint"],
+        listing_size=int(data["listing_size"]),
+        shard=(int(k), int(n)),
+        start=int(start),
+        stop=int(stop),
+        done=int(data["done"]),
+        formats=_formats_from_json(data["formats"]),
+        bad=[BadRecord(int(i), display, path, reason) for i, display, path, reason in data["bad"]],
+        listing=None if data.get("listing") is None else [(name, int(size)) for name, size in data["listing"]],
+        population=None if data.get("population") is None else int(data["population"]),
+    )
+
+
+def loads(text: str, name: str, directory: str | None = None) -> PartialState:
+    """Parse a partial state; ``name`` (the file) is named in every error. A column header's files
+    are in ``directory`` (default: the directory the header names, from the current folder)."""
+    data = parse_header(text, name)
+    if data["partial_version"] == COLUMNS_VERSION:
+        try:
+            where = directory or str(data["columns"]["directory"])
+        except (KeyError, TypeError) as error:
+            raise ChanstatsError(f"{name}: damaged partial state ({type(error).__name__}: {error})") from None
+        return open_columns(data, name, where)
     try:
         return _from_json(data)
     except (KeyError, TypeError, ValueError, IndexError) as error:
         raise ChanstatsError(f"{name}: damaged partial state ({type(error).__name__}: {error})") from None
 
+
 def _from_json(data: dict[str, Any]) -> PartialState:
-    formats: dict[PixelFormat, FormatTotals] = {}
-    by_id: list[PixelFormat] = []
-    for entry in data["formats"]:
-        scale = entry["scale"]
-        fmt = PixelFormat(tuple(entry["channels"]), scale if isinstance(scale, (int, float)) else int(scale),
-                          entry.get("dtype", ""), bool(entry.get("masked", False)))
-        integer = None if entry["integer"] is None else IntegerMoments.from_json(entry["integer"])
-        formats[fmt] = FormatTotals(fmt, int(entry["first_index"]), entry["example"], integer, _histogram_from_json(entry))
-        by_id.append(fmt)
+    state = _state_without_images(data)
+    by_id = list(state.formats)
     images = ImageTable()
     roots: dict[str, str] = {}
     for item in data["images"]:
@@ -104,23 +245,8 @@ def _from_json(data: dict[str, Any]) -> PartialState:
                 float_moments=None if floats is None else [_float_moments_from_json(f) for f in floats],
             )
         )
-    k, n = data["shard"]
-    start, stop = data["slice"]
-    return PartialState(
-        version=data["chanstats"],
-        options=data["options"],
-        fingerprint=data["fingerprint"],
-        listing_size=int(data["listing_size"]),
-        shard=(int(k), int(n)),
-        start=int(start),
-        stop=int(stop),
-        done=int(data["done"]),
-        formats=formats,
-        images=images,
-        bad=[BadRecord(int(i), display, path, reason) for i, display, path, reason in data["bad"]],
-        listing=None if data.get("listing") is None else [(name, int(size)) for name, size in data["listing"]],
-        population=None if data.get("population") is None else int(data["population"]),
-    )
+    state.images = images
+    return state
 
 
 def _format_extras(totals: FormatTotals) -> dict[str, Any]:
@@ -150,12 +276,22 @@ def _histogram_from_json(entry: dict[str, Any]):
 
 
 def read_partial(path: str) -> PartialState:
+    """The partial state in ``path``, in either format (a column header's files are found beside it)."""
     try:
         with open(path, encoding="utf-8") as stream:
             text = stream.read()
     except OSError as error:
         raise ChanstatsError(f"{path}: cannot read: {error.strerror or error}") from None
-    return loads(text, path)
+    except UnicodeDecodeError:
+        raise ChanstatsError(f"{path}: not a chanstats partial state (not text)") from None
+    data = parse_header(text, path)
+    if data["partial_version"] != COLUMNS_VERSION:
+        return loads(text, path)
+    try:
+        directory = os.path.join(os.path.dirname(os.path.abspath(path)), str(data["columns"]["directory"]))
+    except (KeyError, TypeError) as error:
+        raise ChanstatsError(f"{path}: damaged partial state ({type(error).__name__}: {error})") from None
+    return open_columns(data, path, directory)
 
 
 def _source_from_json(path: str, name: str, display: str, size: int, roots: dict[str, str]) -> ImageSource:

@@ -1,12 +1,16 @@
-"""Every good image of a run as fixed-width columns: :class:`ImageTable` and its row view
+"""Every good image of a run as fixed-width column files: :class:`ImageTable` and its row view
 :class:`ImageRecord`.
 
-A run keeps one entry per image for its whole length, so the table holds flat arrays rather than
-an object per image; partial states, checkpoints and merges move these columns.
+A run keeps one entry per image for its whole length, so the table keeps flat files on disk
+rather than an object (or even an array entry) per image in memory; partial states, checkpoints
+and merges move these columns.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
+import weakref
 from array import array
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -18,6 +22,22 @@ from ..errors import ChanstatsError
 from ..measure import SampleRow
 from ..sources.base import ImageSource, Listing
 from ..stats.moments import FloatMoments
+from .columns import ColumnFile, remove_directory
+
+# Each column's file is NAME.col in the table's directory; values little-endian.
+COLUMN_SUFFIX = ".col"
+COLUMNS = {
+    "index": "<i8",  # global listing index
+    "format_id": "u1",  # into the table's formats
+    "dropped_alpha": "u1",
+    "width": "<i8",
+    "height": "<i8",
+    "rows": "<f8",  # every image's packed sample rows, one after the other
+    "row_end": "<i8",  # image i's rows are rows[row_end[i - 1]:row_end[i]]
+    "floats": "<f8",  # float pipelines: per sample, see _pack_floats
+    "float_end": "<i8",  # image i's float records end here (no records: an integer image)
+}
+_NO_DOUBLES = np.zeros(0, dtype=np.float64)
 
 
 @dataclass(slots=True)
@@ -58,34 +78,121 @@ class ImageRecord:
 
 
 class ImageTable:
-    """Every good image of a state, column by column, in the order added.
+    """Every good image of a state, column by column, in the order added: append-only files in
+    a directory (see :mod:`.columns`), read back through memory maps.
 
-    A run keeps one entry per image for its whole length, so this holds flat arrays (about 90
-    bytes per image for RGB: the run's table names its images by listing index, not by source)
-    rather than an object per image with its own small ints and arrays (about 400 bytes).
-    Iterating yields :class:`ImageRecord` views.
+    Per image: listing index (int64), format number (uint8), whether alpha was dropped (uint8),
+    width and height (int64), the end of its packed sample rows in ``rows`` (float64), and, for
+    float pipelines, the end of its float64 moments records in ``floats``: about 100 bytes of disk
+    per RGB image and nothing per image in memory. ``directory`` is where the files go (made if
+    missing; a fresh table replaces column files already there); without one, a private
+    temporary folder made on first use and removed with the table.
+
+    A run's table names its images by listing index: its sources are ``origin[index]`` (the
+    run's listing, or the sources stored with a partial state). A table filled record by record
+    (:meth:`append`, a JSON partial state) keeps its own sources in memory instead. Iterating
+    yields :class:`ImageRecord` views.
     """
 
-    __slots__ = ("_sources", "origin", "index", "format_id", "dropped_alpha", "width", "height", "rows", "row_start",
-                 "formats", "float_moments")
+    __slots__ = ("_sources", "origin", "formats", "directory", "_columns", "_owned", "__weakref__")
 
-    def __init__(self, origin: Sequence[ImageSource] | None = None) -> None:
-        # A run's table keeps listing indices only: its sources are ``origin[index]`` (the run's
-        # listing). A table read from a file or merged keeps its own sources, as columns.
+    def __init__(self, origin: Sequence[ImageSource] | None = None, directory: str | None = None) -> None:
         self.origin = origin
         self._sources = None if origin is not None else Listing()
-        self.index = array("q")
-        self.format_id = array("B")
-        self.dropped_alpha = array("B")
-        self.width = array("q")
-        self.height = array("q")
-        self.rows = array("d")  # every image's packed sample rows, one after the other
-        self.row_start = array("q", [0])  # image i's rows are rows[row_start[i]:row_start[i + 1]]
         self.formats: list[PixelFormat] = []
-        self.float_moments: list[list[FloatMoments] | None] | None = None  # only once a float image came
+        self.directory = directory
+        self._columns: dict[str, ColumnFile] | None = None
+        self._owned = None
+
+    @classmethod
+    def open(cls, directory: str, lengths: dict[str, int], formats: Sequence[PixelFormat],
+             origin: Sequence[ImageSource] | None = None, *, writable: bool = False) -> "ImageTable":
+        """The saved table in ``directory`` whose columns held ``lengths`` records when saved
+        (later bytes are cut when ``writable``: the table then grows from there)."""
+        table = cls(origin, directory)
+        table.formats = list(formats)
+        table._columns = {
+            name: ColumnFile(os.path.join(directory, name + COLUMN_SUFFIX), dtype, int(lengths.get(name, 0)),
+                             writable=writable, fresh=False)
+            for name, dtype in COLUMNS.items()
+        }
+        table._check_consistent()
+        return table
+
+    def _check_consistent(self) -> None:
+        """Cheap checks that catch columns which do not belong together (a damaged copy)."""
+        columns = self._columns or {}
+        count = len(columns["index"])
+        for name in ("format_id", "dropped_alpha", "width", "height", "row_end", "float_end"):
+            if len(columns[name]) != count:
+                raise ChanstatsError(f"{columns[name].path}: damaged column file ({len(columns[name])} values, {count} images)")
+        for name, data in (("row_end", "rows"), ("float_end", "floats")):
+            ends = columns[name].view()
+            if count and int(ends[-1]) != len(columns[data]):
+                raise ChanstatsError(f"{columns[name].path}: damaged column file (ends at {int(ends[-1])}, "
+                                     f"{os.path.basename(columns[data].path)} holds {len(columns[data])} values)")
+        for block in columns["format_id"].blocks():
+            if len(block) and int(block.max()) >= len(self.formats):
+                raise ChanstatsError(f"{columns['format_id'].path}: damaged column file (pixel format "
+                                     f"{int(block.max())} of {len(self.formats)})")
+
+    @property
+    def columns(self) -> dict[str, ColumnFile]:
+        if self._columns is None:
+            if self.directory is None:
+                self.directory = tempfile.mkdtemp(prefix="chanstats-table-")
+                self._owned = weakref.finalize(self, remove_directory, self.directory)
+            os.makedirs(self.directory, exist_ok=True)
+            self._columns = {name: ColumnFile(os.path.join(self.directory, name + COLUMN_SUFFIX), dtype)
+                             for name, dtype in COLUMNS.items()}
+        return self._columns
+
+    def lengths(self) -> dict[str, int]:
+        """How many records each column holds (what a header records)."""
+        return {name: len(column) for name, column in self.columns.items()}
+
+    def sync(self) -> None:
+        """Flush and fsync every column (before a header that counts their records is written)."""
+        for column in self.columns.values():
+            column.sync()
+
+    def detach(self) -> None:
+        """Map every column now and close the write buffers: the table stays readable after its
+        directory is removed (a removed file stays mapped until the map is dropped)."""
+        for column in self.columns.values():
+            column.view()
+        self.close()
+
+    def close(self) -> None:
+        """Close the write buffers (the records stay readable)."""
+        for column in (self._columns or {}).values():
+            column.close()
 
     def __len__(self) -> int:
-        return len(self.index)
+        return 0 if self._columns is None else len(self._columns["index"])
+
+    def _view(self, name: str) -> np.ndarray:
+        return self.columns[name].view()
+
+    @property
+    def index(self) -> np.ndarray:
+        return self._view("index")
+
+    @property
+    def format_id(self) -> np.ndarray:
+        return self._view("format_id")
+
+    @property
+    def dropped_alpha(self) -> np.ndarray:
+        return self._view("dropped_alpha")
+
+    @property
+    def width(self) -> np.ndarray:
+        return self._view("width")
+
+    @property
+    def height(self) -> np.ndarray:
+        return self._view("height")
 
     @property
     def sources(self) -> Sequence[ImageSource]:
@@ -93,6 +200,10 @@ class ImageTable:
         if self._sources is not None:
             return self._sources
         return _Picked(self.origin, self.index)
+
+    def by_index(self) -> Sequence[ImageSource]:
+        """Sources looked up by global listing index (for tables merged with others)."""
+        return self.origin if self.origin is not None else _ByIndex(self)
 
     def adopt(self, origin: Sequence[ImageSource]) -> None:
         """Read sources from ``origin[index]`` from now on (a resumed run's own listing, which holds
@@ -116,79 +227,145 @@ class ImageTable:
             return len(self.formats) - 1
 
     def append(self, record: ImageRecord) -> None:
+        """Add one image (JSON partial states and tests; runs append whole chunks)."""
         format_id = self.format_number(record.format)
         self._own_sources().append(record.source)
-        self.index.append(record.index)
-        self.format_id.append(format_id)
-        self.dropped_alpha.append(int(record.dropped_alpha))
-        self.width.append(record.width)
-        self.height.append(record.height)
-        self.rows.extend(record.packed_rows)
-        self.row_start.append(len(self.rows))
-        if record.float_moments is not None and self.float_moments is None:
-            self.float_moments = [None] * (len(self.index) - 1)
-        if self.float_moments is not None:
-            self.float_moments.append(record.float_moments)
+        columns = self.columns
+        floats = _pack_floats(record.float_moments)
+        columns["index"].append(np.array([record.index]))
+        columns["format_id"].append(np.array([format_id]))
+        columns["dropped_alpha"].append(np.array([int(record.dropped_alpha)]))
+        columns["width"].append(np.array([record.width]))
+        columns["height"].append(np.array([record.height]))
+        columns["rows"].append(np.frombuffer(record.packed_rows, dtype=np.float64) if len(record.packed_rows) else _NO_DOUBLES)
+        columns["row_end"].append(np.array([len(columns["rows"])]))
+        columns["floats"].append(floats)
+        columns["float_end"].append(np.array([len(columns["floats"])]))
 
     def append_chunk(self, chunk, format_ids: Sequence[int]) -> None:
         """Append a :class:`~chanstats.scale.chunk.ChunkResult`'s images (its format ``i`` being this
-        table's ``format_ids[i]``): a few array copies, nothing per image."""
+        table's ``format_ids[i]``): a few buffered writes, nothing per image in this process's memory."""
         if self.origin is None:  # nothing would name the chunk's images
             raise ValueError("append_chunk needs a table that reads its sources from the run's listing (adopt)")
+        columns = self.columns
         count = len(chunk.index)
-        before = len(self.index)
-        self.index.frombytes(chunk.index.astype(np.int64, copy=False).tobytes())
+        columns["index"].append(chunk.index)
         mapping = np.array(format_ids, dtype=np.uint8)
-        self.format_id.frombytes(mapping[chunk.format_id].tobytes() if count else b"")
-        self.dropped_alpha.frombytes(chunk.dropped_alpha.astype(np.uint8, copy=False).tobytes())
-        self.width.frombytes(chunk.width.astype(np.int64, copy=False).tobytes())
-        self.height.frombytes(chunk.height.astype(np.int64, copy=False).tobytes())
-        ends = len(self.rows) + np.cumsum(chunk.row_lengths, dtype=np.int64)
-        self.rows.frombytes(chunk.rows.astype(np.float64, copy=False).tobytes())
-        self.row_start.frombytes(ends.tobytes())
-        if chunk.float_moments is not None and self.float_moments is None:
-            self.float_moments = [None] * before
-        if self.float_moments is not None:
-            self.float_moments.extend(chunk.float_moments if chunk.float_moments is not None else [None] * count)
+        columns["format_id"].append(mapping[chunk.format_id] if count else np.zeros(0, np.uint8))
+        columns["dropped_alpha"].append(chunk.dropped_alpha)
+        columns["width"].append(chunk.width)
+        columns["height"].append(chunk.height)
+        columns["row_end"].append(len(columns["rows"]) + np.cumsum(chunk.row_lengths, dtype=np.int64))
+        columns["rows"].append(chunk.rows)
+        if chunk.float_moments is None:
+            columns["float_end"].append(np.full(count, len(columns["floats"]), dtype=np.int64))
+        else:
+            packed = [_pack_floats(moments) for moments in chunk.float_moments]
+            columns["float_end"].append(len(columns["floats"]) + np.cumsum([len(p) for p in packed], dtype=np.int64))
+            columns["floats"].append(np.concatenate(packed) if packed else _NO_DOUBLES)
 
     def extend(self, other: "ImageTable") -> None:
         for record in other:
             self.append(record)
 
+    def _bounds(self, name: str, i: int) -> tuple[int, int]:
+        ends = self._view(name)
+        return (int(ends[i - 1]) if i else 0), int(ends[i])
+
     def __getitem__(self, i: int) -> ImageRecord:
+        if not 0 <= i < len(self):
+            raise IndexError("image table index out of range")
+        start, stop = self._bounds("row_end", i)
+        fmt = self.formats[int(self.format_id[i])]
         return ImageRecord(
-            index=self.index[i],
-            source=self._sources[i] if self._sources is not None else self.origin[self.index[i]],
-            format=self.formats[self.format_id[i]],
+            index=int(self.index[i]),
+            source=self._sources[i] if self._sources is not None else self.origin[int(self.index[i])],
+            format=fmt,
             dropped_alpha=bool(self.dropped_alpha[i]),
-            width=self.width[i],
-            height=self.height[i],
-            packed_rows=self.rows[self.row_start[i] : self.row_start[i + 1]],
-            float_moments=None if self.float_moments is None else self.float_moments[i],
+            width=int(self.width[i]),
+            height=int(self.height[i]),
+            packed_rows=array("d", self._view("rows")[start:stop].tobytes()),
+            float_moments=self.float_moments_of(i),
         )
+
+    def float_moments_of(self, i: int) -> list[FloatMoments] | None:
+        """Image ``i``'s float64 moments, one per sample (``None`` for an integer image)."""
+        start, stop = self._bounds("float_end", i)
+        if start == stop:
+            return None
+        channels = len(self.formats[int(self.format_id[i])].channels)
+        return _unpack_floats(np.array(self._view("floats")[start:stop]), channels)
+
+    @property
+    def float_moments(self) -> Sequence[list[FloatMoments] | None] | None:
+        """Each image's float64 moments (``None`` for integer images), made when read; ``None``
+        when no image has any."""
+        if len(self) == 0 or len(self.columns["floats"]) == 0:
+            return None
+        return _FloatMomentsView(self)
 
     def __iter__(self) -> Iterator[ImageRecord]:
         return (self[i] for i in range(len(self)))
 
+    def sample_rows(self, i: int) -> list[SampleRow]:
+        """Image ``i``'s per-sample (count, mean, M2) rows, without making its source."""
+        start, stop = self._bounds("row_end", i)
+        record = ImageRecord(0, None, self.formats[int(self.format_id[i])], False, 0, 0,  # type: ignore[arg-type]
+                             array("d", self._view("rows")[start:stop].tobytes()))
+        return record.rows
+
     def in_listing_order(self) -> "ImageTable":
-        """This table, or a reordered copy, sorted by listing index (merged partials may not be)."""
-        indices = np.array(self.index, dtype=np.int64)
-        if np.all(indices[1:] > indices[:-1]):
+        """This table, or a reordered copy, sorted by listing index (tables filled out of order)."""
+        if all(bool(np.all(block[1:] > block[:-1])) for block in _overlapping_blocks(self.index)):
             return self
         ordered = ImageTable()
         ordered._own_sources()
-        for i in np.argsort(indices, kind="stable"):
+        for i in np.argsort(self.index, kind="stable"):
             ordered.append(self[int(i)])
         return ordered
 
     def packed_samples(self, epochs: int) -> np.ndarray:
-        """All rows as an (images, epochs, 1 + 2·channels) float64 array, a view of the table's own
-        buffer (no copy; the table cannot grow while the view lives); every image must have the
-        same pixel format."""
+        """All rows as an (images, epochs, 1 + 2·channels) float64 array, a read-only view of the
+        rows file (no copy); every image must have the same pixel format."""
         if len(self.formats) != 1:
             raise ValueError("packed_samples needs images of one pixel format")
         width = row_width(self.formats[0])
-        return np.frombuffer(self.rows, dtype=np.float64).reshape(len(self), epochs, width)
+        return self._view("rows").reshape(len(self), epochs, width)
+
+    def copy_columns_to(self, directory: str) -> None:
+        """Copy every column file (as far as written) into ``directory``, in bounded pieces."""
+        self.sync()
+        os.makedirs(directory, exist_ok=True)
+        for name, column in self.columns.items():
+            target = os.path.join(directory, name + COLUMN_SUFFIX)
+            with open(target, "wb") as out:
+                for block in column.blocks():
+                    out.write(block.tobytes())
+                out.flush()
+                os.fsync(out.fileno())
+
+    @classmethod
+    def concatenate(cls, tables: Sequence["ImageTable"], origin: Sequence[ImageSource] | None,
+                    directory: str | None = None) -> "ImageTable":
+        """One table holding ``tables``' images one after the other, copied column by column in
+        bounded pieces (format numbers and row offsets renumbered); sources from ``origin``."""
+        merged = cls(origin, directory)
+        if origin is None:
+            merged._sources = None
+        columns = merged.columns
+        for table in tables:
+            if not len(table):
+                continue
+            mapping = np.array([merged.format_number(fmt) for fmt in table.formats], dtype=np.uint8)
+            shift = {"row_end": len(columns["rows"]), "float_end": len(columns["floats"])}
+            for name, column in table.columns.items():
+                for block in column.blocks():
+                    if name == "format_id":
+                        block = mapping[block]
+                    elif name in shift:
+                        block = block + shift[name]
+                    columns[name].append(block)
+        return merged
 
 
 class _Picked(Sequence[ImageSource]):
@@ -204,12 +381,80 @@ class _Picked(Sequence[ImageSource]):
 
     def __getitem__(self, i):  # type: ignore[override]
         if isinstance(i, slice):
-            return [self.origin[j] for j in self.indices[i]]
-        return self.origin[self.indices[i]]
+            return [self.origin[int(j)] for j in self.indices[i]]
+        return self.origin[int(self.indices[i])]
 
     def __iter__(self) -> Iterator[ImageSource]:
         origin = self.origin
-        return (origin[j] for j in self.indices)
+        return (origin[int(j)] for j in self.indices)
+
+
+class _ByIndex(Sequence[ImageSource]):
+    """A table's own sources looked up by global listing index (a table filled record by record)."""
+
+    __slots__ = ("table",)
+
+    def __init__(self, table: ImageTable) -> None:
+        self.table = table
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        position = int(np.searchsorted(self.table.index, index))
+        if position >= len(self.table) or int(self.table.index[position]) != index:
+            raise IndexError(f"image {index} is not in this table")
+        return self.table.sources[position]
+
+
+class _FloatMomentsView(Sequence):
+    """Each image's float64 moments, read from the table's columns when indexed."""
+
+    __slots__ = ("table",)
+
+    def __init__(self, table: ImageTable) -> None:
+        self.table = table
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self.table.float_moments_of(j) for j in range(*i.indices(len(self)))]
+        return self.table.float_moments_of(i)
+
+    def __iter__(self):
+        return (self.table.float_moments_of(i) for i in range(len(self.table)))
+
+
+def _overlapping_blocks(values: np.ndarray, step: int = 1 << 20) -> Iterator[np.ndarray]:
+    """Pieces of ``values`` that overlap by one, so that pairwise checks see every neighbour."""
+    for start in range(0, max(len(values) - 1, 0), step):
+        yield values[start : start + step + 1]
+
+
+def _pack_floats(moments: Sequence[FloatMoments] | None) -> np.ndarray:
+    """An image's float64 moments as fixed-width records, one per sample: pixels, whether per-channel
+    counts follow (1.0) or not (0.0), then mean, M2, min, max and counts per channel (counts 0
+    when absent). Pixel counts are integers below 2⁵³: exact in a double."""
+    if not moments:
+        return _NO_DOUBLES
+    records = []
+    for m in moments:
+        counts = m.counts if m.counts is not None else np.zeros(len(m.mean))
+        records.append(np.concatenate([[float(m.pixels), 0.0 if m.counts is None else 1.0],
+                                       m.mean, m.m2, m.mins, m.maxs, counts]).astype(np.float64))
+    return np.concatenate(records)
+
+
+def _unpack_floats(values: np.ndarray, channels: int) -> list[FloatMoments]:
+    width = 2 + 5 * channels
+    moments = []
+    for record in values.reshape(-1, width):
+        part = [record[2 + k * channels : 2 + (k + 1) * channels].copy() for k in range(5)]
+        counts = part[4].astype(np.int64) if record[1] else None
+        moments.append(FloatMoments(int(record[0]), part[0], part[1], part[2], part[3], counts))
+    return moments
 
 
 def row_width(pixel_format: PixelFormat) -> int:

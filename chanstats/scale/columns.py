@@ -1,0 +1,145 @@
+"""Append-only column files: fixed-width little-endian records in a run directory, read back
+through memory maps.
+
+A run keeps one entry per image for its whole length; held as Python objects or growing arrays
+that costs the main process memory in proportion to the dataset. Written to files instead, the
+main process holds a few write buffers, saving a checkpoint is a flush and an fsync whatever the
+run's length, and reading uses the page cache (:class:`numpy.memmap`), not the heap.
+
+A column is saved with its length in records (the header of a checkpoint or partial state
+records it); bytes past that length are what a run appended after its last save and are cut
+when it resumes. A file shorter than its recorded length is damaged and named in the error.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from typing import Iterator
+
+import numpy as np
+
+from ..errors import ChanstatsError
+
+# Bytes copied per step when columns are concatenated or copied: bounds merge memory.
+COPY_BLOCK = 1 << 22
+
+
+class ColumnFile:
+    """One column: ``path`` holds ``len(self)`` records of ``dtype`` (little-endian), appended to
+    through a buffered file and read through a memory map of the records flushed so far."""
+
+    __slots__ = ("path", "dtype", "_length", "_stream", "_view", "_view_length", "writable")
+
+    def __init__(self, path: str, dtype: str, length: int = 0, *, writable: bool = True, fresh: bool = True) -> None:
+        self.path, self.dtype = path, np.dtype(dtype).newbyteorder("<")
+        self._length, self._stream, self._view, self._view_length = length, None, None, -1
+        self.writable = writable
+        if fresh:
+            with open(path, "wb"):
+                pass
+        else:
+            self._check_size(length)
+            if writable and os.path.getsize(path) != length * self.dtype.itemsize:
+                # what a run appended after its last save (a kill -9 before the header was rewritten)
+                os.truncate(path, length * self.dtype.itemsize)
+
+    def _check_size(self, length: int) -> None:
+        try:
+            size = os.path.getsize(self.path)
+        except OSError as error:
+            if length == 0:
+                with open(self.path, "wb"):
+                    return
+            raise ChanstatsError(f"{self.path}: cannot read column file: {error.strerror or error}") from None
+        if size < length * self.dtype.itemsize:
+            raise ChanstatsError(
+                f"{self.path}: damaged column file ({size} bytes, its header records {length} values of "
+                f"{self.dtype.itemsize} bytes)"
+            )
+
+    def __len__(self) -> int:
+        return self._length
+
+    def append(self, values: np.ndarray) -> None:
+        """Append ``values`` (converted to the column's type): one buffered write."""
+        if not self.writable:
+            raise ValueError(f"{self.path} is read-only")
+        data = np.ascontiguousarray(values, dtype=self.dtype)
+        if self._stream is None:
+            self._stream = open(self.path, "ab", buffering=1 << 20)
+        self._stream.write(data.tobytes())
+        self._length += len(data)
+
+    def flush(self) -> None:
+        if self._stream is not None:
+            self._stream.flush()
+
+    def sync(self) -> None:
+        """Flush and fsync: the records are on disk before a header that counts them is written."""
+        if self._stream is not None:
+            self._stream.flush()
+            os.fsync(self._stream.fileno())
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+    def view(self) -> np.ndarray:
+        """The column's records as a read-only array backed by the file (no copy)."""
+        if self._view_length != self._length:
+            self.flush()
+            if self._length == 0:
+                self._view = np.zeros(0, dtype=self.dtype)
+            else:
+                self._view = np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self._length,))
+            self._view_length = self._length
+        return self._view  # type: ignore[return-value]
+
+    def blocks(self, records: int | None = None) -> Iterator[np.ndarray]:
+        """The records in consecutive pieces of bounded size."""
+        step = records or max(1, COPY_BLOCK // self.dtype.itemsize)
+        view = self.view()
+        for start in range(0, len(view), step):
+            yield view[start : start + step]
+
+
+def remove_directory(path: str) -> None:
+    """Remove a run's column directory and everything in it; nothing if it is not there."""
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def fsync_directory(path: str) -> None:
+    """Make a rename or new file in ``path`` durable (where the platform allows it)."""
+    try:
+        handle = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
+@contextmanager
+def run_directory(workdir: str | os.PathLike | None = None, prefix: str = "chanstats-run-") -> Iterator[str]:
+    """A new folder for a run's column files inside ``workdir`` (default: the system's temporary
+    folder, ``TMPDIR``), removed when the run ends: on success, on an error and on Ctrl-C alike
+    (only a ``kill -9`` leaves it behind)."""
+    parent = None if workdir is None else os.fspath(workdir)
+    try:
+        if parent is not None:
+            os.makedirs(parent, exist_ok=True)
+        path = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    except OSError as error:
+        raise ChanstatsError(f"--workdir {parent or tempfile.gettempdir()}: cannot create a folder there: "
+                             f"{error.strerror or error}") from None
+    try:
+        yield path
+    finally:
+        remove_directory(path)
