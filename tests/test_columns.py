@@ -170,11 +170,21 @@ def test_columns_go_to_the_run_directory(pool_dataset, tmp_path):
     assert finalize(state).images == IMAGES
 
 
+def kept_listings(workdir):
+    return [p for p in workdir.iterdir() if p.name.startswith("listing-")]
+
+
+def run_folders(workdir):
+    """What a run left in its work directory besides the listing it keeps for reuse."""
+    return [p for p in workdir.iterdir() if not p.name.startswith("listing-")]
+
+
 def test_workdir_is_used_and_nothing_is_left_after_success_or_failure(pool_dataset, tmp_path):
     env = clean_env(tmp_path)
     workdir = tmp_path / "work"
     run(["compute", "data", "-o", str(tmp_path / "out.json"), "--workdir", str(workdir), *POOL], cwd=pool_dataset, env=env)
-    assert workdir.is_dir() and list(workdir.iterdir()) == []
+    # the listing stays there for later runs and shards on the same inputs; the run's columns do not
+    assert workdir.is_dir() and run_folders(workdir) == [] and kept_listings(workdir)
     assert leftovers(tmp_path) == []
     # a failure (bad images under --on-error fail) cleans up too
     failed = run(["compute", "data", "-o", str(tmp_path / "fail.json"), "--workers", "2"], cwd=pool_dataset, env=env,
@@ -201,11 +211,11 @@ def test_ctrl_c_removes_the_run_directory(pool_dataset, tmp_path):
          str(workdir), "--transform", f"{tmp_path / 'slow.py'}:slow", *POOL],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: any(marks.iterdir()), "the workers to start measuring", process)
-    assert [p.name[:14] for p in workdir.iterdir()] == ["chanstats-run-"]  # the run's folder, while it runs
+    assert [p.name[:14] for p in run_folders(workdir)] == ["chanstats-run-"]  # the run's folder, while it runs
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
-    assert list(workdir.iterdir()) == [] and leftovers(tmp_path) == []
+    assert run_folders(workdir) == [] and leftovers(tmp_path) == []
 
 
 def test_a_checkpointed_run_keeps_its_columns_beside_the_checkpoint_only(pool_dataset, tmp_path, monkeypatch):
@@ -217,5 +227,5 @@ def test_a_checkpointed_run_keeps_its_columns_beside_the_checkpoint_only(pool_da
             "--checkpoint-every", "1", *POOL]
     start_and_kill(tmp_path, args, at_least=10, delay=0.03)
     assert (tmp_path / "ckpt.json.columns" / "rows.col").exists()
-    assert not workdir.exists() or list(workdir.iterdir()) == []
+    assert not workdir.exists() or run_folders(workdir) == []
     assert leftovers(tmp_path) == []
