@@ -280,7 +280,7 @@ def _emit(result, output, fmt, quiet, per_image=None) -> None:
     else:
         click.echo(text, nl=False)
     if per_image and result.per_image is not None:
-        write_atomic(per_image, result.per_image.to_csv(result.channels))
+        write_atomic(per_image, result.per_image.csv_pieces(result.channels))
     if not quiet:
         click.echo(summary(result), err=True)
         atypical = result.per_image.atypical_summary(result.channels) if result.per_image is not None else ""

@@ -52,3 +52,27 @@ def test_no_atypical_section_when_nothing_stands_out(tmp_path):
     result = CliRunner().invoke(cli, ["compute", str(tmp_path / "data"), "--workers", "0", "-o", str(tmp_path / "c.json")])
     assert result.exit_code == 0
     assert "most atypical" not in result.output
+
+
+def test_csv_is_written_in_pieces_equal_to_one_piece(tmp_path):
+    """A long per-image CSV is made a block of rows at a time; the blocks join into the same file."""
+    from chanstats.stats.moments import MomentsTable
+    from chanstats.stats.per_image import PerImage
+
+    rng = np.random.default_rng(3)
+    counts = rng.integers(1, 100, size=20)
+    means = rng.random((20, 2))
+    m2s = rng.random((20, 2)) * counts[:, None]
+    table = MomentsTable(counts, means, m2s)
+    per_image = PerImage([f"img{i}.png" for i in range(20)], list(range(20)), list(range(20, 40)), table)
+    pieces = list(per_image.csv_pieces(["R", "G"], rows=7))
+    assert len(pieces) == 3
+    rows = list(csv.reader("".join(pieces).splitlines()))
+    assert rows[0] == ["path", "width", "height", "mean_R", "mean_G", "std_R", "std_G"]
+    assert [r[0] for r in rows[1:]] == [f"img{i}.png" for i in range(20)]
+    values = np.array([[float(v) for v in r[3:]] for r in rows[1:]])
+    assert np.array_equal(values[:, :2], means)
+    assert np.array_equal(values[:, 2:], np.sqrt(m2s / counts[:, None]))
+    assert "".join(pieces) == per_image.to_csv(["R", "G"])
+    empty = PerImage([], [], [], table.take(slice(0, 0)))
+    assert empty.to_csv(["R", "G"]) == "path,width,height,mean_R,mean_G,std_R,std_G\n"

@@ -10,7 +10,7 @@ import json
 import os
 import stat
 import tempfile
-from typing import Any
+from typing import Any, Iterable
 
 from ..errors import ChanstatsError
 
@@ -43,8 +43,9 @@ def _json_text(value: Any, indent: str) -> str:
     return json.dumps(value, allow_nan=False)
 
 
-def write_atomic(path: str, text: str | bytes) -> None:
-    """Write ``text`` (or bytes) to ``path`` so that readers see the old file or the new one, never half.
+def write_atomic(path: str, text: str | bytes | Iterable[str]) -> None:
+    """Write ``text`` (or bytes, or consecutive pieces of text) to ``path`` so that readers see the
+    old file or the new one, never half.
 
     The new file is written beside the old one and renamed over it. A symbolic link is followed (the
     file it points to is replaced, the link stays), and a path that is not a regular file (``/dev/null``,
@@ -52,12 +53,13 @@ def write_atomic(path: str, text: str | bytes) -> None:
     pipe itself.
     """
     binary = isinstance(text, bytes)
+    pieces = [text] if isinstance(text, (str, bytes)) else text
     mode, encoding = ("wb", {}) if binary else ("w", {"encoding": "utf-8"})
     path = os.path.realpath(path) if os.path.islink(path) else path
     if _exists_but_not_regular(path):
         try:
             with open(path, mode, **encoding) as stream:
-                stream.write(text)
+                stream.writelines(pieces)
         except OSError as error:
             raise ChanstatsError(f"{path}: cannot write: {error.strerror or error}") from None
         return
@@ -68,7 +70,7 @@ def write_atomic(path: str, text: str | bytes) -> None:
         raise ChanstatsError(f"{path}: cannot write: {error.strerror or error}") from None
     try:
         with os.fdopen(handle, mode, **encoding) as stream:
-            stream.write(text)
+            stream.writelines(pieces)
             stream.flush()
             os.fsync(stream.fileno())
         os.chmod(temporary, _permissions_for(path))

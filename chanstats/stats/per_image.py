@@ -12,12 +12,14 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
 from .moments import MomentsTable
 
+# Rows of the per-image CSV made and written at a time.
+CSV_ROWS_PER_PIECE = 65536
 # Iglewicz and Hoaglin's cut-off for the modified z-score: beyond it a value is a likely outlier.
 ATYPICAL_Z = 3.5
 # Below this many images a median and MAD are too noisy to call anything atypical.
@@ -51,13 +53,26 @@ class PerImage:
 
     def to_csv(self, channels: Sequence[str]) -> str:
         """``path,width,height,mean_<C>...,std_<C>...`` with full float64 precision (repr)."""
+        return "".join(self.csv_pieces(channels))
+
+    def csv_pieces(self, channels: Sequence[str], rows: int = CSV_ROWS_PER_PIECE) -> Iterator[str]:
+        """:meth:`to_csv` as consecutive pieces of at most ``rows`` images each, so a file of
+        millions of rows is written without holding it (or every image's mean) in memory."""
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(["path", "width", "height"] + [f"mean_{c}" for c in channels] + [f"std_{c}" for c in channels])
-        mean, std = self.mean, self.std
-        for i, path in enumerate(self.paths):
-            writer.writerow([path, self.widths[i], self.heights[i]] + [repr(float(v)) for v in mean[i]] + [repr(float(v)) for v in std[i]])
-        return out.getvalue()
+        for start in range(0, len(self.paths), rows):
+            stop = min(len(self.paths), start + rows)
+            block = PerImage(self.paths, self.widths, self.heights, self.table.take(slice(start, stop)))
+            mean, std = block.mean, block.std
+            for i in range(stop - start):
+                writer.writerow([self.paths[start + i], self.widths[start + i], self.heights[start + i]]
+                                + [repr(float(v)) for v in mean[i]] + [repr(float(v)) for v in std[i]])
+            yield out.getvalue()
+            out.seek(0)
+            out.truncate()
+        if out.tell():  # the header of a table without rows
+            yield out.getvalue()
 
     def atypical(self, limit: int = 5, threshold: float = ATYPICAL_Z) -> list[tuple[int, float]]:
         """Up to ``limit`` ``(image index, z)`` with |z| > ``threshold``, most atypical first.
@@ -76,7 +91,8 @@ class PerImage:
         if z.size == 0:
             return []
         strongest = np.take_along_axis(z, np.abs(z).argmax(axis=1)[:, None], axis=1)[:, 0]
-        order = sorted((i for i in range(len(strongest)) if abs(strongest[i]) > threshold), key=lambda i: (-abs(strongest[i]), i))
+        beyond = np.flatnonzero(np.abs(strongest) > threshold)  # few: sorting them in Python is cheap
+        order = sorted(beyond.tolist(), key=lambda i: (-abs(strongest[i]), i))
         return [(i, float(strongest[i])) for i in order[:limit]]
 
     def atypical_summary(self, channels: Sequence[str], limit: int = 5) -> str:
