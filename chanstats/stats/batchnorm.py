@@ -166,6 +166,8 @@ def _schedule(n_samples: int, settings: RunningSettings, epochs: int) -> tuple[N
             order = np.random.default_rng([int(settings.seed), epoch]).permutation(epoch_len)
         else:
             order = np.arange(epoch_len)
+        if epochs == 1:  # the common case: no shifted copy and no concatenation of a row per sample
+            return order[:kept].astype(np.intp, copy=False), np.arange(0, kept, size, dtype=np.intp)
         rows.append(order[:kept] + epoch * epoch_len)
         starts.append(np.arange(0, kept, size) + epoch * kept)
     return np.concatenate(rows).astype(np.intp), np.concatenate(starts).astype(np.intp)
