@@ -76,3 +76,24 @@ def test_csv_is_written_in_pieces_equal_to_one_piece(tmp_path):
     assert "".join(pieces) == per_image.to_csv(["R", "G"])
     empty = PerImage([], [], [], table.take(slice(0, 0)))
     assert empty.to_csv(["R", "G"]) == "path,width,height,mean_R,mean_G,std_R,std_G\n"
+
+
+def test_atypical_takes_each_image_at_its_most_atypical_channel():
+    """Outliers planted on different channels are found with the z of their strongest channel,
+    against a direct numpy computation of the modified z-score over the whole (images, C) array."""
+    from chanstats.stats.moments import MomentsTable
+    from chanstats.stats.per_image import PerImage
+
+    rng = np.random.default_rng(7)
+    means = 0.5 + 0.01 * rng.standard_normal((60, 3))
+    means[5, 0], means[17, 2], means[33, 1], means[40, 1], means[40, 2] = 0.9, 0.1, 0.75, 0.7, 0.2
+    table = MomentsTable(np.full(60, 10), means, np.zeros((60, 3)))
+    found = PerImage([f"{i}" for i in range(60)], [1] * 60, [1] * 60, table).atypical(limit=10)
+
+    median = np.median(means, axis=0)
+    z = 0.6745 * (means - median) / np.median(np.abs(means - median), axis=0)
+    strongest = z[np.arange(60), np.abs(z).argmax(axis=1)]
+    expected = sorted((i for i in range(60) if abs(strongest[i]) > 3.5), key=lambda i: -abs(strongest[i]))
+    assert [i for i, _ in found] == expected[:10]
+    assert {5, 17, 33, 40} <= set(expected)
+    assert np.allclose([z_ for _, z_ in found], strongest[expected[:10]], rtol=1e-12)

@@ -85,12 +85,14 @@ class PerImage:
         >>> [(i, round(z, 1)) for i, z in PerImage(list("abcdefgh"), [1] * 8, [1] * 8, t).atypical()]
         [(7, 33.1)]
         """
-        if len(self.paths) < MIN_IMAGES_FOR_ATYPICAL:
+        if len(self.paths) < MIN_IMAGES_FOR_ATYPICAL or self.table.channels == 0:
             return []
-        z = robust_z(self.mean)
-        if z.size == 0:
-            return []
-        strongest = np.take_along_axis(z, np.abs(z).argmax(axis=1)[:, None], axis=1)[:, 0]
+        # One channel at a time: the temporaries are a column each, not an (images, C) array each.
+        mean = self.table.mean
+        strongest = robust_z(mean[:, 0])
+        for c in range(1, mean.shape[1]):
+            z = robust_z(mean[:, c])
+            np.copyto(strongest, z, where=np.abs(z) > np.abs(strongest))  # ties keep the first channel
         beyond = np.flatnonzero(np.abs(strongest) > threshold)  # few: sorting them in Python is cheap
         order = sorted(beyond.tolist(), key=lambda i: (-abs(strongest[i]), i))
         return [(i, float(strongest[i])) for i in order[:limit]]
@@ -108,7 +110,8 @@ class PerImage:
 
 
 def robust_z(values: np.ndarray) -> np.ndarray:
-    """Column-wise modified z-scores of an (n, C) array; 0 where a column has no spread.
+    """Column-wise modified z-scores of an (n, C) array (or of one column, (n,)); 0 where a column
+    has no spread.
 
     >>> robust_z(np.array([[1.0], [2.0], [3.0], [10.0]])).round(2).ravel().tolist()
     [-1.01, -0.34, 0.34, 5.06]
