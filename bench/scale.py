@@ -34,6 +34,7 @@ import os
 import pickle
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -135,6 +136,7 @@ def launcher(report_path: str, argv: list[str]) -> None:
     from chanstats.scale import checkpoint
 
     record: dict = {"saves": [], "measure_cpu": 0.0, "measure_wall": 0.0, "measured": 0}
+    watch_memory_kinds(record)
 
     def timed(function, on_done):
         def wrapper(*args, **kwargs):
@@ -185,6 +187,26 @@ def launcher(report_path: str, argv: list[str]) -> None:
         code = exit_.code or 0
     record["exit"] = code
     write_report(report_path, record)
+
+
+def watch_memory_kinds(record: dict) -> None:
+    """Keep the peaks of this process's anonymous and file-backed resident memory in ``record``
+    (sampled every 10 ms from ``/proc/self/status``, Linux only). Pages of memory-mapped files
+    (the listing's and the per-image columns) count in RSS but are page cache the kernel can
+    drop; anonymous memory is what the process really holds."""
+    if not os.path.exists("/proc/self/status"):
+        return
+    record["main_peak_anon"] = record["main_peak_file"] = 0
+
+    def sample() -> None:
+        while True:
+            with open("/proc/self/status") as status:
+                kinds = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in status if line.startswith("Rss")}
+            record["main_peak_anon"] = max(record["main_peak_anon"], kinds.get("RssAnon", 0))
+            record["main_peak_file"] = max(record["main_peak_file"], kinds.get("RssFile", 0) + kinds.get("RssShmem", 0))
+            time.sleep(0.01)
+
+    threading.Thread(target=sample, daemon=True).start()
 
 
 def write_report(path: str, record: dict, crashed: bool = False) -> None:
@@ -329,6 +351,17 @@ def synthetic(step: str, images: int, folder: str, parts: int) -> None:
         state = state_file.open_columns(data, path, path + state_file.COLUMNS_SUFFIX, writable=True)
         result["resume_wall"] = time.perf_counter() - wall
         result["resumed"] = state.done
+    elif step == "finalize":
+        # the end of a whole run: its state (header + columns) finalized, then the atypical summary
+        watch_memory_kinds(result)
+        path = os.path.join(folder, "part-1.json")
+        with open(path, encoding="utf-8") as stream:
+            data = state_file.parse_header(stream.read(), path)
+        state = state_file.open_columns(data, path, path + state_file.COLUMNS_SUFFIX, writable=False)
+        wall = time.perf_counter()
+        finalized = api.finalize(state)
+        finalized.per_image.atypical_summary(finalized.channels)
+        result["finalize_wall"] = time.perf_counter() - wall
     elif step == "merge":
         wall = time.perf_counter()
         paths = [os.path.join(folder, f"part-{k}.json.partial") for k in range(1, parts + 1)]
@@ -507,6 +540,20 @@ def real_runs(table: Table, cache: str, sizes: list[int], workers: int, work: st
               f"{run['wall']:.1f} s ({run['listing_wall']:.1f} s), {mib(run['main_peak'])}")
 
 
+def synthetic_finalize_runs(table: Table, sizes: list[int], work: str) -> None:
+    """Main-process memory of a whole run's state at the end: finalize (the BatchNorm simulation
+    over every sample) and the atypical-image summary, reading the columns through memory maps."""
+    for size in sizes:
+        folder = tempfile.mkdtemp(dir=work)
+        whole = run_synthetic("state", size, folder)
+        done = run_synthetic("finalize", size, folder)
+        table.add("synthetic: finalize + atypical summary: wall, peak (anonymous; mapped files)", human(size),
+                  f"{done['finalize_wall']:.1f} s, {mib(done['peak'])} ({mib(done.get('main_peak_anon', 0))}; "
+                  f"{mib(done.get('main_peak_file', 0))}); the state before it: "
+                  f"{whole['state_bytes'] / size:,.0f} B/image")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def synthetic_runs(table: Table, sizes: list[int], work: str) -> None:
     memory = {}
     for size in sizes:
@@ -582,7 +629,7 @@ def main() -> None:
     parser.add_argument("--gz-shards", type=int, default=4)
     parser.add_argument("--gz-members", type=int, default=1000, help="images per shard")
     parser.add_argument("--gz-side", type=int, default=128, help="side of the shards' PNGs (uncompressed PNG data)")
-    parser.add_argument("--only", choices=["real", "synthetic", "gzip", "listing"], action="append", help="run only these parts")
+    parser.add_argument("--only", choices=["real", "synthetic", "gzip", "listing", "finalize"], action="append", help="run only these parts")
     parser.add_argument("--out", help="also write the table (Markdown) here")
     args = parser.parse_args()
     parts = args.only or ["real", "synthetic", "gzip", "listing"]
@@ -596,6 +643,8 @@ def main() -> None:
             real_runs(table, args.cache, sorted({args.images // 5, args.images}), args.workers, work)
         if "synthetic" in parts:
             synthetic_runs(table, [args.images] if args.quick else [args.images, 1_000_000], work)
+        if "finalize" in parts:
+            synthetic_finalize_runs(table, [args.images] if args.quick else [args.images, 1_000_000, 10_000_000], work)
         if "listing" in parts:
             listing_runs(table, args.cache, args.images, args.quick)
         if "gzip" in parts:
