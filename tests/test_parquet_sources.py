@@ -230,3 +230,20 @@ def test_a_hugging_face_dataset_object_names_its_rows_by_its_id_column():
     result = chanstats.compute(dataset.cast_column("image", datasets.Image()), workers=2)
     assert list(result.per_image.paths) == [f"Dataset::{i}" for i in ids]
     np.testing.assert_allclose(result.per_image.mean, [p.reshape(-1, 3).mean(axis=0) / 255 for p in images], rtol=1e-12)
+
+
+def test_work_units_keep_each_row_group_whole(folder_and_tables):
+    """A row group is read from its start, so a worker gets whole groups: the units of work end
+    exactly where the row groups (10 rows each) end."""
+    root, paths = folder_and_tables
+    import pyarrow.parquet as pq
+
+    from chanstats.scale.engine import work_units
+    from chanstats.sources.listing import list_images
+
+    metadata = pq.ParquetFile(root / "train.parquet").metadata
+    ends = np.cumsum([metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]).tolist()
+    sources = list_images([str(root / "train.parquet")])
+    units = list(work_units(sources, 2, 4, 64))
+    assert [stop for _, stop in units] == ends
+    assert units[0][0] == 0 and all(a[1] == b[0] for a, b in zip(units, units[1:]))

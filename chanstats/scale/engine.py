@@ -143,12 +143,14 @@ def _guided_size(left: int, workers: int, smallest: int, largest: int) -> int:
 def work_units(sources: Sequence[ImageSource], workers: int, smallest: int = CHUNK_SIZE,
                largest: int = LARGEST_CHUNK) -> Iterator[tuple[int, int]]:
     """``(start, stop)`` of the chunks the workers get: :func:`guided_chunks`, except that every
-    member of a gzip-compressed shard goes to one chunk, in order, with nothing else.
+    member of a gzip-compressed shard goes to one chunk, in order, with nothing else, and so does
+    every row of a small Parquet row group (see :class:`~chanstats.sources.parquet.TableRow`).
 
     A ``.tar.gz`` has no random access: a worker given a piece of one inflates everything before
     it. Given the whole shard, one worker inflates it exactly once, so a run inflates each shard
     once in the workers whatever their number (compressed shards are then measured in parallel
-    with each other, not within one).
+    with each other, not within one). A Parquet row group is the same on a smaller scale: it is
+    read from its start.
 
     >>> from chanstats.sources.base import ImageSource
     >>> gz = [ImageSource("a.tar.gz", f"{i}.png", 1, 512 * i, True, in_archive=True) for i in range(40)]
@@ -211,12 +213,14 @@ class _Pace:
 
 
 def _archive_keys(sources: Sequence[ImageSource]) -> list[int] | None:
-    """Per source, a number naming the compressed shard it belongs to, or -1; ``None`` when no
-    source is a member of a compressed shard."""
+    """Per source, a number naming the compressed shard or the row group it belongs to, or -1;
+    ``None`` when no source belongs to one."""
     if isinstance(sources, Listing):
         return sources.archive_keys()
-    numbers: dict[str, int] = {}
-    keys = [numbers.setdefault(s.root, len(numbers)) if s.in_archive and s.compressed else -1 for s in sources]
+    numbers: dict[tuple[str, int], int] = {}
+    keys = [numbers.setdefault((s.root, -1), len(numbers)) if s.in_archive and s.compressed
+            else numbers.setdefault((s.root, s.group), len(numbers)) if getattr(s, "group", -1) >= 0  # a table's row group
+            else -1 for s in sources]
     return keys if any(key >= 0 for key in keys) else None
 
 

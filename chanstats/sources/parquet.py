@@ -43,9 +43,20 @@ _chosen_column: ContextVar[str | None] = ContextVar("chanstats_table_column", de
 @dataclass(frozen=True, slots=True)
 class TableRow(ImageSource):
     """One row of an image table: ``root`` the file, ``name`` ``"row N"``, ``offset`` N (the row's
-    index in the file) and ``column`` the image column; shown as ``file.parquet::row N``."""
+    index in the file) and ``column`` the image column; shown as ``file.parquet::row N``.
+
+    ``group``: the Parquet row group holding the row when that group is one unit of work (see
+    :data:`ROW_GROUP_UNIT_LIMIT`), else -1."""
 
     column: str = ""
+    group: int = -1
+
+
+# A Parquet row group is read from its start (its pages are compressed together), so a piece of
+# work that starts inside one reads every row before it again. Row groups up to this many rows
+# therefore go whole to one worker (chanstats.scale.engine.work_units); larger ones are split like
+# any listing, so that a table of a few huge groups still spreads over the workers.
+ROW_GROUP_UNIT_LIMIT = 4096
 
 
 @contextlib.contextmanager
@@ -92,10 +103,15 @@ def list_table(path: str) -> Iterator[Listed]:
         stat = os.stat(path)
     except OSError as error:
         raise ChanstatsError(f"{path}: cannot read: {error.strerror or error}") from None
-    schema, rows = _schema_and_rows(path)
+    schema, group_sizes = _schema_and_groups(path)
     column = image_column(schema, _chosen_column.get(), path)
-    for row in range(rows):
-        yield TableRow(path, f"row {row}", 0, row, in_archive=True, column=column), (stat.st_dev, stat.st_ino, row)
+    first = 0
+    for group, size in enumerate(group_sizes):
+        unit = group if size <= ROW_GROUP_UNIT_LIMIT and len(group_sizes) > 1 else -1
+        for row in range(first, first + size):
+            yield (TableRow(path, f"row {row}", 0, row, in_archive=True, column=column, group=unit),
+                   (stat.st_dev, stat.st_ino, row))
+        first += size
 
 
 def read_row(source: TableRow) -> bytes:
@@ -173,7 +189,8 @@ def _image_features(schema: Any) -> list[str]:
             and _holds_images(schema.field(name).type)]
 
 
-def _schema_and_rows(path: str) -> tuple[Any, int]:
+def _schema_and_groups(path: str) -> tuple[Any, list[int]]:
+    """A table's schema and the number of rows of each of its row groups (an Arrow file: one)."""
     try:
         import pyarrow as pa
     except ImportError:
@@ -185,9 +202,10 @@ def _schema_and_rows(path: str) -> tuple[Any, int]:
             import pyarrow.parquet as pq
 
             with pq.ParquetFile(path) as parquet:
-                return parquet.schema_arrow, parquet.metadata.num_rows
+                metadata = parquet.metadata
+                return parquet.schema_arrow, [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
         table = _read_arrow(path)
-        return table.schema, table.num_rows
+        return table.schema, [table.num_rows]
     except (OSError, pa.ArrowException) as error:
         kind = "Parquet" if path.lower().endswith(".parquet") else "Arrow"
         raise ChanstatsError(f"{path}: not a readable {kind} file ({_one_line(error)})") from None
