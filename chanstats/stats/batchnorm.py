@@ -207,19 +207,25 @@ def _pool(
 def _pool_slice(
     table: MomentsTable, rows: NDArray[np.intp], starts: NDArray[np.intp]
 ) -> tuple[NDArray[np.int64], Floats, Floats]:
-    # np.take: several times faster than fancy indexing of (n, C) rows
     # Counts are per sample, or per sample and channel where nodata left pixels out (the simulation
     # then models a normalization that ignores nodata, as a masked BatchNorm would).
-    counts = np.take(table.count, rows, axis=0).astype(np.int64)
+    counts = _gather(table.count, rows).astype(np.int64)
     weights = _by_channel(counts.astype(np.float64))
-    means = np.take(table.mean, rows, axis=0)
+    means = _gather(table.mean, rows)
     n_b = np.add.reduceat(counts, starts, axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_b = np.add.reduceat(weights * means, starts, axis=0) / _by_channel(n_b)
     deviation = means - np.repeat(mean_b, np.diff(np.append(starts, len(rows))), axis=0)
-    m2_within = np.add.reduceat(np.take(table.m2, rows, axis=0), starts, axis=0)
+    m2_within = np.add.reduceat(_gather(table.m2, rows), starts, axis=0)
     m2_b = m2_within + np.add.reduceat(weights * deviation**2, starts, axis=0)
     return n_b, mean_b, m2_b
+
+
+def _gather(values: np.ndarray, rows: NDArray[np.intp]) -> np.ndarray:
+    """``values[rows]``. np.take is several times faster on a contiguous array, but it first makes
+    a contiguous copy of the whole of any other: of every sample's means at each slice when they
+    are a strided view of the packed rows (as the columns on disk are)."""
+    return np.take(values, rows, axis=0) if values.flags.c_contiguous else values[rows]
 
 
 def _by_channel(values: np.ndarray) -> np.ndarray:
