@@ -154,8 +154,6 @@ def _sampled(run: Plan, resolved, workdir: str | None = None) -> Plan:
     return Plan(sources, run.measurer, run.options, run.fingerprint, everything)
 
 
-
-
 def _path_list(paths: Paths) -> list[str]:
     """``paths`` as a list of strings: one path or an iterable of them, each a ``str`` or a
     ``pathlib.Path`` (any ``os.PathLike``), so that configs record the same text either way.
@@ -210,7 +208,8 @@ def measure(
         workers = 0  # an iterable was measured while iterating: nothing is left for workers
     # Workers that run a transform start from a clean forkserver: this process has imported torch.
     # A dataset's workers must be forked, to inherit the dataset.
-    start_method = "forkserver" if run.measurer.transform is not None and not isinstance(run.measurer, DatasetMeasurer) else None
+    clean_start = run.measurer.transform is not None and not isinstance(run.measurer, DatasetMeasurer)
+    start_method = "forkserver" if clean_start else None
     chunks = measure_chunks(
         todo, run.measurer, workers=workers, progress=progress, offset=state.done, start_method=start_method
     )
@@ -457,8 +456,9 @@ def compute(
     ``workers``: processes (default: all cores; 0: in this process). ``checkpoint``: a file where
     progress is saved every ``checkpoint_every`` and resumed from when rerun (``restart`` discards
     it); it is deleted once the result is computed. ``clock`` collects the phase times.
-    ``workdir``: where the per-image column files go while the run lasts (default: the system's
-    temporary folder); a folder made there is removed when the run ends.
+    ``workdir``: where the run keeps its files (default: the system's temporary folder): the
+    per-image columns, in a folder removed when the run ends, and the listing, which stays there
+    for later runs on the same inputs (see :mod:`chanstats.sources.shared`).
 
     >>> result = compute("examples/images", workers=0)  # doctest: +SKIP
     >>> result.mean, result.std  # doctest: +SKIP

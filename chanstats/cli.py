@@ -160,8 +160,9 @@ def _extensions(value: str | None):
               help="json: one readable file; columns: a small header in FILE and the per-image column files in "
                    "FILE.columns/; auto: JSON up to 10,000 images, columns above. Both merge.")
 @click.option("--workdir", type=click.Path(file_okay=False), metavar="DIR",
-              help="Where the per-image column files go while the run lasts (default: the temporary folder, TMPDIR); "
-                   "a folder made there is removed at the end. Under --distributed on several machines: a shared folder.")
+              help="Where the run keeps its files (default: the temporary folder, TMPDIR): the per-image columns, "
+                   "removed at the end, and the listing, kept for later runs and shards on the same inputs. "
+                   "Under --distributed on several machines: a shared folder.")
 @click.option("--distributed", is_flag=True, help="Under torchrun: each rank measures its shard, rank 0 gathers them (gloo) and writes the config.")
 @click.option("--checkpoint", "checkpoint_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="Save progress here and resume from it when rerun; deleted after success. Under --distributed put {rank} in the name.")
