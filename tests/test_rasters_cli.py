@@ -172,3 +172,25 @@ def test_kill_and_resume_with_bands_nodata_and_histograms_gives_the_same_bytes(s
     assert (tmp_path / "out.json").read_bytes() == (tmp_path / "whole.json").read_bytes()
     config = json.loads((tmp_path / "whole.json").read_text())
     assert config["channels"] == ["B1", "B3", "B13"] and isinstance(config["count"]["pixels"], list)
+
+
+def test_a_tiff_is_read_from_its_file_and_a_misnamed_file_by_its_bytes(tmp_path):
+    """Under --mode keep a .tif is handed to tifffile as a path (it reads its own segments); a
+    PNG named .tif is still decoded by its bytes, and a TIFF cut short is one line naming it."""
+    import tifffile
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    raster = rng.integers(0, 4096, (30, 20, 4), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "a.tif", raster, photometric="minisblack", planarconfig="contig", compression="zlib")
+    grey = rng.integers(0, 256, (10, 10), dtype=np.uint8)
+    Image.fromarray(grey, "L").save(tmp_path / "b.tif", format="PNG")
+    result = json.loads(run_cli("compute", str(tmp_path / "a.tif"), "--mode", "keep", "--workers", "0", "-q").stdout)
+    assert result["count"]["pixels"] == 600
+    np.testing.assert_allclose(result["exact"]["mean_raw"], raster.reshape(-1, 4).mean(axis=0), rtol=1e-12)
+    png = json.loads(run_cli("compute", str(tmp_path / "b.tif"), "--mode", "keep", "--workers", "0", "-q").stdout)
+    np.testing.assert_allclose(png["exact"]["mean"], [grey.mean() / 255], rtol=1e-12)
+    data = (tmp_path / "a.tif").read_bytes()
+    (tmp_path / "a.tif").write_bytes(data[: len(data) // 2])
+    cut = run_cli("compute", str(tmp_path / "a.tif"), "--mode", "keep", "--workers", "0", "-q")
+    assert cut.returncode == 2 and str(tmp_path / "a.tif") in cut.stderr and len(cut.stderr.strip().splitlines()) <= 3

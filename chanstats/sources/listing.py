@@ -19,7 +19,7 @@ import itertools
 import os
 import re
 import stat as stat_module
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import BinaryIO, Callable, Iterable, Iterator, Sequence
 
 from ..errors import BadImageError, ChanstatsError, NoImagesError
 from .base import IMAGE_EXTENSIONS, ImageSource, Listed, Listing, not_regular
@@ -330,16 +330,27 @@ def read_source(source: ImageSource) -> bytes:
     return read_member(source)
 
 
-def _read_file(source: ImageSource) -> bytes:
+def open_file(source: ImageSource) -> BinaryIO:
+    """A plain file's stream, for a reader that reads only the parts it needs (a TIFF's segments).
+
+    Raises :class:`~chanstats.errors.BadImageError` as :func:`read_source` does for a file that
+    cannot be opened or is not a regular file.
+    """
     # O_NONBLOCK: a file that became a FIFO after listing must not hang the run; the fstat
     # refuses it before any read. (No effect on reading regular files.)
     try:
         descriptor = os.open(source.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as error:
         raise BadImageError(source.display, f"cannot read: {error.strerror or error}") from None
-    with open(descriptor, "rb") as stream:
-        if not stat_module.S_ISREG(os.fstat(descriptor).st_mode):
-            raise BadImageError(source.display, "not a regular file")
+    stream = open(descriptor, "rb")
+    if not stat_module.S_ISREG(os.fstat(descriptor).st_mode):
+        stream.close()
+        raise BadImageError(source.display, "not a regular file")
+    return stream
+
+
+def _read_file(source: ImageSource) -> bytes:
+    with open_file(source) as stream:
         try:
             return stream.read()
         except OSError as error:
