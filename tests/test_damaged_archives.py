@@ -93,7 +93,7 @@ def test_a_flipped_byte_in_a_stored_gzip_member_is_caught_by_its_crc(tmp_path):
     shard.write_bytes(bytes(compressed))
     # The folder it was made from, plus the shard: the folder's images are measured, the shard is named.
     folder = write_folder(tmp_path / "folder", members)
-    reason = "damaged (gzip data error (incorrect data check) in the gzip member at compressed byte 0); no member of the shard was read"
+    reason = "damaged (gzip data error (incorrect checksum found) in the gzip member at compressed byte 0); no member of the shard was read"
     for workers in ("0", "2"):
         code, _, stderr = compute_json(str(folder), str(shard), "--workers", workers)
         assert code == 2 and f"{shard}: {reason}" in stderr
@@ -110,7 +110,7 @@ def test_damage_in_a_later_gzip_member_keeps_the_verified_ones(tmp_path):
     shard = tmp_path / "s.tgz"
     shard.write_bytes(first + bytes(second))
     good = dict(list(members.items())[:25])
-    reason = (f"damaged after member 000024.png (gzip data error (incorrect data check) in the gzip member at compressed "
+    reason = (f"damaged after member 000024.png (gzip data error (incorrect checksum found) in the gzip member at compressed "
               f"byte {len(first)}); the rest of the shard was not read")
     assert_damage_named(shard, reason, good, tmp_path)
 
