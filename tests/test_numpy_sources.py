@@ -88,6 +88,7 @@ def test_a_transform_sees_a_uint8_stack_as_the_pil_images_a_folder_of_its_pngs_g
         assert config[part] == folder[part]
 
 
+@pytest.mark.slow  # about 15 s: a transform's workers start from a fresh forkserver
 def test_a_transform_takes_a_multiband_uint16_stack_as_channels_first_tensors(tmp_path):
     stack = np.random.default_rng(4).integers(0, 65536, size=(COUNT, 9, 11, 5), dtype=np.uint16)
     np.save(tmp_path / "bands.npy", stack)

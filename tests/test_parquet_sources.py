@@ -210,6 +210,7 @@ def test_a_table_of_one_large_row_group_is_read_in_slices(tmp_path):
     assert config["count"]["images"] == count
 
 
+@pytest.mark.slow  # about 15 s: a transform's workers start from a fresh forkserver
 def test_a_transform_gives_a_parquet_file_the_folders_numbers_bit_for_bit(folder_and_tables):
     root, _ = folder_and_tables
     spec = "[{RandomResizedCrop: {size: 12}}, RandomHorizontalFlip, ToImage, {ToDtype: {dtype: float32, scale: true}}]"
