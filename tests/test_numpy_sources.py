@@ -7,6 +7,7 @@ import csv
 import json
 
 import numpy as np
+import pytest
 
 from .helpers.cli import run_cli
 
