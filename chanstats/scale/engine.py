@@ -218,10 +218,17 @@ def _archive_keys(sources: Sequence[ImageSource]) -> list[int] | None:
     if isinstance(sources, Listing):
         return sources.archive_keys()
     numbers: dict[tuple[str, int], int] = {}
-    keys = [numbers.setdefault((s.root, -1), len(numbers)) if s.in_archive and s.compressed
-            else numbers.setdefault((s.root, s.group), len(numbers)) if getattr(s, "group", -1) >= 0  # a table's row group
-            else -1 for s in sources]
+    keys = [-1 if unit is None else numbers.setdefault(unit, len(numbers)) for unit in map(_unit_of, sources)]
     return keys if any(key >= 0 for key in keys) else None
+
+
+def _unit_of(source: ImageSource) -> tuple[str, int] | None:
+    """The piece of work ``source`` must not be separated from: its compressed shard, or its
+    table's row group (a :class:`~chanstats.sources.parquet.TableRow` says which); else ``None``."""
+    if source.in_archive and source.compressed:
+        return source.root, -1
+    group = getattr(source, "group", -1)
+    return (source.root, group) if group >= 0 else None
 
 
 def _parallel_chunks(
