@@ -13,6 +13,7 @@ killed after its save past half-way and resumed; four ``--shard K/4 --partial`` 
 
     PYTHONPATH=. python bench/million.py               # builds ~1 GB of shards once (about a minute)
     PYTHONPATH=. python bench/million.py --images 200000 --step 50000
+    PYTHONPATH=. python bench/million.py --images 10000000 --step 1000000 --only plain   # ~10 GB of shards
 """
 
 from __future__ import annotations
