@@ -570,10 +570,8 @@ def compute_distributed(
         for r, text in enumerate(headers):
             try:
                 states.append(state_file.loads(text, f"rank {r}"))
-            except ChanstatsError as failure:
-                if "column files are missing" in str(failure):
-                    raise ChanstatsError(distributed.missing_columns(r, shared)) from None
-                raise
+            except state_file.MissingColumnsError:
+                raise ChanstatsError(distributed.missing_columns(r, shared)) from None
         with run_directory(workdir) as directory:
             merged = merge_states(states, [f"rank {r}" for r in range(world)], directory, origin=run.sources)
             result = finalize(merged)

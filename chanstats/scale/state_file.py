@@ -38,6 +38,11 @@ FORMATS = ("auto", "json", "columns")
 JSON_LIMIT = 10_000
 
 
+class MissingColumnsError(ChanstatsError):
+    """A column-format state whose folder of column files is not where its header says (moved
+    apart from it, or on a file system this process does not see)."""
+
+
 def header(state: PartialState) -> dict[str, Any]:
     """The state's fields other than its images, as the file's first line holds them."""
     return {
@@ -182,7 +187,7 @@ def open_columns(data: dict[str, Any], name: str, directory: str, origin: Sequen
     except (KeyError, TypeError, ValueError, IndexError) as error:
         raise ChanstatsError(f"{name}: damaged partial state ({type(error).__name__}: {error})") from None
     if not os.path.isdir(directory):
-        raise ChanstatsError(f"{name}: its column files are missing ({directory} is not a folder)")
+        raise MissingColumnsError(f"{name}: its column files are missing ({directory} is not a folder)")
     if origin is None and stored is not None:
         origin = StoredSources(directory, stored, state.start)
     state.images = ImageTable.open(directory, lengths, table_formats, origin, writable=writable)
