@@ -20,7 +20,7 @@ import functools
 import operator
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -269,14 +269,8 @@ class ChannelHistogram:
         """
         if pixels.dtype.kind not in "iu" or pixels.dtype.itemsize > 4:
             raise TypeError(f"need integer pixels of at most 32 bits, got {pixels.dtype}")
-        if pixels.ndim == 2:
-            pixels = pixels[:, :, np.newaxis]
-        if pixels.shape[2] != self.channels:
-            raise ValueError(f"{pixels.shape[2]} channels given to a histogram of {self.channels}")
-        for channel in range(self.channels):
-            band = pixels[:, :, channel]
-            band = band.ravel() if mask is None else band[~channel_mask(mask, channel, band.shape)]
-            self.bands[channel] = self.bands[channel].merge(BandCounts.of(band))
+        for channel, values in enumerate(kept_values(pixels, mask, self.channels, "histogram")):
+            self.bands[channel] = self.bands[channel].merge(BandCounts.of(values))
         return self
 
     def merge(self, other: "ChannelHistogram") -> "ChannelHistogram":
@@ -364,6 +358,20 @@ class ChannelHistogram:
 
     def __setstate__(self, state: dict) -> None:
         self._bands, self._dense, self._low = state["bands"], None, 0
+
+
+def kept_values(pixels: np.ndarray, mask: np.ndarray | None, channels: int, kind: str) -> Iterator[np.ndarray]:
+    """Each channel's values of an (H, W) or (H, W, C) array, flat, without the pixels ``mask``
+    leaves out (see :func:`channel_mask`), one channel at a time (a masked band is a copy);
+    ``kind`` names the accumulator in the error when the number of channels is not ``channels``,
+    raised before the first channel."""
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, np.newaxis]
+    if pixels.shape[2] != channels:
+        raise ValueError(f"{pixels.shape[2]} channels given to a {kind} of {channels}")
+    for channel in range(channels):
+        band = pixels[:, :, channel]
+        yield band.ravel() if mask is None else band[~channel_mask(mask, channel, band.shape)]
 
 
 def channel_mask(mask: np.ndarray, channel: int, shape: tuple[int, int]) -> np.ndarray:

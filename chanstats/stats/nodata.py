@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
@@ -246,15 +247,11 @@ def nonfinite_reason(pixels: np.ndarray, mask: np.ndarray | None = None) -> str 
     return None
 
 
-def _kept_values(pixels: np.ndarray, mask: np.ndarray | None) -> list[np.ndarray]:
-    """Per channel, the 1-D array of pixels not masked out."""
-    from .histogram import channel_mask
+def _kept_values(pixels: np.ndarray, mask: np.ndarray | None) -> Iterator[np.ndarray]:
+    """Per channel of an (H, W, C) array, the 1-D array of pixels not masked out."""
+    from .histogram import kept_values
 
-    bands = []
-    for channel in range(pixels.shape[2]):
-        band = pixels[:, :, channel]
-        bands.append(band.ravel() if mask is None else band[~channel_mask(mask, channel, band.shape)])
-    return bands
+    return kept_values(pixels, mask, pixels.shape[2], "band")
 
 
 def _as_hwc(pixels: np.ndarray) -> np.ndarray:

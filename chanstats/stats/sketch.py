@@ -31,7 +31,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .histogram import DEFAULT_PERCENTILES, BandCounts, channel_mask, percentile_rank
+from .histogram import DEFAULT_PERCENTILES, BandCounts, kept_values, percentile_rank
 
 DEFAULT_MANTISSA_BITS = 10
 
@@ -87,13 +87,7 @@ class QuantileSketch:
         infinite value raises ``ValueError``."""
         if pixels.dtype.kind not in "fiu":
             raise TypeError(f"need real pixels, got {pixels.dtype}")
-        if pixels.ndim == 2:
-            pixels = pixels[:, :, np.newaxis]
-        if pixels.shape[2] != self.channels:
-            raise ValueError(f"{pixels.shape[2]} channels given to a sketch of {self.channels}")
-        for channel in range(self.channels):
-            band = pixels[:, :, channel]
-            values = band.ravel() if mask is None else band[~channel_mask(mask, channel, band.shape)]
+        for channel, values in enumerate(kept_values(pixels, mask, self.channels, "sketch")):
             values = values.astype(np.float64, copy=False)
             values = values[~np.isnan(values)]
             if values.size == 0:
