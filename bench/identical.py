@@ -251,6 +251,8 @@ def compare(baseline: Path, torchrun: bool = True) -> list[str]:
                 differences.append(f"{name}: {before.get(name)!r}\n  now {after.get(name)!r}")
         old = {p.relative_to(baseline / "files") for p in (baseline / "files").rglob("*") if p.is_file()}
         new = {p.relative_to(current / "files") for p in (current / "files").rglob("*") if p.is_file()}
+        if not torchrun:
+            old.discard(Path("distributed.json"))
         for path in sorted(old ^ new):
             differences.append(f"{path}: {'only before' if path in old else 'only now'}")
         for path in sorted(old & new):

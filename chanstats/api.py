@@ -25,7 +25,7 @@ from . import kernel
 from ._version import __version__
 from .errors import BadImagesError, ChanstatsError, NoImagesError
 from .measure import Measurer
-from .options import DEFAULT_PERCENTILES_TEXT, ErrorBudget, RunOptions, compose, settings_of
+from .options import ErrorBudget, RecordedOptions, ResolvedOptions, RunOptions, compose
 from .pixels import ArrayMeasurer, DatasetMeasurer, MeasuredMeasurer, needs_array_measurer
 from .report.files import read_config
 from .report.result import Result
@@ -45,7 +45,7 @@ from .sources.parquet import choose_column
 from .stats.batchnorm import simulate
 from .stats.moments import FloatMoments, MomentsTable
 from .stats.per_image import PerImage
-from .stats.sampling import SampleSpec, cluster_intervals, cluster_table, describe, sample_indices
+from .stats.sampling import cluster_intervals, cluster_table, describe, sample_indices
 
 if TYPE_CHECKING:
     from .report.check import CheckReport
@@ -62,7 +62,7 @@ class Plan:
 
     sources: Sequence[ImageSource]  # a Listing: columns, sources made when indexed
     measurer: Measurer
-    options: dict[str, Any]
+    options: ResolvedOptions
     fingerprint: str
     # With --sample: every image found (``sources`` is then the sampled subset, in listing order);
     # the fingerprint, --listing and the confidence intervals' population are the whole listing's.
@@ -94,7 +94,7 @@ def plan(paths: Paths | Any, options: RunOptions | None = None, *, workdir: str 
     measurer_type = ArrayMeasurer if needs_array_measurer(sources) else Measurer
     measurer = measurer_type(resolved.options.mode, resolved.transform, resolved.options.epochs, resolved.settings.seed,
                              resolved.pixels)
-    return _sampled(Plan(sources, measurer, resolved.record, fingerprint(sources)), resolved, workdir)
+    return _sampled(Plan(sources, measurer, resolved, fingerprint(sources)), workdir)
 
 
 def _plan_dataset(source: Any, kind: str, options: RunOptions) -> Plan:
@@ -108,7 +108,7 @@ def _plan_dataset(source: Any, kind: str, options: RunOptions) -> Plan:
     if resolved.transform is not None and kind != MAP_STYLE:
         raise ChanstatsError(f"--transform applies to samples read by index, and a {kind} is iterated as given "
                              f"({name}): give the transform to its dataset instead")
-    record = {**resolved.record, "dataset": name, "dataset_kind": kind}
+    resolved = resolved.recording(dataset=name, dataset_kind=kind)
     epochs, seed = options.epochs, resolved.settings.seed
     if options.batches == "loader" and kind != LOADER:
         raise ChanstatsError(f"batches='loader' follows a DataLoader's own batches; {name} is a {kind}")
@@ -123,33 +123,33 @@ def _plan_dataset(source: Any, kind: str, options: RunOptions) -> Plan:
         measured = measure_iterable(source, options.key, options.layout, epochs, kind == LOADER, name, pixel_measurer,
                                     batch_sizes)
         if options.batches == "loader":
-            _follow_loader_batches(record, batch_sizes, name)
+            resolved = resolved.recording(**_loader_batches(batch_sizes, name))
         sources = [DatasetItem(name, f"sample {k}", 0, k, in_archive=True) for k in range(len(measured))]
         measurer = MeasuredMeasurer(options.mode, None, epochs, seed, resolved.pixels, measured=tuple(measured))
     if not sources:
         raise NoImagesError(f"{name}: the dataset is empty")
-    return _sampled(Plan(sources, measurer, record, fingerprint(sources)), resolved)
+    return _sampled(Plan(sources, measurer, resolved, fingerprint(sources)))
 
 
-def _follow_loader_batches(record: dict[str, Any], batch_sizes: list[int], name: str) -> None:
-    """Make the BatchNorm simulation batch exactly as the loader did: its samples are in the table
+def _loader_batches(batch_sizes: list[int], name: str) -> dict[str, Any]:
+    """The recorded BatchNorm settings that batch the simulation exactly as the loader did: its samples are in the table
     in the loader's order, so consecutive batches of its batch size, unshuffled, are its batches
     (what a first BatchNorm layer saw in training, as fvcore's precise BN and ``update_bn`` do)."""
     size = batch_sizes[0] if batch_sizes else 1
     if any(count != size for count in batch_sizes[:-1]) or (batch_sizes and batch_sizes[-1] > size):
         raise ChanstatsError(f"{name}: its batches differ in size ({', '.join(map(str, sorted(set(batch_sizes))))}); "
                              "batches='loader' follows batches of one size (the last may be smaller)")
-    record.update(batch_size=size, shuffle=False, drop_last=False)
+    return dict(batch_size=size, shuffle=False, drop_last=False)
 
 
-def _sampled(run: Plan, resolved, workdir: str | None = None) -> Plan:
+def _sampled(run: Plan, workdir: str | None = None) -> Plan:
     """With ``--sample``: the seeded subset, drawn before anything is read (shards, checkpoints
     and workers only see the sample); the fingerprint and the population stay the whole listing's."""
-    if resolved.sample is None:
+    if run.options.sample is None:
         return run
     everything = run.sources
-    size = resolved.sample.size(len(everything))
-    chosen = (everything[i] for i in sample_indices(len(everything), size, resolved.settings.seed, workdir))
+    size = run.options.sample.size(len(everything))
+    chosen = (everything[i] for i in sample_indices(len(everything), size, run.options.seed, workdir))
     sources = Listing(chosen) if isinstance(everything, Listing) else list(chosen)
     return Plan(sources, run.measurer, run.options, run.fingerprint, everything)
 
@@ -193,9 +193,9 @@ def measure(
     kernel.warn_if_missing()
     start, stop = shard_bounds(len(run.sources), *shard)
     everything = run.sources if run.everything is None else run.everything
-    listing = [(source.name, source.size) for source in everything] if run.options.get("listing") else None
+    listing = [(source.name, source.size) for source in everything] if run.options.listing else None
     state = PartialState(
-        __version__, run.options, run.fingerprint, len(run.sources), shard, start, stop, start, listing=listing,
+        __version__, run.options.record, run.fingerprint, len(run.sources), shard, start, stop, start, listing=listing,
         population=None if run.everything is None else len(run.everything),
     )
     # The state names its images by listing index; a resumed one's sources are this same listing's.
@@ -220,7 +220,7 @@ def measure(
                 checkpoint.after_chunk(state, len(chunk))
     if checkpoint is not None:
         checkpoint.save(state)
-    if run.options["on_error"] == "fail":
+    if run.options.on_error == "fail":
         _apply_error_policy(state.bad, stop - start, "fail", None)
     return state
 
@@ -234,11 +234,9 @@ def finalize(state: PartialState) -> Result:
     """
     if (state.start, state.done) != (0, state.listing_size):
         raise ChanstatsError(f"state covers images {state.start}..{state.done - 1}, not all {state.listing_size}")
-    options = state.options
-    budget = ErrorBudget.parse(options["max_bad"])
-    settings = settings_of(options)
+    options = RecordedOptions.parse(state.options)
     bad = sorted(state.bad, key=lambda b: b.index)
-    _apply_error_policy(bad, state.listing_size, options["on_error"], budget)
+    _apply_error_policy(bad, state.listing_size, options.on_error, options.budget)
     images = state.images.in_listing_order()
     if not len(images):
         raise NoImagesError("no image could be read")
@@ -249,15 +247,15 @@ def finalize(state: PartialState) -> Result:
     (totals,) = state.formats.values()
     pixel_format = totals.format
     exact, method = _exact_statistics(totals, images)
-    epochs = options.get("epochs", 1)
+    epochs = options.epochs
     channels = len(pixel_format.channels)
     width = row_width(pixel_format)
     per_channel = pixel_format.masked
     samples = images.packed_samples(epochs)  # a view of the table: no per-sample objects
     # Epoch-major, as training visits them: all images of epoch 0, then of epoch 1, ...
     table = MomentsTable.from_packed(samples.transpose(1, 0, 2).reshape(-1, width), channels, per_channel)
-    running = simulate(table, settings, epochs=epochs)
-    sampled = None if options.get("sample") is None else _sample_description(state, images, pixel_format, method)
+    running = simulate(table, options.settings, epochs=epochs)
+    sampled = None if options.sample is None else _sample_description(state, images, pixel_format, method, options)
     return Result(
         version=state.version,
         channels=pixel_format.channels,
@@ -267,7 +265,7 @@ def finalize(state: PartialState) -> Result:
         exact=exact,
         exact_method=method,
         running=running,
-        options=options,
+        options=state.options,
         fingerprint=state.fingerprint,
         skipped=[(b.display, b.reason) for b in bad],
         dropped_alpha=int(np.sum(images.dropped_alpha, dtype=np.int64)),
@@ -287,12 +285,10 @@ def finalize(state: PartialState) -> Result:
     )
 
 
-def _percentiles(totals, options: dict[str, Any]) -> dict[str, Any] | None:
+def _percentiles(totals, options: RecordedOptions) -> dict[str, Any] | None:
     """The percentiles section: exact (integer data, from the merged histograms) or from the
     quantile sketch within its stated relative error (float data)."""
-    from .options import PixelOptions, RunOptions as _Options
-
-    qs = PixelOptions.parse(_Options(percentiles=options.get("percentiles", DEFAULT_PERCENTILES_TEXT))).percentiles
+    qs = options.percentiles
     if qs is None or totals.histogram is None:
         return None
     histogram = totals.histogram
@@ -344,10 +340,10 @@ def _clipped_statistics(histogram, qs, raw, scale) -> list[dict[str, Any]]:
     return pairs
 
 
-def _nodata_description(pixel_format, options: dict[str, Any]) -> dict[str, Any] | None:
+def _nodata_description(pixel_format, options: RecordedOptions) -> dict[str, Any] | None:
     if not pixel_format.masked:
         return None
-    return {"option": options.get("nodata"), "source": "option" if options.get("nodata") is not None else "file"}
+    return {"option": options.nodata, "source": "option" if options.nodata is not None else "file"}
 
 
 def _apply_error_policy(bad: Sequence[BadRecord], total: int, on_error: str, budget: ErrorBudget | None) -> None:
@@ -382,15 +378,15 @@ def _finalized(moments, scale):
         raise NoImagesError(f"{error}: every pixel of that band was excluded") from None
 
 
-def _sample_description(state: PartialState, images, pixel_format, method: str) -> dict[str, Any]:
+def _sample_description(state: PartialState, images, pixel_format, method: str,
+                        options: RecordedOptions) -> dict[str, Any]:
     """A sampled run's size and confidence intervals (see :mod:`chanstats.stats.sampling`)."""
-    options = state.options
     if state.population is None:
         raise ChanstatsError("a sampled run's state does not say how many images were listed")
     clusters = cluster_table([images.sample_rows(i) for i in range(len(images))], len(pixel_format.channels))
     bounds = (0.0, 1.0) if method == "integer" else None
     intervals = cluster_intervals(clusters, state.population, bounds=bounds)
-    return describe(SampleSpec.parse(options["sample"]), intervals, options["seed"])
+    return describe(options.sample, intervals, options.settings.seed)
 
 
 class PhaseClock:
