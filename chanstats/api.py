@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import inspect
 import os
-import time
 from collections import abc
-from contextlib import closing, nullcontext
+from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol, Sequence, Union
 
 import numpy as np
 
@@ -43,9 +42,10 @@ from .sources.datasets import classify as classify_source
 from .sources.datasets import load as load_dataset
 from .sources.parquet import choose_column
 from .stats.batchnorm import simulate
-from .stats.moments import FloatMoments, MomentsTable
+from .stats.moments import MomentsTable
 from .stats.per_image import PerImage
-from .stats.sampling import cluster_intervals, cluster_table, describe, sample_indices
+from .stats.sampling import sample_indices
+from .stats.sections import exact_statistics, nodata_section, percentiles_section, sample_section
 
 if TYPE_CHECKING:
     from .report.check import CheckReport
@@ -246,7 +246,7 @@ def finalize(state: PartialState) -> Result:
         raise ChanstatsError(f"images have different channels or bit depths: {kinds}; choose --mode RGB or --mode L")
     (totals,) = state.formats.values()
     pixel_format = totals.format
-    exact, method = _exact_statistics(totals, images)
+    exact, method = exact_statistics(totals, images)
     epochs = options.epochs
     channels = len(pixel_format.channels)
     width = row_width(pixel_format)
@@ -255,7 +255,11 @@ def finalize(state: PartialState) -> Result:
     # Epoch-major, as training visits them: all images of epoch 0, then of epoch 1, ...
     table = MomentsTable.from_packed(samples.transpose(1, 0, 2).reshape(-1, width), channels, per_channel)
     running = simulate(table, options.settings, epochs=epochs)
-    sampled = None if options.sample is None else _sample_description(state, images, pixel_format, method, options)
+    sampled = None
+    if options.sample is not None:
+        if state.population is None:
+            raise ChanstatsError("a sampled run's state does not say how many images were listed")
+        sampled = sample_section(images, pixel_format, method, state.population, options.sample, options.settings.seed)
     return Result(
         version=state.version,
         channels=pixel_format.channels,
@@ -279,71 +283,10 @@ def finalize(state: PartialState) -> Result:
         ),
         listing=state.listing,
         sample=sampled,
-        percentiles=_percentiles(totals, options),
+        percentiles=percentiles_section(totals, options.percentiles),
         dtype=pixel_format.dtype or None,
-        nodata=_nodata_description(pixel_format, options),
+        nodata=nodata_section(pixel_format, options.nodata),
     )
-
-
-def _percentiles(totals, options: RecordedOptions) -> dict[str, Any] | None:
-    """The percentiles section: exact (integer data, from the merged histograms) or from the
-    quantile sketch within its stated relative error (float data)."""
-    qs = options.percentiles
-    if qs is None or totals.histogram is None:
-        return None
-    histogram = totals.histogram
-    scale = totals.format.scale
-    raw = [list(row) for row in histogram.percentiles(qs)]
-    if hasattr(histogram, "relative_error"):
-        method = f"sketch: inverted_cdf within relative error {histogram.relative_error:g} of the value"
-    else:
-        method = "exact inverted_cdf"
-    section = {
-        "method": method,
-        "q": list(qs),
-        "raw": raw,
-        "scaled": [[None if v is None else v / scale for v in row] for row in raw],
-    }
-    if not hasattr(histogram, "relative_error"):
-        clipped = _clipped_statistics(histogram, qs, raw, scale)
-        if clipped:
-            section["clipped"] = clipped
-    return section
-
-
-def _clipped_statistics(histogram, qs, raw, scale) -> list[dict[str, Any]]:
-    """Exact mean/std of the pixels clipped to each symmetric pair of percentiles (q, 100 - q)
-    among ``qs`` (0.5/99.5, 1/99, 2/98 by default), as percentile-clip normalizations use them."""
-    from fractions import Fraction
-
-    from .stats.moments import IntegerMoments, NoPixelsError
-
-    exact = [Fraction(str(q)) for q in qs]
-    pairs = []
-    for i, low in enumerate(exact):
-        if low < 50 and (100 - low) in exact:
-            j = exact.index(100 - low)
-            if None in raw[i] or None in raw[j]:
-                continue  # a channel with no pixel has no bounds
-            pixels, sums, squares = histogram.clipped_sums(raw[i], raw[j])
-            try:
-                stats = IntegerMoments(max(pixels), sums, squares, list(raw[i]), list(raw[j]), pixels).finalize(scale)
-            except NoPixelsError:
-                continue
-            pairs.append({
-                "q": [qs[i], qs[j]],
-                "mean": list(stats.mean),
-                "std": list(stats.std),
-                "mean_raw": list(stats.mean_raw),
-                "std_raw": list(stats.std_raw),
-            })
-    return pairs
-
-
-def _nodata_description(pixel_format, options: RecordedOptions) -> dict[str, Any] | None:
-    if not pixel_format.masked:
-        return None
-    return {"option": options.nodata, "source": "option" if options.nodata is not None else "file"}
 
 
 def _apply_error_policy(bad: Sequence[BadRecord], total: int, on_error: str, budget: ErrorBudget | None) -> None:
@@ -356,57 +299,10 @@ def _apply_error_policy(bad: Sequence[BadRecord], total: int, on_error: str, bud
         raise BadImagesError(listed, f"{len(bad)} of {total} images could not be read, more than --max-bad {budget}:")
 
 
-def _exact_statistics(totals, images) -> tuple[Any, str]:
-    """The exact statistics of one pixel format: integer totals finalized once, or the images'
-    float64 moments merged in listing order (Chan's formula is not associative in floating point)."""
-    pixel_format = totals.format
-    if totals.integer is not None:
-        return _finalized(totals.integer, pixel_format.scale), "integer"
-    total_float = FloatMoments.empty(len(pixel_format.channels))
-    for moments_of_image in images.float_moments or ():
-        for moments in moments_of_image or ():
-            total_float.merge(moments)
-    return _finalized(total_float, pixel_format.scale), "float64"
+class Clock(Protocol):
+    """What collects a run's phase times (``--timings``): told when each phase ends."""
 
-
-def _finalized(moments, scale):
-    from .stats.moments import NoPixelsError
-
-    try:
-        return moments.finalize(scale)
-    except NoPixelsError as error:
-        raise NoImagesError(f"{error}: every pixel of that band was excluded") from None
-
-
-def _sample_description(state: PartialState, images, pixel_format, method: str,
-                        options: RecordedOptions) -> dict[str, Any]:
-    """A sampled run's size and confidence intervals (see :mod:`chanstats.stats.sampling`)."""
-    if state.population is None:
-        raise ChanstatsError("a sampled run's state does not say how many images were listed")
-    clusters = cluster_table([images.sample_rows(i) for i in range(len(images))], len(pixel_format.channels))
-    bounds = (0.0, 1.0) if method == "integer" else None
-    intervals = cluster_intervals(clusters, state.population, bounds=bounds)
-    return describe(options.sample, intervals, options.settings.seed)
-
-
-class PhaseClock:
-    """Wall time of consecutive phases of a run, for ``--timings``.
-
-    >>> clock = PhaseClock(); clock.lap("listing"); str(clock).startswith("listing 0.0")
-    True
-    """
-
-    def __init__(self) -> None:
-        self._last = time.perf_counter()
-        self.phases: list[tuple[str, float]] = []
-
-    def lap(self, name: str) -> None:
-        now = time.perf_counter()
-        self.phases.append((name, now - self._last))
-        self._last = now
-
-    def __str__(self) -> str:
-        return ", ".join(f"{name} {seconds:.3f} s" for name, seconds in self.phases)
+    def lap(self, name: str) -> None: ...
 
 
 def _checkpointer(checkpoint: str | os.PathLike | Checkpointer | None, every: str | Interval, restart: bool) -> Checkpointer | None:
@@ -415,17 +311,41 @@ def _checkpointer(checkpoint: str | os.PathLike | Checkpointer | None, every: st
     return Checkpointer(os.fspath(checkpoint), every if isinstance(every, Interval) else Interval.parse(every), restart)
 
 
-def _columns_directory(workdir: str | os.PathLike | None, checkpointer: Checkpointer | None):
-    """Where a run's columns go: beside its checkpoint (which outlives a crash) or, without one, a
-    run directory in ``workdir`` removed when the run ends."""
+def _columns_directory(workdir: str | os.PathLike | None, checkpointer: Checkpointer | None, columns: str | None):
+    """Where a run's columns go: ``columns`` when the caller chose (torchrun's shared folder), or
+    beside its checkpoint (which outlives a crash) or, without one, a run directory in ``workdir``
+    removed when the run ends."""
+    if columns is not None:
+        return nullcontext(columns)
     if checkpointer is not None:
         return nullcontext(None)
     return run_directory(workdir)
 
 
-def _lap(clock: PhaseClock | None, name: str) -> None:
+def _lap(clock: Clock | None, name: str) -> None:
     if clock is not None:
         clock.lap(name)
+
+
+@contextmanager
+def _measured(paths: Paths, options: RunOptions, shard: tuple[int, int], *, workers: int | None, progress: bool,
+              checkpointer: Checkpointer | None, workdir: str | os.PathLike | None, clock: Clock | None = None,
+              columns: str | None = None, wait_for_listing: bool = False,
+              check: Callable[[Plan], None] | None = None) -> Iterator[tuple[Plan, PartialState]]:
+    """The one path of :func:`compute`, :func:`compute_shard` and :func:`compute_distributed`:
+    plan, then measure slice ``shard`` into a state whose columns live in a run directory (or
+    beside the checkpoint, or in ``columns``; the listing is kept in ``workdir``), and hand both to the variant, which finalizes the
+    state, writes it or sends it on while its columns are there. ``check(plan)`` runs before any
+    pixel is read."""
+    run = plan(paths, options, workdir=workdir, wait_for_listing=wait_for_listing)
+    if check is not None:
+        check(run)
+    _lap(clock, "listing")
+    with _columns_directory(workdir, checkpointer, columns) as directory:
+        state = measure(run, shard=shard, workers=workers, progress=progress, checkpoint=checkpointer,
+                        directory=directory)
+        _lap(clock, "measuring")
+        yield run, state
 
 
 def compute(
@@ -437,7 +357,7 @@ def compute(
     checkpoint: str | os.PathLike | Checkpointer | None = None,
     checkpoint_every: str | Interval = "60s",
     restart: bool = False,
-    clock: PhaseClock | None = None,
+    clock: Clock | None = None,
     workdir: str | os.PathLike | None = None,
     **overrides: Any,
 ) -> Result:
@@ -451,7 +371,8 @@ def compute(
 
     ``workers``: processes (default: all cores; 0: in this process). ``checkpoint``: a file where
     progress is saved every ``checkpoint_every`` and resumed from when rerun (``restart`` discards
-    it); it is deleted once the result is computed. ``clock`` collects the phase times.
+    it); it is deleted once the result is computed. ``clock`` (anything with ``lap(name)``)
+    collects the phase times.
     ``workdir``: where the run keeps its files (default: the system's temporary folder): the
     per-image columns, in a folder removed when the run ends, and the listing, which stays there
     for later runs on the same inputs (see :mod:`chanstats.sources.shared`).
@@ -461,11 +382,8 @@ def compute(
     """
     run_options = compose(options, overrides, "compute")
     checkpointer = _checkpointer(checkpoint, checkpoint_every, restart)
-    run = plan(paths, run_options, workdir=workdir)
-    _lap(clock, "listing")
-    with _columns_directory(workdir, checkpointer) as directory:
-        state = measure(run, workers=workers, progress=progress, checkpoint=checkpointer, directory=directory)
-        _lap(clock, "measuring")
+    with _measured(paths, run_options, (1, 1), workers=workers, progress=progress, checkpointer=checkpointer,
+                   workdir=workdir, clock=clock) as (_, state):
         result = finalize(state)
         state.images.detach()  # the result reads the columns after the folder is gone
         _lap(clock, "finalizing")
@@ -485,7 +403,7 @@ def compute_shard(
     checkpoint: str | os.PathLike | Checkpointer | None = None,
     checkpoint_every: str | Interval = "60s",
     restart: bool = False,
-    clock: PhaseClock | None = None,
+    clock: Clock | None = None,
     workdir: str | os.PathLike | None = None,
     partial_format: str = "auto",
     **overrides: Any,
@@ -496,15 +414,15 @@ def compute_shard(
     10,000 images in the slice, columns above). The other arguments are those of :func:`compute`."""
     run_options = compose(options, overrides, "compute_shard")
     checkpointer = _checkpointer(checkpoint, checkpoint_every, restart)
-    run = plan(paths, run_options, workdir=workdir)
-    start, stop = shard_bounds(len(run.sources), *shard)
-    fmt = state_file.choose_format(partial_format, run.sources, stop - start)
-    _lap(clock, "listing")
-    with _columns_directory(workdir, checkpointer) as directory:
-        state = measure(run, shard=shard, workers=workers, progress=progress, checkpoint=checkpointer,
-                        directory=directory)
-        _lap(clock, "measuring")
-        state_file.write(state, os.fspath(output), fmt, run.sources)
+    chosen: list[str] = []
+
+    def choose_format(run: Plan) -> None:  # before measuring: a format that cannot be written fails first
+        start, stop = shard_bounds(len(run.sources), *shard)
+        chosen.append(state_file.choose_format(partial_format, run.sources, stop - start))
+
+    with _measured(paths, run_options, shard, workers=workers, progress=progress, checkpointer=checkpointer,
+                   workdir=workdir, clock=clock, check=choose_format) as (run, state):
+        state_file.write(state, os.fspath(output), chosen[0], run.sources)
         state.images.detach()
     _lap(clock, "writing")
     if checkpointer is not None:
@@ -551,13 +469,13 @@ def compute_distributed(
         except OSError as failure:
             raise ChanstatsError(f"--workdir {shared}: cannot create it: {failure.strerror or failure}") from None
         # The ranks share a directory: rank 0 lists and the others read its listing there.
-        run = plan(paths, run_options, workdir=shared, wait_for_listing=rank > 0)
-        state = measure(run, shard=(rank + 1, world), workers=workers, progress=progress and rank == 0,
-                        checkpoint=checkpointer, directory=os.path.join(shared, f"rank-{rank}"))
-        if checkpointer is not None:
-            checkpointer.save(state)  # the columns are durable, the header says how far
-        state.images.sync()
-        payload = state_file.columns_header(state, os.path.abspath(state.images.directory or ""), None)
+        with _measured(paths, run_options, (rank + 1, world), workers=workers, progress=progress and rank == 0,
+                       checkpointer=checkpointer, workdir=shared, columns=os.path.join(shared, f"rank-{rank}"),
+                       wait_for_listing=rank > 0) as (run, state):
+            if checkpointer is not None:
+                checkpointer.save(state)  # the columns are durable, the header says how far
+            state.images.sync()
+            payload = state_file.columns_header(state, os.path.abspath(state.images.directory or ""), None)
     except ChanstatsError as failure:
         error = str(failure)
 

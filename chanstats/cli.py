@@ -7,6 +7,7 @@ code 2 here, and nowhere else; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import sys
+import time
 import traceback
 
 import click
@@ -67,6 +68,26 @@ def _print_version(ctx: click.Context, value: bool) -> None:
 
     click.echo(f"chanstats, version {__version__} (kernel: {kernel.name()})")
     ctx.exit()
+
+
+class PhaseClock:
+    """Wall time of consecutive phases of a run, for ``--timings``.
+
+    >>> clock = PhaseClock(); clock.lap("listing"); str(clock).startswith("listing 0.0")
+    True
+    """
+
+    def __init__(self) -> None:
+        self._last = time.perf_counter()
+        self.phases: list[tuple[str, float]] = []
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.phases.append((name, now - self._last))
+        self._last = now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name} {seconds:.3f} s" for name, seconds in self.phases)
 
 
 def _csv_list(value: str) -> list[str]:
@@ -241,7 +262,7 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
         if result is not None:
             _emit(result, output, fmt, quiet, per_image)
         return
-    clock = api.PhaseClock()
+    clock = PhaseClock()
     if partial_path:
         state = api.compute_shard(list(paths), shard_kn or (1, 1), partial_path, options, clock=clock,
                                   partial_format=partial_format, **runtime)

@@ -15,18 +15,15 @@ is called without arguments to make the dataset.
 
 from __future__ import annotations
 
-import difflib
-import importlib
 import itertools
 import os
-import re
 import sys
 from dataclasses import dataclass
 from collections import abc
 from typing import Any, Iterable
 
 from ..errors import ChanstatsError, one_line
-from ..user_code import load_python_file
+from ..user_code import load_reference
 from .base import ImageSource
 
 MAP_STYLE, ITERABLE, LOADER = "map-style dataset", "iterable", "DataLoader"
@@ -157,18 +154,8 @@ def describe(source: Any) -> str:
 
 def load(spec: str) -> Any:
     """The object ``spec`` names (``module:attr`` or ``file.py:attr``), called when callable."""
-    match = _SPEC.match(spec)
-    if not match:
-        raise ChanstatsError(f"--dataset {spec}: expected package.module:attr or path/to/file.py:attr")
-    target, attribute = match["target"], match["attr"]
-    module = _load_file(target, spec) if target.endswith(".py") else _import(target, spec)
-    found: Any = module
-    for part in attribute.split("."):
-        if not hasattr(found, part):
-            close = difflib.get_close_matches(part, [n for n in dir(found) if not n.startswith("_")], n=3, cutoff=0.6)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise ChanstatsError(f"--dataset {spec}: {target} has no attribute {part!r}{hint}")
-        found = getattr(found, part)
+    found = load_reference(spec, "--dataset", "dataset")
+    attribute = spec.rpartition(":")[2]
     if isinstance(found, type) or (callable(found) and kind_of(found) is None):
         try:
             found = found()
@@ -178,20 +165,3 @@ def load(spec: str) -> Any:
         raise ChanstatsError(f"--dataset {spec}: {attribute} is a {type(found).__name__}, not a dataset, "
                              "DataLoader or iterable of samples")
     return found
-
-
-_SPEC = re.compile(r"^(?P<target>[^:]+):(?P<attr>[A-Za-z_][\w.]*)$")
-
-
-def _import(name: str, spec: str) -> Any:
-    # A console script does not put the working directory on sys.path; `python -m` does.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        return importlib.import_module(name)
-    except Exception as error:
-        raise ChanstatsError(f"--dataset {spec}: cannot import {name!r} ({one_line(error)})") from None
-
-
-def _load_file(path: str, spec: str) -> Any:
-    return load_python_file(path, f"--dataset {spec}", "dataset")
