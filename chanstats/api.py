@@ -25,7 +25,7 @@ from ._version import __version__
 from .errors import BadImagesError, ChanstatsError, NoImagesError
 from .measure import Measurer
 from .options import ErrorBudget, RecordedOptions, ResolvedOptions, RunOptions, compose
-from .pixels import ArrayMeasurer, DatasetMeasurer, MeasuredMeasurer, needs_array_measurer
+from .pixels import MeasuredMeasurer
 from .report.files import read_config
 from .report.result import Result
 from .scale import state_file
@@ -36,6 +36,7 @@ from .scale.merge import merge_states
 from .scale.state import BadRecord, PartialState, shard_bounds
 from .scale.table import ImageTable, row_width
 from .sources.base import DisplayNames, ImageSource, Listing
+from .sources.kinds import kind_of
 from .sources.listing import fingerprint
 from .sources.shared import list_shared
 from .sources.datasets import classify as classify_source
@@ -91,16 +92,15 @@ def plan(paths: Paths | Any, options: RunOptions | None = None, *, workdir: str 
     workdir = None if workdir is None else os.fspath(workdir)
     with choose_column(resolved.options.column):
         sources = list_shared(paths, resolved.extensions, resolved.options.column, workdir, wait=wait_for_listing)
-    measurer_type = ArrayMeasurer if needs_array_measurer(sources) else Measurer
-    measurer = measurer_type(resolved.options.mode, resolved.transform, resolved.options.epochs, resolved.settings.seed,
-                             resolved.pixels)
+    measurer = Measurer(resolved.options.mode, resolved.transform, resolved.options.epochs, resolved.settings.seed,
+                        resolved.pixels)
     return _sampled(Plan(sources, measurer, resolved, fingerprint(sources)), workdir)
 
 
 def _plan_dataset(source: Any, kind: str, options: RunOptions) -> Plan:
     """A run over a Python dataset: by index in the worker pool (map-style), or iterated as given
     in this process (DataLoaders and other iterables), which the config records."""
-    from .pixels import DatasetMeasurer, measure_iterable
+    from .pixels import measure_iterable
     from .sources.datasets import LOADER, MAP_STYLE, DatasetItem, describe, list_dataset, register
 
     resolved = options.resolve([])
@@ -113,10 +113,9 @@ def _plan_dataset(source: Any, kind: str, options: RunOptions) -> Plan:
     if options.batches == "loader" and kind != LOADER:
         raise ChanstatsError(f"batches='loader' follows a DataLoader's own batches; {name} is a {kind}")
     if kind == MAP_STYLE:
-        token = register(source)
+        token = register(source, options.key, options.layout)
         sources = list_dataset(source, name, token)
-        measurer: Measurer = DatasetMeasurer(options.mode, resolved.transform, epochs, seed, resolved.pixels, token=token,
-                                             key=options.key, layout=options.layout)
+        measurer = Measurer(options.mode, resolved.transform, epochs, seed, resolved.pixels)
     else:
         pixel_measurer = Measurer(options.mode, None, 1, seed, resolved.pixels)
         batch_sizes: list[int] = []
@@ -124,7 +123,7 @@ def _plan_dataset(source: Any, kind: str, options: RunOptions) -> Plan:
                                     batch_sizes)
         if options.batches == "loader":
             resolved = resolved.recording(**_loader_batches(batch_sizes, name))
-        sources = [DatasetItem(name, f"sample {k}", 0, k, in_archive=True) for k in range(len(measured))]
+        sources = [DatasetItem(name, f"sample {k}", 0, None, k) for k in range(len(measured))]
         measurer = MeasuredMeasurer(options.mode, None, epochs, seed, resolved.pixels, measured=tuple(measured))
     if not sources:
         raise NoImagesError(f"{name}: the dataset is empty")
@@ -208,7 +207,7 @@ def measure(
         workers = 0  # an iterable was measured while iterating: nothing is left for workers
     # Workers that run a transform start from a clean forkserver: this process has imported torch.
     # A dataset's workers must be forked, to inherit the dataset.
-    clean_start = run.measurer.transform is not None and not isinstance(run.measurer, DatasetMeasurer)
+    clean_start = run.measurer.transform is not None and not (len(todo) and kind_of(todo[0]).forked)
     start_method = "forkserver" if clean_start else None
     chunks = measure_chunks(
         todo, run.measurer, workers=workers, progress=progress, offset=state.done, start_method=start_method

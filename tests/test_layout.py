@@ -77,6 +77,6 @@ def test_nothing_below_the_api_imports_it():
 def test_each_kind_of_source_imports_only_the_base():
     graph = import_graph()
     for kind in ("chanstats.sources.folders", "chanstats.sources.tar", "chanstats.sources.parquet",
-                 "chanstats.sources.arrays", "chanstats.sources.datasets"):
+                 "chanstats.sources.arrays", "chanstats.sources.datasets", "chanstats.sources.files"):
         # user_code: importing the user's own file for --dataset (a leaf that imports only errors)
         assert graph[kind] <= {"chanstats.sources.base", "chanstats.errors", "chanstats.user_code"}, kind

@@ -17,18 +17,19 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from ..errors import BadImageError, ChanstatsError
-from .base import ImageSource, Listed
+from .base import ContainedItem, Decoded, Listed, SourceKind
 
 ARRAY_SUFFIXES = (".npy", ".npz")
 OPEN_ARRAYS = 4  # arrays each process keeps mapped or loaded
 
 
 @dataclass(frozen=True, slots=True)
-class ArrayItem(ImageSource):
+class ArrayItem(ContainedItem):
     """One image held in a NumPy file: ``root`` the file, ``key`` the ``.npz`` member (``""`` for a
-    ``.npy``), ``offset`` its index in a stack (-1: the whole array is the image)."""
+    ``.npy``), ``index`` its index in a stack (-1: the whole array is the image)."""
 
     key: str = ""
+    index: int = -1
 
 
 def is_array_path(path: str) -> bool:
@@ -54,18 +55,18 @@ def list_arrays(path: str) -> Iterator[Listed]:
         stack = _is_stack(array.shape, array.dtype, shown)
         per_image = int(np.prod(array.shape[1:] if stack else array.shape)) * array.dtype.itemsize
         if not stack:
-            yield ArrayItem(path, key, per_image, -1, in_archive=True, key=key), (stat.st_dev, stat.st_ino, member, 0)
+            yield ArrayItem(path, key, per_image, None, key, -1), (stat.st_dev, stat.st_ino, member, 0)
             continue
         for index in range(array.shape[0]):
             name = f"{key}/{index}" if key else str(index)
-            yield ArrayItem(path, name, per_image, index, in_archive=True, key=key), (stat.st_dev, stat.st_ino, member, index + 1)
+            yield ArrayItem(path, name, per_image, None, key, index), (stat.st_dev, stat.st_ino, member, index + 1)
 
 
 def read_pixels(source: ArrayItem) -> Any:
     """One image's pixels as an ``(H, W, C)`` array (``(H, W)`` arrays get one channel)."""
     try:
         array = _arrays.get(source.root, source.key)
-        pixels = array if source.offset < 0 else array[source.offset]
+        pixels = array if source.index < 0 else array[source.index]
         pixels = pixels.reshape(*pixels.shape, 1) if pixels.ndim == 2 else pixels
         return pixels.__array__()  # reads the mapped bytes now, so that a failure is this image's
     except (OSError, ValueError, IndexError, KeyError, zipfile.BadZipFile, EOFError) as error:
@@ -144,3 +145,8 @@ class _OpenArrays:
 
 
 _arrays = _OpenArrays()
+
+
+KIND = SourceKind("NumPy file", ArrayItem, lambda item: Decoded(read_pixels(item)), claims=is_array_path,
+                  list=lambda path, extensions: list_arrays(path))
+

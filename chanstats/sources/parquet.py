@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from ..errors import BadImageError, ChanstatsError
-from .base import ImageSource, Listed
+from .base import ContainedItem, Encoded, Listed, SourceKind
 
 TABLE_SUFFIXES = (".parquet", ".arrow")
 
@@ -41,13 +41,14 @@ _chosen_column: ContextVar[str | None] = ContextVar("chanstats_table_column", de
 
 
 @dataclass(frozen=True, slots=True)
-class TableRow(ImageSource):
-    """One row of an image table: ``root`` the file, ``name`` ``"row N"``, ``offset`` N (the row's
+class TableRow(ContainedItem):
+    """One row of an image table: ``root`` the file, ``name`` ``"row N"``, ``row`` N (the row's
     index in the file) and ``column`` the image column; shown as ``file.parquet::row N``.
 
     ``group``: the Parquet row group holding the row when that group is one unit of work (see
     :data:`ROW_GROUP_UNIT_LIMIT`), else -1."""
 
+    row: int = 0
     column: str = ""
     group: int = -1
 
@@ -109,7 +110,7 @@ def list_table(path: str) -> Iterator[Listed]:
     for group, size in enumerate(group_sizes):
         unit = group if size <= ROW_GROUP_UNIT_LIMIT and len(group_sizes) > 1 else -1
         for row in range(first, first + size):
-            yield (TableRow(path, f"row {row}", 0, row, in_archive=True, column=column, group=unit),
+            yield (TableRow(path, f"row {row}", 0, None, row, column, unit),
                    (stat.st_dev, stat.st_ino, row))
         first += size
 
@@ -123,7 +124,7 @@ def read_row(source: TableRow) -> bytes:
     import pyarrow as pa
 
     try:
-        data, path = _readers.get(source.root, source.column).cell(source.offset, source.display)
+        data, path = _readers.get(source.root, source.column).cell(source.row, source.display)
     except (OSError, pa.ArrowException, KeyError) as error:
         _readers.forget(source.root, source.column)
         raise BadImageError(source.display, f"cannot read the table (changed since listing?): {_one_line(error)}") from None
@@ -363,3 +364,14 @@ class _Readers:
 
 
 _readers = _Readers()
+
+
+def _unit(row: TableRow):
+    """A small row group is read from its start: its rows are one piece of work."""
+    return (row.root, row.group) if row.group >= 0 else None
+
+
+KIND = SourceKind("image table", TableRow, lambda row: Encoded(lambda: read_row(row)), claims=is_table_path,
+                  list=lambda path, extensions: list_table(path), claims_folder=is_table_folder,
+                  list_folder=list_table_folder, unit=_unit)
+
