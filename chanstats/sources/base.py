@@ -254,13 +254,18 @@ class Listing(Sequence[ImageSource]):
         return (_unpickle_listing, self._columns.rows(self._start, self._stop))
 
 
-_COMPRESSED, _IN_ARCHIVE = 1, 2  # a row's flags: a member of a compressed shard; a member of a shard
+# A row's flags: a member of a compressed shard; a member of a shard; an item of another container,
+# only shown (read back from a partial state).
+_COMPRESSED, _IN_ARCHIVE, _CONTAINED = 1, 2, 4
 
 
 def row_flags(source: ImageSource) -> int:
-    """The flags byte a packed row stores for ``source``: a file (0) or an archive member."""
+    """The flags byte a packed row stores for ``source``: a file (0), an archive member, or an item
+    of another container that is only shown."""
     if type(source) is ArchiveMember:
         return _IN_ARCHIVE | (_COMPRESSED if source.compressed else 0)
+    if type(source) is ContainedItem:
+        return _CONTAINED
     if type(source) is not ImageSource:
         raise TypeError(f"a listing packs files and archive members, not {type(source).__name__}")
     return 0
@@ -270,6 +275,8 @@ def row_source(root: str, name: str, size: int, offset: int, flags: int, problem
     """The item a packed row stores (the inverse of :func:`row_flags`)."""
     if flags & _IN_ARCHIVE:
         return ArchiveMember(root, name, size, problem, offset, flags & _COMPRESSED == _COMPRESSED)
+    if flags & _CONTAINED:
+        return ContainedItem(root, name, size, problem)
     return ImageSource(root, name, size, problem)
 
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
