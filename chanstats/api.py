@@ -56,10 +56,10 @@ if TYPE_CHECKING:
 Paths = Union[str, os.PathLike, Iterable[Union[str, os.PathLike]]]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
-    """A run before any pixel is read: the global listing, the per-image measurer and the options
-    that go into the config (and that partial states and checkpoints must agree on)."""
+    """A run before any pixel is read: the global listing, the per-item measurer and the resolved
+    options (whose record goes into the config, and partial states and checkpoints must agree on)."""
 
     sources: Sequence[ImageSource]  # a Listing: columns, sources made when indexed
     measurer: Measurer

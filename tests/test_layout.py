@@ -80,3 +80,25 @@ def test_each_kind_of_source_imports_only_the_base():
                  "chanstats.sources.arrays", "chanstats.sources.datasets", "chanstats.sources.files"):
         # user_code: importing the user's own file for --dataset (a leaf that imports only errors)
         assert graph[kind] <= {"chanstats.sources.base", "chanstats.errors", "chanstats.user_code"}, kind
+
+
+def test_the_walk_from_a_source_to_the_decoder_never_climbs_back():
+    """sources/ → measuring → decoding/ → stats/: each stage imports only later stages (and the
+    leaves errors, kernel, user_code), so following an item from its listing to its statistics
+    never goes back up; measuring reads items through sources/ (the one place it looks back)."""
+    graph = import_graph()
+
+    def stage(module: str) -> str | None:
+        for prefix, name in (("chanstats.sources", "sources"), ("chanstats.decoding", "decoding"),
+                             ("chanstats.stats", "stats")):
+            if module.startswith(prefix):
+                return name
+        return "measuring" if module in ("chanstats.measure", "chanstats.pixels") else None
+
+    later = {"sources": {"sources"}, "measuring": {"measuring", "sources", "decoding", "stats"},
+             "decoding": {"decoding", "stats"}, "stats": {"stats"}}
+    leaves = {"chanstats.errors", "chanstats.kernel", "chanstats.user_code", "chanstats._version"}
+    climbs = [(module, target) for module in graph if (here := stage(module)) is not None
+              for target in graph[module] if target not in leaves and stage(target) not in later[here]
+              and not (here == "measuring" and target in ("chanstats.options", "chanstats.transforms"))]
+    assert climbs == []
