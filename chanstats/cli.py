@@ -12,13 +12,14 @@ import traceback
 import click
 
 from ._version import __version__
+from .cli_help import GroupedHelpGroup
 from .errors import ChanstatsError
 
 EXIT_INPUT_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a command stopped by Ctrl-C
 
 
-class ChanstatsGroup(click.Group):
+class ChanstatsGroup(GroupedHelpGroup):
     """Turns library errors into a clean message and exit code 2 for every subcommand, and Ctrl-C
     into one line and exit code 130."""
 
