@@ -2,9 +2,9 @@
 
 The options themselves are declared in ``cli.py``; this module only says under which heading each
 one is shown (cloup draws the headings). Every option of every command must be in exactly one
-group of ``OPTION_GROUPS``, and every name there must be an option of its command: a command
-refuses to be built otherwise, and tests/test_cli_help.py checks the whole table, so an option
-added later without a group fails the tests instead of landing in a catch-all heading.
+group of ``OPTION_GROUPS``, and every name there must be an option of its command:
+tests/test_cli_help.py checks the whole table (``grouping_problems``), so an option added later
+without a group fails the tests; until then it is shown under "Other options".
 """
 
 from __future__ import annotations
@@ -61,25 +61,52 @@ def option_name(option: click.Option) -> str:
     return max(option.opts, key=len)
 
 
+def grouping_problems(command: str, params: list[click.Parameter]) -> list[str]:
+    """What is wrong with ``OPTION_GROUPS[command]`` for these parameters: an option in no group or
+    in several, a name that is no option of the command. Empty when the table is right."""
+    groups = OPTION_GROUPS.get(command)
+    if groups is None:
+        return [f"chanstats {command} has no entry in OPTION_GROUPS"]
+    options = {option_name(p) for p in params if isinstance(p, click.Option)}
+    listed = [name for _, names in groups for name in names]
+    problems = [f"chanstats {command} {name}: in no group" for name in sorted(options - set(listed))]
+    problems += [f"chanstats {command} {name}: in {listed.count(name)} groups" for name in sorted(set(listed))
+                 if listed.count(name) > 1]
+    problems += [f"chanstats {command} {name}: no such option" for name in sorted(set(listed) - options - {"--help"})]
+    return problems
+
+
 class GroupedCommand(cloup.Command):
-    """A command whose help shows its options under the headings ``OPTION_GROUPS`` gives them."""
+    """A command whose help shows its options under the headings ``OPTION_GROUPS`` gives them.
+
+    An option the table misses is shown under "Other options" (and fails tests/test_cli_help.py)."""
 
     def __init__(self, *args, **kwargs):
         name = kwargs.get("name", args[0] if args else None)
-        self.help_heading = _mark_groups(name, kwargs.get("params") or [])
+        groups = OPTION_GROUPS.get(name, [])
+        options = {option_name(p): p for p in kwargs.get("params") or [] if isinstance(p, click.Option)}
+        self.help_heading = next((heading for heading, names in groups if "--help" in names), None)
+        for heading, names in groups:
+            group = cloup.OptionGroup(heading)
+            for option in names:
+                if option in options:
+                    options[option].group = group  # what cloup reads
         super().__init__(*args, **kwargs)
         # Headings and the options under them in table order (the parameters keep theirs: click
         # processes them in declaration order, which decides which of two errors is reported).
-        order = [heading for heading, _ in OPTION_GROUPS[name]]
+        order = [heading for heading, _ in groups]
         self.option_groups.sort(key=lambda group: order.index(group.title))
-        rank = {option: i for i, option in enumerate(n for _, names in OPTION_GROUPS[name] for n in names)}
+        rank = {option: i for i, option in enumerate(n for _, names in groups for n in names)}
         for group in self.option_groups:
             group.options = sorted(group.options, key=lambda option: rank[option_name(option)])
 
+    def _shows_help_in_a_group(self) -> bool:
+        return any(group.title == self.help_heading for group in self.option_groups)
+
     def get_ungrouped_options(self, ctx: click.Context):
-        if any(group.title == self.help_heading for group in self.option_groups):
-            return self.ungrouped_options  # the help option is shown in its group instead
-        return super().get_ungrouped_options(ctx)  # a command with no other option: cloup's "Options"
+        if self._shows_help_in_a_group():
+            return self.ungrouped_options
+        return super().get_ungrouped_options(ctx)  # with cloup's "Options" (or "Other options")
 
     def make_option_group_help_section(self, group: cloup.OptionGroup, ctx: click.Context):
         section = super().make_option_group_help_section(group, ctx)
@@ -87,27 +114,6 @@ class GroupedCommand(cloup.Command):
         if group in self.option_groups and group.title == self.help_heading and help_option is not None:
             section.definitions.append(help_option.get_help_record(ctx))
         return section
-
-
-def _mark_groups(command: str, params: list[click.Parameter]) -> str:
-    """Mark each option of ``command`` with its group (cloup reads ``option.group``), in table
-    order; return the heading that shows ``--help``."""
-    if command not in OPTION_GROUPS:
-        raise ValueError(f"chanstats {command}: no option groups in chanstats/cli_help.py")
-    options = {option_name(p): p for p in params if isinstance(p, click.Option)}
-    listed = [name for _, names in OPTION_GROUPS[command] for name in names if name != "--help"]
-    if sorted(listed) != sorted(options):
-        raise ValueError(f"chanstats {command}: the options {sorted(set(options) ^ set(listed))} must each be "
-                         f"in exactly one group of OPTION_GROUPS (chanstats/cli_help.py)")
-    help_heading = ""
-    for heading, names in OPTION_GROUPS[command]:
-        group = cloup.OptionGroup(heading)
-        for name in names:
-            if name == "--help":
-                help_heading = heading
-            else:
-                options[name].group = group
-    return help_heading
 
 
 class GroupedHelpGroup(cloup.Group):

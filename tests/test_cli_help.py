@@ -9,13 +9,14 @@ import pytest
 from click.testing import CliRunner
 
 from chanstats.cli import cli
-from chanstats.cli_help import COMMAND_SECTIONS, OPTION_GROUPS, GroupedCommand, option_name
+from chanstats.cli_help import COMMAND_SECTIONS, OPTION_GROUPS, GroupedCommand, grouping_problems, option_name
 from tests.helpers.cli import run_cli
 
 
 def test_every_option_of_every_command_is_in_exactly_one_group():
     assert set(OPTION_GROUPS) == set(cli.commands)
     for name, command in cli.commands.items():
+        assert grouping_problems(name, command.params) == [], name
         declared = sorted(max(p.opts, key=len) for p in command.params if isinstance(p, click.Option))
         grouped = [option for _, options in OPTION_GROUPS[name] for option in options if option != "--help"]
         assert sorted(grouped) == declared, name
@@ -27,12 +28,16 @@ def test_every_command_is_in_exactly_one_section():
     assert sorted(listed) == sorted(cli.commands)
 
 
-def test_an_option_without_a_group_is_refused():
-    extra = click.Option(["--new-option"], help="Added without a group.")
-    with pytest.raises(ValueError, match="--new-option"):
-        GroupedCommand(name="show", params=[extra], help="x")
-    with pytest.raises(ValueError, match="no option groups"):
-        GroupedCommand(name="not-a-command", params=[], help="x")
+def test_an_option_without_a_group_is_a_problem_and_shown_under_other_options():
+    params = [click.Option(["--new-option"], help="Added without a group.")]
+    assert grouping_problems("show", params) == ["chanstats show --new-option: in no group"]
+    assert grouping_problems("merge", params) == ["chanstats merge --new-option: in no group"] + [
+        f"chanstats merge {name}: no such option" for name in ["--format", "--output", "--quiet", "--workdir"]]
+    assert grouping_problems("not-a-command", []) == ["chanstats not-a-command has no entry in OPTION_GROUPS"]
+    command = GroupedCommand(name="check", params=[*cli.commands["check"].params, *params], help="x")
+    text = CliRunner().invoke(click.Group(commands=[command]), ["check", "--help"]).output
+    assert sections(text) == {"Options": ["--against", "--tolerance", "--workers", "--help"],
+                              "Other options": ["--new-option"]}
 
 
 def sections(help_text: str) -> dict[str, list[str]]:

@@ -226,7 +226,7 @@ def run_block(block: Block, workspace: Path, namespace: dict) -> None:
 
 
 # Pages whose examples take more than a few seconds (torch in the workers, many runs): pytest -m slow.
-SLOW_PAGES = {"check-compare-export.md", "datasets.md", "distributed.md", "scale.md", "transforms.md"}
+SLOW_PAGES = {"check-compare-export.md", "datasets.md", "distributed.md", "python-api.md", "scale.md", "transforms.md"}
 
 
 @pytest.mark.parametrize("page", [pytest.param(page, id=str(page.relative_to(ROOT)),
@@ -262,3 +262,42 @@ def test_the_block_reader_finds_marks_and_indented_blocks(tmp_path):
     assert (first.language, first.not_run, first.text) == ("bash", "needs a GPU here", "nvidia-smi\n")
     assert (second.language, second.not_run, second.text) == ("console", None, "$ echo hi\nhi\n")
     assert console_steps(second.text) == [("echo hi", ["hi"])]
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(page: Path) -> set[str]:
+    text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+    return {slug(m.group(1)) for m in re.finditer(r"^#+ (.+)$", text, flags=re.M)}
+
+
+def test_links_between_pages_resolve():
+    for page in PAGES:
+        text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue  # a web address
+            path, _, anchor = target.partition("#")
+            resolved = (page.parent / path).resolve() if path else page
+            assert resolved.exists(), f"{page.relative_to(ROOT)}: link to {target}: no such file"
+            if anchor:
+                assert anchor in anchors(resolved), f"{page.relative_to(ROOT)}: link to {target}: no such heading"
+
+
+def test_the_command_reference_names_every_option_of_every_command():
+    import click
+
+    from chanstats.cli import cli
+
+    reference = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    sections = dict(re.findall(r"^### `chanstats (\w+)`\n(.*?)(?=^### |\Z)", reference, flags=re.M | re.S))
+    assert set(sections) == set(cli.commands)
+    for name, command in cli.commands.items():
+        for param in command.params:
+            if isinstance(param, click.Option):
+                for spelling in param.opts + param.secondary_opts:
+                    assert re.search(rf"`{re.escape(spelling)}\b", sections[name]) or \
+                        re.search(rf"[ /]{re.escape(spelling)}\b", sections[name]), f"docs/cli.md: chanstats {name} {spelling}"
