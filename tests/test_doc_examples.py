@@ -183,10 +183,9 @@ def make_workspace(folder: Path, page: Path) -> Path:
 
 
 def shell_env() -> dict[str, str]:
-    """The `chanstats` next to this interpreter first on PATH, this checkout importable."""
+    """The `chanstats` and `python` next to this interpreter first on PATH (as in tests/helpers/cli.py)."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.pop("CHANSTATS_DEBUG", None)
     return env
 
