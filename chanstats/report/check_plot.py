@@ -1,0 +1,145 @@
+"""``check --plot``: the recorded and the new distribution of each channel, overlaid, failing
+channels marked.
+
+Per channel, top: the two histograms as proportions of pixels per bin, on the [0, 1] scale, with
+Wasserstein/JSD/PSI in the corner; bottom: the cumulative distribution of per-image brightness
+(each image's mean), the column the KS test compares. A channel with a failing test has a red
+title naming the tests. matplotlib is the optional ``plot`` extra, imported here only.
+"""
+
+from __future__ import annotations
+
+import io
+import textwrap
+
+import numpy as np
+
+from .check import CheckReport
+from .distribution import ImageProperties, RecordedHistogram, aligned
+from .plot import require_matplotlib
+
+# Channels per row of panels: beyond it (multispectral data) the figure wraps.
+COLUMNS = 4
+RECORDED_COLOUR, NEW_COLOUR, FAIL_COLOUR = "#1f77b4", "#ff7f0e", "#c0392b"
+
+
+def check_plot_png(report: CheckReport) -> bytes:
+    """A PNG of ``report``: per channel its histograms (top) and per-image brightness ECDFs
+    (bottom), recorded in blue and new in orange; panels without recorded data say so."""
+    require_matplotlib()
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)  # no display needed; never opens a window
+    import matplotlib.pyplot as plt
+
+    channels = report.channels_new
+    config = report.config or {}
+    result = report.result
+    histograms = _histograms(config, report)
+    properties = _properties(config, report)
+    columns = max(1, min(COLUMNS, len(channels)))
+    rows = -(-len(channels) // columns)
+    figure, axes = plt.subplots(2 * rows, columns, figsize=(4.6 * columns, 6.4 * rows), squeeze=False)
+    for c, name in enumerate(channels):
+        top, bottom = axes[2 * (c // columns), c % columns], axes[2 * (c // columns) + 1, c % columns]
+        failing = sorted({t.test for t in report.tests if t.channel == name and not t.passed})
+        title = f"{name}: DRIFT ({', '.join(failing)})" if failing else f"{name}: ok"
+        top.set_title(title, fontsize=10, color=FAIL_COLOUR if failing else "black", fontweight="bold" if failing else "normal")
+        if failing:
+            for spine in (*top.spines.values(), *bottom.spines.values()):
+                spine.set_edgecolor(FAIL_COLOUR)
+                spine.set_linewidth(1.6)
+        _histogram_panel(top, histograms, c, result.scale if result is not None else 1, report, name)
+        _brightness_panel(bottom, properties, c, report, name)
+    for extra in range(len(channels), rows * columns):
+        axes[2 * (extra // columns), extra % columns].set_visible(False)
+        axes[2 * (extra // columns) + 1, extra % columns].set_visible(False)
+    verdict = "OK" if report.passed else "DRIFT: " + "; ".join(report.failures())
+    title = textwrap.fill(f"chanstats check against {report.source}: {verdict}", width=int(30 * columns))
+    figure.suptitle(title, fontsize=11,
+                    color="black" if report.passed else FAIL_COLOUR)
+    handles = [matplotlib.lines.Line2D([], [], color=RECORDED_COLOUR, linewidth=1.6, label="recorded (config)"),
+               matplotlib.lines.Line2D([], [], color=NEW_COLOUR, linewidth=1.6, label="new (this run)")]
+    figure.legend(handles=handles, loc="lower center", ncol=2, fontsize=9, frameon=False)
+    figure.tight_layout(rect=(0, 0.035, 1, 0.97 - 0.02 * title.count(chr(10))))
+    buffer = io.BytesIO()
+    # A fixed Software tag and no date keep the bytes the same run to run.
+    figure.savefig(buffer, format="png", dpi=100, metadata={"Software": "chanstats"})
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _histograms(config, report):
+    if not config.get("histogram") or report.result is None or report.result.histogram is None or not report.same_channels:
+        return None
+    recorded = RecordedHistogram.from_config(config["histogram"], len(report.channels_old), report.source)
+    return recorded, RecordedHistogram.of(report.result.histogram, recorded.width)
+
+
+def _properties(config, report):
+    if not config.get("image_properties") or report.result is None or not report.same_channels:
+        return None
+    recorded = ImageProperties.from_config(config["image_properties"], len(report.channels_old), report.source)
+    return recorded, report.result.image_properties()
+
+
+def _histogram_panel(axis, histograms, c, scale, report, name) -> None:
+    axis.set_xlabel("value ([0, 1] scale)", fontsize=8)
+    axis.set_ylabel("share of pixels per bin", fontsize=8)
+    axis.tick_params(labelsize=7)
+    if histograms is None:
+        axis.text(0.5, 0.5, "no histogram recorded\n(compute with percentiles on)", ha="center", va="center",
+                  transform=axis.transAxes, fontsize=9, color="grey")
+        axis.set_xticks([]), axis.set_yticks([])
+        return
+    recorded, new = histograms
+    old_counts, new_counts = recorded.channels[c], new.channels[c]
+    if not old_counts.counts.any() or not new_counts.counts.any():
+        axis.text(0.5, 0.5, "no pixel on one side", ha="center", va="center", transform=axis.transAxes, color="grey")
+        return
+    positions, p, q = aligned(old_counts, new_counts, recorded.width, scale)
+    p, q = p / p.sum(), q / q.sum()
+    axis.fill_between(positions, p, step="mid", color=RECORDED_COLOUR, alpha=0.25, linewidth=0)
+    axis.step(positions, p, where="mid", color=RECORDED_COLOUR, linewidth=1.0)
+    axis.step(positions, q, where="mid", color=NEW_COLOUR, linewidth=1.0)
+    # Saturated bins (0 and 255 of clipped photos) would flatten everything else: cap the y axis
+    # near the tallest ordinary bin and say the spikes go beyond it.
+    ordinary = np.sort(np.concatenate([p, q]))
+    top = ordinary[int(0.99 * (ordinary.size - 1))] * 1.6 if ordinary.size > 20 else ordinary[-1] * 1.1
+    if top > 0 and ordinary[-1] > top:
+        axis.set_ylim(0, top)
+        axis.text(0.99, 0.98, "taller bins clipped", ha="right", va="top", transform=axis.transAxes, fontsize=7, color="grey")
+    else:
+        axis.set_ylim(0, None)
+    lines = []
+    for test in report.tests:
+        if test.channel == name and test.test in ("wasserstein", "jsd", "psi"):
+            mark = "" if test.passed else "  ✗"
+            lines.append(f"{test.test} {test.value:.4f} (max {test.threshold:g}){mark}")
+    if lines:
+        axis.text(0.02, 0.97, "\n".join(lines), ha="left", va="top", transform=axis.transAxes, fontsize=7.5,
+                  family="monospace", bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
+
+
+def _brightness_panel(axis, properties, c, report, name) -> None:
+    axis.set_xlabel("per-image mean (brightness)", fontsize=8)
+    axis.set_ylabel("share of images ≤ x", fontsize=8)
+    axis.tick_params(labelsize=7)
+    if properties is None:
+        axis.text(0.5, 0.5, "no per-image properties recorded", ha="center", va="center", transform=axis.transAxes,
+                  fontsize=9, color="grey")
+        axis.set_xticks([]), axis.set_yticks([])
+        return
+    for side, colour in zip(properties, (RECORDED_COLOUR, NEW_COLOUR)):
+        values = np.asarray(side.brightness[c])
+        if values.size:
+            axis.step(np.concatenate([[values[0]], values]), np.arange(values.size + 1) / values.size, where="post",
+                      color=colour, linewidth=1.2)
+    axis.set_ylim(0, 1.02)
+    axis.grid(alpha=0.3)
+    for test in report.tests:
+        if test.channel == name and test.test == "ks_brightness":
+            mark = "" if test.passed else "  ✗"
+            axis.text(0.02, 0.97, f"KS D {test.value:.3f}, p {test.detail['p_value']:.3g}{mark}", ha="left", va="top",
+                      transform=axis.transAxes, fontsize=7.5, family="monospace",
+                      bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
