@@ -365,3 +365,19 @@ def test_plot_marks_the_failing_channels(same_moments):
         pixels = np.asarray(image.convert("RGB")).reshape(-1, 3).astype(int)
     red = (np.abs(pixels - [0xC0, 0x39, 0x2B]).sum(axis=1) < 30).sum()
     assert red > 500  # the failing channels' red titles and frames
+
+
+def test_drift_is_found_alike_in_process_and_through_the_worker_pool(tmp_path, engine):
+    """More images than one chunk through the pool: the recorded sections and the verdict are those
+    of an in-process run (the same padding images on both sides keep mean and std equal)."""
+    write_images(tmp_path / "flat", flat_values(), 3, seed=1)
+    write_images(tmp_path / "bimodal", bimodal_values(), 3, seed=2)
+    padding = engine.padded([], tmp_path / "pad")
+    config = tmp_path / "stats.json"
+    assert invoke("compute", str(tmp_path / "flat"), *padding, "-o", str(config), "-q", "--workers", "0").exit_code == 0
+    pooled = tmp_path / "pooled.json"
+    assert invoke("compute", str(tmp_path / "flat"), *padding, "-o", str(pooled), "-q", *engine.options).exit_code == 0
+    assert pooled.read_bytes() == config.read_bytes()
+    result = invoke("check", str(tmp_path / "bimodal"), *padding, "--against", str(config), *engine.options)
+    assert result.exit_code == 1, result.output
+    assert result.output.rstrip().splitlines()[-1] == "DRIFT: wasserstein R, G, B; jsd R, G, B; psi R, G, B"

@@ -39,7 +39,7 @@ def check_plot_png(report: CheckReport) -> bytes:
     properties = _properties(config, report)
     columns = max(1, min(COLUMNS, len(channels)))
     rows = -(-len(channels) // columns)
-    figure, axes = plt.subplots(2 * rows, columns, figsize=(4.6 * columns, 6.4 * rows), squeeze=False)
+    figure, axes = plt.subplots(2 * rows, columns, figsize=(max(6.0, 4.6 * columns), 6.4 * rows), squeeze=False)
     for c, name in enumerate(channels):
         top, bottom = axes[2 * (c // columns), c % columns], axes[2 * (c // columns) + 1, c % columns]
         failing = sorted({t.test for t in report.tests if t.channel == name and not t.passed})
@@ -55,7 +55,7 @@ def check_plot_png(report: CheckReport) -> bytes:
         axes[2 * (extra // columns), extra % columns].set_visible(False)
         axes[2 * (extra // columns) + 1, extra % columns].set_visible(False)
     verdict = "OK" if report.passed else "DRIFT: " + "; ".join(report.failures())
-    title = textwrap.fill(f"chanstats check against {report.source}: {verdict}", width=int(30 * columns))
+    title = textwrap.fill(f"chanstats check against {report.source}: {verdict}", width=max(60, 30 * columns))
     figure.suptitle(title, fontsize=11,
                     color="black" if report.passed else FAIL_COLOUR)
     handles = [matplotlib.lines.Line2D([], [], color=RECORDED_COLOUR, linewidth=1.6, label="recorded (config)"),
@@ -88,7 +88,7 @@ def _histogram_panel(axis, histograms, c, scale, report, name) -> None:
     axis.set_ylabel("share of pixels per bin", fontsize=8)
     axis.tick_params(labelsize=7)
     if histograms is None:
-        axis.text(0.5, 0.5, "no histogram recorded\n(compute with percentiles on)", ha="center", va="center",
+        axis.text(0.5, 0.5, "no histogram recorded\n(integer images computed with percentiles on)", ha="center", va="center",
                   transform=axis.transAxes, fontsize=9, color="grey")
         axis.set_xticks([]), axis.set_yticks([])
         return
@@ -100,7 +100,7 @@ def _histogram_panel(axis, histograms, c, scale, report, name) -> None:
     positions, p, q = aligned(old_counts, new_counts, recorded.width, scale)
     p, q = p / p.sum(), q / q.sum()
     axis.fill_between(positions, p, step="mid", color=RECORDED_COLOUR, alpha=0.25, linewidth=0)
-    axis.step(positions, p, where="mid", color=RECORDED_COLOUR, linewidth=1.0)
+    axis.step(positions, p, where="mid", color=RECORDED_COLOUR, linewidth=1.6)
     axis.step(positions, q, where="mid", color=NEW_COLOUR, linewidth=1.0)
     # Saturated bins (0 and 255 of clipped photos) would flatten everything else: cap the y axis
     # near the tallest ordinary bin and say the spikes go beyond it.
@@ -130,11 +130,12 @@ def _brightness_panel(axis, properties, c, report, name) -> None:
                   fontsize=9, color="grey")
         axis.set_xticks([]), axis.set_yticks([])
         return
-    for side, colour in zip(properties, (RECORDED_COLOUR, NEW_COLOUR)):
+    # The recorded line is drawn wider, so that it still shows under an identical new one.
+    for side, colour, width in zip(properties, (RECORDED_COLOUR, NEW_COLOUR), (2.6, 1.2)):
         values = np.asarray(side.brightness[c])
         if values.size:
             axis.step(np.concatenate([[values[0]], values]), np.arange(values.size + 1) / values.size, where="post",
-                      color=colour, linewidth=1.2)
+                      color=colour, linewidth=width)
     axis.set_ylim(0, 1.02)
     axis.grid(alpha=0.3)
     for test in report.tests:
