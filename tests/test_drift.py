@@ -338,7 +338,7 @@ def test_report_and_step_summary_through_the_command(same_moments, monkeypatch):
     text = summary.read_text()
     assert text.startswith("earlier step\n### chanstats check: ❌ DRIFT\n")
     rows = [line for line in text.splitlines() if line.startswith("| ")]
-    assert rows[0] == "| channel | Δ mean | Δ std | Wasserstein | JSD bits | PSI | KS bright | KS contrast |"
+    assert rows[0] == "| channel | Δ mean | Δ std | Wasserstein | JSD (bits) | PSI | KS brightness | KS contrast |"
     assert rows[-1] == "| *threshold* | ±0.01 | ±0.01 | 0.02 | 0.01 | 0.2 | 0.1 | 0.1 |"
     tests = {(t["test"], t["channel"]): t for t in report["tests"]}
     for name in "RGB":

@@ -22,7 +22,7 @@ from .thresholds import DEFAULT_TOLERANCE, Thresholds
 __all__ = ["CheckReport", "DEFAULT_TOLERANCE", "Thresholds", "build_report"]
 
 # Column headings of the distribution table, by test.
-_HEADINGS = {"wasserstein": "Wasserstein", "jsd": "JSD bits", "psi": "PSI", "ks_brightness": "KS bright",
+_HEADINGS = {"wasserstein": "Wasserstein", "jsd": "JSD (bits)", "psi": "PSI", "ks_brightness": "KS brightness",
              "ks_contrast": "KS contrast", "ks_area": "KS area", "ks_aspect": "KS aspect"}
 
 
@@ -121,15 +121,15 @@ class CheckReport:
         lines = []
         if columns:
             lines.append("")
-            lines.append(f"{'channel':<8} " + " ".join(f"{_HEADINGS[c]:>12}" for c in columns))
+            lines.append(f"{'channel':<8} " + " ".join(f"{_HEADINGS[c]:>14}" for c in columns))
             for name in self.channels_new:
                 cells = []
                 for column in columns:
                     test = self._test(column, name)
-                    cells.append(f"{'':>12}" if test is None else f"{test.value:>11.6f}{' ' if test.passed else '*'}")
+                    cells.append(f"{'':>14}" if test is None else f"{test.value:>13.6f}{' ' if test.passed else '*'}")
                 lines.append(f"{name:<8} " + " ".join(cells).rstrip())
             limits = [getattr(self.thresholds, "ks" if c.startswith("ks_") else c) for c in columns]
-            lines.append(f"{'max':<8} " + " ".join(f"{limit:>11g} " for limit in limits).rstrip())
+            lines.append(f"{'max':<8} " + " ".join(f"{limit:>13g} " for limit in limits).rstrip())
         whole = [t for t in self.tests if t.channel is None]
         if whole:
             parts = [f"{t.test} {t.value:.4f} (p {t.detail['p_value']:.3g}){'' if t.passed else '*'}" for t in whole]
