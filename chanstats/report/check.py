@@ -4,7 +4,9 @@ they drifted beyond a tolerance — a CI gate before training.
 :func:`chanstats.check` replays the config's ``options`` with
 :meth:`~chanstats.options.RunOptions.from_record` (a key this version does not know is refused: a
 silent drop could make the check compare different pipelines), recomputes, and hands the new result
-to :func:`build_report`.
+to :func:`build_report`, which tests each channel's mean and std and, where the config recorded
+them, the histograms and per-image properties (:mod:`chanstats.report.drift`). The
+:class:`CheckReport` prints as a table, as the ``--report`` JSON and as markdown for a CI summary.
 """
 
 from __future__ import annotations
