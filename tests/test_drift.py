@@ -280,7 +280,7 @@ def test_config_of_the_previous_version_is_checked_on_mean_and_std(same_moments)
     assert result.exit_code == 0, result.output  # mean and std are the same: nothing else to compare
     notes = [line for line in result.output.splitlines() if line.startswith("note:")]
     assert notes == [
-        "note: histogram tests not run: the config records no histogram (compute it with percentiles on, on integer images, to record one)",
+        "note: histogram tests not run: the config records no histogram (they need a config computed by this chanstats version, on integer images, with percentiles on)",
         "note: per-image property tests not run: the config records no image_properties (recompute it with this chanstats version)",
     ]
 

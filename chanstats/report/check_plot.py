@@ -15,7 +15,7 @@ import textwrap
 import numpy as np
 
 from .check import CheckReport
-from .distribution import ImageProperties, RecordedHistogram, aligned
+from .distribution import BinnedCounts, ImageProperties, RecordedHistogram, aligned
 from .plot import require_matplotlib
 
 # Channels per row of panels: beyond it (multispectral data) the figure wraps.
@@ -69,39 +69,58 @@ def check_plot_png(report: CheckReport) -> bytes:
     return buffer.getvalue()
 
 
-def _histograms(config, report):
-    if not config.get("histogram") or report.result is None or report.result.histogram is None or not report.same_channels:
-        return None
-    recorded = RecordedHistogram.from_config(config["histogram"], len(report.channels_old), report.source)
-    return recorded, RecordedHistogram.of(report.result.histogram, recorded.width)
+def _histograms(config, report) -> tuple[RecordedHistogram | None, RecordedHistogram | None]:
+    """(recorded, new), each ``None`` when absent; the new one in the recorded bins."""
+    if not report.same_channels or report.result is None:
+        return None, None
+    recorded = None
+    if config.get("histogram"):
+        recorded = RecordedHistogram.from_config(config["histogram"], len(report.channels_old), report.source)
+    histogram = report.result.histogram
+    new = None if histogram is None else RecordedHistogram.of(histogram, recorded.width if recorded else None)
+    return recorded, new
 
 
-def _properties(config, report):
-    if not config.get("image_properties") or report.result is None or not report.same_channels:
-        return None
-    recorded = ImageProperties.from_config(config["image_properties"], len(report.channels_old), report.source)
+def _properties(config, report) -> tuple[ImageProperties | None, ImageProperties | None]:
+    """(recorded, new) per-image properties, each ``None`` when absent."""
+    if not report.same_channels or report.result is None:
+        return None, None
+    recorded = None
+    if config.get("image_properties"):
+        recorded = ImageProperties.from_config(config["image_properties"], len(report.channels_old), report.source)
     return recorded, report.result.image_properties()
+
+
+def _missing(axis, text: str, y: float = 0.5) -> None:
+    axis.text(0.5, y, text, ha="center", va="center", transform=axis.transAxes, fontsize=9, color="grey",
+              bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
 
 
 def _histogram_panel(axis, histograms, c, scale, report, name) -> None:
     axis.set_xlabel("value ([0, 1] scale)", fontsize=8)
     axis.set_ylabel("share of pixels per bin", fontsize=8)
     axis.tick_params(labelsize=7)
-    if histograms is None:
-        axis.text(0.5, 0.5, "no histogram recorded\n(integer images computed with percentiles on)", ha="center", va="center",
-                  transform=axis.transAxes, fontsize=9, color="grey")
+    recorded, new = histograms
+    if new is None:
+        _missing(axis, "no histogram " + ("counted by this run" if recorded else "on either side")
+                 + "\n(integer images, percentiles on)")
         axis.set_xticks([]), axis.set_yticks([])
         return
-    recorded, new = histograms
-    old_counts, new_counts = recorded.channels[c], new.channels[c]
-    if not old_counts.counts.any() or not new_counts.counts.any():
-        axis.text(0.5, 0.5, "no pixel on one side", ha="center", va="center", transform=axis.transAxes, color="grey")
+    width = new.width
+    old_counts = recorded.channels[c] if recorded else BinnedCounts(0, np.zeros(0, dtype=np.uint64))
+    new_counts = new.channels[c]
+    positions, p, q = aligned(old_counts, new_counts, width, scale)
+    if recorded is None:
+        _missing(axis, "no histogram recorded in the config:\nthe new one alone, nothing compared", y=0.85)
+    if p.sum() > 0:
+        p = p / p.sum()
+        axis.fill_between(positions, p, step="mid", color=RECORDED_COLOUR, alpha=0.25, linewidth=0)
+        axis.step(positions, p, where="mid", color=RECORDED_COLOUR, linewidth=1.6)
+    if q.sum() > 0:
+        q = q / q.sum()
+        axis.step(positions, q, where="mid", color=NEW_COLOUR, linewidth=1.0)
+    if not positions.size:
         return
-    positions, p, q = aligned(old_counts, new_counts, recorded.width, scale)
-    p, q = p / p.sum(), q / q.sum()
-    axis.fill_between(positions, p, step="mid", color=RECORDED_COLOUR, alpha=0.25, linewidth=0)
-    axis.step(positions, p, where="mid", color=RECORDED_COLOUR, linewidth=1.6)
-    axis.step(positions, q, where="mid", color=NEW_COLOUR, linewidth=1.0)
     # Saturated bins (0 and 255 of clipped photos) would flatten everything else: cap the y axis
     # near the tallest ordinary bin and say the spikes go beyond it.
     ordinary = np.sort(np.concatenate([p, q]))
@@ -125,13 +144,16 @@ def _brightness_panel(axis, properties, c, report, name) -> None:
     axis.set_xlabel("per-image mean (brightness)", fontsize=8)
     axis.set_ylabel("share of images ≤ x", fontsize=8)
     axis.tick_params(labelsize=7)
-    if properties is None:
-        axis.text(0.5, 0.5, "no per-image properties recorded", ha="center", va="center", transform=axis.transAxes,
-                  fontsize=9, color="grey")
+    if properties[1] is None:
+        _missing(axis, "no per-image properties")
         axis.set_xticks([]), axis.set_yticks([])
         return
+    if properties[0] is None:
+        _missing(axis, "no per-image properties recorded in the config:\nthe new ones alone, nothing compared", y=0.85)
     # The recorded line is drawn wider, so that it still shows under an identical new one.
     for side, colour, width in zip(properties, (RECORDED_COLOUR, NEW_COLOUR), (2.6, 1.2)):
+        if side is None:
+            continue
         values = np.asarray(side.brightness[c])
         if values.size:
             axis.step(np.concatenate([[values[0]], values]), np.arange(values.size + 1) / values.size, where="post",

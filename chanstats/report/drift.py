@@ -49,8 +49,8 @@ def histogram_tests(config: dict[str, Any], result: Result, thresholds: Threshol
     """Wasserstein, JSD and PSI per channel between the recorded and the new histograms, and the
     notes that say why they were not run (no histogram on either side, another scale)."""
     if config.get("histogram") is None:
-        return [], ["histogram tests not run: the config records no histogram "
-                    "(compute it with percentiles on, on integer images, to record one)"]
+        return [], ["histogram tests not run: the config records no histogram (they need a config "
+                    "computed by this chanstats version, on integer images, with percentiles on)"]
     recorded = RecordedHistogram.from_config(config["histogram"], len(channels), source)
     if result.histogram is None:
         return [], ["histogram tests not run: this run counted no histogram (float pixels, or percentiles off)"]
