@@ -284,7 +284,15 @@ def finalize(state: PartialState) -> Result:
         percentiles=_percentiles(totals, options),
         dtype=pixel_format.dtype or None,
         nodata=_nodata_description(pixel_format, options),
+        histogram=_exact_histogram(totals),
     )
+
+
+def _exact_histogram(totals):
+    """The merged exact histograms, or ``None`` when none were counted or the data is float (a
+    quantile sketch is no histogram)."""
+    histogram = totals.histogram
+    return None if histogram is None or hasattr(histogram, "relative_error") else histogram
 
 
 def _percentiles(totals, options: dict[str, Any]) -> dict[str, Any] | None:
@@ -623,6 +631,11 @@ def check(
     paths: Paths | None = None,
     *,
     tolerance: float | None = None,
+    max_wasserstein: float | None = None,
+    max_jsd: float | None = None,
+    max_psi: float | None = None,
+    max_ks: float | None = None,
+    ks_alpha: float | None = None,
     workers: int | None = None,
     progress: bool = False,
 ) -> "CheckReport":
@@ -630,18 +643,27 @@ def check(
     file or a loaded mapping) recorded, and compare with its statistics.
 
     ``report.passed`` says whether every channel's mean and std moved by at most ``tolerance``
-    (default 0.01, on the [0, 1] scale); ``report.result`` is the new result.
+    (default 0.01, on the [0, 1] scale) and, where the config recorded them, whether the
+    histograms (Wasserstein-1 on the [0, 1] scale ≤ ``max_wasserstein``, Jensen–Shannon divergence
+    in bits ≤ ``max_jsd``, PSI ≤ ``max_psi``) and the per-image properties (two-sample KS: fails
+    when D > ``max_ks`` and p < ``ks_alpha``) stayed put; ``None`` keeps the defaults of
+    :class:`chanstats.report.thresholds.Thresholds`. ``report.result`` is the new result.
     """
-    from .report.check import DEFAULT_TOLERANCE, build_report, check_tolerance, recorded_inputs, validate_config
+    from .options import PixelOptions
+    from .report.check import build_report, recorded_inputs, validate_config
+    from .report.thresholds import Thresholds
 
     source = "config" if isinstance(config, dict) else os.fspath(config)
     data = config if isinstance(config, dict) else read_config(source)
-    tolerance = DEFAULT_TOLERANCE if tolerance is None else tolerance
-    check_tolerance(tolerance)
+    thresholds = Thresholds.of(tolerance=tolerance, wasserstein=max_wasserstein, jsd=max_jsd, psi=max_psi, ks=max_ks,
+                               ks_alpha=ks_alpha)
     validate_config(data, source)
     options = RunOptions.from_record(data.get("options"), source)
     if data.get("listing") is not None:
         options = options.replace(listing=True)
+    if data.get("histogram") is not None and PixelOptions.parse(options).percentiles is None:
+        # The config's histograms were counted: count them again, whatever the default became.
+        options = options.replace(percentiles=DEFAULT_PERCENTILES_TEXT)
     if paths:
         inputs = _path_list(paths)
     elif options.dataset is not None:
@@ -649,7 +671,7 @@ def check(
     else:
         inputs = recorded_inputs(data, source)
     result = compute(inputs, options, workers=workers, progress=progress)
-    return build_report(data, result, tolerance, source)
+    return build_report(data, result, thresholds, source)
 
 
 def compare(

@@ -297,23 +297,55 @@ def _emit(result, output, fmt, quiet, per_image=None) -> None:
 EXIT_CHECK_FAILED = 1
 
 
+def _check_thresholds():
+    # The threshold module is light (no numpy), so --help shows the real defaults.
+    from .report import thresholds
+
+    return thresholds
+
+
 @cli.command()
 @click.argument("paths", nargs=-1)
 @click.option("--against", "config_path", required=True, type=click.Path(dir_okay=False), metavar="CONFIG",
               help="The config (JSON/YAML) written by `chanstats compute`; its recorded options are replayed.")
-@click.option("--tolerance", type=click.FloatRange(min=0), default=0.01, show_default=True,
+@click.option("--tolerance", type=click.FloatRange(min=0), default=_check_thresholds().DEFAULT_TOLERANCE, show_default=True,
               help="Largest allowed |new − old| of any channel's mean or std, on the [0,1] scale (0.01 ≈ 2.55 grey levels).")
+@click.option("--max-wasserstein", type=click.FloatRange(min=0), default=_check_thresholds().DEFAULT_MAX_WASSERSTEIN,
+              show_default=True, help="Largest Wasserstein-1 distance between a channel's recorded and new histograms ([0,1] scale).")
+@click.option("--max-jsd", type=click.FloatRange(min=0), default=_check_thresholds().DEFAULT_MAX_JSD, show_default=True,
+              help="Largest Jensen–Shannon divergence between the histograms, in bits (0..1; 0.01 = JS distance 0.1).")
+@click.option("--max-psi", type=click.FloatRange(min=0), default=_check_thresholds().DEFAULT_MAX_PSI, show_default=True,
+              help="Largest population stability index between the histograms (< 0.1 stable, > 0.25 large).")
+@click.option("--max-ks", type=click.FloatRange(min=0, max=1), default=_check_thresholds().DEFAULT_MAX_KS, show_default=True,
+              help="Per-image brightness, contrast, area, aspect: largest two-sample KS statistic D (fails only with p < --ks-alpha too).")
+@click.option("--ks-alpha", type=click.FloatRange(min=0, max=1), default=_check_thresholds().DEFAULT_KS_ALPHA, show_default=True,
+              help="A KS statistic above --max-ks fails only when its p-value is below this (0: never).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), metavar="FILE.json",
+              help="Also write every statistic, threshold and verdict as JSON (written on drift too).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), metavar="FILE.png",
+              help="Draw the recorded and new histograms of each channel, failing ones marked (needs the 'plot' extra: matplotlib).")
 @click.option("--workers", type=int, default=None, help="Worker processes (default: all cores; 0: in this process).")
-def check(paths, config_path, tolerance, workers):
+def check(paths, config_path, tolerance, max_wasserstein, max_jsd, max_psi, max_ks, ks_alpha, report_path, plot_path, workers):
     """Recompute PATHS (default: the config's recorded inputs) and compare with CONFIG.
 
-    Exit 0 when every channel's mean and std are within --tolerance, 1 on drift, 2 on usage or
-    input errors. Reports old/new/delta per channel and whether the file list changed.
+    Exit 0 when every test passes, 1 on drift (the last line names every failing test and
+    channel), 2 on usage or input errors. Tests: each channel's mean and std (--tolerance); where
+    the config recorded histograms, Wasserstein-1, Jensen–Shannon divergence and PSI per channel;
+    where it recorded per-image properties, two-sample KS tests on per-image brightness and
+    contrast per channel, and on image area and aspect ratio. Reports whether the file list
+    changed. With $GITHUB_STEP_SUMMARY set, a markdown summary is appended to that file.
     """
     from .api import check as check_config
 
+    if plot_path:
+        from .report.plot import require_matplotlib
+
+        require_matplotlib()  # before the pass, not after minutes of decoding
     try:
-        report = check_config(config_path, list(paths), tolerance=tolerance, workers=workers, progress=sys.stderr.isatty())
+        report = check_config(config_path, list(paths), tolerance=tolerance, max_wasserstein=max_wasserstein,
+                              max_jsd=max_jsd, max_psi=max_psi, max_ks=max_ks, ks_alpha=ks_alpha, workers=workers,
+                              progress=sys.stderr.isatty())
+        _write_check_outputs(report, report_path, plot_path)
     except (ChanstatsError, KeyboardInterrupt):
         raise
     except Exception:
@@ -327,6 +359,30 @@ def check(paths, config_path, tolerance, workers):
     click.echo(report.format())
     if not report.passed:
         sys.exit(EXIT_CHECK_FAILED)
+
+
+def _write_check_outputs(report, report_path, plot_path) -> None:
+    """``--report``, ``--plot`` and the GitHub step summary, before the verdict is printed."""
+    import json
+    import os
+
+    from .report.files import write_atomic
+
+    if report_path:
+        write_atomic(report_path, json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n")
+        click.echo(f"wrote {report_path}", err=True)
+    if plot_path:
+        from .report.check_plot import check_plot_png
+
+        write_atomic(plot_path, check_plot_png(report))
+        click.echo(f"wrote {plot_path}", err=True)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        try:
+            with open(summary, "a", encoding="utf-8") as stream:  # appended: other steps write there too
+                stream.write(report.markdown())
+        except OSError as error:
+            raise ChanstatsError(f"GITHUB_STEP_SUMMARY {summary}: cannot write: {error.strerror or error}") from None
 
 def _int_list(value: str, name: str) -> list[int]:
     try:
