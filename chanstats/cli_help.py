@@ -35,7 +35,9 @@ OPTION_GROUPS: dict[str, list[tuple[str, list[str]]]] = {
         ("Output", ["--csv", "--plot", "--help"]),
     ],
     "check": [
-        ("Options", ["--against", "--tolerance", "--workers", "--help"]),
+        ("Config and tolerance", ["--against", "--tolerance", "--workers"]),
+        ("Distribution drift", ["--max-wasserstein", "--max-jsd", "--max-psi", "--max-ks", "--ks-alpha"]),
+        ("Output", ["--report", "--plot", "--help"]),
     ],
     "merge": [
         ("Options", ["--output", "--format", "--quiet", "--workdir", "--help"]),
