@@ -198,6 +198,9 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
         raise click.UsageError("--shard K/N writes a partial state: add --partial FILE (and merge the parts with chanstats merge)")
     if partial_path and output:
         raise click.UsageError("--partial FILE replaces -o: a partial state is not a config (chanstats merge writes the config)")
+    if partial_path and per_image:
+        raise click.UsageError("--per-image with --partial: the partial state keeps every image's row; write the CSV "
+                               "when merging: chanstats merge PARTS... --per-image FILE.csv")
     if distributed and (shard_kn or partial_path):
         raise click.UsageError("--distributed shards by rank and writes the config on rank 0: drop --shard/--partial")
     if restart and not checkpoint_path:
@@ -260,7 +263,9 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 @click.option("--workdir", type=click.Path(file_okay=False), metavar="DIR",
               help="Where the merged column files go while merging (default: the temporary folder); removed at the end.")
-def merge(parts, output, fmt, quiet, workdir):
+@click.option("--per-image", "per_image", type=click.Path(dir_okay=False), metavar="FILE.csv",
+              help="Also write one CSV row per image, as compute --per-image does on the whole data.")
+def merge(parts, output, fmt, quiet, workdir, per_image):
     """Merge the partial states of a sharded run (compute --shard K/N --partial FILE) into a config.
 
     The parts must come from the same options and file listing and tile the listing exactly (no
@@ -269,7 +274,7 @@ def merge(parts, output, fmt, quiet, workdir):
     """
     from .api import merge as merge_parts
 
-    _emit(merge_parts(list(parts), workdir=workdir), output, fmt, quiet)
+    _emit(merge_parts(list(parts), workdir=workdir), output, fmt, quiet, per_image)
 
 def _emit(result, output, fmt, quiet, per_image=None) -> None:
     from .report.files import dumps, format_for_path, write_atomic

@@ -61,7 +61,7 @@ def test_partials_in_either_format_and_mixed_merge_byte_identical(pool_dataset, 
              *POOL], cwd=pool_dataset, env=env)
         assert (tmp_path / f"part{k}.json.columns").is_dir() == (fmt == "columns")
         header = json.loads(part.read_text())
-        assert header["partial_version"] == (3 if fmt == "columns" else 2)
+        assert header["partial_version"] == (5 if fmt == "columns" else 4)
         parts.append(str(part))
     merged = tmp_path / "merged.json"
     result = run(["merge", *reversed(parts), "-o", str(merged)], cwd=pool_dataset, env=env)
