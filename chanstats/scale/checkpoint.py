@@ -125,6 +125,10 @@ class Checkpointer:
         its table appending to this checkpoint's column files; images are named by ``sources``."""
         self.lock()
         if self.restart or not os.path.exists(self.path):
+            try:
+                os.unlink(self.path)  # the header goes first: it must never count the new, shorter columns
+            except FileNotFoundError:
+                pass
             remove_directory(self.columns)
             fresh.images = ImageTable(sources, self.columns)
             return fresh
