@@ -44,7 +44,8 @@ from ..sources.base import ImageSource
 from .columns import remove_directory
 from .lock import StateLock
 from .state import PartialState, differing_options
-from .state_file import COLUMNS_SUFFIX, OlderStateError, _state_without_images, check_header, columns_header, open_columns, parse_header, read_text
+from .state_file import (COLUMNS_SUFFIX, OlderStateError, _state_without_images, check_header, columns_header,
+                         open_columns, parse_header, read_text)
 from .table import ImageTable
 
 TEST_DELAY_ENV = "CHANSTATS_TEST_DELAY_PER_IMAGE"
