@@ -50,7 +50,7 @@ def refused_while_running(root, args, first: subprocess.Popen) -> None:
 
 
 def test_a_second_run_on_a_checkpoint_refuses_at_once_and_the_first_is_undisturbed(tmp_path):
-    make_dataset(tmp_path, count=16)
+    make_dataset(tmp_path, count=12)
     run(["compute", "data", "-o", "uninterrupted.json", *IN_PROCESS], cwd=tmp_path)
     args = ["compute", "data", "-o", "out.json", "--checkpoint", "ckpt.json", "--checkpoint-every", "1", *IN_PROCESS]
     first = start_slow(tmp_path, args, delay=0.25)
