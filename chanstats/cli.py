@@ -6,6 +6,7 @@ code 2 here, and nowhere else; ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 
@@ -201,6 +202,10 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
     if partial_path and per_image:
         raise click.UsageError("--per-image with --partial: the partial state keeps every image's row; write the CSV "
                                "when merging: chanstats merge PARTS... --per-image FILE.csv")
+    for option, path in (("-o", output), ("--partial", partial_path), ("--per-image", per_image)):
+        if checkpoint_path and path and os.path.realpath(path) == os.path.realpath(checkpoint_path):
+            raise click.UsageError(f"--checkpoint {checkpoint_path} and {option} {path} are the same file: the "
+                                   "checkpoint is deleted when the run ends; give it a name of its own")
     if distributed and (shard_kn or partial_path):
         raise click.UsageError("--distributed shards by rank and writes the config on rank 0: drop --shard/--partial")
     if restart and not checkpoint_path:

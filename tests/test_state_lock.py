@@ -122,3 +122,14 @@ def test_torchrun_ranks_lock_their_own_checkpoints(tmp_path):
     single = run(["compute", "data", *options], cwd=tmp_path).stdout
     assert (tmp_path / "dist.json").read_text() == single
     assert not list(tmp_path.glob("ckpt-*"))
+
+
+@pytest.mark.parametrize("option", ["--partial", "--per-image", "-o"])
+def test_a_checkpoint_that_is_also_an_output_is_refused(tmp_path, option):
+    # the checkpoint is deleted once the run ends: it would take the output with it
+    make_dataset(tmp_path, count=2)
+    extra = ["--shard", "1/1"] if option == "--partial" else []
+    result = run(["compute", "data", *extra, option, "./state.json", "--checkpoint", "state.json", *IN_PROCESS],
+                 cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "are the same file" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "state.json").exists()
