@@ -276,3 +276,32 @@ def test_a_partial_cut_to_nothing_or_not_text_is_refused(states, tmp_path):
     (tmp_path / "p1.json").write_bytes(b"\xff\xfe" * 20)
     merge_refuses(states, tmp_path, tmp_path / "p1.json")
     assert json.loads((states / "p1.json").read_text())["partial_version"] == 4
+
+
+def test_any_flipped_byte_in_a_part_is_refused(states, tmp_path):
+    """Seeded random single-byte changes anywhere in either part or its column files, through the
+    command's entry point in this process (many variants, quickly): each is refused by name."""
+    import random
+
+    from click.testing import CliRunner
+
+    from chanstats.cli import cli
+
+    rng = random.Random(26)
+    pristine = tmp_path / "pristine"
+    parts_in(states, pristine)
+    targets = [pristine / "p1.json", pristine / "p2.json",
+               *sorted(p for p in (pristine / "p2.json.columns").iterdir() if p.stat().st_size)]
+    for trial in range(40):
+        work = tmp_path / f"trial{trial}"
+        shutil.copytree(pristine, work)
+        target = work / rng.choice(targets).relative_to(pristine)
+        data = bytearray(target.read_bytes())
+        position = rng.randrange(len(data))
+        data[position] = (data[position] + rng.randrange(1, 256)) % 256
+        target.write_bytes(bytes(data))
+        out = work / "merged.json"
+        result = CliRunner().invoke(cli, ["merge", str(work / "p1.json"), str(work / "p2.json"), "-o", str(out)])
+        assert result.exit_code == 2, (target, position, result.output)
+        assert str(target) in result.output and "Traceback" not in result.output, result.output
+        assert not out.exists()
