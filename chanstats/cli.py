@@ -172,7 +172,8 @@ def _extensions(value: str | None):
 @click.option("--restart", is_flag=True, help="Discard an existing --checkpoint instead of resuming from it.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary or progress bar on stderr.")
 @click.option("--per-image", "per_image", type=click.Path(dir_okay=False), metavar="FILE.csv",
-              help="Also write one CSV row per image: path, width, height, per-channel mean and std ([0,1] scale, ddof 0).")
+              help="Also write one CSV row per image: path, width, height, per-channel mean and std ([0,1] scale, ddof 0). "
+                   "For a sharded run: chanstats merge --per-image.")
 @click.option("--listing", is_flag=True, help="Record every file's relative name and size in the config, so `check` can count added/removed files.")
 @click.option("--timings", is_flag=True, help="Print on stderr how long listing, measuring, finalizing and writing took (even with -q).")
 def compute(paths, output, fmt, mode, extensions, batch_size, momentum, convention, seed, no_shuffle, drop_last,
