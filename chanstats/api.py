@@ -427,6 +427,11 @@ def _checkpointer(checkpoint: str | os.PathLike | Checkpointer | None, every: st
     return Checkpointer(os.fspath(checkpoint), every if isinstance(every, Interval) else Interval.parse(every), restart)
 
 
+def _locked(checkpointer: Checkpointer | None):
+    """Hold the checkpoint's lock for the whole run, listing included (nothing without one)."""
+    return nullcontext() if checkpointer is None else checkpointer
+
+
 def _columns_directory(workdir: str | os.PathLike | None, checkpointer: Checkpointer | None):
     """Where a run's columns go: beside its checkpoint (which outlives a crash) or, without one, a
     run directory in ``workdir`` removed when the run ends."""
@@ -473,16 +478,17 @@ def compute(
     """
     run_options = compose(options, overrides, "compute")
     checkpointer = _checkpointer(checkpoint, checkpoint_every, restart)
-    run = plan(paths, run_options, workdir=workdir)
-    _lap(clock, "listing")
-    with _columns_directory(workdir, checkpointer) as directory:
-        state = measure(run, workers=workers, progress=progress, checkpoint=checkpointer, directory=directory)
-        _lap(clock, "measuring")
-        result = finalize(state)
-        state.images.detach()  # the result reads the columns after the folder is gone
-        _lap(clock, "finalizing")
-    if checkpointer is not None:
-        checkpointer.remove()
+    with _locked(checkpointer):
+        run = plan(paths, run_options, workdir=workdir)
+        _lap(clock, "listing")
+        with _columns_directory(workdir, checkpointer) as directory:
+            state = measure(run, workers=workers, progress=progress, checkpoint=checkpointer, directory=directory)
+            _lap(clock, "measuring")
+            result = finalize(state)
+            state.images.detach()  # the result reads the columns after the folder is gone
+            _lap(clock, "finalizing")
+        if checkpointer is not None:
+            checkpointer.remove()
     return result
 
 
@@ -508,19 +514,20 @@ def compute_shard(
     10,000 images in the slice, columns above). The other arguments are those of :func:`compute`."""
     run_options = compose(options, overrides, "compute_shard")
     checkpointer = _checkpointer(checkpoint, checkpoint_every, restart)
-    run = plan(paths, run_options, workdir=workdir)
-    start, stop = shard_bounds(len(run.sources), *shard)
-    fmt = state_file.choose_format(partial_format, run.sources, stop - start)
-    _lap(clock, "listing")
-    with _columns_directory(workdir, checkpointer) as directory:
-        state = measure(run, shard=shard, workers=workers, progress=progress, checkpoint=checkpointer,
-                        directory=directory)
-        _lap(clock, "measuring")
-        state_file.write(state, os.fspath(output), fmt, run.sources)
-        state.images.detach()
-    _lap(clock, "writing")
-    if checkpointer is not None:
-        checkpointer.remove()
+    with _locked(checkpointer):
+        run = plan(paths, run_options, workdir=workdir)
+        start, stop = shard_bounds(len(run.sources), *shard)
+        fmt = state_file.choose_format(partial_format, run.sources, stop - start)
+        _lap(clock, "listing")
+        with _columns_directory(workdir, checkpointer) as directory:
+            state = measure(run, shard=shard, workers=workers, progress=progress, checkpoint=checkpointer,
+                            directory=directory)
+            _lap(clock, "measuring")
+            state_file.write(state, os.fspath(output), fmt, run.sources)
+            state.images.detach()
+        _lap(clock, "writing")
+        if checkpointer is not None:
+            checkpointer.remove()
     return state
 
 
@@ -562,6 +569,8 @@ def compute_distributed(
             os.makedirs(shared, exist_ok=True)
         except OSError as failure:
             raise ChanstatsError(f"--workdir {shared}: cannot create it: {failure.strerror or failure}") from None
+        if checkpointer is not None:
+            checkpointer.lock()  # each rank's own {rank} checkpoint: one job at a time on it
         # The ranks share a directory: rank 0 lists and the others read its listing there.
         run = plan(paths, run_options, workdir=shared, wait_for_listing=rank > 0)
         state = measure(run, shard=(rank + 1, world), workers=workers, progress=progress and rank == 0,
@@ -588,14 +597,16 @@ def compute_distributed(
 
     try:
         result = distributed.gather_states(payload, error, rank, world, merge_ranks)
+        if checkpointer is not None:
+            checkpointer.remove()  # and let go of it
     finally:
         from .scale.columns import remove_directory
 
         remove_directory(os.path.join(shared, f"rank-{rank}"))
         if rank == 0:
             remove_directory(shared)
-    if checkpointer is not None:
-        checkpointer.remove()
+        if checkpointer is not None:
+            checkpointer.unlock()  # the checkpoint stays when the run failed
     return result
 
 

@@ -6,6 +6,7 @@ code 2 here, and nowhere else; ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 
@@ -171,7 +172,8 @@ def _extensions(value: str | None):
 @click.option("--restart", is_flag=True, help="Discard an existing --checkpoint instead of resuming from it.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary or progress bar on stderr.")
 @click.option("--per-image", "per_image", type=click.Path(dir_okay=False), metavar="FILE.csv",
-              help="Also write one CSV row per image: path, width, height, per-channel mean and std ([0,1] scale, ddof 0).")
+              help="Also write one CSV row per image: path, width, height, per-channel mean and std ([0,1] scale, ddof 0). "
+                   "For a sharded run: chanstats merge --per-image.")
 @click.option("--listing", is_flag=True, help="Record every file's relative name and size in the config, so `check` can count added/removed files.")
 @click.option("--timings", is_flag=True, help="Print on stderr how long listing, measuring, finalizing and writing took (even with -q).")
 def compute(paths, output, fmt, mode, extensions, batch_size, momentum, convention, seed, no_shuffle, drop_last,
@@ -198,6 +200,13 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
         raise click.UsageError("--shard K/N writes a partial state: add --partial FILE (and merge the parts with chanstats merge)")
     if partial_path and output:
         raise click.UsageError("--partial FILE replaces -o: a partial state is not a config (chanstats merge writes the config)")
+    if partial_path and per_image:
+        raise click.UsageError("--per-image with --partial: the partial state keeps every image's row; write the CSV "
+                               "when merging: chanstats merge PARTS... --per-image FILE.csv")
+    for option, path in (("-o", output), ("--partial", partial_path), ("--per-image", per_image)):
+        if checkpoint_path and path and os.path.realpath(path) == os.path.realpath(checkpoint_path):
+            raise click.UsageError(f"--checkpoint {checkpoint_path} and {option} {path} are the same file: the "
+                                   "checkpoint is deleted when the run ends; give it a name of its own")
     if distributed and (shard_kn or partial_path):
         raise click.UsageError("--distributed shards by rank and writes the config on rank 0: drop --shard/--partial")
     if restart and not checkpoint_path:
@@ -260,7 +269,9 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 @click.option("--workdir", type=click.Path(file_okay=False), metavar="DIR",
               help="Where the merged column files go while merging (default: the temporary folder); removed at the end.")
-def merge(parts, output, fmt, quiet, workdir):
+@click.option("--per-image", "per_image", type=click.Path(dir_okay=False), metavar="FILE.csv",
+              help="Also write one CSV row per image, as compute --per-image does on the whole data.")
+def merge(parts, output, fmt, quiet, workdir, per_image):
     """Merge the partial states of a sharded run (compute --shard K/N --partial FILE) into a config.
 
     The parts must come from the same options and file listing and tile the listing exactly (no
@@ -269,7 +280,7 @@ def merge(parts, output, fmt, quiet, workdir):
     """
     from .api import merge as merge_parts
 
-    _emit(merge_parts(list(parts), workdir=workdir), output, fmt, quiet)
+    _emit(merge_parts(list(parts), workdir=workdir), output, fmt, quiet, per_image)
 
 def _emit(result, output, fmt, quiet, per_image=None) -> None:
     from .report.files import dumps, format_for_path, write_atomic

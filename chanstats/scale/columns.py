@@ -6,9 +6,11 @@ that costs the main process memory in proportion to the dataset. Written to file
 main process holds a few write buffers, saving a checkpoint is a flush and an fsync whatever the
 run's length, and reading uses the page cache (:class:`numpy.memmap`), not the heap.
 
-A column is saved with its length in records (the header of a checkpoint or partial state
-records it); bytes past that length are what a run appended after its last save and are cut
-when it resumes. A file shorter than its recorded length is damaged and named in the error.
+A column is saved with its length in records and the CRC-32 of those records (the header of a
+checkpoint or partial state records both; the checksum is kept as records are appended, so a save
+never re-reads a column); bytes past that length are what a run appended after its last save and
+are cut when it resumes. A file shorter than its recorded length, or whose records do not match
+the recorded checksum, is damaged and named in the error.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import ChanstatsError
+from .integrity import Checksum
 
 # Bytes copied per step when columns are concatenated or copied: bounds merge memory.
 COPY_BLOCK = 1 << 22
@@ -31,17 +34,30 @@ class ColumnFile:
     """One column: ``path`` holds ``len(self)`` records of ``dtype`` (little-endian), appended to
     through a buffered file and read through a memory map of the records flushed so far."""
 
-    __slots__ = ("path", "dtype", "_length", "_stream", "_view", "_view_length", "writable")
+    __slots__ = ("path", "dtype", "_length", "_stream", "_view", "_view_length", "writable", "_checksum")
 
-    def __init__(self, path: str, dtype: str, length: int = 0, *, writable: bool = True, fresh: bool = True) -> None:
+    def __init__(self, path: str, dtype: str, length: int = 0, *, writable: bool = True, fresh: bool = True,
+                 checksum: int | None = None) -> None:
+        """A new empty column at ``path`` (``fresh``), or the saved one whose first ``length``
+        records are its content; with ``checksum`` (what the header recorded) they are verified."""
         self.path, self.dtype = path, np.dtype(dtype).newbyteorder("<")
         self._length, self._stream, self._view, self._view_length = length, None, None, -1
         self.writable = writable
+        self._checksum = Checksum()
         if fresh:
             with open(path, "wb"):
                 pass
         else:
             self._check_size(length)
+            if checksum is not None or writable:
+                self._checksum = Checksum(self._checksum_on_disk())
+                if checksum is not None and self._checksum.value != checksum:
+                    raise ChanstatsError(f"{self.path}: damaged column file (checksum mismatch: its {length} "
+                                         "values are not those saved)")
+            if checksum is not None and not writable and os.path.getsize(path) != length * self.dtype.itemsize:
+                # a finished state's columns hold exactly what its header counts
+                raise ChanstatsError(f"{self.path}: damaged column file ({os.path.getsize(path)} bytes, its header "
+                                     f"records {length} values of {self.dtype.itemsize} bytes)")
             if writable and os.path.getsize(path) != length * self.dtype.itemsize:
                 # what a run appended after its last save (a kill -9 before the header was rewritten)
                 os.truncate(path, length * self.dtype.itemsize)
@@ -60,8 +76,27 @@ class ColumnFile:
                 f"{self.dtype.itemsize} bytes)"
             )
 
+    def _checksum_on_disk(self) -> int:
+        """The CRC-32 of the column's first ``len(self)`` records as they are in the file."""
+        checksum, remaining = Checksum(), self._length * self.dtype.itemsize
+        if remaining == 0:
+            return checksum.value
+        with open(self.path, "rb") as stream:
+            while remaining:
+                block = stream.read(min(remaining, COPY_BLOCK))
+                if not block:
+                    break
+                checksum.update(block)
+                remaining -= len(block)
+        return checksum.value
+
     def __len__(self) -> int:
         return self._length
+
+    @property
+    def checksum(self) -> int:
+        """The CRC-32 of the records appended so far (what a header records with the length)."""
+        return self._checksum.value
 
     def append(self, values: np.ndarray) -> None:
         """Append ``values`` (converted to the column's type): one buffered write."""
@@ -70,7 +105,9 @@ class ColumnFile:
         data = np.ascontiguousarray(values, dtype=self.dtype)
         if self._stream is None:
             self._stream = open(self.path, "ab", buffering=1 << 20)
-        self._stream.write(data.tobytes())
+        raw = data.tobytes()
+        self._stream.write(raw)
+        self._checksum.update(raw)
         self._length += len(data)
 
     def flush(self) -> None:

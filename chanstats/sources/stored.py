@@ -200,4 +200,8 @@ def load(directory: str) -> tuple[dict[str, Any], Listing] | None:
     if header.get("format") != FORMAT:
         return None
     problems = {int(k): v for k, v in header["problems"].items()}
-    return header, map_columns(directory, header["roots"], problems, header["rows"])
+    try:
+        return header, map_columns(directory, header["roots"], problems, header["rows"])
+    except (OSError, ChanstatsError):
+        # Removed or replaced under us (another process found it stale), or damaged: list afresh.
+        return None
