@@ -81,13 +81,9 @@ def read_pixels(source: ArrayItem) -> Any:
     """One image's pixels as an ``(H, W, C)`` array (``(H, W)`` arrays get one channel), refused
     as a decompression bomb when the header declares more than the limit."""
     try:
-        array = _arrays.get(source.root, source.key, source.display)
+        array = _arrays.get(source)
         pixels = array if source.offset < 0 else array[source.offset]
         pixels = pixels.reshape(*pixels.shape, 1) if pixels.ndim == 2 else pixels
-        if pixels.ndim == 3:  # other shapes are refused by name when measured
-            height, width, bands = pixels.shape
-            check_declared_size(width, height, source.display, bands=bands, itemsize=pixels.dtype.itemsize,
-                                kind=pixels.dtype.name)
         return pixels.__array__()  # reads the mapped bytes now, so that a failure is this image's
     except (OSError, ValueError, IndexError, KeyError, zipfile.BadZipFile, EOFError) as error:
         _arrays.forget(source.root, source.key)
@@ -136,6 +132,17 @@ def _check_channels_last(shape: tuple[int, ...], shown: str, expected: str) -> N
         )
 
 
+def _check_image_size(array: Any, source: ArrayItem) -> None:
+    """Refuse ``source``'s image when ``array`` (an array or its header) declares it over the
+    decompression-bomb limit. Shapes that are not images are refused by name when measured."""
+    shape = array.shape if source.offset < 0 else array.shape[1:]
+    if len(shape) in (2, 3):
+        height, width = shape[:2]
+        bands = shape[2] if len(shape) == 3 else 1
+        check_declared_size(width, height, source.display, bands=bands, itemsize=array.dtype.itemsize,
+                            kind=array.dtype.name)
+
+
 class _OpenArrays:
     """The arrays this process has open, the most recently used last (reopened after a fork)."""
 
@@ -143,26 +150,30 @@ class _OpenArrays:
         self.owner = -1
         self.open: dict[tuple[str, str], Any] = {}
 
-    def get(self, path: str, key: str, shown: str) -> Any:
+    def get(self, source: ArrayItem) -> Any:
+        """The array holding ``source`` (mapped or loaded), once the image's declared size and, for
+        a ``.npz`` member, which is inflated whole, the member's are known to be within the limit."""
         import numpy as np
 
+        path, key = source.root, source.key
         if self.owner != os.getpid():
             self.owner, self.open = os.getpid(), {}
         array = self.open.pop((path, key), None)
         if array is None:
             if key:
                 with np.load(path, allow_pickle=False) as archive:
-                    # A member is inflated whole: its header must allow that before it is read.
                     declared = _header(archive, key)
+                    _check_image_size(declared, source)
                     size = int(np.prod(declared.shape)) * declared.dtype.itemsize
-                    check_decoded_bytes(size, f"the member {key!r} of {os.path.basename(path)}", shown,
+                    check_decoded_bytes(size, f"the member {key!r} of {os.path.basename(path)}", source.display,
                                         "; a .npy file is read an image at a time instead")
                     array = archive[key]
             else:
-                array = np.load(path, mmap_mode="r", allow_pickle=False)
+                array = np.load(path, mmap_mode="r", allow_pickle=False)  # mapped: nothing read yet
             while len(self.open) >= OPEN_ARRAYS:
                 self.open.pop(next(iter(self.open)))
         self.open[(path, key)] = array
+        _check_image_size(array, source)
         return array
 
     def forget(self, path: str, key: str) -> None:
