@@ -166,17 +166,20 @@ def test_a_stack_of_tiff_pages_is_refused_before_its_pages_are_decoded(tmp_path)
 
 
 def write_sized_files(folder: Path, rng, side: int) -> list[str]:
-    """A TIFF (8-bit grey), a 16-bit grey TIFF, a NumPy image and a member of a compressed .npz,
-    each ``side``×``side``; returns the inputs to give chanstats."""
+    """``side``×``side`` 8-bit RGB images in a striped TIFF, a tiled TIFF, a NumPy file and a
+    compressed .npz member (the kind of the pool's padding images); returns the inputs to give."""
     folder.mkdir(parents=True, exist_ok=True)
-    tifffile.imwrite(folder / f"grey{side}.tif", rng.integers(0, 256, (side, side), dtype=np.uint8))
-    tifffile.imwrite(folder / f"deep{side}.tif", rng.integers(0, 65536, (side, side), dtype=np.uint16))
-    np.save(folder / f"array{side}.npy", rng.integers(0, 256, (side, side), dtype=np.uint8))
-    np.savez_compressed(folder / f"packed{side}.npz", image=rng.integers(0, 256, (side, side), dtype=np.uint8))
-    return [str(folder / name) for name in (f"grey{side}.tif", f"deep{side}.tif", f"array{side}.npy", f"packed{side}.npz")]
+    image = lambda: rng.integers(0, 256, (side, side, 3), dtype=np.uint8)  # noqa: E731
+    tifffile.imwrite(folder / f"striped{side}.tif", image(), photometric="rgb")
+    tifffile.imwrite(folder / f"tiled{side}.tif", image(), photometric="rgb", tile=(16, 16))
+    np.save(folder / f"array{side}.npy", image())
+    np.savez_compressed(folder / f"packed{side}.npz", image=image())
+    return [str(folder / name) for name in (f"striped{side}.tif", f"tiled{side}.tif", f"array{side}.npy",
+                                            f"packed{side}.npz")]
 
 
-def test_tiff_and_arrays_follow_the_limit_and_none_lifts_it(tmp_path, rng, engine, monkeypatch):
+@pytest.mark.parametrize("mode", ["RGB", "keep"])
+def test_tiff_and_arrays_follow_the_limit_and_none_lifts_it(tmp_path, rng, engine, monkeypatch, mode):
     inputs = write_sized_files(tmp_path / "big", rng, 50) + write_sized_files(tmp_path / "warned", rng, 40)
     padded = engine.padded(inputs, tmp_path / "pad")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
@@ -185,17 +188,17 @@ def test_tiff_and_arrays_follow_the_limit_and_none_lifts_it(tmp_path, rng, engin
         Image.open(inputs[0])
     with pytest.warns(Image.DecompressionBombWarning):
         Image.open(inputs[4]).load()
-    result = compute(padded, mode="keep", workers=engine.workers, on_error="skip")
+    result = compute(padded, mode=mode, workers=engine.workers, on_error="skip")
     shown = [f"{inputs[0]}", f"{inputs[1]}", f"{inputs[2]}", f"{inputs[3]}::image"]
     assert dict(result.skipped) == {name: too_many(50, 50, 2000) for name in shown}
     assert result.images == 4 + engine.padding
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # Pillow's way to lift the limit
-    assert compute(padded, mode="keep", workers=engine.workers).images == 8 + engine.padding
+    assert compute(padded, mode=mode, workers=engine.workers).images == 8 + engine.padding
 
 
 def test_many_bands_count_against_the_limit_in_bytes(tmp_path, monkeypatch):
-    # 30×30 pixels are under the pixel limit of 2000, but 30×30×3 uint16 values take 5400 bytes:
-    # over the 4 bytes per pixel of Pillow's widest image (RGBA) at the limit, 8000... not yet.
+    # 30×30 pixels are under the pixel limit of 2000; their bands may take up to 4 bytes a pixel
+    # (Pillow's widest image, RGBA), 8000 bytes: 6 uint16 bands are over that, 4 are not.
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     path = tmp_path / "bands.tif"
     tifffile.imwrite(path, np.ones((30, 30, 6), dtype=np.uint16), planarconfig="contig")
@@ -265,10 +268,10 @@ def test_an_empty_array_or_table_says_so(tmp_path):
         "empty.npz": f"{tmp_path / 'empty.npz'} holds 'images' of shape (0, 8, 8, 3)",
         "empty.parquet": f"{tmp_path / 'empty.parquet'} is a table of no rows",
     }
-    for name, why in cases.items():
-        done = run_cli("compute", str(tmp_path / name))
-        assert done.returncode == 2
-        assert done.stderr.strip() == f"Error: no images in {tmp_path / name}: {why}"
+    done = run_cli("compute", *(str(tmp_path / name) for name in cases))
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"Error: no images in {', '.join(str(tmp_path / name) for name in cases)}: "
+                                   + "; ".join(cases.values()))
     # A folder is still searched by extension, and --ext is the advice there.
     (tmp_path / "folder").mkdir()
     assert "change with --ext" in run_cli("compute", str(tmp_path / "folder")).stderr
