@@ -196,6 +196,23 @@ def test_tiff_and_arrays_follow_the_limit_and_none_lifts_it(tmp_path, rng, engin
     assert compute(padded, mode=mode, workers=engine.workers).images == 8 + engine.padding
 
 
+def test_the_command_line_sets_and_lifts_the_limit(tmp_path, rng, engine):
+    inputs = write_sized_files(tmp_path / "big", rng, 50) + write_sized_files(tmp_path / "warned", rng, 40)
+    padded = engine.padded(inputs, tmp_path / "pad")
+    out = tmp_path / "out.json"
+    done = run_cli("--max-image-pixels", "1000", "compute", *padded, "--mode", "keep", "--on-error", "skip",
+                   "-o", str(out), *engine.options)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    shown = [f"{inputs[0]}", f"{inputs[1]}", f"{inputs[2]}", f"{inputs[3]}::image"]
+    assert {entry["path"]: entry["error"] for entry in result["skipped"]} == {name: too_many(50, 50, 2000) for name in shown}
+    done = run_cli("--max-image-pixels", "none", "compute", *padded, "--mode", "keep", "-o", str(out), *engine.options)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(out.read_text())["count"]["images"] == 8 + engine.padding
+    refused = run_cli("--max-image-pixels", "-5", "compute", *padded)
+    assert refused.returncode == 2 and "'-5' is not a positive whole number of pixels or 'none'" in refused.stderr
+
+
 def test_many_bands_count_against_the_limit_in_bytes(tmp_path, monkeypatch):
     # 30×30 pixels are under the pixel limit of 2000; their bands may take up to 4 bytes a pixel
     # (Pillow's widest image, RGBA), 8000 bytes: 6 uint16 bands are over that, 4 are not.

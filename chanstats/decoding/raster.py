@@ -14,6 +14,10 @@ are not interleaved by a copy), so the array is not necessarily C-contiguous.
 Compression: none, PackBits and Deflate/zlib (with or without horizontal predictor) need nothing
 beyond ``tifffile``; LZW, JPEG, ZSTD, LERC, WebP and others need the optional ``imagecodecs``
 package, and a file that needs it while it is missing is a bad image whose reason says so.
+
+Size: the decompression-bomb limit (:mod:`.limits`) is checked from the header, before a byte of
+pixel data is decoded: width × height against the pixel limit, and all bands' bytes against its
+stated equivalent (tiles or strips that all point at one small blob decode to gigabytes).
 """
 
 from __future__ import annotations

@@ -164,14 +164,10 @@ def npz_bomb(path: Path, key: str, shape: tuple[int, ...], dtype: str = "uint8")
     return path
 
 
-# A child that runs the real command in-process and reports its own peak memory: ru_maxrss of
-# the process itself (workers are counted separately, see peak_of_run).
+# A child that runs the real command in-process and reports the peak memory of itself and of the
+# workers it started (ru_maxrss: the kernel's own count).
 _CHILD = """
-import os, resource, sys
-from PIL import Image
-limit = os.environ.get("BOMB_TEST_MAX_IMAGE_PIXELS")
-if limit is not None:
-    Image.MAX_IMAGE_PIXELS = None if limit == "none" else int(limit)
+import resource, sys
 from chanstats.cli import main
 sys.argv = ["chanstats", *sys.argv[1:]]
 try:
@@ -187,21 +183,16 @@ sys.exit(code)
 """
 
 
-def run_measuring_peak(args: list[str], max_image_pixels: int | None | str = "default",
-                       timeout: float = 120) -> tuple[subprocess.CompletedProcess, int]:
-    """Run ``chanstats ARGS`` in a fresh Python process, with ``PIL.Image.MAX_IMAGE_PIXELS`` set
-    to ``max_image_pixels`` first (``"default"``: Pillow's own); returns the finished process (the
-    peak report removed from its stderr) and the peak resident memory in MB of that process or
-    of any worker it started (``ru_maxrss``, the kernel's own count)."""
+def run_measuring_peak(args: list[str], timeout: float = 120) -> tuple[subprocess.CompletedProcess, int]:
+    """Run ``chanstats ARGS`` in a fresh Python process; returns the finished process (the peak
+    report removed from its stderr) and the peak resident memory in MB of that process or of any
+    worker it started."""
     import os
 
-    full_env = dict(os.environ)
-    full_env.pop("CHANSTATS_DEBUG", None)
-    if max_image_pixels != "default":
-        full_env["BOMB_TEST_MAX_IMAGE_PIXELS"] = "none" if max_image_pixels is None else str(max_image_pixels)
-    done = subprocess.run([sys.executable, "-c", _CHILD, *args], env=full_env, capture_output=True, text=True,
+    env = dict(os.environ)
+    env.pop("CHANSTATS_DEBUG", None)
+    done = subprocess.run([sys.executable, "-c", _CHILD, *args], env=env, capture_output=True, text=True,
                           timeout=timeout)
     stderr, _, peak = done.stderr.rpartition("\nPEAK_KB ")
     done.stderr = stderr
     return done, int(peak.strip()) // 1024
-
