@@ -116,14 +116,18 @@ def good_images(folder: Path, rng) -> list[np.ndarray]:
 def test_bombs_are_skipped_by_name_in_process_and_through_the_pool(tmp_path, rng, engine, mode):
     folder = tmp_path / "data"
     names = write_bombs(folder)
+    arrays = tmp_path / "arrays"
+    array_names = write_array_bombs(arrays)
     pixels = good_images(folder, rng) + [np.asarray(Image.open(path).convert("RGB")) for path in engine.pad(folder)]
     out = tmp_path / "out.json"
-    done, peak = run_measuring_peak(["compute", str(folder), "--mode", mode, "--on-error", "skip", "-o", str(out),
+    done, peak = run_measuring_peak(["compute", str(folder), str(arrays / "image.npy"), str(arrays / "one.npz"),
+                                     str(arrays / "stack.npz"), "--mode", mode, "--on-error", "skip", "-o", str(out),
                                      *engine.options])
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())
     assert {entry["path"]: entry["error"] for entry in result["skipped"]} == {
-        str(folder / name): reason for name, reason in names.items()}
+        **{str(folder / name): reason for name, reason in names.items()},
+        **{str(arrays / name): reason for name, reason in array_names.items()}}
     assert result["count"]["images"] == 2 + engine.padding
     # The good images are measured exactly: numpy's integer sums over their pixels (as the mode
     # converts them: Pillow's own luma for L).
