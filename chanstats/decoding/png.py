@@ -129,9 +129,10 @@ def decode_png16(data: bytes, shown: str = "<image bytes>") -> np.ndarray | None
 
 
 def check_png_size(data: bytes, shown: str) -> None:
-    """Refuse a PNG whose header (IHDR, always the first chunk) declares more pixels than the
-    decompression-bomb limit, before anything is inflated: Pillow refuses it on open."""
-    if data[12:16] == b"IHDR" and len(data) >= 24:
+    """Refuse a PNG whose intact header (IHDR, always the first chunk) declares more pixels than
+    the decompression-bomb limit, before anything is inflated, as Pillow refuses it on open (a
+    damaged header is left to Pillow, which reports the damage first)."""
+    if data[8:16] == b"\x00\x00\x00\x0dIHDR" and len(data) >= 33 and _intact(b"IHDR", memoryview(data)[16:29], data, 29):
         width, height = struct.unpack_from(">II", data, 16)
         check_declared_size(width, height, shown)
 
