@@ -245,7 +245,7 @@ def finalize(state: PartialState) -> Result:
     if len(state.formats) > 1:
         ordered = sorted(state.formats.values(), key=lambda t: t.first_index)
         kinds = "; ".join(f"{t.format.label} (e.g. {t.example})" for t in ordered)
-        raise ChanstatsError(f"images have different channels or bit depths: {kinds}; choose --mode RGB or --mode L")
+        raise ChanstatsError(f"images have different channels or bit depths: {kinds}; {_mixed_formats_advice(ordered)}")
     (totals,) = state.formats.values()
     pixel_format = totals.format
     exact, method = _exact_statistics(totals, images)
@@ -293,6 +293,15 @@ def _exact_histogram(totals):
     quantile sketch is no histogram)."""
     histogram = totals.histogram
     return None if histogram is None or hasattr(histogram, "relative_error") else histogram
+
+
+def _mixed_formats_advice(formats) -> str:
+    """What to do about images of several pixel formats: ``--mode RGB`` or ``L`` converts 8-bit
+    images of any channels alike, but refuses 16-bit ones (it would clip them) and does not apply
+    to rasters of other types, which are measured apart."""
+    if all(totals.format.stored_as == "uint8" and not totals.format.masked for totals in formats):
+        return "choose --mode RGB or --mode L"
+    return "measure each kind in a run of its own (--mode RGB and L read 8-bit images only)"
 
 
 def _percentiles(totals, options: dict[str, Any]) -> dict[str, Any] | None:

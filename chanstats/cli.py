@@ -49,13 +49,36 @@ def _debug(ctx: click.Context) -> bool:
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=lambda ctx, _, value: _print_version(ctx, value),
               help="Show the version and which compiled kernel is in use (avx2, sse2, none), then exit.")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.option("--max-image-pixels", metavar="N|none", default=None, callback=lambda ctx, _, value: _pixel_limit(value),
+              help="Set PIL.Image.MAX_IMAGE_PIXELS, the decompression-bomb limit: an image of more than twice N "
+                   "pixels is refused, in every format (default: Pillow's, 89478485); 'none' lifts the limit.")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(ctx: click.Context, debug: bool, max_image_pixels: int | None | bool) -> None:
     """Exact per-channel mean/std for image datasets, as the model sees them.
 
     Exit codes: 0 ok, 1 check failed, 2 usage or input error, 130 interrupted (Ctrl-C).
     """
     ctx.obj = {"debug": debug}
+    if max_image_pixels is not False:
+        from PIL import Image  # only when asked: keeps `chanstats --help` fast
+
+        # A process-wide setting, as for API users; the engine gives every worker the same.
+        Image.MAX_IMAGE_PIXELS = max_image_pixels
+
+
+def _pixel_limit(value: str | None) -> int | None | bool:
+    """``--max-image-pixels``: a positive number, ``None`` for 'none', ``False`` when not given."""
+    if value is None:
+        return False
+    if value.strip().lower() == "none":
+        return None
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = 0
+    if limit <= 0:
+        raise click.BadParameter(f"{value!r} is not a positive whole number of pixels or 'none'")
+    return limit
 
 
 def _print_version(ctx: click.Context, value: bool) -> None:
