@@ -27,10 +27,11 @@ from .errors import BadImagesError, ChanstatsError, NoImagesError
 from .measure import Measurer
 from .options import DEFAULT_PERCENTILES_TEXT, ErrorBudget, RunOptions, compose, settings_of
 from .pixels import ArrayMeasurer, DatasetMeasurer, MeasuredMeasurer, needs_array_measurer
+from .report.destinations import check_destinations
 from .report.files import read_config
 from .report.result import Result
 from .scale import state_file
-from .scale.checkpoint import Checkpointer, Interval
+from .scale.checkpoint import Checkpointer, Interval, delay_per_image_for_tests
 from .scale.columns import run_directory
 from .scale.engine import measure_chunks
 from .scale.merge import merge_states
@@ -213,13 +214,21 @@ def measure(
     chunks = measure_chunks(
         todo, run.measurer, workers=workers, progress=progress, offset=state.done, start_method=start_method
     )
-    with closing(chunks):  # Ctrl-C or an error here stops the workers at once
-        for chunk in chunks:
-            state.add_chunk(chunk)
-            if checkpoint is not None:
-                checkpoint.after_chunk(state, len(chunk))
-    if checkpoint is not None:
-        checkpoint.save(state)
+    delay = delay_per_image_for_tests()
+    try:
+        with closing(chunks):  # Ctrl-C or an error here stops the workers at once
+            for chunk in chunks:
+                state.add_chunk(chunk)
+                if delay:
+                    time.sleep(delay * len(chunk))
+                if checkpoint is not None:
+                    checkpoint.after_chunk(state, len(chunk))
+        if checkpoint is not None:
+            checkpoint.save(state)
+    except BaseException:
+        if checkpoint is not None:
+            checkpoint.forget_unsaved()
+        raise
     if run.options["on_error"] == "fail":
         _apply_error_policy(state.bad, stop - start, "fail", None)
     return state
@@ -443,6 +452,7 @@ def compute(
     restart: bool = False,
     clock: PhaseClock | None = None,
     workdir: str | os.PathLike | None = None,
+    remove_checkpoint: bool = True,
     **overrides: Any,
 ) -> Result:
     """Exact per-channel statistics of the images under ``paths``, and BatchNorm's running estimate.
@@ -455,7 +465,8 @@ def compute(
 
     ``workers``: processes (default: all cores; 0: in this process). ``checkpoint``: a file where
     progress is saved every ``checkpoint_every`` and resumed from when rerun (``restart`` discards
-    it); it is deleted once the result is computed. ``clock`` collects the phase times.
+    it); it is deleted once the result is computed (``remove_checkpoint=False``: left for the
+    caller to delete once it has written the result). ``clock`` collects the phase times.
     ``workdir``: where the run keeps its files (default: the system's temporary folder): the
     per-image columns, in a folder removed when the run ends, and the listing, which stays there
     for later runs on the same inputs (see :mod:`chanstats.sources.shared`).
@@ -465,6 +476,7 @@ def compute(
     """
     run_options = compose(options, overrides, "compute")
     checkpointer = _checkpointer(checkpoint, checkpoint_every, restart)
+    check_destinations([("checkpoint", None if checkpointer is None else checkpointer.path)])
     run = plan(paths, run_options, workdir=workdir)
     _lap(clock, "listing")
     with _columns_directory(workdir, checkpointer) as directory:
@@ -473,7 +485,7 @@ def compute(
         result = finalize(state)
         state.images.detach()  # the result reads the columns after the folder is gone
         _lap(clock, "finalizing")
-    if checkpointer is not None:
+    if checkpointer is not None and remove_checkpoint:
         checkpointer.remove()
     return result
 
@@ -500,6 +512,7 @@ def compute_shard(
     10,000 images in the slice, columns above). The other arguments are those of :func:`compute`."""
     run_options = compose(options, overrides, "compute_shard")
     checkpointer = _checkpointer(checkpoint, checkpoint_every, restart)
+    check_destinations([("output", output), ("checkpoint", None if checkpointer is None else checkpointer.path)])
     run = plan(paths, run_options, workdir=workdir)
     start, stop = shard_bounds(len(run.sources), *shard)
     fmt = state_file.choose_format(partial_format, run.sources, stop - start)
