@@ -19,7 +19,7 @@ EXIT_CHECK_FAILED = 1  # `chanstats check` found drift; nothing else exits 1
 EXIT_INPUT_ERROR = 2  # bad usage, bad input, or an output that cannot be written
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130: what shells report for a command stopped by Ctrl-C
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143: what shells report for a command stopped by SIGTERM
-EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # 141: the reader of stdout went away (`chanstats ... | head`)
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE (13, which Windows lacks): the reader of stdout went away (`... | head`)
 
 EXIT_CODES_HELP = (f"Exit codes: {EXIT_OK} ok, {EXIT_CHECK_FAILED} check failed, {EXIT_INPUT_ERROR} usage or input error, "
                    f"{EXIT_INTERRUPTED} interrupted (Ctrl-C), {EXIT_BROKEN_PIPE} stdout closed (| head), "
@@ -32,6 +32,8 @@ class Terminated(KeyboardInterrupt):
 
 
 def _raise_terminated(signum, frame) -> None:
+    # Once: a second SIGTERM (some supervisors repeat it) must not cut the clean-up short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Terminated()
 
 
