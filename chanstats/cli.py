@@ -1,7 +1,9 @@
 """The ``chanstats`` command: click parsing and printing over the Python API, nothing more.
 
-Library errors (:class:`~chanstats.errors.ChanstatsError`) become one line on stderr and exit
-code 2 here, and nowhere else; ``--debug`` shows the traceback instead.
+Library errors (:class:`~chanstats.errors.ChanstatsError`) and outputs that cannot be written (a
+full disk, a read-only folder) become one line on stderr and exit code 2 here, and nowhere else;
+``--debug`` shows the traceback instead. Every destination is checked before the work starts, and
+the outputs are written all or none. Exit codes and signals: :mod:`chanstats.exits`.
 """
 
 from __future__ import annotations
@@ -348,7 +350,6 @@ def _emit(result, output, fmt, quiet, per_image=None) -> None:
             click.echo(f"wrote {output}", err=True)
         if per_image:
             click.echo(f"wrote {per_image}", err=True)
-
 
 
 @cli.command()

@@ -208,3 +208,22 @@ def test_the_next_run_removes_the_run_folder_a_killed_run_left(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert run_folders(run.tmpdir) == []
+
+
+def test_a_restart_stopped_before_its_first_save_leaves_no_stale_checkpoint(tmp_path, monkeypatch):
+    from chanstats import api
+
+    write_dataset(tmp_path / "data", count=6)
+    checkpoint = tmp_path / "ckpt"
+    api.compute([str(tmp_path / "data")], workers=0, checkpoint=checkpoint, remove_checkpoint=False)
+    assert checkpoint.exists()  # a finished run's checkpoint, as a failed write leaves it
+
+    def stopped_at_once(*args, **kwargs):  # Ctrl-C or SIGTERM before the first chunk is back
+        raise KeyboardInterrupt
+        yield
+
+    monkeypatch.setattr(api, "measure_chunks", stopped_at_once)
+    with pytest.raises(KeyboardInterrupt):
+        api.compute([str(tmp_path / "data")], workers=0, checkpoint=checkpoint, restart=True)
+    # --restart discarded the old checkpoint: its header must not survive to point at new columns.
+    assert not checkpoint.exists() and not (tmp_path / "ckpt.columns").exists()

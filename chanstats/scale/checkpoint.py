@@ -101,6 +101,15 @@ class Checkpointer:
         """The saved state if it belongs to this run, else ``fresh`` (none saved, or ``restart``),
         its table appending to this checkpoint's column files; images are named by ``sources``."""
         if self.restart or not os.path.exists(self.path):
+            if self.restart:
+                # The old header goes with its columns: a run stopped before its first save must
+                # not leave it pointing at the new, shorter columns.
+                try:
+                    os.unlink(self.path)
+                except FileNotFoundError:
+                    pass
+                except OSError as error:
+                    raise ChanstatsError(f"cannot write {self.path}: {error.strerror or error}") from None
             remove_directory(self.columns)
             fresh.images = ImageTable(sources, self.columns)
             return fresh
