@@ -286,6 +286,37 @@ def test_a_per_image_csv_is_not_written_when_stdout_fails(tmp_path, data):
     assert not (tmp_path / "rows.csv").exists() and not list(tmp_path.glob(".chanstats-*"))
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+def test_an_output_on_a_full_device_writes_no_other_output(tmp_path, data):
+    # No mount needed: /dev/full is written to directly and fails as a full disk does.
+    result = chanstats(["compute", str(data), "--workers", "0", "-q", "-o", "/dev/full", "--per-image", "rows.csv"],
+                       tmp_path)
+    assert_one_line(result, "/dev/full", FULL)
+    assert not (tmp_path / "rows.csv").exists() and not list(tmp_path.glob(".chanstats-*"))
+
+
+def test_every_output_is_left_as_it_was_when_one_cannot_be_written(tmp_path, monkeypatch):
+    from chanstats.errors import ChanstatsError
+    from chanstats.report import files
+
+    (tmp_path / "a.json").write_text("old a")
+    real_fsync = os.fsync
+    calls = []
+
+    def fsync_fails_the_second_time(fd):
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    monkeypatch.setattr(files.os, "fsync", fsync_fails_the_second_time)
+    with pytest.raises(ChanstatsError) as error:
+        files.write_all([(str(tmp_path / "a.json"), "new a"), (str(tmp_path / "b.csv"), "new b")])
+    assert str(error.value) == f"cannot write {tmp_path / 'b.csv'}: {FULL}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+    assert (tmp_path / "a.json").read_text() == "old a"
+
+
 def test_a_closed_pipe_ends_quietly_with_exit_141(tmp_path, data):
     env = dict(os.environ)
     env.pop("CHANSTATS_DEBUG", None)
