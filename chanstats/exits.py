@@ -55,8 +55,10 @@ def default_signals() -> None:
 
 @contextmanager
 def stops_held_back() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM back for a short step that must not be cut in half (worker
-    processes starting, outputs being renamed into place); they take effect right after it.
+    """Hold Ctrl-C and SIGTERM back for a short step that must not be cut in half; they take
+    effect right after it. Worker processes starting: one cut off half-way (the main process gone,
+    its locks unlinked) would print a traceback of its own. Outputs being renamed into place: all
+    of them or none.
 
     Signal handlers belong to the main thread, so elsewhere nothing is held back."""
     if threading.current_thread() is not threading.main_thread():

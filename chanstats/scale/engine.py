@@ -19,9 +19,9 @@ Failures are reported as the user's file, never as the pool's: an unexpected exc
 measuring a file becomes a one-line :class:`~chanstats.errors.WorkerError` naming it (in-process
 and in workers alike), and a worker that dies (the out-of-memory killer, a crash in a C library) is
 named by the file it was measuring, read from a small shared board each worker writes its current
-index to. Workers ignore Ctrl-C and SIGTERM's handler: the main process stops them at once and reports
-the interrupt. Workers end with the main process whatever ends it, kill -9 included (see
-:func:`_die_with_main_process`).
+index to. Workers ignore Ctrl-C, and SIGTERM ends them at once: the main process handles both, stops
+the workers and reports the interrupt. Workers end with the main process whatever ends it, kill -9
+included (see :func:`_die_with_main_process`).
 """
 
 from __future__ import annotations
