@@ -15,9 +15,9 @@ import inspect
 import os
 import time
 from collections import abc
-from contextlib import closing, nullcontext
+from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 
@@ -27,10 +27,11 @@ from .errors import BadImagesError, ChanstatsError, NoImagesError
 from .measure import Measurer
 from .options import DEFAULT_PERCENTILES_TEXT, ErrorBudget, RunOptions, compose, settings_of
 from .pixels import ArrayMeasurer, DatasetMeasurer, MeasuredMeasurer, needs_array_measurer
+from .report.destinations import check_destinations
 from .report.files import read_config
 from .report.result import Result
 from .scale import state_file
-from .scale.checkpoint import Checkpointer, Interval
+from .scale.checkpoint import Checkpointer, Interval, delay_per_image_for_tests
 from .scale.columns import run_directory
 from .scale.engine import measure_chunks
 from .scale.merge import merge_states
@@ -213,13 +214,21 @@ def measure(
     chunks = measure_chunks(
         todo, run.measurer, workers=workers, progress=progress, offset=state.done, start_method=start_method
     )
-    with closing(chunks):  # Ctrl-C or an error here stops the workers at once
-        for chunk in chunks:
-            state.add_chunk(chunk)
-            if checkpoint is not None:
-                checkpoint.after_chunk(state, len(chunk))
-    if checkpoint is not None:
-        checkpoint.save(state)
+    delay = delay_per_image_for_tests()
+    try:
+        with closing(chunks):  # Ctrl-C or an error here stops the workers at once
+            for chunk in chunks:
+                state.add_chunk(chunk)
+                if delay:
+                    time.sleep(delay * len(chunk))
+                if checkpoint is not None:
+                    checkpoint.after_chunk(state, len(chunk))
+        if checkpoint is not None:
+            checkpoint.save(state)
+    except BaseException:
+        if checkpoint is not None:
+            checkpoint.forget_unsaved()
+        raise
     if run.options["on_error"] == "fail":
         _apply_error_policy(state.bad, stop - start, "fail", None)
     return state
@@ -436,9 +445,22 @@ def _checkpointer(checkpoint: str | os.PathLike | Checkpointer | None, every: st
     return Checkpointer(os.fspath(checkpoint), every if isinstance(every, Interval) else Interval.parse(every), restart)
 
 
-def _locked(checkpointer: Checkpointer | None):
-    """Hold the checkpoint's lock for the whole run, listing included (nothing without one)."""
-    return nullcontext() if checkpointer is None else checkpointer
+@contextmanager
+def _locked(checkpointer: Checkpointer | None, keep: bool = False) -> Iterator[None]:
+    """Hold the checkpoint's lock for the whole run, listing included (nothing without one);
+    ``keep``: still hold it after success, for a caller that removes the checkpoint (which lets
+    go of it) once its own outputs are written."""
+    if checkpointer is None:
+        yield
+        return
+    checkpointer.lock()
+    try:
+        yield
+    except BaseException:
+        checkpointer.unlock()
+        raise
+    if not keep:
+        checkpointer.unlock()
 
 
 def _columns_directory(workdir: str | os.PathLike | None, checkpointer: Checkpointer | None):
@@ -465,6 +487,7 @@ def compute(
     restart: bool = False,
     clock: PhaseClock | None = None,
     workdir: str | os.PathLike | None = None,
+    remove_checkpoint: bool = True,
     **overrides: Any,
 ) -> Result:
     """Exact per-channel statistics of the images under ``paths``, and BatchNorm's running estimate.
@@ -477,7 +500,8 @@ def compute(
 
     ``workers``: processes (default: all cores; 0: in this process). ``checkpoint``: a file where
     progress is saved every ``checkpoint_every`` and resumed from when rerun (``restart`` discards
-    it); it is deleted once the result is computed. ``clock`` collects the phase times.
+    it); it is deleted once the result is computed (``remove_checkpoint=False``: left for the
+    caller to delete once it has written the result). ``clock`` collects the phase times.
     ``workdir``: where the run keeps its files (default: the system's temporary folder): the
     per-image columns, in a folder removed when the run ends, and the listing, which stays there
     for later runs on the same inputs (see :mod:`chanstats.sources.shared`).
@@ -487,7 +511,9 @@ def compute(
     """
     run_options = compose(options, overrides, "compute")
     checkpointer = _checkpointer(checkpoint, checkpoint_every, restart)
-    with _locked(checkpointer):
+    check_destinations([("checkpoint", None if checkpointer is None else checkpointer.path)])
+    # A caller that removes the checkpoint itself once its outputs are written keeps it locked until then.
+    with _locked(checkpointer, keep=not remove_checkpoint and isinstance(checkpoint, Checkpointer)):
         run = plan(paths, run_options, workdir=workdir)
         _lap(clock, "listing")
         with _columns_directory(workdir, checkpointer) as directory:
@@ -496,7 +522,7 @@ def compute(
             result = finalize(state)
             state.images.detach()  # the result reads the columns after the folder is gone
             _lap(clock, "finalizing")
-        if checkpointer is not None:
+        if checkpointer is not None and remove_checkpoint:
             checkpointer.remove()
     return result
 
@@ -523,6 +549,7 @@ def compute_shard(
     10,000 images in the slice, columns above). The other arguments are those of :func:`compute`."""
     run_options = compose(options, overrides, "compute_shard")
     checkpointer = _checkpointer(checkpoint, checkpoint_every, restart)
+    check_destinations([("output", output), ("checkpoint", None if checkpointer is None else checkpointer.path)])
     with _locked(checkpointer):
         run = plan(paths, run_options, workdir=workdir)
         start, stop = shard_bounds(len(run.sources), *shard)

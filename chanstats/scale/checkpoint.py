@@ -25,8 +25,8 @@ A save costs the same however far the run is (the header holds the per-format to
 images, not the images), so the interval only bounds how much work a crash loses.
 
 Test hook: the environment variable ``CHANSTATS_TEST_DELAY_PER_IMAGE`` (seconds, a float) makes
-a checkpointed run sleep that long per image (after each chunk), so tests can ``kill -9`` it mid-run deterministically.
-It is not meant for anything else.
+a run's main process sleep that long per image (after each chunk, before a checkpoint is due), so
+tests can ``kill -9`` or SIGTERM it mid-run deterministically. It is not meant for anything else.
 """
 
 from __future__ import annotations
@@ -50,6 +50,14 @@ from .table import ImageTable
 
 TEST_DELAY_ENV = "CHANSTATS_TEST_DELAY_PER_IMAGE"
 DEFAULT_EVERY = "60s"
+
+
+def delay_per_image_for_tests() -> float:
+    """Seconds the main process sleeps per image measured: the test hook above (0: none)."""
+    try:
+        return max(0.0, float(os.environ.get(TEST_DELAY_ENV, "0") or 0))
+    except ValueError:
+        return 0.0
 
 
 @dataclass(frozen=True)
@@ -126,10 +134,15 @@ class Checkpointer:
         its table appending to this checkpoint's column files; images are named by ``sources``."""
         self.lock()
         if self.restart or not os.path.exists(self.path):
-            try:
-                os.unlink(self.path)  # the header goes first: it must never count the new, shorter columns
-            except FileNotFoundError:
-                pass
+            if self.restart:
+                # The old header goes with its columns: a run stopped before its first save must
+                # not leave it pointing at the new, shorter columns.
+                try:
+                    os.unlink(self.path)
+                except FileNotFoundError:
+                    pass
+                except OSError as error:
+                    raise ChanstatsError(f"cannot write {self.path}: {error.strerror or error}") from None
             remove_directory(self.columns)
             fresh.images = ImageTable(sources, self.columns)
             return fresh
@@ -155,8 +168,6 @@ class Checkpointer:
         """Save if due, after a chunk of ``images`` images was recorded (chunks are whole: the
         state is consistent between them)."""
         self._since_save += images
-        if self._delay:
-            time.sleep(self._delay * images)
         due_images = self.every.images is not None and self._since_save >= self.every.images
         due_time = self.every.seconds is not None and time.monotonic() - self._last_save >= self.every.seconds
         if due_images or due_time:
@@ -168,6 +179,12 @@ class Checkpointer:
         write_atomic(self.path, columns_header(state, os.path.basename(self.columns), None))
         self._since_save = 0
         self._last_save = time.monotonic()
+
+    def forget_unsaved(self) -> None:
+        """After a failed or interrupted run: remove the column files if no header was ever saved
+        to resume them from (a full disk or a read-only folder before the first save)."""
+        if not os.path.exists(self.path):
+            remove_directory(self.columns)
 
     def remove(self) -> None:
         """Delete the checkpoint and its columns once the run's output is safely written, and

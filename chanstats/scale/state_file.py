@@ -135,11 +135,15 @@ def write(state: PartialState, path: str, fmt: str = "json", sources: Sequence[I
         fsync_directory(os.path.dirname(os.path.abspath(directory)))
     except OSError as error:
         remove_directory(staging)
-        raise ChanstatsError(f"{directory}: cannot write: {error.strerror or error}") from None
+        raise ChanstatsError(f"cannot write {directory}: {error.strerror or error}") from None
     except BaseException:
         remove_directory(staging)
         raise
-    write_atomic(path, columns_header(state, os.path.basename(directory), meta))
+    try:
+        write_atomic(path, columns_header(state, os.path.basename(directory), meta))
+    except BaseException:
+        remove_directory(directory)  # columns without their header are no partial state
+        raise
 
 
 def columns_header(state: PartialState, directory: str, sources: dict[str, Any] | None) -> str:
