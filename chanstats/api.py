@@ -15,9 +15,9 @@ import inspect
 import os
 import time
 from collections import abc
-from contextlib import closing, nullcontext
+from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 
@@ -27,10 +27,11 @@ from .errors import BadImagesError, ChanstatsError, NoImagesError
 from .measure import Measurer
 from .options import DEFAULT_PERCENTILES_TEXT, ErrorBudget, RunOptions, compose, settings_of
 from .pixels import ArrayMeasurer, DatasetMeasurer, MeasuredMeasurer, needs_array_measurer
+from .report.destinations import check_destinations
 from .report.files import read_config
 from .report.result import Result
 from .scale import state_file
-from .scale.checkpoint import Checkpointer, Interval
+from .scale.checkpoint import Checkpointer, Interval, delay_per_image_for_tests
 from .scale.columns import run_directory
 from .scale.engine import measure_chunks
 from .scale.merge import merge_states
@@ -213,13 +214,21 @@ def measure(
     chunks = measure_chunks(
         todo, run.measurer, workers=workers, progress=progress, offset=state.done, start_method=start_method
     )
-    with closing(chunks):  # Ctrl-C or an error here stops the workers at once
-        for chunk in chunks:
-            state.add_chunk(chunk)
-            if checkpoint is not None:
-                checkpoint.after_chunk(state, len(chunk))
-    if checkpoint is not None:
-        checkpoint.save(state)
+    delay = delay_per_image_for_tests()
+    try:
+        with closing(chunks):  # Ctrl-C or an error here stops the workers at once
+            for chunk in chunks:
+                state.add_chunk(chunk)
+                if delay:
+                    time.sleep(delay * len(chunk))
+                if checkpoint is not None:
+                    checkpoint.after_chunk(state, len(chunk))
+        if checkpoint is not None:
+            checkpoint.save(state)
+    except BaseException:
+        if checkpoint is not None:
+            checkpoint.forget_unsaved()
+        raise
     if run.options["on_error"] == "fail":
         _apply_error_policy(state.bad, stop - start, "fail", None)
     return state
@@ -245,7 +254,7 @@ def finalize(state: PartialState) -> Result:
     if len(state.formats) > 1:
         ordered = sorted(state.formats.values(), key=lambda t: t.first_index)
         kinds = "; ".join(f"{t.format.label} (e.g. {t.example})" for t in ordered)
-        raise ChanstatsError(f"images have different channels or bit depths: {kinds}; choose --mode RGB or --mode L")
+        raise ChanstatsError(f"images have different channels or bit depths: {kinds}; {_mixed_formats_advice(ordered)}")
     (totals,) = state.formats.values()
     pixel_format = totals.format
     exact, method = _exact_statistics(totals, images)
@@ -293,6 +302,15 @@ def _exact_histogram(totals):
     quantile sketch is no histogram)."""
     histogram = totals.histogram
     return None if histogram is None or hasattr(histogram, "relative_error") else histogram
+
+
+def _mixed_formats_advice(formats) -> str:
+    """What to do about images of several pixel formats: ``--mode RGB`` or ``L`` converts 8-bit
+    images of any channels alike, but refuses 16-bit ones (it would clip them) and does not apply
+    to rasters of other types, which are measured apart."""
+    if all(totals.format.stored_as == "uint8" and not totals.format.masked for totals in formats):
+        return "choose --mode RGB or --mode L"
+    return "measure each kind in a run of its own (--mode RGB and L read 8-bit images only)"
 
 
 def _percentiles(totals, options: dict[str, Any]) -> dict[str, Any] | None:
@@ -427,6 +445,24 @@ def _checkpointer(checkpoint: str | os.PathLike | Checkpointer | None, every: st
     return Checkpointer(os.fspath(checkpoint), every if isinstance(every, Interval) else Interval.parse(every), restart)
 
 
+@contextmanager
+def _locked(checkpointer: Checkpointer | None, keep: bool = False) -> Iterator[None]:
+    """Hold the checkpoint's lock for the whole run, listing included (nothing without one);
+    ``keep``: still hold it after success, for a caller that removes the checkpoint (which lets
+    go of it) once its own outputs are written."""
+    if checkpointer is None:
+        yield
+        return
+    checkpointer.lock()
+    try:
+        yield
+    except BaseException:
+        checkpointer.unlock()
+        raise
+    if not keep:
+        checkpointer.unlock()
+
+
 def _columns_directory(workdir: str | os.PathLike | None, checkpointer: Checkpointer | None):
     """Where a run's columns go: beside its checkpoint (which outlives a crash) or, without one, a
     run directory in ``workdir`` removed when the run ends."""
@@ -451,6 +487,7 @@ def compute(
     restart: bool = False,
     clock: PhaseClock | None = None,
     workdir: str | os.PathLike | None = None,
+    remove_checkpoint: bool = True,
     **overrides: Any,
 ) -> Result:
     """Exact per-channel statistics of the images under ``paths``, and BatchNorm's running estimate.
@@ -463,7 +500,8 @@ def compute(
 
     ``workers``: processes (default: all cores; 0: in this process). ``checkpoint``: a file where
     progress is saved every ``checkpoint_every`` and resumed from when rerun (``restart`` discards
-    it); it is deleted once the result is computed. ``clock`` collects the phase times.
+    it); it is deleted once the result is computed (``remove_checkpoint=False``: left for the
+    caller to delete once it has written the result). ``clock`` collects the phase times.
     ``workdir``: where the run keeps its files (default: the system's temporary folder): the
     per-image columns, in a folder removed when the run ends, and the listing, which stays there
     for later runs on the same inputs (see :mod:`chanstats.sources.shared`).
@@ -473,16 +511,19 @@ def compute(
     """
     run_options = compose(options, overrides, "compute")
     checkpointer = _checkpointer(checkpoint, checkpoint_every, restart)
-    run = plan(paths, run_options, workdir=workdir)
-    _lap(clock, "listing")
-    with _columns_directory(workdir, checkpointer) as directory:
-        state = measure(run, workers=workers, progress=progress, checkpoint=checkpointer, directory=directory)
-        _lap(clock, "measuring")
-        result = finalize(state)
-        state.images.detach()  # the result reads the columns after the folder is gone
-        _lap(clock, "finalizing")
-    if checkpointer is not None:
-        checkpointer.remove()
+    check_destinations([("checkpoint", None if checkpointer is None else checkpointer.path)])
+    # A caller that removes the checkpoint itself once its outputs are written keeps it locked until then.
+    with _locked(checkpointer, keep=not remove_checkpoint and isinstance(checkpoint, Checkpointer)):
+        run = plan(paths, run_options, workdir=workdir)
+        _lap(clock, "listing")
+        with _columns_directory(workdir, checkpointer) as directory:
+            state = measure(run, workers=workers, progress=progress, checkpoint=checkpointer, directory=directory)
+            _lap(clock, "measuring")
+            result = finalize(state)
+            state.images.detach()  # the result reads the columns after the folder is gone
+            _lap(clock, "finalizing")
+        if checkpointer is not None and remove_checkpoint:
+            checkpointer.remove()
     return result
 
 
@@ -508,19 +549,21 @@ def compute_shard(
     10,000 images in the slice, columns above). The other arguments are those of :func:`compute`."""
     run_options = compose(options, overrides, "compute_shard")
     checkpointer = _checkpointer(checkpoint, checkpoint_every, restart)
-    run = plan(paths, run_options, workdir=workdir)
-    start, stop = shard_bounds(len(run.sources), *shard)
-    fmt = state_file.choose_format(partial_format, run.sources, stop - start)
-    _lap(clock, "listing")
-    with _columns_directory(workdir, checkpointer) as directory:
-        state = measure(run, shard=shard, workers=workers, progress=progress, checkpoint=checkpointer,
-                        directory=directory)
-        _lap(clock, "measuring")
-        state_file.write(state, os.fspath(output), fmt, run.sources)
-        state.images.detach()
-    _lap(clock, "writing")
-    if checkpointer is not None:
-        checkpointer.remove()
+    check_destinations([("output", output), ("checkpoint", None if checkpointer is None else checkpointer.path)])
+    with _locked(checkpointer):
+        run = plan(paths, run_options, workdir=workdir)
+        start, stop = shard_bounds(len(run.sources), *shard)
+        fmt = state_file.choose_format(partial_format, run.sources, stop - start)
+        _lap(clock, "listing")
+        with _columns_directory(workdir, checkpointer) as directory:
+            state = measure(run, shard=shard, workers=workers, progress=progress, checkpoint=checkpointer,
+                            directory=directory)
+            _lap(clock, "measuring")
+            state_file.write(state, os.fspath(output), fmt, run.sources)
+            state.images.detach()
+        _lap(clock, "writing")
+        if checkpointer is not None:
+            checkpointer.remove()
     return state
 
 
@@ -562,6 +605,8 @@ def compute_distributed(
             os.makedirs(shared, exist_ok=True)
         except OSError as failure:
             raise ChanstatsError(f"--workdir {shared}: cannot create it: {failure.strerror or failure}") from None
+        if checkpointer is not None:
+            checkpointer.lock()  # each rank's own {rank} checkpoint: one job at a time on it
         # The ranks share a directory: rank 0 lists and the others read its listing there.
         run = plan(paths, run_options, workdir=shared, wait_for_listing=rank > 0)
         state = measure(run, shard=(rank + 1, world), workers=workers, progress=progress and rank == 0,
@@ -588,14 +633,16 @@ def compute_distributed(
 
     try:
         result = distributed.gather_states(payload, error, rank, world, merge_ranks)
+        if checkpointer is not None:
+            checkpointer.remove()  # and let go of it
     finally:
         from .scale.columns import remove_directory
 
         remove_directory(os.path.join(shared, f"rank-{rank}"))
         if rank == 0:
             remove_directory(shared)
-    if checkpointer is not None:
-        checkpointer.remove()
+        if checkpointer is not None:
+            checkpointer.unlock()  # the checkpoint stays when the run failed
     return result
 
 

@@ -78,5 +78,9 @@ def test_each_kind_of_source_imports_only_the_base():
     graph = import_graph()
     for kind in ("chanstats.sources.folders", "chanstats.sources.tar", "chanstats.sources.parquet",
                  "chanstats.sources.arrays", "chanstats.sources.datasets"):
-        # user_code: importing the user's own file for --dataset (a leaf that imports only errors)
-        assert graph[kind] <= {"chanstats.sources.base", "chanstats.errors", "chanstats.user_code"}, kind
+        # user_code: importing the user's own file for --dataset; decoding.limits: the
+        # decompression-bomb limit every reader checks before it allocates (leaves that import only errors)
+        assert graph[kind] <= {"chanstats.sources.base", "chanstats.errors", "chanstats.user_code",
+                               "chanstats.decoding.limits"}, kind
+    for leaf in ("chanstats.user_code", "chanstats.decoding.limits"):
+        assert graph[leaf] <= {"chanstats.errors"}, leaf

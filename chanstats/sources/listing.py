@@ -24,7 +24,7 @@ from typing import BinaryIO, Callable, Iterable, Iterator, Sequence
 from ..errors import BadImageError, ChanstatsError, NoImagesError
 from .base import IMAGE_EXTENSIONS, ImageSource, Listed, Listing, not_regular
 from .stored import ListingWriter
-from .arrays import is_array_path, list_arrays
+from .arrays import describe_arrays, is_array_path, list_arrays
 from .folders import walk
 from .parquet import TableRow, is_table_folder, is_table_path, list_table, list_table_folder, read_row
 from .tar import is_tar_path, list_tar, read_member
@@ -62,9 +62,29 @@ def list_images(inputs: Iterable[str], extensions: tuple[str, ...] = IMAGE_EXTEN
         writer.discard()
         raise
     if not found:
-        where = ", ".join(inputs) if inputs else "(no inputs)"
-        raise NoImagesError(f"no images found in {where} (looked for {' '.join(extensions)}; change with --ext)")
+        raise NoImagesError(_nothing_found(inputs, extensions))
     return found
+
+
+def _nothing_found(inputs: list[str], extensions: tuple[str, ...]) -> str:
+    """Why a listing is empty. ``--ext`` helps only where files were chosen by their extension
+    (folders, ``@list`` files, tar shards); tables and arrays are read whatever --ext says."""
+    where = ", ".join(inputs) if inputs else "(no inputs)"
+    if inputs and all(_read_whatever_ext(item) for item in inputs):
+        return f"no images in {where}: " + "; ".join(_holds_nothing(item) for item in inputs)
+    return f"no images found in {where} (looked for {' '.join(extensions)}; change with --ext)"
+
+
+def _read_whatever_ext(item: str) -> bool:
+    if item.startswith("@"):
+        return False
+    return is_array_path(item) or is_table_path(item) or (os.path.isdir(item) and is_table_folder(item))
+
+
+def _holds_nothing(item: str) -> str:
+    if is_array_path(item):
+        return describe_arrays(item)
+    return f"{item} is a table of no rows" if os.path.isfile(item) else f"{item} holds tables of no rows"
 
 
 # Sources are de-duplicated and written a batch at a time (see FirstSightings).
