@@ -40,7 +40,7 @@ OPTION_GROUPS: dict[str, list[tuple[str, list[str]]]] = {
         ("Output", ["--report", "--plot", "--help"]),
     ],
     "merge": [
-        ("Options", ["--output", "--format", "--quiet", "--workdir", "--help"]),
+        ("Options", ["--output", "--format", "--per-image", "--quiet", "--workdir", "--help"]),
     ],
     "export": [
         ("Target", ["--to", "--output", "--help"]),

@@ -164,7 +164,14 @@ def albumentations_file(folder: Path) -> None:
            data_format="yaml")
 
 
-PAGE_DATA = {"scale.md": tar_shards, "datasets.md": image_tables, "transforms.md": albumentations_file}
+def image_folders(folder: Path) -> None:
+    """bombs.md's folders: colour photographs (no bombs; tests/test_bombs.py has those)."""
+    for name in ("huge_orthophotos", "scans"):
+        shutil.copytree(ROOT / "examples" / "images", folder / name, ignore=shutil.ignore_patterns("camera.png"))
+
+
+PAGE_DATA = {"scale.md": tar_shards, "datasets.md": image_tables, "transforms.md": albumentations_file,
+             "bombs.md": image_folders}
 
 
 def make_workspace(folder: Path, page: Path) -> Path:
@@ -295,6 +302,9 @@ def test_the_command_reference_names_every_option_of_every_command():
     reference = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
     sections = dict(re.findall(r"^### `chanstats (\w+)`\n(.*?)(?=^### |\Z)", reference, flags=re.M | re.S))
     assert set(sections) == set(cli.commands)
+    for param in cli.params:  # the options before the command
+        if isinstance(param, click.Option):
+            assert f"`{max(param.opts, key=len)}" in reference, f"docs/cli.md: chanstats {param.opts}"
     for name, command in cli.commands.items():
         for param in command.params:
             if isinstance(param, click.Option):
