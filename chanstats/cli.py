@@ -16,6 +16,7 @@ import traceback
 import click
 
 from ._version import __version__
+from .cli_help import GroupedHelpGroup
 from .errors import ChanstatsError
 from .exits import (EXIT_BROKEN_PIPE, EXIT_CHECK_FAILED, EXIT_CODES_HELP, EXIT_INPUT_ERROR, EXIT_INTERRUPTED,
                     EXIT_TERMINATED, Terminated, handle_sigterm)
@@ -24,7 +25,7 @@ from .exits import (EXIT_BROKEN_PIPE, EXIT_CHECK_FAILED, EXIT_CODES_HELP, EXIT_I
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
 
 
-class ChanstatsGroup(click.Group):
+class ChanstatsGroup(GroupedHelpGroup):
     """Turns library errors into a clean message and exit code 2 for every subcommand, Ctrl-C into
     one line and exit code 130, SIGTERM into one line and 143, and a closed stdout into a quiet 141."""
 
