@@ -284,7 +284,7 @@ def synthetic(step: str, images: int, folder: str, parts: int) -> None:
     gc.collect()
     base = me.memory_info().rss
     result: dict = {"step": step, "images": images}
-    if step in ("listing", "state", "partials"):
+    if step in ("listing", "state", "partials", "saves"):
         wall = time.perf_counter()
         sources = synthetic_listing(images, folder)
         result["listing_wall"] = time.perf_counter() - wall
@@ -310,8 +310,16 @@ def synthetic(step: str, images: int, folder: str, parts: int) -> None:
             # What a worker sends per chunk of 64, pickled; the main process unpickles and adds it.
             template = pack_chunk(0, [sources[0]] * 64, [measurement] * 64)
             blob = pickle.dumps(template)
+            # step "saves": a checkpoint saved every SAVE_EVERY images as the run goes (its cost
+            # must not grow with the images already saved)
+            saver = Checkpointer(os.path.join(folder, f"part-{k}.json")) if step == "saves" else None
+            saves: list[list[float]] = []
             wall, cpu = time.perf_counter(), time.process_time()
             for chunk_start in range(start, stop, 64):
+                if saver is not None and chunk_start > start and (chunk_start - start) % SAVE_EVERY == 0:
+                    save_start = time.perf_counter()
+                    saver.save(state)
+                    saves.append([state.done, time.perf_counter() - save_start])
                 chunk = pickle.loads(blob)
                 size = min(64, stop - chunk_start)
                 chunk.start, chunk.stop = chunk_start, chunk_start + size
@@ -322,6 +330,10 @@ def synthetic(step: str, images: int, folder: str, parts: int) -> None:
                 state.add_chunk(chunk)
             result["add_us_per_image"] = (time.process_time() - cpu) / max(1, stop - start) * 1e6
             states.append(state)
+            if saver is not None:
+                result["saves"] = saves
+                print(json.dumps(result))
+                return
         gc.collect()
         result["state_bytes"] = me.memory_info().rss - base - result["listing_bytes"]
         result["peak_before_save"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -448,6 +460,10 @@ def listing_runs(table: Table, cache: str, images: int, quick: bool) -> None:
                   f"{got['sample_wall']:.2f} s; {mib(got['sample_peak'])}")
 
 
+# Step "saves": images between two checkpoint saves (a multiple of the chunk of 64).
+SAVE_EVERY = 64 * 782
+
+
 def run_synthetic(step: str, images: int, folder: str, parts: int = 1) -> dict:
     output = subprocess.run(
         [sys.executable, os.path.abspath(__file__), "_synthetic", step, str(images), folder, str(parts)],
@@ -567,6 +583,12 @@ def synthetic_runs(table: Table, sizes: list[int], work: str) -> None:
                   f"{whole['save_wall']:.3f} s, header {whole['save_size'] / 1e3:,.1f} kB, columns "
                   f"{whole['columns_size'] / size:,.0f} B/image on disk, peak {mib(whole['peak_after_save'])} "
                   f"(before saving {mib(whole['peak_before_save'])})")
+        saving = run_synthetic("saves", size, tempfile.mkdtemp(dir=work))["saves"]
+        if saving:
+            times = sorted(t for _, t in saving)
+            table.add(f"synthetic: checkpoint saves every {SAVE_EVERY:,} images: first, median, last", human(size),
+                      f"{saving[0][1]:.3f} s, {times[len(times) // 2]:.3f} s, {saving[-1][1]:.3f} s "
+                      f"(at {saving[-1][0]:,} done)")
         resumed = run_synthetic("resume", size, folder)
         table.add("synthetic: resume (header + columns; the listing not included)", human(size),
                   f"{resumed['resume_wall']:.3f} s, peak {mib(resumed['peak'])}")

@@ -1,6 +1,6 @@
 """chanstats: exact per-channel mean/std of image datasets, as the model sees them.
 
-The Python API (every command is one of these calls; see README's "From Python"):
+The Python API (every command is one of these calls; see docs/python-api.md):
 
 * :func:`compute` ``(paths, options=None, **overrides)`` → :class:`Result`
 * :func:`compute_shard`, :func:`merge`: a sharded run and its merge

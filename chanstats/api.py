@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import time
 from collections import abc
 from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -24,12 +25,13 @@ from . import kernel
 from ._version import __version__
 from .errors import BadImagesError, ChanstatsError, NoImagesError
 from .measure import Measurer
-from .options import ErrorBudget, RecordedOptions, ResolvedOptions, RunOptions, compose
+from .options import DEFAULT_PERCENTILES_TEXT, ErrorBudget, RecordedOptions, ResolvedOptions, RunOptions, compose
 from .pixels import MeasuredMeasurer
+from .report.destinations import check_destinations
 from .report.files import read_config
 from .report.result import Result
 from .scale import state_file
-from .scale.checkpoint import Checkpointer, Interval
+from .scale.checkpoint import Checkpointer, Interval, delay_per_image_for_tests
 from .scale.columns import run_directory
 from .scale.engine import measure_chunks
 from .scale.merge import merge_states
@@ -46,7 +48,7 @@ from .stats.batchnorm import simulate
 from .stats.moments import MomentsTable
 from .stats.per_image import PerImage
 from .stats.sampling import sample_indices
-from .stats.sections import exact_statistics, nodata_section, percentiles_section, sample_section
+from .stats.sections import exact_histogram, exact_statistics, nodata_section, percentiles_section, sample_section
 
 if TYPE_CHECKING:
     from .report.check import CheckReport
@@ -212,13 +214,21 @@ def measure(
     chunks = measure_chunks(
         todo, run.measurer, workers=workers, progress=progress, offset=state.done, start_method=start_method
     )
-    with closing(chunks):  # Ctrl-C or an error here stops the workers at once
-        for chunk in chunks:
-            state.add_chunk(chunk)
-            if checkpoint is not None:
-                checkpoint.after_chunk(state, len(chunk))
-    if checkpoint is not None:
-        checkpoint.save(state)
+    delay = delay_per_image_for_tests()
+    try:
+        with closing(chunks):  # Ctrl-C or an error here stops the workers at once
+            for chunk in chunks:
+                state.add_chunk(chunk)
+                if delay:
+                    time.sleep(delay * len(chunk))
+                if checkpoint is not None:
+                    checkpoint.after_chunk(state, len(chunk))
+        if checkpoint is not None:
+            checkpoint.save(state)
+    except BaseException:
+        if checkpoint is not None:
+            checkpoint.forget_unsaved()
+        raise
     if run.options.on_error == "fail":
         _apply_error_policy(state.bad, stop - start, "fail", None)
     return state
@@ -242,7 +252,7 @@ def finalize(state: PartialState) -> Result:
     if len(state.formats) > 1:
         ordered = sorted(state.formats.values(), key=lambda t: t.first_index)
         kinds = "; ".join(f"{t.format.label} (e.g. {t.example})" for t in ordered)
-        raise ChanstatsError(f"images have different channels or bit depths: {kinds}; choose --mode RGB or --mode L")
+        raise ChanstatsError(f"images have different channels or bit depths: {kinds}; {_mixed_formats_advice(ordered)}")
     (totals,) = state.formats.values()
     pixel_format = totals.format
     exact, method = exact_statistics(totals, images)
@@ -285,7 +295,17 @@ def finalize(state: PartialState) -> Result:
         percentiles=percentiles_section(totals, options.percentiles),
         dtype=pixel_format.dtype or None,
         nodata=nodata_section(pixel_format, options.nodata),
+        histogram=exact_histogram(totals),
     )
+
+
+def _mixed_formats_advice(formats) -> str:
+    """What to do about images of several pixel formats: ``--mode RGB`` or ``L`` converts 8-bit
+    images of any channels alike, but refuses 16-bit ones (it would clip them) and does not apply
+    to rasters of other types, which are measured apart."""
+    if all(totals.format.stored_as == "uint8" and not totals.format.masked for totals in formats):
+        return "choose --mode RGB or --mode L"
+    return "measure each kind in a run of its own (--mode RGB and L read 8-bit images only)"
 
 
 def _apply_error_policy(bad: Sequence[BadRecord], total: int, on_error: str, budget: ErrorBudget | None) -> None:
@@ -308,6 +328,24 @@ def _checkpointer(checkpoint: str | os.PathLike | Checkpointer | None, every: st
     if checkpoint is None or isinstance(checkpoint, Checkpointer):
         return checkpoint
     return Checkpointer(os.fspath(checkpoint), every if isinstance(every, Interval) else Interval.parse(every), restart)
+
+
+@contextmanager
+def _locked(checkpointer: Checkpointer | None, keep: bool = False) -> Iterator[None]:
+    """Hold the checkpoint's lock for the whole run, listing included (nothing without one);
+    ``keep``: still hold it after success, for a caller that removes the checkpoint (which lets
+    go of it) once its own outputs are written."""
+    if checkpointer is None:
+        yield
+        return
+    checkpointer.lock()
+    try:
+        yield
+    except BaseException:
+        checkpointer.unlock()
+        raise
+    if not keep:
+        checkpointer.unlock()
 
 
 def _columns_directory(workdir: str | os.PathLike | None, checkpointer: Checkpointer | None, columns: str | None):
@@ -358,6 +396,7 @@ def compute(
     restart: bool = False,
     clock: Clock | None = None,
     workdir: str | os.PathLike | None = None,
+    remove_checkpoint: bool = True,
     **overrides: Any,
 ) -> Result:
     """Exact per-channel statistics of the images under ``paths``, and BatchNorm's running estimate.
@@ -370,7 +409,8 @@ def compute(
 
     ``workers``: processes (default: all cores; 0: in this process). ``checkpoint``: a file where
     progress is saved every ``checkpoint_every`` and resumed from when rerun (``restart`` discards
-    it); it is deleted once the result is computed. ``clock`` (anything with ``lap(name)``)
+    it); it is deleted once the result is computed (``remove_checkpoint=False``: left for the
+    caller to delete once it has written the result). ``clock`` (anything with ``lap(name)``)
     collects the phase times.
     ``workdir``: where the run keeps its files (default: the system's temporary folder): the
     per-image columns, in a folder removed when the run ends, and the listing, which stays there
@@ -381,13 +421,16 @@ def compute(
     """
     run_options = compose(options, overrides, "compute")
     checkpointer = _checkpointer(checkpoint, checkpoint_every, restart)
-    with _measured(paths, run_options, (1, 1), workers=workers, progress=progress, checkpointer=checkpointer,
-                   workdir=workdir, clock=clock) as (_, state):
-        result = finalize(state)
-        state.images.detach()  # the result reads the columns after the folder is gone
-        _lap(clock, "finalizing")
-    if checkpointer is not None:
-        checkpointer.remove()
+    check_destinations([("checkpoint", None if checkpointer is None else checkpointer.path)])
+    # A caller that removes the checkpoint itself once its outputs are written keeps it locked until then.
+    with _locked(checkpointer, keep=not remove_checkpoint and isinstance(checkpoint, Checkpointer)):
+        with _measured(paths, run_options, (1, 1), workers=workers, progress=progress, checkpointer=checkpointer,
+                       workdir=workdir, clock=clock) as (_, state):
+            result = finalize(state)
+            state.images.detach()  # the result reads the columns after the folder is gone
+            _lap(clock, "finalizing")
+        if checkpointer is not None and remove_checkpoint:
+            checkpointer.remove()
     return result
 
 
@@ -419,13 +462,15 @@ def compute_shard(
         start, stop = shard_bounds(len(run.sources), *shard)
         chosen.append(state_file.choose_format(partial_format, run.sources, stop - start))
 
-    with _measured(paths, run_options, shard, workers=workers, progress=progress, checkpointer=checkpointer,
-                   workdir=workdir, clock=clock, check=choose_format) as (run, state):
-        state_file.write(state, os.fspath(output), chosen[0], run.sources)
-        state.images.detach()
-    _lap(clock, "writing")
-    if checkpointer is not None:
-        checkpointer.remove()
+    check_destinations([("output", output), ("checkpoint", None if checkpointer is None else checkpointer.path)])
+    with _locked(checkpointer):
+        with _measured(paths, run_options, shard, workers=workers, progress=progress, checkpointer=checkpointer,
+                       workdir=workdir, clock=clock, check=choose_format) as (run, state):
+            state_file.write(state, os.fspath(output), chosen[0], run.sources)
+            state.images.detach()
+        _lap(clock, "writing")
+        if checkpointer is not None:
+            checkpointer.remove()
     return state
 
 
@@ -467,6 +512,8 @@ def compute_distributed(
             os.makedirs(shared, exist_ok=True)
         except OSError as failure:
             raise ChanstatsError(f"--workdir {shared}: cannot create it: {failure.strerror or failure}") from None
+        if checkpointer is not None:
+            checkpointer.lock()  # each rank's own {rank} checkpoint: one job at a time on it
         # The ranks share a directory: rank 0 lists and the others read its listing there.
         with _measured(paths, run_options, (rank + 1, world), workers=workers, progress=progress and rank == 0,
                        checkpointer=checkpointer, workdir=shared, columns=os.path.join(shared, f"rank-{rank}"),
@@ -493,14 +540,16 @@ def compute_distributed(
 
     try:
         result = distributed.gather_states(payload, error, rank, world, merge_ranks)
+        if checkpointer is not None:
+            checkpointer.remove()  # and let go of it
     finally:
         from .scale.columns import remove_directory
 
         remove_directory(os.path.join(shared, f"rank-{rank}"))
         if rank == 0:
             remove_directory(shared)
-    if checkpointer is not None:
-        checkpointer.remove()
+        if checkpointer is not None:
+            checkpointer.unlock()  # the checkpoint stays when the run failed
     return result
 
 
@@ -536,6 +585,11 @@ def check(
     paths: Paths | None = None,
     *,
     tolerance: float | None = None,
+    max_wasserstein: float | None = None,
+    max_jsd: float | None = None,
+    max_psi: float | None = None,
+    max_ks: float | None = None,
+    ks_alpha: float | None = None,
     workers: int | None = None,
     progress: bool = False,
 ) -> "CheckReport":
@@ -543,18 +597,27 @@ def check(
     file or a loaded mapping) recorded, and compare with its statistics.
 
     ``report.passed`` says whether every channel's mean and std moved by at most ``tolerance``
-    (default 0.01, on the [0, 1] scale); ``report.result`` is the new result.
+    (default 0.01, on the [0, 1] scale) and, where the config recorded them, whether the
+    histograms (Wasserstein-1 on the [0, 1] scale ≤ ``max_wasserstein``, Jensen–Shannon divergence
+    in bits ≤ ``max_jsd``, PSI ≤ ``max_psi``) and the per-image properties (two-sample KS: fails
+    when D > ``max_ks`` and p < ``ks_alpha``) stayed put; ``None`` keeps the defaults of
+    :class:`chanstats.report.thresholds.Thresholds`. ``report.result`` is the new result.
     """
-    from .report.check import DEFAULT_TOLERANCE, build_report, check_tolerance, recorded_inputs, validate_config
+    from .options import PixelOptions
+    from .report.check import build_report, recorded_inputs, validate_config
+    from .report.thresholds import Thresholds
 
     source = "config" if isinstance(config, dict) else os.fspath(config)
     data = config if isinstance(config, dict) else read_config(source)
-    tolerance = DEFAULT_TOLERANCE if tolerance is None else tolerance
-    check_tolerance(tolerance)
+    thresholds = Thresholds.of(tolerance=tolerance, wasserstein=max_wasserstein, jsd=max_jsd, psi=max_psi, ks=max_ks,
+                               ks_alpha=ks_alpha)
     validate_config(data, source)
     options = RunOptions.from_record(data.get("options"), source)
     if data.get("listing") is not None:
         options = options.replace(listing=True)
+    if data.get("histogram") is not None and PixelOptions.parse(options).percentiles is None:
+        # The config's histograms were counted: count them again, whatever the default became.
+        options = options.replace(percentiles=DEFAULT_PERCENTILES_TEXT)
     if paths:
         inputs = _path_list(paths)
     elif options.dataset is not None:
@@ -562,7 +625,7 @@ def check(
     else:
         inputs = recorded_inputs(data, source)
     result = compute(inputs, options, workers=workers, progress=progress)
-    return build_report(data, result, tolerance, source)
+    return build_report(data, result, thresholds, source)
 
 
 def compare(

@@ -1,11 +1,15 @@
 """The ``chanstats`` command: click parsing and printing over the Python API, nothing more.
 
-Library errors (:class:`~chanstats.errors.ChanstatsError`) become one line on stderr and exit
-code 2 here, and nowhere else; ``--debug`` shows the traceback instead.
+Library errors (:class:`~chanstats.errors.ChanstatsError`) and outputs that cannot be written (a
+full disk, a read-only folder) become one line on stderr and exit code 2 here, and nowhere else;
+``--debug`` shows the traceback instead. Every destination is checked before the work starts, and
+the outputs are written all or none. Exit codes and signals: :mod:`chanstats.exits`.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 import time
 import traceback
@@ -13,18 +17,21 @@ import traceback
 import click
 
 from ._version import __version__
+from .cli_help import GroupedHelpGroup
 from .errors import ChanstatsError
+from .exits import (EXIT_BROKEN_PIPE, EXIT_CHECK_FAILED, EXIT_CODES_HELP, EXIT_INPUT_ERROR, EXIT_INTERRUPTED,
+                    EXIT_TERMINATED, Terminated, handle_sigterm)
 from .options import BATCHES, CONVENTION_NAMES, DEFAULTS, LAYOUTS, MODES, ON_ERROR
 from .report.export import FORMATS as EXPORT_FORMATS
 from .report.export import MM_FLAVOURS
 
-EXIT_INPUT_ERROR = 2
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a command stopped by Ctrl-C
+# What a full disk, a read-only file system or a failing device say: not a bug, the user's to fix.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
 
 
-class ChanstatsGroup(click.Group):
-    """Turns library errors into a clean message and exit code 2 for every subcommand, and Ctrl-C
-    into one line and exit code 130."""
+class ChanstatsGroup(GroupedHelpGroup):
+    """Turns library errors into a clean message and exit code 2 for every subcommand, Ctrl-C into
+    one line and exit code 130, SIGTERM into one line and 143, and a closed stdout into a quiet 141."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -33,32 +40,100 @@ class ChanstatsGroup(click.Group):
             if _debug(ctx):
                 raise
             if str(error):  # empty: another torchrun rank reports it
-                click.echo(f"Error: {error}", err=True)
+                _error_line(str(error))
             ctx.exit(EXIT_INPUT_ERROR)
-        except KeyboardInterrupt:
-            # Worker processes ignore SIGINT and are stopped by the engine; outputs are written
-            # atomically after measuring, so nothing half-written is left behind.
+        except KeyboardInterrupt as interrupt:
+            # Worker processes are stopped by the engine, run folders and temporary files removed
+            # on the way out, and outputs are only renamed into place once all are written: nothing
+            # half-written is left behind. SIGTERM arrives as Terminated, a KeyboardInterrupt.
             if _debug(ctx):
                 traceback.print_exc()
-            click.echo("Interrupted", err=True)
-            ctx.exit(EXIT_INTERRUPTED)
+            terminated = isinstance(interrupt, Terminated)
+            _error_line("Terminated" if terminated else "Interrupted", prefix="")
+            ctx.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
+        except BrokenPipeError:
+            # The reader of stdout (or stderr) went away, as with `chanstats compute x | head`: end
+            # quietly, as Unix tools killed by SIGPIPE do (Python ignores that signal).
+            _silence_standard_streams()
+            ctx.exit(EXIT_BROKEN_PIPE)
+        except OSError as error:
+            # A write that no code path named: still one line and exit 2, not a traceback and 1.
+            if error.errno not in WRITE_ERRNOS or _debug(ctx):
+                raise
+            where = error.filename if error.filename is not None else "a file (--debug shows which)"
+            _error_line(f"cannot write {where}: {error.strerror or error}")
+            ctx.exit(EXIT_INPUT_ERROR)
+
+
+def _error_line(message: str, prefix: str = "Error: ") -> None:
+    try:
+        click.echo(f"{prefix}{message}", err=True)
+    except OSError:  # stderr itself is gone or full: the exit code says it
+        _silence_standard_streams()
+
+
+def _silence_standard_streams(*streams) -> None:
+    """Point ``streams`` (default: stdout and stderr) at /dev/null, so that Python's last flush at
+    exit finds nowhere to fail and prints no "Exception ignored" of its own."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    for stream in streams or (sys.stdout, sys.stderr):
+        try:
+            os.dup2(null, stream.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+    os.close(null)
+
+
+def _print(text: str, nl: bool = True) -> None:
+    """Print a command's result to stdout; a full device says so in one line (a closed pipe ends
+    quietly, see :class:`ChanstatsGroup`)."""
+    try:
+        click.echo(text, nl=nl)
+    except BrokenPipeError:
+        raise
+    except OSError as error:
+        _silence_standard_streams(sys.stdout)
+        raise ChanstatsError(f"cannot write standard output: {error.strerror or error}") from None
 
 
 def _debug(ctx: click.Context) -> bool:
     return bool(ctx.obj and ctx.obj.get("debug"))  # set by the group's own options, once parsed
 
 
-@click.group(cls=ChanstatsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ChanstatsGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             help=f"Exact per-channel mean/std for image datasets, as the model sees them.\n\n{EXIT_CODES_HELP}")
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=lambda ctx, _, value: _print_version(ctx, value),
               help="Show the version and which compiled kernel is in use (avx2, sse2, none), then exit.")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.option("--max-image-pixels", metavar="N|none", default=None, callback=lambda ctx, _, value: _pixel_limit(value),
+              help="Set PIL.Image.MAX_IMAGE_PIXELS, the decompression-bomb limit: an image of more than twice N "
+                   "pixels is refused, in every format (default: Pillow's, 89478485); 'none' lifts the limit.")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
-    """Exact per-channel mean/std for image datasets, as the model sees them.
-
-    Exit codes: 0 ok, 1 check failed, 2 usage or input error, 130 interrupted (Ctrl-C).
-    """
+def cli(ctx: click.Context, debug: bool, max_image_pixels: int | None | bool) -> None:
     ctx.obj = {"debug": debug}
+    if max_image_pixels is not False:
+        from PIL import Image  # only when asked: keeps `chanstats --help` fast
+
+        # A process-wide setting, as for API users; the engine gives every worker the same.
+        Image.MAX_IMAGE_PIXELS = max_image_pixels
+
+
+def _pixel_limit(value: str | None) -> int | None | bool:
+    """``--max-image-pixels``: a positive number, ``None`` for 'none', ``False`` when not given."""
+    if value is None:
+        return False
+    if value.strip().lower() == "none":
+        return None
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = 0
+    if limit <= 0:
+        raise click.BadParameter(f"{value!r} is not a positive whole number of pixels or 'none'")
+    return limit
 
 
 def _print_version(ctx: click.Context, value: bool) -> None:
@@ -193,7 +268,8 @@ def _extensions(value: str | None):
 @click.option("--restart", is_flag=True, help="Discard an existing --checkpoint instead of resuming from it.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary or progress bar on stderr.")
 @click.option("--per-image", "per_image", type=click.Path(dir_okay=False), metavar="FILE.csv",
-              help="Also write one CSV row per image: path, width, height, per-channel mean and std ([0,1] scale, ddof 0).")
+              help="Also write one CSV row per image: path, width, height, per-channel mean and std ([0,1] scale, ddof 0). "
+                   "For a sharded run: chanstats merge --per-image.")
 @click.option("--listing", is_flag=True, help="Record every file's relative name and size in the config, so `check` can count added/removed files.")
 @click.option("--timings", is_flag=True, help="Print on stderr how long listing, measuring, finalizing and writing took (even with -q).")
 def compute(paths, output, fmt, mode, extensions, batch_size, momentum, convention, seed, no_shuffle, drop_last,
@@ -211,7 +287,8 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
     """
     from . import api, kernel
     from .options import RunOptions
-    from .scale.checkpoint import Interval
+    from .report.destinations import check_destinations
+    from .scale.checkpoint import Checkpointer, Interval
     from .scale.state import parse_shard
 
     shard_kn = parse_shard(shard) if shard else None
@@ -220,6 +297,13 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
         raise click.UsageError("--shard K/N writes a partial state: add --partial FILE (and merge the parts with chanstats merge)")
     if partial_path and output:
         raise click.UsageError("--partial FILE replaces -o: a partial state is not a config (chanstats merge writes the config)")
+    if partial_path and per_image:
+        raise click.UsageError("--per-image with --partial: the partial state keeps every image's row; write the CSV "
+                               "when merging: chanstats merge PARTS... --per-image FILE.csv")
+    for option, path in (("-o", output), ("--partial", partial_path), ("--per-image", per_image)):
+        if checkpoint_path and path and os.path.realpath(path) == os.path.realpath(checkpoint_path):
+            raise click.UsageError(f"--checkpoint {checkpoint_path} and {option} {path} are the same file: the "
+                                   "checkpoint is deleted when the run ends; give it a name of its own")
     if distributed and (shard_kn or partial_path):
         raise click.UsageError("--distributed shards by rank and writes the config on rank 0: drop --shard/--partial")
     if restart and not checkpoint_path:
@@ -227,6 +311,8 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
     if timings and distributed:
         raise click.UsageError("--timings times one process's phases: it does not go with --distributed")
     every = Interval.parse(checkpoint_every)
+    check_destinations([("-o", output), ("--per-image", per_image), ("--partial", partial_path),
+                        ("--checkpoint", None if distributed else checkpoint_path)])
     options = RunOptions(
         mode=mode,
         extensions=tuple(_extensions(extensions)),
@@ -255,7 +341,8 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
         layout=layout,
         batches=batches,
     )
-    runtime = dict(workers=workers, progress=not quiet and sys.stderr.isatty(), checkpoint=checkpoint_path or None,
+    checkpointer = Checkpointer(checkpoint_path, every, restart) if checkpoint_path and not distributed else None
+    runtime = dict(workers=workers, progress=not quiet and sys.stderr.isatty(), checkpoint=checkpointer or checkpoint_path or None,
                checkpoint_every=every, restart=restart, workdir=workdir)
     if distributed:
         result = api.compute_distributed(list(paths), options, **runtime)
@@ -270,7 +357,11 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
             click.echo(f"wrote {partial_path}: shard {state.shard[0]}/{state.shard[1]}, images {state.start}..{state.stop - 1} "
                        f"of {state.listing_size} ({len(state.images)} read, {len(state.bad)} bad)", err=True)
     else:
-        _emit(api.compute(list(paths), options, clock=clock, **runtime), output, fmt, quiet, per_image)
+        # The checkpoint stays until the outputs are written: a full disk then costs no work.
+        _emit(api.compute(list(paths), options, clock=clock, remove_checkpoint=False, **runtime), output, fmt, quiet,
+              per_image)
+        if checkpointer is not None:
+            checkpointer.remove()
         clock.lap("writing")
     if timings:
         click.echo(f"timings: {clock}; kernel {kernel.name()}", err=True)
@@ -282,7 +373,9 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 @click.option("--workdir", type=click.Path(file_okay=False), metavar="DIR",
               help="Where the merged column files go while merging (default: the temporary folder); removed at the end.")
-def merge(parts, output, fmt, quiet, workdir):
+@click.option("--per-image", "per_image", type=click.Path(dir_okay=False), metavar="FILE.csv",
+              help="Also write one CSV row per image, as compute --per-image does on the whole data.")
+def merge(parts, output, fmt, quiet, workdir, per_image):
     """Merge the partial states of a sharded run (compute --shard K/N --partial FILE) into a config.
 
     The parts must come from the same options and file listing and tile the listing exactly (no
@@ -290,20 +383,21 @@ def merge(parts, output, fmt, quiet, workdir):
     byte-identical to what a single compute run on the same data writes.
     """
     from .api import merge as merge_parts
+    from .report.destinations import check_destinations
 
-    _emit(merge_parts(list(parts), workdir=workdir), output, fmt, quiet)
+    check_destinations([("-o", output), ("--per-image", per_image)])
+    _emit(merge_parts(list(parts), workdir=workdir), output, fmt, quiet, per_image)
 
 def _emit(result, output, fmt, quiet, per_image=None) -> None:
-    from .report.files import dumps, format_for_path, write_atomic
+    from .report.files import dumps, format_for_path, write_all
     from .report.summary import summary
 
     text = dumps(result.to_dict(), fmt or (format_for_path(output) if output else "json"))
-    if output:
-        write_atomic(output, text)
-    else:
-        click.echo(text, nl=False)
+    files = [(output, text)] if output else []
     if per_image and result.per_image is not None:
-        write_atomic(per_image, result.per_image.csv_pieces(result.channels))
+        files.append((per_image, result.per_image.csv_pieces(result.channels)))
+    # All or none: the files are renamed into place only once every one (and stdout) is written.
+    write_all(files, before_commit=None if output else lambda: _print(text, nl=False))
     if not quiet:
         click.echo(summary(result), err=True)
         atypical = result.per_image.atypical_summary(result.channels) if result.per_image is not None else ""
@@ -315,26 +409,55 @@ def _emit(result, output, fmt, quiet, per_image=None) -> None:
             click.echo(f"wrote {per_image}", err=True)
 
 
-EXIT_CHECK_FAILED = 1
+def _check_thresholds():
+    # The threshold module is light (no numpy), so --help shows the real defaults.
+    from .report import thresholds
+
+    return thresholds
 
 
 @cli.command()
 @click.argument("paths", nargs=-1)
 @click.option("--against", "config_path", required=True, type=click.Path(dir_okay=False), metavar="CONFIG",
               help="The config (JSON/YAML) written by `chanstats compute`; its recorded options are replayed.")
-@click.option("--tolerance", type=click.FloatRange(min=0), default=0.01, show_default=True,
+@click.option("--tolerance", type=click.FloatRange(min=0), default=_check_thresholds().DEFAULT_TOLERANCE, show_default=True,
               help="Largest allowed |new − old| of any channel's mean or std, on the [0,1] scale (0.01 ≈ 2.55 grey levels).")
+@click.option("--max-wasserstein", type=click.FloatRange(min=0), default=_check_thresholds().DEFAULT_MAX_WASSERSTEIN,
+              show_default=True, help="Largest Wasserstein-1 distance between a channel's recorded and new histograms ([0,1] scale).")
+@click.option("--max-jsd", type=click.FloatRange(min=0), default=_check_thresholds().DEFAULT_MAX_JSD, show_default=True,
+              help="Largest Jensen–Shannon divergence between the histograms, in bits (0..1; 0.01 = JS distance 0.1).")
+@click.option("--max-psi", type=click.FloatRange(min=0), default=_check_thresholds().DEFAULT_MAX_PSI, show_default=True,
+              help="Largest population stability index between the histograms (< 0.1 stable, > 0.25 large).")
+@click.option("--max-ks", type=click.FloatRange(min=0, max=1), default=_check_thresholds().DEFAULT_MAX_KS, show_default=True,
+              help="Per-image brightness, contrast, area, aspect: largest two-sample KS statistic D (fails only with p < --ks-alpha too).")
+@click.option("--ks-alpha", type=click.FloatRange(min=0, max=1), default=_check_thresholds().DEFAULT_KS_ALPHA, show_default=True,
+              help="A KS statistic above --max-ks fails only when its p-value is below this (0: never).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), metavar="FILE.json",
+              help="Also write every statistic, threshold and verdict as JSON (written on drift too).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), metavar="FILE.png",
+              help="Draw the recorded and new histograms of each channel, failing ones marked (needs the 'plot' extra: matplotlib).")
 @click.option("--workers", type=int, default=None, help="Worker processes (default: all cores; 0: in this process).")
-def check(paths, config_path, tolerance, workers):
+def check(paths, config_path, tolerance, max_wasserstein, max_jsd, max_psi, max_ks, ks_alpha, report_path, plot_path, workers):
     """Recompute PATHS (default: the config's recorded inputs) and compare with CONFIG.
 
-    Exit 0 when every channel's mean and std are within --tolerance, 1 on drift, 2 on usage or
-    input errors. Reports old/new/delta per channel and whether the file list changed.
+    Exit 0 when every test passes, 1 on drift (the last line names every failing test and
+    channel), 2 on usage or input errors. Tests: each channel's mean and std (--tolerance); where
+    the config recorded histograms, Wasserstein-1, Jensen–Shannon divergence and PSI per channel;
+    where it recorded per-image properties, two-sample KS tests on per-image brightness and
+    contrast per channel, and on image area and aspect ratio. Reports whether the file list
+    changed. With $GITHUB_STEP_SUMMARY set, a markdown summary is appended to that file.
     """
     from .api import check as check_config
 
+    if plot_path:
+        from .report.plot import require_matplotlib
+
+        require_matplotlib()  # before the pass, not after minutes of decoding
     try:
-        report = check_config(config_path, list(paths), tolerance=tolerance, workers=workers, progress=sys.stderr.isatty())
+        report = check_config(config_path, list(paths), tolerance=tolerance, max_wasserstein=max_wasserstein,
+                              max_jsd=max_jsd, max_psi=max_psi, max_ks=max_ks, ks_alpha=ks_alpha, workers=workers,
+                              progress=sys.stderr.isatty())
+        _write_check_outputs(report, report_path, plot_path)
     except (ChanstatsError, KeyboardInterrupt):
         raise
     except Exception:
@@ -345,9 +468,33 @@ def check(paths, config_path, tolerance, workers):
         traceback.print_exc()
         click.echo(f"Error: chanstats check failed unexpectedly on {config_path} (a bug; the traceback is above)", err=True)
         sys.exit(EXIT_INPUT_ERROR)
-    click.echo(report.format())
+    _print(report.format())
     if not report.passed:
         sys.exit(EXIT_CHECK_FAILED)
+
+
+def _write_check_outputs(report, report_path, plot_path) -> None:
+    """``--report``, ``--plot`` and the GitHub step summary, before the verdict is printed."""
+    import json
+    import os
+
+    from .report.files import write_atomic
+
+    if report_path:
+        write_atomic(report_path, json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n")
+        click.echo(f"wrote {report_path}", err=True)
+    if plot_path:
+        from .report.check_plot import check_plot_png
+
+        write_atomic(plot_path, check_plot_png(report))
+        click.echo(f"wrote {plot_path}", err=True)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        try:
+            with open(summary, "a", encoding="utf-8") as stream:  # appended: other steps write there too
+                stream.write(report.markdown())
+        except OSError as error:
+            raise ChanstatsError(f"GITHUB_STEP_SUMMARY {summary}: cannot write: {error.strerror or error}") from None
 
 def _int_list(value: str, name: str) -> list[int]:
     try:
@@ -383,9 +530,11 @@ def compare(paths, batch_sizes, momenta, conventions, seeds, no_shuffle, drop_la
     """
     from .api import compare as compare_settings
     from .options import RunOptions
-    from .report.files import write_atomic
+    from .report.destinations import check_destinations
+    from .report.files import write_all
 
     _one_source(paths, dataset)
+    check_destinations([("--csv", csv_path), ("--plot", plot_path)])
     if plot_path:
         from .report.plot import require_matplotlib
 
@@ -399,15 +548,14 @@ def compare(paths, batch_sizes, momenta, conventions, seeds, no_shuffle, drop_la
         seeds=_int_list(seeds, "--seeds"), shuffle=not no_shuffle, drop_last=drop_last, trajectory=bool(plot_path),
         workers=workers, progress=sys.stderr.isatty(),
     )
-    click.echo(comparison.table())
-    if csv_path:
-        write_atomic(csv_path, comparison.to_csv())
-        click.echo(f"wrote {csv_path}", err=True)
+    files = [(csv_path, comparison.to_csv())] if csv_path else []
     if plot_path:
         from .report.plot import plot_png
 
-        write_atomic(plot_path, plot_png(comparison))
-        click.echo(f"wrote {plot_path}", err=True)
+        files.append((plot_path, plot_png(comparison)))
+    write_all(files, before_commit=lambda: _print(comparison.table()))
+    for path, _ in files:
+        click.echo(f"wrote {path}", err=True)
 
 
 @cli.command()
@@ -437,8 +585,10 @@ def export(config_path, fmt, output, base, flavour, preprocessor_type, affine, e
     """
     from .api import export as render
     from .report.export import BN_EPS, bn_module_note
+    from .report.destinations import check_destinations
     from .report.files import read_config, write_atomic
 
+    check_destinations([("-o", output)])
     config = read_config(config_path)
     content = render(config, fmt, source=config_path, eps=eps, affine=affine, base=base, flavour=flavour,
                      preprocessor_type=preprocessor_type, clip=clip)
@@ -448,7 +598,7 @@ def export(config_path, fmt, output, base, flavour, preprocessor_type, affine, e
         write_atomic(output, content)
         click.echo(f"wrote {output}", err=True)
     else:
-        click.echo(content, nl=False)
+        _print(content, nl=False)
     if fmt == "bn-state":
         channels = len(config["exact"]["mean"])
         click.echo(bn_module_note(channels, BN_EPS if eps is None else eps, affine is not False), err=True)
@@ -465,8 +615,9 @@ def show(config_path):
         text = config_summary(config)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
         raise ChanstatsError(f"{config_path}: incomplete config ({error!r})") from None
-    click.echo(text)
+    _print(text)
 
 
 def main() -> None:
+    handle_sigterm()
     cli(prog_name="chanstats")

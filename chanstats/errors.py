@@ -27,6 +27,11 @@ class BadImageError(ChanstatsError):
         return type(self), (self.path, self.reason)
 
 
+class DecompressionBombError(BadImageError):
+    """An image whose header declares more pixels (or decoded bytes) than the decompression-bomb
+    limit allows (see :mod:`chanstats.decoding.limits`): refused before anything is decoded."""
+
+
 class BadImagesError(ChanstatsError):
     """Several bad files were found; the message lists each on its own line."""
 

@@ -27,7 +27,7 @@ from .decoding.pillow import decode, histogram_moments
 from .decoding.png import decode_png16, measure_png
 from .decoding.raster import read_raster
 from .options import PixelOptions
-from .errors import BadImageError, BadSpecError
+from .errors import BadImageError, BadSpecError, DecompressionBombError
 from .stats.moments import (
     FloatMoments,
     IntegerMoments,
@@ -125,6 +125,8 @@ def _channels_last(pixels: np.ndarray, display: str) -> np.ndarray:
         pixels = pixels[:, :, np.newaxis]
     if pixels.ndim != 3:
         raise BadImageError(display, f"a {pixels.ndim}-D array; expected (H, W) or (H, W, C)")
+    if 0 in pixels.shape:
+        raise BadImageError(display, f"an image without pixels (shape {tuple(pixels.shape)})")
     kind, size = pixels.dtype.kind, pixels.dtype.itemsize
     if not ((kind in "iu" and size <= 4) or (kind == "f" and size in (2, 4, 8))):
         raise BadImageError(
@@ -239,7 +241,7 @@ class Measurer:
             # Without a transform every epoch sees the same pixels: measure them once.
             if self.mode == "keep" and _is_tiff(data):
                 return self._raster(data, source.display)
-            if self.mode == "keep" and (wide := decode_png16(data)) is not None:
+            if self.mode == "keep" and (wide := decode_png16(data, source.display)) is not None:
                 return self._array(wide, source.display, None)
             if not self._selects_pixels:
                 for fast_path in _FAST_PATHS:
@@ -349,6 +351,8 @@ class Measurer:
     def _decode(self, data: bytes, shown: str):
         try:
             return decode(data, self.mode, shown)
+        except DecompressionBombError:
+            raise  # refused from its header: never decoded again to word the message
         except BadImageError as error:
             if _is_tiff(data) and "--mode keep" not in error.reason:  # say why Pillow could not, and what reads it
                 self._raster(data, shown)

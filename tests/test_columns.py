@@ -61,7 +61,7 @@ def test_partials_in_either_format_and_mixed_merge_byte_identical(pool_dataset, 
              *POOL], cwd=pool_dataset, env=env)
         assert (tmp_path / f"part{k}.json.columns").is_dir() == (fmt == "columns")
         header = json.loads(part.read_text())
-        assert header["partial_version"] == (3 if fmt == "columns" else 2)
+        assert header["partial_version"] == (5 if fmt == "columns" else 4)
         parts.append(str(part))
     merged = tmp_path / "merged.json"
     result = run(["merge", *reversed(parts), "-o", str(merged)], cwd=pool_dataset, env=env)
@@ -69,6 +69,29 @@ def test_partials_in_either_format_and_mixed_merge_byte_identical(pool_dataset, 
     # the atypical-image summary names images stored with the partials
     assert result.stderr.replace(str(merged), "OUT") == (pool_dataset / "single.txt").read_text()
     assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("formats", [("json", "columns")])
+def test_merge_per_image_is_byte_identical_to_compute_per_image(pool_dataset, tmp_path, formats):
+    # two shards of 23 images: each goes through the worker pool; the rows come from the partials
+    parts = []
+    for k, fmt in enumerate(formats, start=1):
+        part = tmp_path / f"part{k}.json"
+        run(["compute", "data", "--shard", f"{k}/2", "--partial", str(part), "--partial-format", fmt, *POOL],
+            cwd=pool_dataset)
+        parts.append(str(part))
+    run(["merge", *parts, "-o", str(tmp_path / "merged.json"), "--per-image", str(tmp_path / "merged.csv"), "-q"],
+        cwd=pool_dataset)
+    assert (tmp_path / "merged.csv").read_bytes() == (pool_dataset / "single.csv").read_bytes()
+    assert (tmp_path / "merged.json").read_bytes() == (pool_dataset / "single.json").read_bytes()
+
+
+def test_per_image_with_partial_is_refused_pointing_at_merge(pool_dataset, tmp_path):
+    result = run(["compute", "data", "--shard", "1/2", "--partial", str(tmp_path / "p.json"), "--per-image",
+                  str(tmp_path / "p.csv"), *POOL], cwd=pool_dataset, check=False)
+    assert result.returncode == 2 and "merge PARTS... --per-image FILE.csv" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "p.json").exists() and not (tmp_path / "p.csv").exists()
 
 
 def test_a_column_partial_is_small_however_many_images(pool_dataset, tmp_path):

@@ -177,14 +177,22 @@ def test_bad_files_are_named_alike_in_process_and_through_the_pool(tmp_path, rng
 
 def test_the_bomb_limit_holds_in_every_process(tmp_path, rng, engine, monkeypatch):
     folder = tmp_path / "data"
-    write_image(folder / "big.jpg", rng.integers(0, 256, size=(40, 40, 3), dtype=np.uint8))  # the JPEG fast path
-    write_image(folder / "big.png", rng.integers(0, 256, size=(40, 40, 3), dtype=np.uint8))
+    write_image(folder / "big.jpg", rng.integers(0, 256, size=(50, 50, 3), dtype=np.uint8))  # the JPEG fast path
+    write_image(folder / "big.png", rng.integers(0, 256, size=(50, 50, 3), dtype=np.uint8))  # the PNG fast path
+    write_image(folder / "warned.png", rng.integers(0, 256, size=(40, 40, 3), dtype=np.uint8))
     write_image(folder / "small.png", rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8))
     engine.pad(folder)  # 8×8 images: under the limit
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    # The oracle is Pillow's own verdict: above twice the limit it refuses, above the limit it warns.
+    for name in ("big.jpg", "big.png"):
+        with pytest.raises(Image.DecompressionBombError):
+            Image.open(folder / name)
+    with pytest.warns(Image.DecompressionBombWarning):
+        Image.open(folder / "warned.png").load()
     result = compute(str(folder), workers=engine.workers, on_error="skip")
-    assert [(Path(path).name, reason.split(" (")[0]) for path, reason in result.skipped] == [
-        ("big.jpg", "decompression bomb"), ("big.png", "decompression bomb")]
-    assert result.images == 1 + engine.padding
+    assert [(Path(path).name, reason) for path, reason in result.skipped] == [
+        (name, "decompression bomb: 50×50 = 2500 pixels exceeds the limit of 2000 (2 × PIL.Image.MAX_IMAGE_PIXELS)")
+        for name in ("big.jpg", "big.png")]
+    assert result.images == 2 + engine.padding
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # Pillow's way to lift the limit
-    assert compute(str(folder), workers=engine.workers).images == 3 + engine.padding
+    assert compute(str(folder), workers=engine.workers).images == 4 + engine.padding

@@ -97,6 +97,11 @@ def test_truncated_jpeg_is_still_an_error_end_to_end(tmp_path, rng):
 
 def test_fast_path_enforces_the_decompression_bomb_limit(rng, monkeypatch):
     data = jpeg_bytes(Image.fromarray(photo_like(rng)))
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
-    with pytest.raises(BadImageError, match="big.jpg: decompression bomb"):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 83×61 pixels: over twice the limit
+    with pytest.raises(BadImageError, match="big.jpg: decompression bomb: 83×61 = 5063 pixels exceeds the limit of 2000"):
         fastjpeg.measure_jpeg(data, "RGB", "big.jpg")
+    with pytest.raises(BadImageError, match="big.jpg: decompression bomb: 83×61 = 5063 pixels exceeds the limit of 2000"):
+        decode(data, "RGB", "big.jpg")
+    # Over the limit but not twice it, Pillow decodes with a warning: so does the fast path.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)
+    assert fastjpeg.measure_jpeg(data, "RGB", "warned.jpg").moments == decode(data, "RGB", "warned.jpg").moments()

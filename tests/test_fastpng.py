@@ -204,9 +204,15 @@ def test_image_data_that_inflates_far_beyond_the_image_is_never_inflated():
     assert peak < 2 * len(data) + 100_000, peak
 
 
-def test_decompression_bomb_limit_is_left_to_pillow(rng, monkeypatch):
-    data = png_bytes(rng.integers(0, 256, size=(40, 40, 3), dtype=np.uint8))
+def test_decompression_bomb_limit_agrees_with_pillow(rng, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
-    assert fastpng.measure_png(data, "RGB", "big.png") is None
-    with pytest.raises(BadImageError, match="big.png: decompression bomb"):
+    # Over twice the limit Pillow refuses the file, and so does the fast path, before inflating.
+    data = png_bytes(rng.integers(0, 256, size=(50, 50, 3), dtype=np.uint8))
+    with pytest.raises(BadImageError, match="big.png: decompression bomb: 50×50 = 2500 pixels exceeds the limit of 2000"):
         decode(data, "RGB", "big.png")
+    with pytest.raises(BadImageError, match="big.png: decompression bomb: 50×50 = 2500 pixels exceeds the limit of 2000"):
+        fastpng.measure_png(data, "RGB", "big.png")
+    assert fastpng.decode_png(data) is None  # called alone, it declines rather than inflate a bomb
+    # Between once and twice the limit Pillow decodes (with a warning): so does the fast path.
+    data = png_bytes(rng.integers(0, 256, size=(40, 40, 3), dtype=np.uint8))
+    assert fastpng.measure_png(data, "RGB", "warned.png").moments == decode(data, "RGB", "warned.png").moments()

@@ -78,8 +78,12 @@ def test_each_kind_of_source_imports_only_the_base():
     graph = import_graph()
     for kind in ("chanstats.sources.folders", "chanstats.sources.tar", "chanstats.sources.parquet",
                  "chanstats.sources.arrays", "chanstats.sources.datasets", "chanstats.sources.files"):
-        # user_code: importing the user's own file for --dataset (a leaf that imports only errors)
-        assert graph[kind] <= {"chanstats.sources.base", "chanstats.errors", "chanstats.user_code"}, kind
+        # user_code: importing the user's own file for --dataset; decoding.limits: the
+        # decompression-bomb limit every reader checks before it allocates (leaves that import only errors)
+        assert graph[kind] <= {"chanstats.sources.base", "chanstats.errors", "chanstats.user_code",
+                               "chanstats.decoding.limits"}, kind
+    for leaf in ("chanstats.user_code", "chanstats.decoding.limits"):
+        assert graph[leaf] <= {"chanstats.errors"}, leaf
 
 
 def test_the_walk_from_a_source_to_the_decoder_never_climbs_back():
@@ -97,7 +101,8 @@ def test_the_walk_from_a_source_to_the_decoder_never_climbs_back():
 
     later = {"sources": {"sources"}, "measuring": {"measuring", "sources", "decoding", "stats"},
              "decoding": {"decoding", "stats"}, "stats": {"stats"}}
-    leaves = {"chanstats.errors", "chanstats.kernel", "chanstats.user_code", "chanstats._version"}
+    leaves = {"chanstats.errors", "chanstats.kernel", "chanstats.user_code", "chanstats._version",
+              "chanstats.decoding.limits"}
     climbs = [(module, target) for module in graph if (here := stage(module)) is not None
               for target in graph[module] if target not in leaves and stage(target) not in later[here]
               and not (here == "measuring" and target in ("chanstats.options", "chanstats.transforms"))]

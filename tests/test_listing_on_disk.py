@@ -233,3 +233,18 @@ def test_workers_per_rank_divide_the_cores(monkeypatch):
     assert api.distributed_workers() == max(1, default_workers() // 2)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1000")
     assert api.distributed_workers() == 1
+
+
+def test_a_kept_listing_removed_while_being_read_is_listed_again(corpus, tmp_path):
+    # another process found it stale and removed it between our reading its header and mapping
+    # its columns: this run lists afresh instead of failing
+    _, inputs = corpus
+    workdir = tmp_path / "work"
+    args = ["compute", *inputs, "--ext", ".png", "--workdir", str(workdir), "--workers", "0", "-q"]
+    first = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert first.exit_code == 0
+    (folder,) = workdir.iterdir()
+    (folder / "sizes").unlink()
+    again = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert again.exit_code == 0 and again.stdout == first.stdout
+    assert [p.name for p in workdir.iterdir()] == [folder.name] and (folder / "sizes").exists()

@@ -14,6 +14,7 @@ from chanstats.scale.state import shard_bounds
 from chanstats.scale.state_file import read_partial
 from .helpers.cli import run
 from .helpers.files import make_dataset
+from .helpers.state_files import reseal
 
 # Small batches so the BatchNorm simulation spans many batches: a wrong global order would show.
 OPTIONS = ["--batch-size", "3", "--workers", "0", "-q"]
@@ -161,7 +162,8 @@ def test_merge_refuses_wrong_version_and_non_partials(dataset, tmp_path):
     root, data, single = dataset
     part = shard_files(root, data, 1)[0]
     old = tmp_path / "old.json"
-    old.write_text(open(part).read().replace('"partial_version": 2', '"partial_version": 99', 1))
+    # a newer chanstats's partial: a format this one does not know, with a matching digest
+    old.write_text(reseal(open(part).read().replace('"partial_version": 4', '"partial_version": 99', 1)))
     result = invoke(["merge", str(old)])
     assert result.exit_code == 2 and str(old) in result.output and "version 99" in result.output
     config = tmp_path / "config.json"

@@ -368,7 +368,7 @@ def test_bad_input_gives_the_same_bytes_in_process_and_through_the_pool(tmp_path
 
 def test_the_callers_bomb_limit_reaches_workers_started_from_scratch(pool_folder, monkeypatch):
     sources = list_images([str(pool_folder)])
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50)  # the 8×8 images are over it
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 30)  # the 8×8 images are over twice it
     outcomes = list(measure_all(sources, Measurer(), workers=2, start_method="spawn"))
     assert len(outcomes) == len(sources)
     assert all(isinstance(outcome, BadImageError) and "decompression bomb" in outcome.reason for _, outcome in outcomes)

@@ -35,6 +35,8 @@ ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 EIGHT_BIT = 255
 SIXTEEN_BIT = 65535
 FLOAT_SCALE = 1  # float output is measured in its own units
+# The dtype of the 8- and 16-bit images that carry no dtype name (Pillow's and the fast paths').
+_DTYPE_OF_SCALE = {EIGHT_BIT: "uint8", SIXTEEN_BIT: "uint16"}
 
 
 def default_scale(dtype) -> int:
@@ -49,7 +51,7 @@ def channel_names(count: int) -> tuple[str, ...]:
     return NAMES_BY_COUNT.get(count, tuple(f"b{i}" for i in range(1, count + 1)))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PixelFormat:
     """What a decoded image's pixels are: channel names and the value of full scale (1 for the
     float output of a transform, measured in its own units).
@@ -57,12 +59,32 @@ class PixelFormat:
     Rasters and arrays also carry their numpy ``dtype`` name (``""`` for the 8- and 16-bit images
     of Pillow and the fast paths, whose ``scale`` says the depth) and ``masked``: nodata is in
     effect, so pixel counts are per channel.
+
+    Two formats are equal when the pixels are the same kind whatever the container: 16-bit grey
+    from a PNG (``dtype`` ``""``, scale 65535) equals 16-bit grey from a TIFF (``"uint16"``), so
+    that the images of a mixed folder are measured together. The first format met represents them
+    (its ``dtype`` is what the output reports).
     """
 
     channels: tuple[str, ...]
     scale: int | float
     dtype: str = ""
     masked: bool = False
+
+    @property
+    def stored_as(self) -> str:
+        """The pixels' numpy dtype name: ``dtype`` when given, else the one ``scale`` implies
+        (``uint8`` for 255, ``uint16`` for 65535, ``float`` for a transform's output)."""
+        return self.dtype or _DTYPE_OF_SCALE.get(self.scale, "float")
+
+    def _kind(self) -> tuple:
+        return (self.channels, self.scale, self.stored_as, self.masked)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PixelFormat) and self._kind() == other._kind()
+
+    def __hash__(self) -> int:
+        return hash(self._kind())
 
     @property
     def label(self) -> str:

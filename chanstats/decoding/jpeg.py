@@ -15,11 +15,9 @@ decodes with Pillow: other modes than RGB/keep, CMYK/YCCK JPEGs, any decoding wa
 
 from __future__ import annotations
 
-from PIL import Image
-
-from ..errors import BadImageError
 from ..stats.moments import KERNEL_AVAILABLE, integer_moments_and_histogram
 from .formats import GREY_8BIT, RGB_8BIT, Measured
+from .limits import check_declared_size
 
 try:
     import simplejpeg
@@ -45,9 +43,7 @@ def measure_jpeg(data: bytes, mode: str, shown: str, histogram: bool = False) ->
         pixel_format, target = GREY_8BIT, "GRAY"
     else:
         return None
-    limit = Image.MAX_IMAGE_PIXELS  # the limit Pillow's decode path enforces; None lifts it
-    if limit is not None and width * height > limit:
-        raise BadImageError(shown, f"decompression bomb ({width * height} pixels, limit {limit})")
+    check_declared_size(width, height, shown)  # Pillow's verdict on this header, before decoding
     try:
         pixels = simplejpeg.decode_jpeg(data, colorspace=target, strict=True)
     except ValueError:

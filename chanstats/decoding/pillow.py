@@ -22,9 +22,10 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from ..errors import BadImageError
+from ..errors import BadImageError, DecompressionBombError
 from ..stats.moments import IntegerMoments, integer_moments_from_histogram, integer_moments_of
 from .formats import ALPHA_MODES, CHANNEL_NAMES, GREY_16BIT, SIXTEEN_BIT_MODES, PixelFormat
+from .limits import pillow_bomb_reason
 
 
 @dataclass
@@ -91,16 +92,17 @@ def decode(path: str | bytes | BinaryIO, mode: str = "RGB", display: str | None 
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         with warnings.catch_warnings():
-            # Pillow warns, then errors at twice the limit; both count as a bomb here.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow warns above the limit and refuses above twice it; chanstats follows its verdict
+            # (see .limits), and a warning repeated by every worker would only be noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as opened:
                 _refuse_reduced_depth(opened, shown)
                 opened.load()
                 return _apply_mode(opened, mode, shown)
     except BadImageError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise BadImageError(shown, f"decompression bomb ({error})") from None
+    except Image.DecompressionBombError as error:
+        raise DecompressionBombError(shown, pillow_bomb_reason(error)) from None
     except UnidentifiedImageError:
         raise BadImageError(shown, "not an image Pillow can read") from None
     except (FileNotFoundError, PermissionError, IsADirectoryError) as error:

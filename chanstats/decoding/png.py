@@ -24,11 +24,11 @@ import struct
 import zlib
 
 import numpy as np
-from PIL import Image
 
 from .. import kernel
 from ..stats.moments import KERNEL_AVAILABLE, IntegerMoments, integer_moments_and_histogram
 from .formats import EIGHT_BIT_BY_COUNT, RGB_8BIT, Measured
+from .limits import check_declared_size, pixel_limit
 
 try:  # faster inflation, the same bytes out, and the same adler32 check; stock zlib otherwise
     from isal.isal_zlib import decompressobj as _inflater
@@ -80,11 +80,12 @@ def _inflate_exactly(stream: bytes, size: int) -> bytes | None:
 def measure_png(data: bytes, mode: str, shown: str, histogram: bool = False) -> Measured | None:
     """What ``decode(data, mode).moments()`` gives, for the PNGs this fast path takes, else None.
 
-    ``shown`` is unused: this path never reports an error itself (Pillow does, on fallback); it is
-    there so that every fast path has the same signature.
+    The one error this path reports itself, naming ``shown``, is the one Pillow gives any PNG whose
+    header declares more pixels than the limit (:mod:`.limits`); any other doubt goes to Pillow.
     """
     if mode not in ("RGB", "keep", "L") or not data.startswith(_SIGNATURE):
         return None
+    check_png_size(data, shown)
     # Peek at the colour type before inflating anything: --mode L takes greyscale files only (other
     # kinds need Pillow's own luma conversion).
     if mode == "L" and data[25:26] != b"\x00":
@@ -105,11 +106,13 @@ def measure_png(data: bytes, mode: str, shown: str, histogram: bool = False) -> 
                     _select(moments, colour), None if counts is None else counts[colour])
 
 
-def decode_png16(data: bytes) -> np.ndarray | None:
+def decode_png16(data: bytes, shown: str = "<image bytes>") -> np.ndarray | None:
     """The (H, W, C) native uint16 pixels of a plain 16-bit grey+alpha, RGB or RGBA PNG (the
-    kinds Pillow would reduce to 8 bits), or None when the file is not one this path takes."""
+    kinds Pillow would reduce to 8 bits), or None when the file is not one this path takes.
+    A header over the decompression-bomb limit is refused naming ``shown``, as Pillow refuses it."""
     if not AVAILABLE or not data.startswith(_SIGNATURE) or data[24:25] != b"\x10" or data[25:26] == b"\x00":
         return None
+    check_png_size(data, shown)
     header = _read_plain_png(data, depth=16)
     if header is None:
         return None
@@ -122,6 +125,15 @@ def decode_png16(data: bytes) -> np.ndarray | None:
     except (_InflateError, zlib.error, ValueError, MemoryError, OverflowError):
         return None
     return np.frombuffer(pixels, dtype=">u2").reshape(height, width, channels).astype(np.uint16)
+
+
+def check_png_size(data: bytes, shown: str) -> None:
+    """Refuse a PNG whose intact header (IHDR, always the first chunk) declares more pixels than
+    the decompression-bomb limit, before anything is inflated, as Pillow refuses it on open (a
+    damaged header is left to Pillow, which reports the damage first)."""
+    if data[8:16] == b"\x00\x00\x00\x0dIHDR" and len(data) >= 33 and _intact(b"IHDR", memoryview(data)[16:29], data, 29):
+        width, height = struct.unpack_from(">II", data, 16)
+        check_declared_size(width, height, shown)
 
 
 def _read_plain_png(data: bytes, depth: int = 8) -> tuple[int, int, int, bytes] | None:
@@ -175,8 +187,9 @@ def _plain_header(body: memoryview, wanted_depth: int = 8) -> tuple[int, int, in
         return None
     if not (0 < width < 2**31 and 0 < height < 2**31):
         return None
-    if Image.MAX_IMAGE_PIXELS is not None and width * height > Image.MAX_IMAGE_PIXELS:
-        return None  # Pillow reports the decompression bomb
+    limit = pixel_limit()
+    if limit is not None and width * height > limit:
+        return None  # never inflate a bomb, even when called without check_png_size first
     return width, height, channels
 
 

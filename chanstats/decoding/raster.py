@@ -14,6 +14,10 @@ are not interleaved by a copy), so the array is not necessarily C-contiguous.
 Compression: none, PackBits and Deflate/zlib (with or without horizontal predictor) need nothing
 beyond ``tifffile``; LZW, JPEG, ZSTD, LERC, WebP and others need the optional ``imagecodecs``
 package, and a file that needs it while it is missing is a bad image whose reason says so.
+
+Size: the decompression-bomb limit (:mod:`.limits`) is checked from the header, before a byte of
+pixel data is decoded: width × height against the pixel limit, and all bands' bytes against its
+stated equivalent (tiles or strips that all point at one small blob decode to gigabytes).
 """
 
 from __future__ import annotations
@@ -94,6 +98,9 @@ def read_raster(
             _check_decodable(page, tifffile, shown)
             _check_not_truncated(series, tiff.filehandle.size, shown)
             axes, shape = series.axes, series.shape
+            # Everything the header says is checked before a byte is decoded: tiles or strips that
+            # all point at one small blob make a few hundred KB decode to gigabytes.
+            _check_size(_hwc_layout(axes, shape, shown), np.dtype(series.dtype), shown)
             # One thread: chanstats already decodes a file per worker process on every core, and
             # tifffile's own thread pool (half the cores by default) would oversubscribe them.
             array = series.asarray(maxworkers=1)
@@ -153,20 +160,52 @@ def _check_not_truncated(series, file_size: int, shown: str) -> None:
             )
 
 
-def _to_hwc(array: np.ndarray, axes: str, shown: str) -> np.ndarray:
-    """Reorder series axes to (H, W, C); length-1 non-spatial axes are dropped."""
-    kept = [(axis, size) for axis, size in zip(axes, array.shape) if axis in "YX" or size != 1]
-    array = array.reshape([size for _, size in kept])
+def _hwc_layout(axes: str, shape: Sequence[int], shown: str) -> "_Layout":
+    """How series axes become (H, W, C), from the header alone: length-1 non-spatial axes are
+    dropped; anything but one image with at most one band axis is refused."""
+    kept = [(axis, size) for axis, size in zip(axes, shape) if axis in "YX" or size != 1]
     names = "".join(axis for axis, _ in kept)
+    sizes = tuple(size for _, size in kept)
     extra = [axis for axis in names if axis not in "YX"]
     if "Y" not in names or "X" not in names or len(extra) > 1 or (extra and extra[0] not in _BAND_AXES):
         raise BadImageError(
             shown,
-            f"a stack of images (axes {axes}, shape {tuple(array.shape)}), not one raster; "
+            f"a stack of images (axes {axes}, shape {sizes}), not one raster; "
             "chanstats reads one image per file",
         )
     order = [names.index("Y"), names.index("X")] + ([names.index(extra[0])] if extra else [])
-    pixels = array.transpose(order)
+    return _Layout(sizes, tuple(order))
+
+
+@dataclass(frozen=True)
+class _Layout:
+    shape: tuple[int, ...]  # the series' shape without its length-1 non-spatial axes
+    order: tuple[int, ...]  # the axes of ``shape`` that are Y, X (and the band axis)
+
+    @property
+    def height(self) -> int:
+        return self.shape[self.order[0]]
+
+    @property
+    def width(self) -> int:
+        return self.shape[self.order[1]]
+
+    @property
+    def bands(self) -> int:
+        return self.shape[self.order[2]] if len(self.order) == 3 else 1
+
+
+def _check_size(layout: _Layout, dtype: np.dtype, shown: str) -> None:
+    from .limits import check_declared_size
+
+    check_declared_size(layout.width, layout.height, shown, bands=layout.bands, itemsize=dtype.itemsize,
+                        kind=dtype.name)
+
+
+def _to_hwc(array: np.ndarray, axes: str, shown: str) -> np.ndarray:
+    """Reorder series axes to (H, W, C); length-1 non-spatial axes are dropped."""
+    layout = _hwc_layout(axes, array.shape, shown)
+    pixels = array.reshape(layout.shape).transpose(layout.order)
     if pixels.ndim == 2:
         pixels = pixels[:, :, np.newaxis]
     if not pixels.dtype.isnative:

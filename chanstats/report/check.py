@@ -4,7 +4,9 @@ they drifted beyond a tolerance — a CI gate before training.
 :func:`chanstats.check` replays the config's ``options`` with
 :meth:`~chanstats.options.RunOptions.from_record` (a key this version does not know is refused: a
 silent drop could make the check compare different pipelines), recomputes, and hands the new result
-to :func:`build_report`.
+to :func:`build_report`, which tests each channel's mean and std and, where the config recorded
+them, the histograms and per-image properties (:mod:`chanstats.report.drift`). The
+:class:`CheckReport` prints as a table, as the ``--report`` JSON and as markdown for a CI summary.
 """
 
 from __future__ import annotations
@@ -13,13 +15,17 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from .._version import __version__
 from ..errors import BadSpecError
+from .drift import HISTOGRAM_TESTS, DriftTest, histogram_tests, property_tests
 from .result import Result
+from .thresholds import DEFAULT_TOLERANCE, Thresholds
 
-# Absolute, on the [0, 1] scale: 0.01 is 2.55 grey levels of an 8-bit image, and shifts a
-# normalized input by about 0.04 of its std (typical std ≈ 0.25) — far below what changes training,
-# yet far above float noise or a few ordinary images added to a dataset of hundreds.
-DEFAULT_TOLERANCE = 0.01
+__all__ = ["CheckReport", "DEFAULT_TOLERANCE", "Thresholds", "build_report"]
+
+# Column headings of the distribution table, by test.
+_HEADINGS = {"wasserstein": "Wasserstein", "jsd": "JSD (bits)", "psi": "PSI", "ks_brightness": "KS brightness",
+             "ks_contrast": "KS contrast", "ks_area": "KS area", "ks_aspect": "KS aspect"}
 
 
 @dataclass
@@ -33,7 +39,9 @@ class ListingChange:
 
 @dataclass
 class CheckReport:
-    """Old vs new exact statistics per channel ([0, 1] scale, or pipeline units for float output)."""
+    """Old vs new exact statistics per channel ([0, 1] scale, or pipeline units for float output),
+    and every drift test run (``tests``: mean/std per channel, then the distribution tests of
+    :mod:`chanstats.report.drift`) with ``notes`` on the tests that could not run."""
 
     channels_old: list[str]
     channels_new: list[str]
@@ -48,6 +56,11 @@ class CheckReport:
     fingerprint_new: str
     listing: ListingChange | None
     result: Result | None = field(default=None, repr=False)  # the recomputed run
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    tests: list[DriftTest] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    source: str = "config"
+    config: dict[str, Any] | None = field(default=None, repr=False)  # what was checked against
 
     @property
     def same_channels(self) -> bool:
@@ -66,10 +79,24 @@ class CheckReport:
 
     @property
     def passed(self) -> bool:
+        return self.same_channels and all(test.passed for test in self.tests)
+
+    def failures(self) -> list[str]:
+        """Each failing test with the channels it failed on: ``["mean R, G", "jsd B"]``."""
         if not self.same_channels:
-            return False
-        mean_delta, std_delta = self.deltas()
-        return all(abs(d) <= self.tolerance for d in mean_delta + std_delta)
+            return ["channels"]
+        failing: dict[str, list[str]] = {}
+        for test in self.tests:
+            if not test.passed:
+                failing.setdefault(test.test, []).extend([] if test.channel is None else [test.channel])
+        return [f"{name} {', '.join(channels)}".rstrip() for name, channels in failing.items()]
+
+    def _test(self, name: str, channel: str | None) -> DriftTest | None:
+        return next((t for t in self.tests if t.test == name and t.channel == channel), None)
+
+    def _distribution_columns(self) -> list[str]:
+        run = {t.test for t in self.tests}
+        return [name for name in (*HISTOGRAM_TESTS, "ks_brightness", "ks_contrast") if name in run]
 
     def format(self) -> str:
         lines = []
@@ -84,10 +111,40 @@ class CheckReport:
                     f"{name:<8} {self.mean_old[c]:>10.6f} {self.mean_new[c]:>10.6f} {mean_delta[c]:>+10.6f} "
                     f"{self.std_old[c]:>10.6f} {self.std_new[c]:>10.6f} {std_delta[c]:>+10.6f}{flag}"
                 )
+            lines += self._distribution_lines()
         lines.append(self._files_line())
-        verdict = "OK" if self.passed else "DRIFT"
-        lines.append(f"{verdict}: tolerance {self.tolerance:g} (absolute, on mean and std)")
+        lines += [f"note: {note}" for note in self.notes]
+        lines.append(self._verdict())
         return "\n".join(lines)
+
+    def _distribution_lines(self) -> list[str]:
+        """The distribution table (a * marks a failing value) and the whole-image KS tests."""
+        columns = self._distribution_columns()
+        lines = []
+        if columns:
+            lines.append("")
+            lines.append(f"{'channel':<8} " + " ".join(f"{_HEADINGS[c]:>14}" for c in columns))
+            for name in self.channels_new:
+                cells = []
+                for column in columns:
+                    test = self._test(column, name)
+                    cells.append(f"{'':>14}" if test is None else f"{test.value:>13.6f}{' ' if test.passed else '*'}")
+                lines.append(f"{name:<8} " + " ".join(cells).rstrip())
+            limits = [getattr(self.thresholds, "ks" if c.startswith("ks_") else c) for c in columns]
+            lines.append(f"{'max':<8} " + " ".join(f"{limit:>13g} " for limit in limits).rstrip())
+        whole = [t for t in self.tests if t.channel is None]
+        if whole:
+            parts = [f"{t.test} {t.value:.4f} (p {t.detail['p_value']:.3g}){'' if t.passed else '*'}" for t in whole]
+            lines.append("images: " + ", ".join(parts))
+        if any(t.test.startswith("ks_") for t in self.tests):
+            lines.append(f"(* fails; a KS test fails when D > {self.thresholds.ks:g} and p < {self.thresholds.ks_alpha:g})")
+        return lines
+
+    def _verdict(self) -> str:
+        if self.passed:
+            return (f"OK: every test within its threshold (tolerance {self.tolerance:g} absolute on mean and std"
+                    f"{'' if len(self.tests) == 2 * len(self.channels_new) else ', distribution tests above'})")
+        return "DRIFT: " + "; ".join(self.failures())
 
     def _files_line(self) -> str:
         images = f"{self.images_old} → {self.images_new} images" if self.images_old is not None else f"{self.images_new} images"
@@ -105,6 +162,93 @@ class CheckReport:
                 shown = ", ".join(names[:5]) + (f", … ({len(names) - 5} more)" if len(names) > 5 else "")
                 text += f"\n  {label}: {shown}"
         return text
+
+    def to_dict(self) -> dict[str, Any]:
+        """The machine-readable report (``check --report``): every statistic, threshold and verdict."""
+        files: dict[str, Any] = {
+            "images_old": self.images_old,
+            "images_new": self.images_new,
+            "fingerprint_old": self.fingerprint_old,
+            "fingerprint_new": self.fingerprint_new,
+            "changed": self.files_changed,
+        }
+        if self.listing is not None:
+            files.update(added=self.listing.added, removed=self.listing.removed, modified=self.listing.modified)
+        return _json_safe({
+            "chanstats": __version__,
+            "config": self.source,
+            "verdict": "OK" if self.passed else "DRIFT",
+            "passed": self.passed,
+            "failures": self.failures(),
+            "channels": {"old": self.channels_old, "new": self.channels_new},
+            "thresholds": self.thresholds.to_dict(),
+            "tests": [test.to_dict() for test in self.tests],
+            "notes": self.notes,
+            "files": files,
+        })
+
+    def markdown(self) -> str:
+        """A GitHub-flavoured markdown summary (for ``$GITHUB_STEP_SUMMARY``): the verdict, one
+        table row per channel with failing values marked ❌, the files and the notes."""
+        head = "✅ OK" if self.passed else "❌ DRIFT"
+        lines = [f"### chanstats check: {head}", "", f"`{self.source}` against {self.images_new} images. {self._files_sentence()}", ""]
+        if not self.same_channels:
+            lines.append(f"Channels changed: `{self.channels_old}` → `{self.channels_new}`")
+        else:
+            columns = ["mean", "std", *self._distribution_columns()]
+            headings = ["Δ mean", "Δ std", *(_HEADINGS[c] for c in columns[2:])]
+            lines.append("| channel | " + " | ".join(headings) + " |")
+            lines.append("|---|" + "---:|" * len(columns))
+            for name in self.channels_new:
+                cells = []
+                for column in columns:
+                    test = self._test(column, name)
+                    if test is None:
+                        cells.append("")
+                    else:
+                        number = f"{test.value:+.6f}" if column in ("mean", "std") else f"{test.value:.6f}"
+                        cells.append(number if test.passed else f"**{number}** ❌")
+                lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            limits = [f"±{self.tolerance:g}", f"±{self.tolerance:g}",
+                      *(f"{getattr(self.thresholds, 'ks' if c.startswith('ks_') else c):g}" for c in columns[2:])]
+            lines.append("| *threshold* | " + " | ".join(limits) + " |")
+            whole = [t for t in self.tests if t.channel is None]
+            if whole:
+                lines.append("")
+                lines.append("Images: " + ", ".join(
+                    f"{t.test} {t.value:.4f} (p {t.detail['p_value']:.3g})" + ("" if t.passed else " ❌") for t in whole))
+            if any(t.test.startswith("ks_") for t in self.tests):
+                lines.append("")
+                lines.append(f"A KS test fails when D > {self.thresholds.ks:g} and p < {self.thresholds.ks_alpha:g}; "
+                             "JSD is the Jensen–Shannon divergence in bits.")
+        if not self.passed:
+            lines += ["", "**Failing:** " + "; ".join(self.failures())]
+        for note in self.notes:
+            lines += ["", f"> note: {note}"]
+        return "\n".join(lines) + "\n"
+
+    def _files_sentence(self) -> str:
+        if self.fingerprint_old is None:
+            return "The config has no fingerprint."
+        if not self.files_changed:
+            return "Files unchanged."
+        images = f"{self.images_old} → {self.images_new} images" if self.images_old is not None else f"{self.images_new} images"
+        if self.listing is None:
+            return f"Files changed ({images})."
+        change = self.listing
+        return f"Files changed ({images}: {len(change.added)} added, {len(change.removed)} removed, {len(change.modified)} modified)."
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with infinite numbers (a threshold switched off with ``inf``, a PSI against an
+    empty side) as ``None``: JSON has no infinity."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def recorded_exact(config: dict[str, Any], source: str = "config") -> tuple[list[float], list[float]]:
@@ -159,9 +303,13 @@ def check_tolerance(tolerance: Any) -> None:
         raise BadSpecError(f"tolerance must be a non-negative number, got {tolerance!r}")
 
 
-def build_report(config: dict[str, Any], result: Result, tolerance: float = DEFAULT_TOLERANCE, source: str = "config") -> CheckReport:
-    """Compare a recomputed ``result`` with the statistics ``config`` recorded."""
-    check_tolerance(tolerance)
+def build_report(config: dict[str, Any], result: Result, tolerance: float | Thresholds = DEFAULT_TOLERANCE,
+                 source: str = "config") -> CheckReport:
+    """Compare a recomputed ``result`` with the statistics ``config`` recorded: mean and std per
+    channel, then (when both sides have them) histograms and per-image properties.
+    ``tolerance``: the mean/std tolerance alone, or every :class:`Thresholds`."""
+    thresholds = tolerance if isinstance(tolerance, Thresholds) else Thresholds.of(tolerance=tolerance)
+    check_tolerance(thresholds.tolerance)
     validate_config(config, source)
     old_mean, old_std = recorded_exact(config, source)
     recorded_channels = config.get("channels")
@@ -172,18 +320,34 @@ def build_report(config: dict[str, Any], result: Result, tolerance: float = DEFA
         channels_old = list(result.channels)
     else:  # no names recorded and another channel count: a channel change, never an index error
         channels_old = [str(c) for c in range(len(old_mean))]
-    return CheckReport(
+    report = CheckReport(
         channels_old=channels_old,
         channels_new=list(result.channels),
         mean_old=old_mean,
         mean_new=result.mean,
         std_old=old_std,
         std_new=result.std,
-        tolerance=float(tolerance),
+        tolerance=float(thresholds.tolerance),
         images_old=count.get("images"),
         images_new=result.images,
         fingerprint_old=config.get("fingerprint"),
         fingerprint_new=result.fingerprint,
         listing=listing_change(config.get("listing"), result.listing),
         result=result,
+        thresholds=thresholds,
+        source=source,
+        config=config,
     )
+    if report.same_channels:
+        mean_delta, std_delta = report.deltas()
+        for name, old, new, delta in zip(channels_old, old_mean, result.mean, mean_delta):
+            report.tests.append(DriftTest("mean", name, delta, thresholds.tolerance, abs(delta) <= thresholds.tolerance,
+                                          {"old": old, "new": new}))
+        for name, old, new, delta in zip(channels_old, old_std, result.std, std_delta):
+            report.tests.append(DriftTest("std", name, delta, thresholds.tolerance, abs(delta) <= thresholds.tolerance,
+                                          {"old": old, "new": new}))
+        for tests_of in (histogram_tests, property_tests):
+            tests, notes = tests_of(config, result, thresholds, channels_old, source)
+            report.tests += tests
+            report.notes += notes
+    return report

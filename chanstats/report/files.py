@@ -1,4 +1,4 @@
-"""Config files: the JSON/YAML text of a config, atomic writes and safe reads.
+"""Config files: the JSON/YAML text of a config, atomic writes (all outputs or none) and safe reads.
 
 The written config holds no timestamps, durations, host names or worker counts, so the same inputs
 and options give the same bytes.
@@ -10,9 +10,10 @@ import json
 import os
 import stat
 import tempfile
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 from ..errors import ChanstatsError
+from ..exits import stops_held_back
 
 FORMATS = ("json", "yaml")
 
@@ -43,6 +44,12 @@ def _json_text(value: Any, indent: str) -> str:
     return json.dumps(value, allow_nan=False)
 
 
+def cannot_write(path: str, error: OSError) -> ChanstatsError:
+    """The one-line error for an output that could not be written: ``cannot write PATH: REASON``
+    (``No space left on device``, ``Read-only file system``, ...)."""
+    return ChanstatsError(f"cannot write {path}: {error.strerror or error}")
+
+
 def write_atomic(path: str, text: str | bytes | Iterable[str]) -> None:
     """Write ``text`` (or bytes, or consecutive pieces of text) to ``path`` so that readers see the
     old file or the new one, never half.
@@ -50,35 +57,91 @@ def write_atomic(path: str, text: str | bytes | Iterable[str]) -> None:
     The new file is written beside the old one and renamed over it. A symbolic link is followed (the
     file it points to is replaced, the link stays), and a path that is not a regular file (``/dev/null``,
     ``/dev/stdout``, a FIFO) is written to directly: renaming over it would replace the device or
-    pipe itself.
+    pipe itself. A failure (a full disk, a read-only folder) raises :class:`ChanstatsError`
+    naming ``path`` and leaves no temporary file behind.
     """
-    binary = isinstance(text, bytes)
-    pieces = [text] if isinstance(text, (str, bytes)) else text
-    mode, encoding = ("wb", {}) if binary else ("w", {"encoding": "utf-8"})
-    path = os.path.realpath(path) if os.path.islink(path) else path
-    if _exists_but_not_regular(path):
-        try:
-            with open(path, mode, **encoding) as stream:
-                stream.writelines(pieces)
-        except OSError as error:
-            raise ChanstatsError(f"{path}: cannot write: {error.strerror or error}") from None
-        return
-    directory = os.path.dirname(os.path.abspath(path))
+    write_all([(path, text)])
+
+
+def write_all(outputs: Sequence[tuple[str, str | bytes | Iterable[str]]], before_commit: Callable[[], None] | None = None) -> None:
+    """Write every ``(path, text)`` of ``outputs`` as :func:`write_atomic` does, all or none.
+
+    Each is written in full to a temporary file beside its destination first; only when all of
+    them are written (and ``before_commit``, for example printing to stdout, has succeeded) are
+    they renamed into place, with Ctrl-C and SIGTERM held back for those few renames. If any
+    fails, the temporary files of all are removed and the destinations are left as they were.
+    """
+    staged: list[_Staged] = []
     try:
-        handle, temporary = tempfile.mkstemp(prefix=".chanstats-", suffix=".tmp", dir=directory)
-    except OSError as error:
-        raise ChanstatsError(f"{path}: cannot write: {error.strerror or error}") from None
-    try:
-        with os.fdopen(handle, mode, **encoding) as stream:
-            stream.writelines(pieces)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, _permissions_for(path))
-        os.replace(temporary, path)
+        for path, text in outputs:
+            staged.append(_Staged(path, text))
+        if before_commit is not None:
+            before_commit()
+        with stops_held_back():
+            for item in staged:  # direct writes first: they may fail, renames hardly can
+                if item.temporary is None:
+                    item.commit()
+            for item in staged:
+                if item.temporary is not None:
+                    item.commit()
     except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+        for item in staged:
+            item.discard()
         raise
+
+
+class _Staged:
+    """One output of :func:`write_all`: written to ``temporary`` beside its destination, or, for a
+    destination that is not a regular file, kept in memory until :meth:`commit` writes it."""
+
+    def __init__(self, path: str, text: str | bytes | Iterable[str]) -> None:
+        self.name = path  # as the user wrote it, for messages
+        self.binary = isinstance(text, bytes)
+        pieces = [text] if isinstance(text, (str, bytes)) else text
+        self.path = os.path.realpath(path) if os.path.islink(path) else path
+        self.temporary: str | None = None
+        if _exists_but_not_regular(self.path):
+            self.pieces = list(pieces)
+            return
+        directory = os.path.dirname(os.path.abspath(self.path))
+        try:
+            handle, self.temporary = tempfile.mkstemp(prefix=".chanstats-", suffix=".tmp", dir=directory)
+        except OSError as error:
+            raise cannot_write(path, error) from None
+        try:
+            with os.fdopen(handle, *self._mode()) as stream:
+                stream.writelines(pieces)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.chmod(self.temporary, _permissions_for(self.path))
+        except OSError as error:
+            self.discard()
+            raise cannot_write(path, error) from None
+        except BaseException:
+            self.discard()
+            raise
+
+    def _mode(self) -> tuple[str, ...]:
+        return ("wb",) if self.binary else ("w", -1, "utf-8")
+
+    def commit(self) -> None:
+        try:
+            if self.temporary is None:
+                with open(self.path, *self._mode()) as stream:
+                    stream.writelines(self.pieces)
+            else:
+                os.replace(self.temporary, self.path)
+                self.temporary = None
+        except OSError as error:
+            raise cannot_write(self.name, error) from None
+
+    def discard(self) -> None:
+        if self.temporary is not None:
+            try:
+                os.unlink(self.temporary)
+            except OSError:
+                pass
+            self.temporary = None
 
 
 def _exists_but_not_regular(path: str) -> bool:

@@ -7,8 +7,10 @@ from typing import Any
 
 from ..sources.base import ImageSource
 from ..stats.batchnorm import RunningEstimate
+from ..stats.histogram import ChannelHistogram
 from ..stats.moments import ChannelStats, MomentsTable
 from ..stats.per_image import PerImage
+from .distribution import ImageProperties, RecordedHistogram
 from .files import dumps, format_for_path, write_atomic
 
 
@@ -46,6 +48,9 @@ class Result:
     # Rasters and arrays: the numpy dtype; with nodata in effect, where it came from.
     dtype: str | None = None
     nodata: dict[str, Any] | None = None
+    # The exact merged histograms (integer pixels, when the run counted them: percentiles on), for
+    # the config's ``histogram`` section that ``check`` compares distributions with.
+    histogram: ChannelHistogram | None = field(default=None, repr=False)
 
     @property
     def mean(self) -> list[float]:
@@ -118,7 +123,17 @@ class Result:
             data["percentiles"] = self.percentiles
         if self.sample is not None:
             data["sample"] = self.sample
+        if self.histogram is not None:
+            data["histogram"] = RecordedHistogram.of(self.histogram).to_config()
+        if self.per_image is not None:
+            data["image_properties"] = self.image_properties().to_config()
         return data
+
+    def image_properties(self) -> ImageProperties:
+        """The per-image property columns a config records (see :mod:`chanstats.report.distribution`)."""
+        if self.per_image is None:
+            raise ValueError("this result holds no per-image table")
+        return ImageProperties.of(self.per_image, int(self.options.get("seed", 0)))
 
     def dumps(self, fmt: str = "json") -> str:
         return dumps(self.to_dict(), fmt)

@@ -10,6 +10,12 @@ recorded in listing order, so everything before ``done`` is in the state and a r
 measures exactly ``[done, stop)``; since integer totals add exactly and the per-sample rows are
 stored losslessly, the final config is byte-identical to an uninterrupted run.
 
+One run at a time: the run holds an exclusive lock on ``FILE.lock`` (:mod:`.lock`) from before it
+lists its files until it ends; a second run on the same checkpoint refuses at once, naming the
+pid of the first, and a lock whose holder was killed is released by the kernel. The header's
+digest and the columns' checksums (:mod:`.integrity`) are verified on resume: a damaged or
+edited checkpoint is refused by name, and ``--restart`` discards it.
+
 A checkpoint is only resumed by the same run: same chanstats version, options, listing
 fingerprint and slice (shard). Anything else is refused with a message naming the difference;
 ``--restart`` discards it. After the output has been written the CLI deletes the checkpoint: it has
@@ -19,8 +25,8 @@ A save costs the same however far the run is (the header holds the per-format to
 images, not the images), so the interval only bounds how much work a crash loses.
 
 Test hook: the environment variable ``CHANSTATS_TEST_DELAY_PER_IMAGE`` (seconds, a float) makes
-a checkpointed run sleep that long per image (after each chunk), so tests can ``kill -9`` it mid-run deterministically.
-It is not meant for anything else.
+a run's main process sleep that long per image (after each chunk, before a checkpoint is due), so
+tests can ``kill -9`` or SIGTERM it mid-run deterministically. It is not meant for anything else.
 """
 
 from __future__ import annotations
@@ -36,12 +42,22 @@ from ..errors import ChanstatsError
 from ..report.files import write_atomic
 from ..sources.base import ImageSource
 from .columns import remove_directory
+from .lock import StateLock
 from .state import PartialState, differing_options
-from .state_file import COLUMNS_SUFFIX, COLUMNS_VERSION, _state_without_images, columns_header, open_columns, parse_header
+from .state_file import (COLUMNS_SUFFIX, OlderStateError, _state_without_images, check_header, columns_header,
+                         open_columns, parse_header, read_text)
 from .table import ImageTable
 
 TEST_DELAY_ENV = "CHANSTATS_TEST_DELAY_PER_IMAGE"
 DEFAULT_EVERY = "60s"
+
+
+def delay_per_image_for_tests() -> float:
+    """Seconds the main process sleeps per image measured: the test hook above (0: none)."""
+    try:
+        return max(0.0, float(os.environ.get(TEST_DELAY_ENV, "0") or 0))
+    except ValueError:
+        return 0.0
 
 
 @dataclass(frozen=True)
@@ -84,12 +100,29 @@ class Checkpointer:
     _since_save: int = 0
     _last_save: float = field(default_factory=time.monotonic)
     _delay: float = 0.0
+    _lock: StateLock | None = None
 
     def __post_init__(self) -> None:
         try:
             self._delay = float(os.environ.get(TEST_DELAY_ENV, "0") or 0)
         except ValueError:
             self._delay = 0.0
+        self._lock = StateLock(self.path, f"checkpoint {self.path}", "--checkpoint")
+
+    def lock(self) -> None:
+        """Take the checkpoint for this run, or refuse at once if another run holds it (the
+        lock is taken before anything is read or written, and held until :meth:`unlock`)."""
+        self._lock.acquire()  # type: ignore[union-attr]
+
+    def unlock(self) -> None:
+        self._lock.release()  # type: ignore[union-attr]
+
+    def __enter__(self) -> "Checkpointer":
+        self.lock()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.unlock()
 
     @property
     def columns(self) -> str:
@@ -99,34 +132,42 @@ class Checkpointer:
     def resume(self, fresh: PartialState, sources: Sequence[ImageSource]) -> PartialState:
         """The saved state if it belongs to this run, else ``fresh`` (none saved, or ``restart``),
         its table appending to this checkpoint's column files; images are named by ``sources``."""
+        self.lock()
         if self.restart or not os.path.exists(self.path):
+            if self.restart:
+                # The old header goes with its columns: a run stopped before its first save must
+                # not leave it pointing at the new, shorter columns.
+                try:
+                    os.unlink(self.path)
+                except FileNotFoundError:
+                    pass
+                except OSError as error:
+                    raise ChanstatsError(f"cannot write {self.path}: {error.strerror or error}") from None
             remove_directory(self.columns)
             fresh.images = ImageTable(sources, self.columns)
             return fresh
         name = f"checkpoint {self.path}"
+        restart = "rerun with --restart to discard it and start over"
         try:
-            with open(self.path, encoding="utf-8") as stream:
-                data = parse_header(stream.read(), name)
-        except OSError as error:
-            raise ChanstatsError(f"{name}: cannot read: {error.strerror or error}") from None
-        except UnicodeDecodeError:
-            raise ChanstatsError(f"{name}: not a chanstats partial state (not text)") from None
-        if data["partial_version"] != COLUMNS_VERSION:
-            raise ChanstatsError(f"{name} was written by an older chanstats; rerun with --restart to discard it and start over")
-        try:
-            problem = _mismatch(_state_without_images(data), fresh)
-        except (KeyError, TypeError, ValueError, IndexError) as error:
-            raise ChanstatsError(f"{name}: damaged partial state ({type(error).__name__}: {error})") from None
-        if problem:
-            raise ChanstatsError(f"checkpoint {self.path} {problem}; rerun with --restart to discard it and start over")
-        return open_columns(data, name, self.columns, sources, writable=True)
+            data = parse_header(read_text(self.path, name), name, older=restart)
+            try:
+                saved = _state_without_images(data)
+            except (KeyError, TypeError, ValueError, IndexError) as error:
+                raise ChanstatsError(f"{name}: damaged partial state ({type(error).__name__}: {error})") from None
+            check_header(saved, name)
+            problem = _mismatch(saved, fresh)
+            if problem:
+                raise _Refused(f"checkpoint {self.path} {problem}; {restart}")
+            return open_columns(data, name, self.columns, sources, writable=True)
+        except (_Refused, OlderStateError):
+            raise
+        except ChanstatsError as error:  # damaged: say how to get going again
+            raise ChanstatsError(f"{error}; {restart}") from None
 
     def after_chunk(self, state: PartialState, images: int) -> None:
         """Save if due, after a chunk of ``images`` images was recorded (chunks are whole: the
         state is consistent between them)."""
         self._since_save += images
-        if self._delay:
-            time.sleep(self._delay * images)
         due_images = self.every.images is not None and self._since_save >= self.every.images
         due_time = self.every.seconds is not None and time.monotonic() - self._last_save >= self.every.seconds
         if due_images or due_time:
@@ -139,13 +180,25 @@ class Checkpointer:
         self._since_save = 0
         self._last_save = time.monotonic()
 
+    def forget_unsaved(self) -> None:
+        """After a failed or interrupted run: remove the column files if no header was ever saved
+        to resume them from (a full disk or a read-only folder before the first save)."""
+        if not os.path.exists(self.path):
+            remove_directory(self.columns)
+
     def remove(self) -> None:
-        """Delete the checkpoint and its columns once the run's output is safely written."""
+        """Delete the checkpoint and its columns once the run's output is safely written, and
+        let go of it."""
         try:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
         remove_directory(self.columns)
+        self.unlock()
+
+
+class _Refused(ChanstatsError):
+    """A checkpoint of another run (its message already says what to do)."""
 
 
 def _mismatch(saved: PartialState, fresh: PartialState) -> str | None:

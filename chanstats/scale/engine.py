@@ -19,7 +19,9 @@ Failures are reported as the user's file, never as the pool's: an unexpected exc
 measuring a file becomes a one-line :class:`~chanstats.errors.WorkerError` naming it (in-process
 and in workers alike), and a worker that dies (the out-of-memory killer, a crash in a C library) is
 named by the file it was measuring, read from a small shared board each worker writes its current
-index to. Workers ignore Ctrl-C: the main process stops them at once and reports the interrupt.
+index to. Workers ignore Ctrl-C, and SIGTERM ends them at once: the main process handles both, stops
+the workers and reports the interrupt. Workers end with the main process whatever ends it, kill -9
+included (see :func:`_die_with_main_process`).
 """
 
 from __future__ import annotations
@@ -31,11 +33,11 @@ import sys
 import threading
 import time
 from collections import deque
-from contextlib import contextmanager
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterator, Sequence
 
+from ..exits import default_signals, stops_held_back
 from ..errors import BadImageError, ChanstatsError, WorkerError, one_line
 from ..measure import Measurement
 from ..sources.base import ImageSource, Listing
@@ -251,7 +253,7 @@ def _parallel_chunks(
     processes: dict[int, Any] = {}
     broken: tuple[BrokenProcessPool, int] | None = None
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
-                             initargs=(*board.worker_args(), job)) as pool:
+                             initargs=(*board.worker_args(), job, os.getpid())) as pool:
 
         def submit_next() -> None:
             bounds = next(chunks, None)
@@ -266,7 +268,7 @@ def _parallel_chunks(
                 pending.append((future, start, stop))
 
         try:
-            with _interrupts_held_back():  # the first submissions start the worker processes
+            with stops_held_back():  # the first submissions start the worker processes
                 for _ in range(workers * IN_FLIGHT_PER_WORKER):
                     submit_next()
             while pending:
@@ -432,32 +434,12 @@ def _pillow_pixel_limit() -> tuple[bool, Any]:
     return (False, None) if image_module is None else (True, image_module.MAX_IMAGE_PIXELS)
 
 
-@contextmanager
-def _interrupts_held_back() -> Iterator[None]:
-    """Hold Ctrl-C back while worker processes start; it takes effect as soon as they have.
-
-    A worker cut off half-way through its start (the main process gone, its locks unlinked) would
-    print a traceback of its own; once started, the engine stops workers cleanly. Signal handlers
-    belong to the main thread, so elsewhere nothing is held back.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if received:
-            signal.raise_signal(signal.SIGINT)  # now handled as it would have been
-
-
-def _start_worker(cells, next_slot, pillow_limit: tuple[bool, Any], job: Any = None) -> None:
+def _start_worker(cells, next_slot, pillow_limit: tuple[bool, Any], job: Any = None, main_pid: int | None = None) -> None:
     global _WORKER_BOARD, _WORKER_CELL, _WORKER_JOB
-    # Ctrl-C in a terminal reaches the whole process group: the main process handles it alone.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    default_signals()
     _die_with_parent()
+    if main_pid is not None and os.getppid() != main_pid:
+        _die_with_main_process(main_pid)
     with next_slot.get_lock():
         slot = next_slot.value
         next_slot.value += 1
@@ -472,19 +454,61 @@ def _start_worker(cells, next_slot, pillow_limit: tuple[bool, Any], job: Any = N
 
 def _die_with_parent() -> None:
     # A worker blocks waiting for work that a killed main process (kill -9, the out-of-memory
-    # killer) will never send: on Linux the kernel ends it with its parent instead (forkserver
-    # workers: with the fork server, which ends with the main process).
+    # killer) will never send: on Linux the kernel ends it with its parent instead.
     if not sys.platform.startswith("linux"):
         return
     try:
         import ctypes
 
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # no usable libc: orphans remain possible, nothing breaks
+    except (OSError, AttributeError):  # no usable libc: the watch below still applies to forkserver workers
         pass
 
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _die_with_main_process(main_pid: int) -> None:
+    """In a worker whose parent is the fork server, not the main process: end with the main process.
+
+    The fork server exits when every copy of its keep-alive pipe is closed, but multiprocessing
+    hands a copy to every worker it forks, and the worker holds the queues' pipes too: once the
+    main process is killed, the fork server, its workers and the resource tracker would wait for
+    each other for ever. So the worker closes its copy (the fork server now ends with the main
+    process, and the kernel ends the worker with it, see :func:`_die_with_parent`), and a thread
+    watches the main process and exits the worker as soon as it is gone, whatever killed it.
+    """
+    try:
+        from multiprocessing import forkserver
+
+        server = forkserver._forkserver  # type: ignore[attr-defined]
+        if server._forkserver_alive_fd is not None:
+            os.close(server._forkserver_alive_fd)
+            server._forkserver_alive_fd = None
+    except (AttributeError, OSError):  # another Python's internals: the watch alone remains
+        pass
+    threading.Thread(target=_exit_when_gone, args=(main_pid,), name="chanstats-watch-main", daemon=True).start()
+
+
+def _exit_when_gone(pid: int) -> None:
+    try:
+        handle = os.pidfd_open(pid)  # Linux 5.3+: readable once the process has ended
+    except (AttributeError, OSError):
+        handle = None
+    if handle is not None:
+        import select
+
+        select.select([handle], [], [])
+    else:
+        while True:  # the parent's death is all that matters; a reused pid only delays the exit
+            time.sleep(0.5)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            except PermissionError:  # alive, under another user: a reused pid
+                break
+    os._exit(1)
 
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import ChanstatsError
 from ..sources.base import _FS_ENCODING, _FS_ERRORS, ImageSource, Listing, row_source
 from .columns import ColumnFile
+from .integrity import Checksum
 
 SOURCE_COLUMNS = {"name_end": "<i8", "size": "<i8", "offset": "<i8", "flags": "u1", "root_id": "<u4"}
 NAMES_FILE = "names.bin"
@@ -37,6 +38,7 @@ def write_sources(sources: Listing, start: int, stop: int, directory: str) -> di
     root_number: dict[str, int] = {}
     problems: dict[str, str] = {}
     written = 0
+    names_checksum = Checksum()
     with open(os.path.join(directory, NAMES_FILE), "wb") as names:
         for block_start in range(start, stop, BLOCK):
             view = sources[block_start : min(stop, block_start + BLOCK)]
@@ -48,6 +50,7 @@ def write_sources(sources: Listing, start: int, stop: int, directory: str) -> di
                     roots.append(root)
             renumber = np.array([root_number[r] for r in block_roots], dtype=np.uint32)
             names.write(name_bytes)
+            names_checksum.update(name_bytes)
             columns["name_end"].append(np.frombuffer(ends, dtype=np.int64) + written)
             written += len(name_bytes)
             columns["size"].append(np.frombuffer(sizes, dtype=np.int64))
@@ -61,24 +64,30 @@ def write_sources(sources: Listing, start: int, stop: int, directory: str) -> di
     for column in columns.values():
         column.sync()
         column.close()
-    return {"count": stop - start, "names_bytes": written, "roots": roots, "problems": problems}
+    checksums = {name: column.checksum for name, column in columns.items()}
+    checksums["names"] = names_checksum.value
+    return {"count": stop - start, "names_bytes": written, "roots": roots, "problems": problems,
+            "checksums": checksums}
 
 
 class StoredSources(Sequence[ImageSource]):
     """The sources written by :func:`write_sources`, indexed by global listing index (the slice
-    starts at ``start``), read from memory maps when indexed."""
+    starts at ``start``), read from memory maps when indexed; each file is verified against the
+    checksum ``meta`` recorded."""
 
     def __init__(self, directory: str, meta: dict[str, Any], start: int) -> None:
         self.start, self.count = start, int(meta["count"])
         self.roots = [str(root) for root in meta["roots"]]
         self.problems = {int(i): str(p) for i, p in meta.get("problems", {}).items()}
+        checksums = {str(name): int(value) for name, value in meta["checksums"].items()}
         self.columns = {name: ColumnFile(os.path.join(directory, f"source_{name}.col"), dtype, self.count,
-                                         writable=False, fresh=False).view()
+                                         writable=False, fresh=False, checksum=checksums[name]).view()
                         for name, dtype in SOURCE_COLUMNS.items()}
-        names = ColumnFile(os.path.join(directory, NAMES_FILE), "u1", int(meta["names_bytes"]), writable=False, fresh=False)
+        names = ColumnFile(os.path.join(directory, NAMES_FILE), "u1", int(meta["names_bytes"]), writable=False,
+                           fresh=False, checksum=checksums["names"])
         self.names = names.view()
         ends = self.columns["name_end"]
-        if self.count and int(ends[-1]) != len(self.names):
+        if self.count and (int(ends[-1]) != len(self.names) or bool(np.any(ends[1:] < ends[:-1])) or int(ends[0]) < 0):
             raise ChanstatsError(f"{names.path}: damaged column file (names end at {int(ends[-1])} of {len(self.names)} bytes)")
         if self.count and int(self.columns["root_id"].max()) >= len(self.roots):
             raise ChanstatsError(f"{os.path.join(directory, 'source_root_id.col')}: damaged column file")

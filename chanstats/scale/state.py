@@ -28,7 +28,7 @@ from ..errors import ChanstatsError
 from ..stats.moments import IntegerMoments
 from .table import ImageTable
 
-PARTIAL_VERSION = 2
+PARTIAL_VERSION = 4  # the JSON format; the column format's is state_file.COLUMNS_VERSION
 KIND = "chanstats-partial"
 
 

@@ -1,16 +1,20 @@
 """The file formats of a :class:`~chanstats.scale.state.PartialState`, read back with an error that
 names the file.
 
-* **JSON** (version 2): deterministic JSON, one image per line, nothing rounded (floats as
+* **JSON** (version 4): deterministic JSON, one image per line, nothing rounded (floats as
   ``repr``, float64 moments as hex floats, integer totals as decimal strings). Readable and
   greppable; its size and the time to write it grow with the images, so it suits small states.
-* **Columns** (version 3): a small JSON header (everything but the images: options, slice,
-  exact totals, bad images, and how many records each column file held when it was written) and
-  the column files of :class:`~chanstats.scale.table.ImageTable` in a directory beside it,
-  ``FILE.columns``, with the slice's sources (:mod:`.source_columns`). Checkpoints always use it:
-  saving is an fsync and a header rewrite whatever the run's length.
+* **Columns** (version 5): a small JSON header (everything but the images: options, slice,
+  exact totals, bad images, and how many records each column file held when it was written, with
+  their CRC-32) and the column files of :class:`~chanstats.scale.table.ImageTable` in a directory
+  beside it, ``FILE.columns``, with the slice's sources (:mod:`.source_columns`). Checkpoints
+  always use it: saving is an fsync and a header rewrite whatever the run's length.
 
-Both read back into the same state and both merge, in any mix.
+Both read back into the same state and both merge, in any mix. Both end with a digest of their
+bytes (:mod:`.integrity`), and what they say is checked for sense before it is used (counts,
+slice, shard, indices: :func:`check_header` and :func:`check_images`): a damaged or edited state
+is refused naming the file, never merged or resumed. Versions 2 and 3, written by chanstats
+before these checks, are refused with a line saying to rerun what wrote them.
 """
 
 from __future__ import annotations
@@ -27,11 +31,14 @@ from ..report.files import write_atomic
 from ..sources.base import ContainedItem, ImageSource
 from ..stats.moments import FloatMoments, IntegerMoments
 from .columns import fsync_directory, remove_directory
+from .integrity import has_seal, seal, unseal
 from .source_columns import StoredSources, can_store, write_sources
-from .state import KIND, PARTIAL_VERSION, BadRecord, FormatTotals, PartialState
-from .table import ImageRecord, ImageTable, pack_rows
+from .state import KIND, PARTIAL_VERSION, BadRecord, FormatTotals, PartialState, shard_bounds
+from .table import COLUMNS, ImageRecord, ImageTable, _overlapping_blocks, pack_rows
 
-COLUMNS_VERSION = 3
+COLUMNS_VERSION = 5
+# Written by chanstats before states carried digests and checksums: refused, to be rewritten.
+OLDER_VERSIONS = (2, 3)
 COLUMNS_SUFFIX = ".columns"
 FORMATS = ("auto", "json", "columns")
 # --partial-format auto: JSON up to this many images in the slice, columns above.
@@ -67,8 +74,8 @@ def dumps(state: PartialState) -> str:
     lines.append(f'"formats": {json.dumps(formats, allow_nan=False)},')
     lines.append(f'"bad": {json.dumps([[b.index, b.display, b.path, b.reason] for b in state.bad])},')
     images = [json.dumps(_image_json(r, format_ids[r.format]), allow_nan=False) for r in state.images]
-    lines.append('"images": [' + ("\n" + ",\n".join(images) + "\n" if images else "") + "]}")
-    return "\n".join(lines) + "\n"
+    lines.append('"images": [' + ("\n" + ",\n".join(images) + "\n" if images else "") + "]")
+    return seal("\n".join(lines), "\n")
 
 def _formats_json(state: PartialState) -> list[dict[str, Any]]:
     return [
@@ -128,11 +135,15 @@ def write(state: PartialState, path: str, fmt: str = "json", sources: Sequence[I
         fsync_directory(os.path.dirname(os.path.abspath(directory)))
     except OSError as error:
         remove_directory(staging)
-        raise ChanstatsError(f"{directory}: cannot write: {error.strerror or error}") from None
+        raise ChanstatsError(f"cannot write {directory}: {error.strerror or error}") from None
     except BaseException:
         remove_directory(staging)
         raise
-    write_atomic(path, columns_header(state, os.path.basename(directory), meta))
+    try:
+        write_atomic(path, columns_header(state, os.path.basename(directory), meta))
+    except BaseException:
+        remove_directory(directory)  # columns without their header are no partial state
+        raise
 
 
 def columns_header(state: PartialState, directory: str, sources: dict[str, Any] | None) -> str:
@@ -149,18 +160,32 @@ def columns_header(state: PartialState, directory: str, sources: dict[str, Any] 
             "directory": directory,
             "formats": [positions[fmt] for fmt in table.formats],
             "lengths": table.lengths(),
+            "checksums": table.checksums(),
             "sources": sources,
         },
     }
-    return json.dumps(data, allow_nan=False) + "\n"
+    return seal(json.dumps(data, allow_nan=False)[:-1])
 
 
-def parse_header(text: str, name: str) -> dict[str, Any]:
-    """A partial state's JSON (either version), checked for kind and version."""
-    try:
-        data = json.loads(text)
-    except ValueError as error:
-        raise ChanstatsError(f"{name}: not a chanstats partial state ({error})") from None
+class OlderStateError(ChanstatsError):
+    """A partial state or checkpoint in a format an older chanstats wrote (no integrity checks)."""
+
+
+def parse_header(text: str, name: str, older: str = "rerun the shard that wrote it") -> dict[str, Any]:
+    """A partial state's JSON (either format) once its digest matches, checked for kind and
+    version; ``older``: what to do about a state an older chanstats wrote."""
+    if not has_seal(text):
+        try:
+            data = json.loads(text)
+        except ValueError as error:
+            if KIND in text[:200]:
+                unseal(text, name)  # raises: a state cut short
+            raise ChanstatsError(f"{name}: not a chanstats partial state ({error})") from None
+        if not isinstance(data, dict) or data.get("kind") != KIND:
+            raise ChanstatsError(f"{name}: not a chanstats partial state (write one with compute --partial)")
+        if data.get("partial_version") in OLDER_VERSIONS:
+            raise OlderStateError(f"{name}: written by an older chanstats: {older}")
+    data = json.loads(unseal(text, name))
     if not isinstance(data, dict) or data.get("kind") != KIND:
         raise ChanstatsError(f"{name}: not a chanstats partial state (write one with compute --partial)")
     if data.get("partial_version") not in (PARTIAL_VERSION, COLUMNS_VERSION):
@@ -171,28 +196,92 @@ def parse_header(text: str, name: str) -> dict[str, Any]:
     return data
 
 
+def _damaged(name: str, why: str) -> ChanstatsError:
+    return ChanstatsError(f"{name}: damaged partial state ({why})")
+
+
+def check_header(state: PartialState, name: str) -> None:
+    """Refuse a state whose counts, slice or totals cannot be those of a run (a digest only
+    proves the file is as written, not that what was written makes sense)."""
+    k, n = state.shard
+    if state.listing_size < 0 or n < 1 or not 1 <= k <= n:
+        raise _damaged(name, f"shard {k}/{n} of {state.listing_size} images")
+    if (state.start, state.stop) != shard_bounds(state.listing_size, k, n):
+        raise _damaged(name, f"slice {state.start}..{state.stop - 1} is not shard {k}/{n} of {state.listing_size} images")
+    if not state.start <= state.done <= state.stop:
+        raise _damaged(name, f"{state.done} images done, outside its slice {state.start}..{state.stop - 1}")
+    if state.population is not None and state.population < state.listing_size:
+        raise _damaged(name, f"a sample of {state.listing_size} from {state.population} images")
+    bad = [record.index for record in state.bad]
+    if any(not state.start <= i < state.done for i in bad) or len(set(bad)) != len(bad):
+        raise _damaged(name, f"bad images outside its slice {state.start}..{state.done - 1} or listed twice")
+    for totals in state.formats.values():
+        channels = len(totals.format.channels)
+        if not channels or not state.start <= totals.first_index < max(state.done, state.start + 1):
+            raise _damaged(name, f"pixel format first seen at image {totals.first_index}")
+        m = totals.integer
+        if m is None:
+            continue
+        counts = m.channel_counts()
+        if (m.pixels < 0 or any(v < 0 for v in m.sumsq) or len(counts) != channels
+                or any(not 0 <= c <= m.pixels for c in counts)
+                or not len(m.sums) == len(m.sumsq) == len(m.mins) == len(m.maxs) == channels):
+            raise _damaged(name, "impossible pixel totals (negative or inconsistent counts)")
+
+
+def check_images(state: PartialState, name: str) -> None:
+    """Refuse a state whose images do not account for its slice exactly: every image measured
+    so far is either in its table (strictly increasing indices) or among its bad images."""
+    table, measured = state.images, state.done - state.start
+    if len(table) + len(state.bad) != measured:
+        raise _damaged(name, f"{len(table)} images and {len(state.bad)} bad ones for {measured} in "
+                             f"{state.start}..{state.done - 1}")
+    if not len(table):
+        return
+    index = table.index
+    if not state.start <= int(index[0]) <= int(index[-1]) < state.done:
+        raise _damaged(name, f"image indices outside its slice {state.start}..{state.done - 1}")
+    if not all(bool(np.all(block[1:] > block[:-1])) for block in _overlapping_blocks(index)):
+        raise _damaged(name, "image indices out of order or repeated")
+    if state.bad:
+        bad = np.array([record.index for record in state.bad], dtype=np.int64)
+        positions = np.minimum(np.searchsorted(index, bad), len(index) - 1)
+        if bool(np.any(index[positions] == bad)):
+            raise _damaged(name, "an image both measured and bad")
+
+
 def open_columns(data: dict[str, Any], name: str, directory: str, origin: Sequence[ImageSource] | None = None,
                  *, writable: bool = False) -> PartialState:
     """The state a column header describes, its images the column files in ``directory``;
     sources from ``origin`` (a run's own listing) or else those stored with it."""
     if data.get("partial_version") != COLUMNS_VERSION:
-        raise ChanstatsError(f"{name}: written in the JSON format of an older chanstats, not as columns")
+        raise ChanstatsError(f"{name}: written in the JSON format, not as columns")
     try:
         state = _state_without_images(data)
         columns = data["columns"]
         by_position = list(state.formats)
+        if any(not 0 <= i < len(by_position) for i in columns["formats"]):
+            raise IndexError("pixel format out of range")
         table_formats = [by_position[i] for i in columns["formats"]]
-        lengths = {str(k): int(v) for k, v in columns["lengths"].items()}
+        lengths = {column: int(columns["lengths"][column]) for column in COLUMNS}
+        checksums = {column: int(columns["checksums"][column]) for column in COLUMNS}
+        if any(v < 0 for v in lengths.values()):
+            raise ValueError("a negative column length")
         stored = columns.get("sources")
+        if stored is not None and int(stored["count"]) != state.stop - state.start:
+            raise ValueError(f"{stored['count']} sources stored for {state.stop - state.start} images")
     except (KeyError, TypeError, ValueError, IndexError) as error:
         raise ChanstatsError(f"{name}: damaged partial state ({type(error).__name__}: {error})") from None
+    check_header(state, name)
     if not os.path.isdir(directory):
         raise MissingColumnsError(f"{name}: its column files are missing ({directory} is not a folder)")
-    if origin is None and stored is not None:
-        origin = StoredSources(directory, stored, state.start)
-    state.images = ImageTable.open(directory, lengths, table_formats, origin, writable=writable)
-    if len(state.images) and not state.start <= int(state.images.index[0]) <= int(state.images.index[-1]) < state.done:
-        raise ChanstatsError(f"{name}: damaged partial state (image indices outside its slice {state.start}..{state.done - 1})")
+    try:
+        if origin is None and stored is not None:
+            origin = StoredSources(directory, stored, state.start)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ChanstatsError(f"{name}: damaged partial state ({type(error).__name__}: {error})") from None
+    state.images = ImageTable.open(directory, lengths, table_formats, origin, writable=writable, checksums=checksums)
+    check_images(state, name)
     return state
 
 
@@ -225,10 +314,17 @@ def loads(text: str, name: str, directory: str | None = None) -> PartialState:
         except (KeyError, TypeError) as error:
             raise ChanstatsError(f"{name}: damaged partial state ({type(error).__name__}: {error})") from None
         return open_columns(data, name, where)
+    return _json_state(data, name)
+
+
+def _json_state(data: dict[str, Any], name: str) -> PartialState:
     try:
-        return _from_json(data)
+        state = _from_json(data)
     except (KeyError, TypeError, ValueError, IndexError) as error:
         raise ChanstatsError(f"{name}: damaged partial state ({type(error).__name__}: {error})") from None
+    check_header(state, name)
+    check_images(state, name)
+    return state
 
 
 def _from_json(data: dict[str, Any]) -> PartialState:
@@ -238,6 +334,8 @@ def _from_json(data: dict[str, Any]) -> PartialState:
     roots: dict[str, str] = {}
     for item in data["images"]:
         index, fmt_id, alpha, path, name, display, size, width, height, rows, floats = item
+        if not 0 <= fmt_id < len(by_id):
+            raise IndexError(f"pixel format {fmt_id} of {len(by_id)}")
         images.append(
             ImageRecord(
                 index=int(index),
@@ -280,18 +378,27 @@ def _histogram_from_json(entry: dict[str, Any]):
     return None
 
 
+def read_text(path: str, name: str) -> str:
+    """A state file's text; one whose bytes are not UTF-8 is damaged if it starts like a state."""
+    try:
+        with open(path, "rb") as stream:
+            raw = stream.read()
+    except OSError as error:
+        raise ChanstatsError(f"{name}: cannot read: {error.strerror or error}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        if KIND.encode() in raw[:200]:
+            raise ChanstatsError(f"{name}: damaged partial state (not UTF-8 text)") from None
+        raise ChanstatsError(f"{name}: not a chanstats partial state (not text)") from None
+
+
 def read_partial(path: str) -> PartialState:
     """The partial state in ``path``, in either format (a column header's files are found beside it)."""
-    try:
-        with open(path, encoding="utf-8") as stream:
-            text = stream.read()
-    except OSError as error:
-        raise ChanstatsError(f"{path}: cannot read: {error.strerror or error}") from None
-    except UnicodeDecodeError:
-        raise ChanstatsError(f"{path}: not a chanstats partial state (not text)") from None
+    text = read_text(path, path)
     data = parse_header(text, path)
     if data["partial_version"] != COLUMNS_VERSION:
-        return loads(text, path)
+        return _json_state(data, path)
     try:
         directory = os.path.join(os.path.dirname(os.path.abspath(path)), str(data["columns"]["directory"]))
     except (KeyError, TypeError) as error:

@@ -106,14 +106,16 @@ class ImageTable:
 
     @classmethod
     def open(cls, directory: str, lengths: dict[str, int], formats: Sequence[PixelFormat],
-             origin: Sequence[ImageSource] | None = None, *, writable: bool = False) -> "ImageTable":
+             origin: Sequence[ImageSource] | None = None, *, writable: bool = False,
+             checksums: dict[str, int] | None = None) -> "ImageTable":
         """The saved table in ``directory`` whose columns held ``lengths`` records when saved
-        (later bytes are cut when ``writable``: the table then grows from there)."""
+        (later bytes are cut when ``writable``: the table then grows from there), verified
+        against ``checksums`` (each column's CRC-32 when saved) when given."""
         table = cls(origin, directory)
         table.formats = list(formats)
         table._columns = {
-            name: ColumnFile(os.path.join(directory, name + COLUMN_SUFFIX), dtype, int(lengths.get(name, 0)),
-                             writable=writable, fresh=False)
+            name: ColumnFile(os.path.join(directory, name + COLUMN_SUFFIX), dtype, int(lengths[name]),
+                             writable=writable, fresh=False, checksum=None if checksums is None else int(checksums[name]))
             for name, dtype in COLUMNS.items()
         }
         table._check_consistent()
@@ -150,6 +152,10 @@ class ImageTable:
     def lengths(self) -> dict[str, int]:
         """How many records each column holds (what a header records)."""
         return {name: len(column) for name, column in self.columns.items()}
+
+    def checksums(self) -> dict[str, int]:
+        """Each column's CRC-32 over its records (what a header records beside the lengths)."""
+        return {name: column.checksum for name, column in self.columns.items()}
 
     def sync(self) -> None:
         """Flush and fsync every column (before a header that counts their records is written)."""

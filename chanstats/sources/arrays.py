@@ -7,6 +7,9 @@ that reads as channels-first, ``(C, H, W)``, is refused with both readings state
 
 Workers read pixels, not bytes: each process memory-maps a ``.npy`` once (a ``.npz`` member is
 loaded once: compressed members cannot be mapped) and keeps the few most recent.
+
+The decompression-bomb limit (:mod:`chanstats.decoding.limits`) applies to each image, from the
+array's header before its pixels are read, and to each ``.npz`` member before it is loaded whole.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import zipfile
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from ..decoding.limits import check_declared_size, check_decoded_bytes
 from ..errors import BadImageError, ChanstatsError
 from .base import ContainedItem, Decoded, Listed, SourceKind
 
@@ -62,10 +66,23 @@ def list_arrays(path: str) -> Iterator[Listed]:
             yield ArrayItem(path, name, per_image, None, key, index), (stat.st_dev, stat.st_ino, member, index + 1)
 
 
+def describe_arrays(path: str) -> str:
+    """What the NumPy file at ``path`` holds, for a message about a file without images:
+    ``"a.npy holds an array of shape (0, 32, 32, 3)"``."""
+    import numpy as np
+
+    if path.lower().endswith(".npy"):
+        return f"{path} holds an array of shape {tuple(np.load(path, mmap_mode='r', allow_pickle=False).shape)}"
+    with np.load(path, allow_pickle=False) as archive:
+        members = [f"{key!r} of shape {_header(archive, key).shape}" for key in archive.files]
+    return f"{path} holds " + (", ".join(members) if members else "no arrays")
+
+
 def read_pixels(source: ArrayItem) -> Any:
-    """One image's pixels as an ``(H, W, C)`` array (``(H, W)`` arrays get one channel)."""
+    """One image's pixels as an ``(H, W, C)`` array (``(H, W)`` arrays get one channel), refused
+    as a decompression bomb when the header declares more than the limit."""
     try:
-        array = _arrays.get(source.root, source.key)
+        array = _arrays.get(source)
         pixels = array if source.index < 0 else array[source.index]
         pixels = pixels.reshape(*pixels.shape, 1) if pixels.ndim == 2 else pixels
         return pixels.__array__()  # reads the mapped bytes now, so that a failure is this image's
@@ -116,6 +133,17 @@ def _check_channels_last(shape: tuple[int, ...], shown: str, expected: str) -> N
         )
 
 
+def _check_image_size(array: Any, source: ArrayItem) -> None:
+    """Refuse ``source``'s image when ``array`` (an array or its header) declares it over the
+    decompression-bomb limit. Shapes that are not images are refused by name when measured."""
+    shape = array.shape if source.index < 0 else array.shape[1:]
+    if len(shape) in (2, 3):
+        height, width = shape[:2]
+        bands = shape[2] if len(shape) == 3 else 1
+        check_declared_size(width, height, source.display, bands=bands, itemsize=array.dtype.itemsize,
+                            kind=array.dtype.name)
+
+
 class _OpenArrays:
     """The arrays this process has open, the most recently used last (reopened after a fork)."""
 
@@ -123,21 +151,30 @@ class _OpenArrays:
         self.owner = -1
         self.open: dict[tuple[str, str], Any] = {}
 
-    def get(self, path: str, key: str) -> Any:
+    def get(self, source: ArrayItem) -> Any:
+        """The array holding ``source`` (mapped or loaded), once the image's declared size and, for
+        a ``.npz`` member, which is inflated whole, the member's are known to be within the limit."""
         import numpy as np
 
+        path, key = source.root, source.key
         if self.owner != os.getpid():
             self.owner, self.open = os.getpid(), {}
         array = self.open.pop((path, key), None)
         if array is None:
             if key:
                 with np.load(path, allow_pickle=False) as archive:
+                    declared = _header(archive, key)
+                    _check_image_size(declared, source)
+                    size = int(np.prod(declared.shape)) * declared.dtype.itemsize
+                    check_decoded_bytes(size, f"the member {key!r} of {os.path.basename(path)}", source.display,
+                                        "; a .npy file is read an image at a time instead")
                     array = archive[key]
             else:
-                array = np.load(path, mmap_mode="r", allow_pickle=False)
+                array = np.load(path, mmap_mode="r", allow_pickle=False)  # mapped: nothing read yet
             while len(self.open) >= OPEN_ARRAYS:
                 self.open.pop(next(iter(self.open)))
         self.open[(path, key)] = array
+        _check_image_size(array, source)
         return array
 
     def forget(self, path: str, key: str) -> None:
@@ -148,5 +185,5 @@ _arrays = _OpenArrays()
 
 
 KIND = SourceKind("NumPy file", ArrayItem, lambda item: Decoded(read_pixels(item)), claims=is_array_path,
-                  list=lambda path, extensions: list_arrays(path))
+                  list=lambda path, extensions: list_arrays(path), empty=describe_arrays)
 

@@ -137,6 +137,8 @@ class SourceKind:
       one source (a saved table);
     - ``unit(item)``: the piece of work the item must not be separated from (a compressed shard, a
       small row group), or ``None``;
+    - ``empty(path)``: what an input of this kind that gave no items holds, for the message (a
+      kind whose items are not chosen by ``--ext``; ``None``: the message suggests ``--ext``);
     - ``per_epoch``: reading the item again may give other pixels (a dataset's own random
       transforms), so it is read once per epoch with every generator seeded;
     - ``forked``: workers must inherit this process's state (fork), not start clean.
@@ -153,6 +155,7 @@ class SourceKind:
     claims_folder: Callable[[str], bool] | None = None
     list_folder: Callable[[str], "Iterator[Listed]"] | None = None
     unit: Callable[[Any], Hashable | None] = lambda item: None
+    empty: Callable[[str], str] | None = None
     per_epoch: bool = False
     forked: bool = False
 

@@ -23,7 +23,7 @@ import re
 from typing import Callable, Iterable, Iterator, Sequence
 
 from ..errors import ChanstatsError, NoImagesError
-from .base import IMAGE_EXTENSIONS, ArchiveMember, ImageSource, Listed, Listing, not_regular
+from .base import IMAGE_EXTENSIONS, ArchiveMember, ImageSource, Listed, Listing, SourceKind, not_regular
 from .folders import walk
 from .kinds import file_kind, folder_kind
 from .stored import ListingWriter
@@ -61,9 +61,33 @@ def list_images(inputs: Iterable[str], extensions: tuple[str, ...] = IMAGE_EXTEN
         writer.discard()
         raise
     if not found:
-        where = ", ".join(inputs) if inputs else "(no inputs)"
-        raise NoImagesError(f"no images found in {where} (looked for {' '.join(extensions)}; change with --ext)")
+        raise NoImagesError(_nothing_found(inputs, extensions))
     return found
+
+
+def _nothing_found(inputs: list[str], extensions: tuple[str, ...]) -> str:
+    """Why a listing is empty. ``--ext`` helps only where files were chosen by their extension
+    (folders, ``@list`` files, tar shards); tables and arrays are read whatever --ext says."""
+    where = ", ".join(inputs) if inputs else "(no inputs)"
+    if inputs and all(_read_whatever_ext(item) for item in inputs):
+        return f"no images in {where}: " + "; ".join(_holds_nothing(item) for item in inputs)
+    return f"no images found in {where} (looked for {' '.join(extensions)}; change with --ext)"
+
+
+def _read_whatever_ext(item: str) -> bool:
+    return _empty_kind(item) is not None
+
+
+def _empty_kind(item: str) -> SourceKind | None:
+    """The kind of an input whose items are not chosen by extension (it says what it holds)."""
+    if item.startswith("@") or not os.path.exists(item):
+        return None
+    kind = folder_kind(item) if os.path.isdir(item) else file_kind(item)
+    return kind if kind is not None and kind.empty is not None else None
+
+
+def _holds_nothing(item: str) -> str:
+    return _empty_kind(item).empty(item)  # type: ignore[union-attr,misc]
 
 
 # Sources are de-duplicated and written a batch at a time (see FirstSightings).

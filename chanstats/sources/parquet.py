@@ -366,6 +366,10 @@ class _Readers:
 _readers = _Readers()
 
 
+def _holds_no_rows(path: str) -> str:
+    return f"{path} is a table of no rows" if os.path.isfile(path) else f"{path} holds tables of no rows"
+
+
 def _unit(row: TableRow):
     """A small row group is read from its start: its rows are one piece of work."""
     return (row.root, row.group) if row.group >= 0 else None
@@ -373,5 +377,5 @@ def _unit(row: TableRow):
 
 KIND = SourceKind("image table", TableRow, lambda row: Encoded(lambda: read_row(row)), claims=is_table_path,
                   list=lambda path, extensions: list_table(path), claims_folder=is_table_folder,
-                  list_folder=list_table_folder, unit=_unit)
+                  list_folder=list_table_folder, unit=_unit, empty=_holds_no_rows)
 

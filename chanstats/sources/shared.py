@@ -137,12 +137,18 @@ def _stamps(paths: list[str]) -> list[list[Any]]:
 
 
 def _write_failure(path: str, key: dict[str, Any], message: str) -> None:
+    temporary = path + ".tmp"
     try:
-        with open(path + ".tmp", "w", encoding="utf-8") as handle:
+        with open(temporary, "w", encoding="utf-8") as handle:
             json.dump({"key": key, "error": message}, handle)
-        os.replace(path + ".tmp", path)
+        os.replace(temporary, path)
     except OSError:
-        pass  # the waiting ranks time out instead, and torchrun stops them when this one exits
+        # A full disk, most likely: the waiting ranks time out instead, and torchrun stops them
+        # when this one exits. Nothing is left half-written.
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
 
 
 def _wait_for(folder: str, key: dict[str, Any]) -> Listing:

@@ -68,11 +68,19 @@ class ListingWriter:
             return _listing_of(self.buffer)
         try:
             self._flush()
+            for handle in self.files.values():
+                try:
+                    handle.flush()  # the last buffered rows: a full disk says so here, not as short columns
+                except OSError as error:
+                    raise ChanstatsError(f"cannot write the listing in {self.directory}: {error.strerror or error}") from None
             self._close_files()
-            return map_columns(self.directory, self.buffer.roots, self.buffer.problems, len(self))
-        finally:
-            if not self.keep:
-                self.discard()  # the mappings outlive the files' names
+            listing = map_columns(self.directory, self.buffer.roots, self.buffer.problems, len(self))
+        except BaseException:
+            self.discard()  # kept or not: a listing that could not be finished is of no use
+            raise
+        if not self.keep:
+            self.discard()  # the mappings outlive the files' names
+        return listing
 
     keep = False  # ``save`` sets it: the files stay where they are
 
@@ -115,7 +123,7 @@ class ListingWriter:
                 self.files[name].write(column)
         except OSError as error:
             self.discard()
-            raise ChanstatsError(f"{self.directory}: cannot write the listing: {error.strerror or error}") from None
+            raise ChanstatsError(f"cannot write the listing in {self.directory}: {error.strerror or error}") from None
         self.name_bytes_written += len(buffer.names)
         self.rows_written += len(buffer.sizes)
         # Keep the roots and problems (problems numbered by global row), drop the rows.
@@ -200,4 +208,8 @@ def load(directory: str) -> tuple[dict[str, Any], Listing] | None:
     if header.get("format") != FORMAT:
         return None
     problems = {int(k): v for k, v in header["problems"].items()}
-    return header, map_columns(directory, header["roots"], problems, header["rows"])
+    try:
+        return header, map_columns(directory, header["roots"], problems, header["rows"])
+    except (OSError, ChanstatsError):
+        # Removed or replaced under us (another process found it stale), or damaged: list afresh.
+        return None

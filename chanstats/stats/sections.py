@@ -35,6 +35,13 @@ def _finalized(moments, scale):
         raise NoImagesError(f"{error}: every pixel of that band was excluded") from None
 
 
+def exact_histogram(totals):
+    """The merged exact histograms, or ``None`` when none were counted or the data is float (a
+    quantile sketch is no histogram)."""
+    histogram = totals.histogram
+    return None if histogram is None or hasattr(histogram, "relative_error") else histogram
+
+
 def percentiles_section(totals, qs: Sequence[float] | None) -> dict[str, Any] | None:
     """The percentiles ``qs`` (``None``: none asked): exact (integer data, from the merged
     histograms) or from the quantile sketch within its stated relative error (float data)."""

@@ -77,14 +77,15 @@ SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 def pillow_verdict(data: bytes) -> np.ndarray | str:
     """Pillow's RGB pixels of ``data`` as torchvision's loader gets them, or why they are refused.
 
-    Refused: whatever Pillow raises on (truncation is never tolerated; a decompression-bomb
-    warning counts as the bomb it announces), and, by chanstats' documented mode rule, 16-bit or
-    32-bit data that ``convert("RGB")`` would silently cut to 8 bits.
+    Refused: whatever Pillow raises on (truncation is never tolerated; a decompression bomb is
+    refused where Pillow raises, above twice ``MAX_IMAGE_PIXELS``, and only warned about below),
+    and, by chanstats' documented mode rule, 16-bit or 32-bit data that ``convert("RGB")`` would
+    silently cut to 8 bits.
     """
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
                 image.load()
                 if image.mode in SIXTEEN_BIT_MODES or _png_bit_depth(data) == 16:
