@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -18,6 +18,7 @@ from .errors import BadImageError, BadSpecError, ChanstatsError, one_line
 from .measure import Measurement, Measurer
 from .sources.arrays import ArrayItem, read_pixels
 from .sources.base import ImageSource
+from .user_code import contained
 
 
 def measure_pixels_of(pixels: np.ndarray, shown: str, epochs: int = 1, measurer: Measurer | None = None) -> Measurement:
@@ -222,7 +223,10 @@ class DatasetMeasurer(Measurer):
             for epoch in range(self.epochs):
                 with seeded(self.seed, epoch, index):
                     try:
-                        sample = dataset[source.offset]
+                        with contained(source.display):
+                            sample = dataset[source.offset]
+                    except ChanstatsError:
+                        raise
                     except Exception as error:  # the dataset's own failure: this sample is bad
                         raise BadImageError(source.display, f"the dataset raised {one_line(error)}") from None
                 (pixels,) = sample_images(sample, self.key, self.layout, source.display)
@@ -236,7 +240,10 @@ class DatasetMeasurer(Measurer):
 
         def make_sample() -> tuple[np.ndarray, Any]:
             try:
-                sample = dataset[source.offset]
+                with contained(source.display):
+                    sample = dataset[source.offset]
+            except ChanstatsError:
+                raise
             except Exception as error:  # the dataset's own failure: this sample is bad
                 raise BadImageError(source.display, f"the dataset raised {one_line(error)}") from None
             (pixels,) = sample_images(sample, self.key, self.layout, source.display)
@@ -266,7 +273,7 @@ def measure_iterable(source: Any, key: Any, layout: str, epochs: int, batched: b
     with single_threaded():
         for epoch in range(epochs):
             measured: list[Measurement] = []
-            for number, sample in enumerate(source):
+            for number, sample in _samples(source, name, "batch" if batched else "sample", epoch):
                 shown = f"{name}::{'batch' if batched else 'sample'} {number}"
                 images = sample_images(sample, key, layout, shown, batched)
                 if batch_sizes is not None and epoch == 0:
@@ -277,6 +284,37 @@ def measure_iterable(source: Any, key: Any, layout: str, epochs: int, batched: b
                 raise ChanstatsError(f"{name}: epoch {epoch} gave {len(measured)} samples, epoch 0 gave {len(passes[0])}")
             passes.append(measured)
     return [_epochs([run[k] for run in passes], f"{name}::sample {k}") for k in range(len(passes[0]))]
+
+
+def _samples(source: Any, name: str, unit: str, epoch: int) -> Iterator[tuple[int, Any]]:
+    """``enumerate(source)``, where an exception raised by the iterable itself (its ``iter`` or
+    ``next``) is one line naming the dataset and the position. It ends the run whatever
+    ``--on-error`` says: an iterator that raised cannot be resumed past the failure, so skipping it
+    would silently drop every sample after it."""
+    number = 0
+    where = f"{name}: iterating (epoch {epoch})"
+    try:
+        with contained(where):
+            iterator = iter(source)
+    except ChanstatsError:
+        raise
+    except Exception as error:
+        raise ChanstatsError(f"{where} failed to start: {one_line(error)}") from None
+    while True:
+        try:
+            with contained(f"{name}::{unit} {number} (epoch {epoch})"):
+                sample = next(iterator)
+        except StopIteration:
+            return
+        except ChanstatsError:
+            raise
+        except Exception as error:
+            raise ChanstatsError(
+                f"{name}::{unit} {number}: the iterable raised {one_line(error)} (epoch {epoch}); an iterable cannot "
+                "be resumed past an error, so --on-error skip cannot skip it: fix the dataset, or give a map-style one"
+            ) from None
+        yield number, sample
+        number += 1
 
 
 def _epochs(measurements: list[Measurement], shown: str) -> Measurement:
