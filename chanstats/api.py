@@ -632,7 +632,8 @@ def check(
     ``report.passed`` says whether every channel's mean and std moved by at most ``tolerance``
     (default 0.01, on the [0, 1] scale); ``report.result`` is the new result.
     """
-    from .report.check import DEFAULT_TOLERANCE, build_report, check_tolerance, recorded_inputs, validate_config
+    from .report.check import DEFAULT_TOLERANCE, build_report, check_tolerance, recorded_inputs
+    from .report.validate import validate_config
 
     source = "config" if isinstance(config, dict) else os.fspath(config)
     data = config if isinstance(config, dict) else read_config(source)
@@ -695,11 +696,13 @@ def export(
     file, or "config").
     """
     from .report.export import export as render
+    from .report.validate import validate_config
 
     if not isinstance(config, dict):
         source = source or os.fspath(config)
         config = read_config(os.fspath(config))
     source = source or "config"
+    validate_config(config, source)  # a file's was validated as it was read; a mapping's here
     try:
         return render(config, to, **options)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
