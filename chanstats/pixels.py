@@ -230,6 +230,7 @@ class DatasetMeasurer(Measurer):
                     except Exception as error:  # the dataset's own failure: this sample is bad
                         raise BadImageError(source.display, f"the dataset raised {one_line(error)}") from None
                 (pixels,) = sample_images(sample, self.key, self.layout, source.display)
+                pixels = in_mode(pixels, self.mode, source.display)
                 measurements.append(measure_pixels_of(pixels, source.display, 1, self))
         return _epochs(measurements, source.display)
 
@@ -237,6 +238,8 @@ class DatasetMeasurer(Measurer):
         """``--transform`` on the sample's image, after the dataset's own transforms: the dataset is
         called inside the transform's seeded context, so its draws and the transform's are one
         seeded stream (two flips drawn from one seed would always agree)."""
+
+        from PIL import Image
 
         def make_sample() -> tuple[np.ndarray, Any]:
             try:
@@ -247,9 +250,34 @@ class DatasetMeasurer(Measurer):
             except Exception as error:  # the dataset's own failure: this sample is bad
                 raise BadImageError(source.display, f"the dataset raised {one_line(error)}") from None
             (pixels,) = sample_images(sample, self.key, self.layout, source.display)
-            return pixels, _as_given(_pick(sample, self.key, source.display))
+            given = _as_given(_pick(sample, self.key, source.display))
+            if self.mode == "L":
+                pixels = in_mode(pixels, self.mode, source.display)
+                given = given.convert("L") if isinstance(given, Image.Image) else given
+            return pixels, given
 
         return transformed_measurement(self, index, source, make_sample)
+
+
+def in_mode(pixels: np.ndarray, mode: str, shown: str) -> np.ndarray:
+    """A dataset sample's ``(H, W, C)`` pixels under ``--mode``: ``L`` converts 8-bit grey, grey
+    with alpha, RGB and RGBA samples to grey exactly as a file is converted (Pillow's
+    ``convert("L")``: ``L = R·299/1000 + G·587/1000 + B·114/1000`` in Pillow's fixed-point
+    rounding, alpha dropped), and refuses any other sample in one line; ``RGB`` and ``keep`` measure
+    samples as they are (a dataset gives its images in the form it was built to give)."""
+    if mode != "L" or pixels.shape[2] == 1 and pixels.dtype == np.uint8:
+        return pixels
+    if pixels.dtype != np.uint8 or pixels.shape[2] not in _GREY_FROM:
+        raise ChanstatsError(f"{shown}: --mode L converts 8-bit grey or colour samples (1 to 4 channels, as Pillow's "
+                             f"convert('L')); this one has {pixels.shape[2]} channels of {pixels.dtype}: convert it in the "
+                             "dataset, or leave --mode at its default")
+    from PIL import Image
+
+    image = Image.fromarray(np.ascontiguousarray(pixels), _GREY_FROM[pixels.shape[2]])
+    return np.asarray(image.convert("L"))[:, :, np.newaxis]
+
+
+_GREY_FROM = {2: "LA", 3: "RGB", 4: "RGBA"}
 
 
 def _as_given(image: Any) -> Any:
@@ -279,6 +307,7 @@ def measure_iterable(source: Any, key: Any, layout: str, epochs: int, batched: b
                 if batch_sizes is not None and epoch == 0:
                     batch_sizes.append(len(images))
                 for pixels in images:
+                    pixels = in_mode(pixels, "RGB" if measurer is None else measurer.mode, shown)
                     measured.append(measure_pixels_of(pixels, shown, 1, measurer))
             if passes and len(measured) != len(passes[0]):
                 raise ChanstatsError(f"{name}: epoch {epoch} gave {len(measured)} samples, epoch 0 gave {len(passes[0])}")
