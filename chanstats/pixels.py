@@ -274,7 +274,7 @@ def in_mode(pixels: np.ndarray, mode: str, shown: str) -> np.ndarray:
     from PIL import Image
 
     image = Image.fromarray(np.ascontiguousarray(pixels), _GREY_FROM[pixels.shape[2]])
-    return np.asarray(image.convert("L"))[:, :, np.newaxis]
+    return np.array(image.convert("L"))[:, :, np.newaxis]  # writable: a transform may get it as a tensor
 
 
 _GREY_FROM = {2: "LA", 3: "RGB", 4: "RGBA"}

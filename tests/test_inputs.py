@@ -455,6 +455,12 @@ def test_mode_l_converts_dataset_samples_as_pillow_converts_files(tmp_path, engi
         assert config["channels"] == ["L"], name
         assert config["exact"]["mean"] == pytest.approx(mean, abs=1e-12), name
         assert config["exact"]["std"] == pytest.approx(std, abs=1e-12), name
+    (tmp_path / "unchanged.py").write_text("def same(image):\n    return image\n")
+    for name in ("Arrays", "Pictures"):  # a transform gets the grey image
+        config = compute_json("--dataset", f"{tmp_path / 'grey_datasets.py'}:{name}", "--mode", "L", *engine.options,
+                              "--transform", f"{tmp_path / 'unchanged.py'}:same")
+        assert config["channels"] == ["L"], name
+        assert config["exact"]["mean"] == pytest.approx(mean, abs=1e-12), name
     spec = f"{tmp_path / 'grey_datasets.py'}:Floats"
     error = one_line_error(run_cli("compute", "--dataset", spec, "--mode", "L", *engine.options, "-q"))
     assert error.startswith(f"Error: {spec}::index 0: --mode L converts 8-bit grey or colour samples")
