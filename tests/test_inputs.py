@@ -192,9 +192,6 @@ DATASETS = textwrap.dedent('''
     import sys
     import numpy as np
 
-    class Stop(BaseException):
-        pass
-
     class Exits:
         """Sample 21 calls sys.exit(0): past the first chunk, so a worker meets it."""
         def __len__(self):
@@ -202,12 +199,6 @@ DATASETS = textwrap.dedent('''
         def __getitem__(self, index):
             if index == 21:
                 sys.exit(0)
-            return np.full((4, 4, 3), index, np.uint8)
-
-    class Stops(Exits):
-        def __getitem__(self, index):
-            if index == 21:
-                raise Stop("halt")
             return np.full((4, 4, 3), index, np.uint8)
 
     def exits_when_made():
@@ -224,13 +215,6 @@ DATASETS = textwrap.dedent('''
             return breaks_at_two()
 
     stream = Stream()
-
-    class Exiting:
-        def __iter__(self):
-            yield np.zeros((4, 4, 3), np.uint8)
-            sys.exit(3)
-
-    exiting = Exiting()
 ''')
 
 
@@ -242,15 +226,12 @@ def user_code(tmp_path) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize("on_error", ["fail", "skip"])
+@pytest.mark.parametrize("on_error", ["fail", pytest.param("skip", marks=pytest.mark.slow)])
 def test_a_dataset_that_exits_is_an_error_naming_the_sample(user_code, engine: Engine, on_error):
     spec = f"{user_code / 'user_datasets.py'}:Exits"
     error = one_line_error(run_cli("compute", "--dataset", spec, *engine.options, "--on-error", on_error, "-q"))
     assert error == (f"Error: {spec}::index 21: user code raised SystemExit(0); it must raise an exception, "
                      "not exit the process\n")
-    stops = f"{user_code / 'user_datasets.py'}:Stops"
-    error = one_line_error(run_cli("compute", "--dataset", stops, *engine.options, "-q"))
-    assert error.startswith(f"Error: {stops}::index 21: user code raised Stop: halt;")
 
 
 def test_a_transform_that_exits_is_an_error_naming_the_image(user_code, engine: Engine):
@@ -269,32 +250,49 @@ def test_code_that_exits_while_a_dataset_is_made_or_imported_names_it(user_code)
     error = one_line_error(run_cli("compute", "--dataset", spec, "-q"))
     assert error.startswith(f"Error: --dataset {spec}: running {user_code / 'exit_at_import.py'}: user code raised SystemExit(0)")
     images(user_code / "data", 2)
-    error = one_line_error(run_cli("compute", str(user_code / "data"), "--transform", spec, "-q"))
-    assert "user code raised SystemExit(0)" in error and error.startswith(f"Error: --transform {spec}: ")
+    with pytest.raises(ChanstatsError, match=r"^--transform .*exit_at_import.py:thing: .*user code raised SystemExit\(0\)"):
+        chanstats.compute(str(user_code / "data"), transform=spec, workers=0)
 
 
-@pytest.mark.parametrize("on_error", ["fail", "skip"])
+@pytest.mark.parametrize("on_error", ["fail", pytest.param("skip", marks=pytest.mark.slow)])
 def test_an_iterable_that_raises_is_one_line_naming_the_position(user_code, on_error):
     spec = f"{user_code / 'user_datasets.py'}:stream"
     error = one_line_error(run_cli("compute", "--dataset", spec, "--on-error", on_error, "-q"))
     assert error == (f"Error: {spec}::sample 2: the iterable raised ValueError: the stream broke (epoch 0); an iterable "
                      "cannot be resumed past an error, so --on-error skip cannot skip it: fix the dataset, or give a "
                      "map-style one\n")
-    spec = f"{user_code / 'user_datasets.py'}:exiting"
-    error = one_line_error(run_cli("compute", "--dataset", spec, "-q"))
-    assert error.startswith(f"Error: {spec}::sample 1 (epoch 0): user code raised SystemExit(3)")
 
 
-def test_the_api_raises_for_a_dataset_that_exits():
-    class Exits:
-        def __len__(self):
-            return 3
+class Exits:
+    def __len__(self):
+        return 3
 
-        def __getitem__(self, index):
-            raise SystemExit(0)
+    def __getitem__(self, index):
+        raise SystemExit(0)
 
-    with pytest.raises(ChanstatsError, match=r"Exits::index 0: user code raised SystemExit\(0\)"):
+
+class Halt(BaseException):
+    pass
+
+
+class Halts(Exits):
+    def __getitem__(self, index):
+        raise Halt("halt")
+
+
+class ExitingStream:
+    def __iter__(self):
+        yield np.zeros((4, 4, 3), np.uint8)
+        raise SystemExit(3)
+
+
+def test_the_api_raises_for_user_code_that_exits():
+    with pytest.raises(ChanstatsError, match=r"^Exits::index 0: user code raised SystemExit\(0\); it must raise"):
         chanstats.compute(Exits(), workers=0)
+    with pytest.raises(ChanstatsError, match=r"^Halts::index 0: user code raised Halt: halt; it must raise"):
+        chanstats.compute(Halts(), workers=0)
+    with pytest.raises(ChanstatsError, match=r"^ExitingStream::sample 1 \(epoch 0\): user code raised SystemExit\(3\)"):
+        chanstats.compute(ExitingStream(), workers=0)
 
 
 # --- configs read back --------------------------------------------------------------------------
@@ -347,13 +345,29 @@ def test_every_command_that_reads_a_config_refuses_an_unusable_one(tmp_path, goo
     change(config)
     path = tmp_path / "bad.json"
     _write_config(path, config)
+    error = one_line_error(run_cli("show", str(path)))
+    assert error.startswith(f"Error: {path}: {reason}"), error
+    for read in (lambda: chanstats.export(str(path), "json"), lambda: chanstats.check(str(path), workers=0)):
+        with pytest.raises(ChanstatsError) as refused:
+            read()
+        assert str(refused.value).startswith(f"{path}: {reason}")
+    if case not in ("nan-std", "infinite-mean", "huge-mean"):  # a mapping cannot come from JSON with those
+        with pytest.raises(ChanstatsError) as refused:
+            chanstats.export(config, "torchvision")
+        assert str(refused.value).startswith(f"config: {reason}")
+
+
+@pytest.mark.parametrize("case", ["nan-std", "newer"])
+def test_show_export_and_check_share_the_one_validation(tmp_path, good_config, case):
+    change, reason = BAD_CONFIGS[case]
+    config = copy.deepcopy(good_config)
+    change(config)
+    path = tmp_path / "bad.json"
+    _write_config(path, config)
     for command in (["show", str(path)], ["export", str(path), "--to", "torchvision"],
                     ["export", str(path), "--to", "json"], ["check", "--against", str(path)]):
         error = one_line_error(run_cli(*command))
         assert error.startswith(f"Error: {path}: {reason}"), (command, error)
-    if case not in ("nan-std", "infinite-mean", "huge-mean"):  # a mapping cannot come from JSON with those
-        with pytest.raises(ChanstatsError, match=f"^config: {reason[:30]}".replace("(", r"\(").replace("[", r"\[")):
-            chanstats.export(config, "torchvision")
 
 
 def test_a_zero_std_shows_but_does_not_export(tmp_path):
@@ -444,26 +458,40 @@ GREY_DATASETS = textwrap.dedent('''
 ''')
 
 
-def test_mode_l_converts_dataset_samples_as_pillow_converts_files(tmp_path, engine: Engine):
-    (tmp_path / "grey_datasets.py").write_text(GREY_DATASETS)
+def _grey_oracle() -> tuple[list[float], list[float]]:
     rng = np.random.default_rng(11)
     data = [rng.integers(0, 256, (5, 7, 3 + index % 2), dtype=np.uint8) for index in range(40)]
-    grey = [np.asarray(Image.fromarray(a).convert("L"))[:, :, None] for a in data]  # Pillow itself: the oracle
-    mean, std = exact_of(grey)
-    for name in ("Arrays", "Pictures", "stream"):
-        config = compute_json("--dataset", f"{tmp_path / 'grey_datasets.py'}:{name}", "--mode", "L", *engine.options)
-        assert config["channels"] == ["L"], name
-        assert config["exact"]["mean"] == pytest.approx(mean, abs=1e-12), name
-        assert config["exact"]["std"] == pytest.approx(std, abs=1e-12), name
-    (tmp_path / "unchanged.py").write_text("def same(image):\n    return image\n")
-    for name in ("Arrays", "Pictures"):  # a transform gets the grey image
-        config = compute_json("--dataset", f"{tmp_path / 'grey_datasets.py'}:{name}", "--mode", "L", *engine.options,
-                              "--transform", f"{tmp_path / 'unchanged.py'}:same")
-        assert config["channels"] == ["L"], name
-        assert config["exact"]["mean"] == pytest.approx(mean, abs=1e-12), name
+    return exact_of([np.asarray(Image.fromarray(a).convert("L"))[:, :, None] for a in data])  # Pillow itself
+
+
+def test_mode_l_converts_dataset_samples_as_pillow_converts_files(tmp_path, engine: Engine):
+    (tmp_path / "grey_datasets.py").write_text(GREY_DATASETS)
+    mean, std = _grey_oracle()
+    config = compute_json("--dataset", f"{tmp_path / 'grey_datasets.py'}:Arrays", "--mode", "L", *engine.options)
+    assert config["channels"] == ["L"]
+    assert config["exact"]["mean"] == pytest.approx(mean, abs=1e-12)
+    assert config["exact"]["std"] == pytest.approx(std, abs=1e-12)
+
+
+def test_mode_l_refuses_samples_it_cannot_convert(tmp_path):
+    (tmp_path / "grey_datasets.py").write_text(GREY_DATASETS)
     spec = f"{tmp_path / 'grey_datasets.py'}:Floats"
-    error = one_line_error(run_cli("compute", "--dataset", spec, "--mode", "L", *engine.options, "-q"))
+    error = one_line_error(run_cli("compute", "--dataset", spec, "--mode", "L", "--workers", "0", "-q"))
     assert error.startswith(f"Error: {spec}::index 0: --mode L converts 8-bit grey or colour samples")
+
+
+@pytest.mark.slow
+def test_mode_l_converts_pil_samples_iterables_and_transform_inputs(tmp_path, engine: Engine):
+    (tmp_path / "grey_datasets.py").write_text(GREY_DATASETS)
+    (tmp_path / "unchanged.py").write_text("def same(image):\n    return image\n")
+    mean, std = _grey_oracle()
+    runs = [("Pictures",), ("stream",), ("Arrays", "--transform", f"{tmp_path / 'unchanged.py'}:same"),
+            ("Pictures", "--transform", f"{tmp_path / 'unchanged.py'}:same")]
+    for name, *more in runs:
+        config = compute_json("--dataset", f"{tmp_path / 'grey_datasets.py'}:{name}", "--mode", "L", *engine.options, *more)
+        assert config["channels"] == ["L"], name
+        assert config["exact"]["mean"] == pytest.approx(mean, abs=1e-12), (name, more)
+        assert config["exact"]["std"] == pytest.approx(std, abs=1e-12), (name, more)
 
 
 # --- names that would split a line -------------------------------------------------------------------
