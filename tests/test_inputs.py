@@ -286,6 +286,24 @@ class ExitingStream:
         raise SystemExit(3)
 
 
+def test_a_dataloader_that_raises_names_the_batch():
+    import torch
+
+    class Broken(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            for index in range(6):
+                if index == 4:
+                    raise OSError("the shard vanished")
+                yield torch.zeros(3, 4, 4, dtype=torch.uint8)
+
+    loader = torch.utils.data.DataLoader(Broken(), batch_size=2)
+    with pytest.raises(ChanstatsError) as failure:
+        chanstats.compute(loader, on_error="skip", workers=0)
+    assert str(failure.value) == (
+        "DataLoader::batch 2: the iterable raised OSError: the shard vanished (epoch 0); an iterable cannot be resumed "
+        "past an error, so --on-error skip cannot skip it: fix the dataset, or give a map-style one")
+
+
 def test_the_api_raises_for_user_code_that_exits():
     with pytest.raises(ChanstatsError, match=r"^Exits::index 0: user code raised SystemExit\(0\); it must raise"):
         chanstats.compute(Exits(), workers=0)
