@@ -247,8 +247,9 @@ def test_code_that_exits_while_a_dataset_is_made_or_imported_names_it(user_code)
     error = one_line_error(run_cli("compute", "--dataset", spec, "-q"))
     assert error.startswith(f"Error: --dataset {spec}: calling exits_when_made(): user code raised SystemExit(0)")
     spec = f"{user_code / 'exit_at_import.py'}:thing"
-    error = one_line_error(run_cli("compute", "--dataset", spec, "-q"))
-    assert error.startswith(f"Error: --dataset {spec}: running {user_code / 'exit_at_import.py'}: user code raised SystemExit(0)")
+    with pytest.raises(ChanstatsError) as refused:
+        chanstats.compute([], dataset=spec, workers=0)
+    assert str(refused.value).startswith(f"--dataset {spec}: running {user_code / 'exit_at_import.py'}: user code raised SystemExit(0)")
     images(user_code / "data", 2)
     with pytest.raises(ChanstatsError, match=r"^--transform .*exit_at_import.py:thing: .*user code raised SystemExit\(0\)"):
         chanstats.compute(str(user_code / "data"), transform=spec, workers=0)
@@ -494,8 +495,9 @@ def test_mode_l_converts_dataset_samples_as_pillow_converts_files(tmp_path, engi
 def test_mode_l_refuses_samples_it_cannot_convert(tmp_path):
     (tmp_path / "grey_datasets.py").write_text(GREY_DATASETS)
     spec = f"{tmp_path / 'grey_datasets.py'}:Floats"
-    error = one_line_error(run_cli("compute", "--dataset", spec, "--mode", "L", "--workers", "0", "-q"))
-    assert error.startswith(f"Error: {spec}::index 0: --mode L converts 8-bit grey or colour samples")
+    with pytest.raises(ChanstatsError) as refused:
+        chanstats.compute([], dataset=spec, mode="L", workers=0)
+    assert str(refused.value).startswith(f"{spec}::index 0: --mode L converts 8-bit grey or colour samples")
 
 
 @pytest.mark.slow
