@@ -531,3 +531,11 @@ def test_a_name_with_a_newline_stays_on_its_line(tmp_path, engine: Engine):
     assert run_cli("compute", *inputs, *engine.options, "--on-error", "skip", "-q", "-o", str(tmp_path / "c.json"),
                    "--per-image", str(per_image)).returncode == 0
     assert len(per_image.read_text().splitlines()) == 1 + 2 + engine.padding
+
+
+def test_a_config_recorded_with_max_bad_under_fail_still_checks(tmp_path, good_config):
+    """Recorded before --max-bad was refused without skip: it never had an effect, so it replays."""
+    config = copy.deepcopy(good_config)
+    config["options"]["max_bad"] = "3"
+    assert config["options"]["on_error"] == "fail"
+    assert chanstats.check(config, workers=0).passed
