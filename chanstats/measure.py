@@ -19,7 +19,7 @@ from .decoding.pillow import decode, histogram_moments
 from .decoding.png import decode_png16, measure_png
 from .decoding.raster import read_raster
 from .options import PixelOptions
-from .errors import BadImageError, BadSpecError, DecompressionBombError
+from .errors import BadImageError, BadSpecError, ChanstatsError, DecompressionBombError
 from .stats.moments import (
     FloatMoments,
     IntegerMoments,
@@ -30,6 +30,7 @@ from .stats.moments import (
 from .sources.base import ImageSource
 from .sources.listing import open_file, read_source
 from .transforms import TransformSpec, same_output
+from .user_code import contained
 
 if TYPE_CHECKING:
     from .stats.histogram import ChannelHistogram
@@ -341,7 +342,10 @@ class Measurer:
         with seeded(self.seed, epoch, index, self.transform.own_generators()):  # type: ignore[union-attr]
             image, input_format = make_input()  # a bad image is the image's fault, not the spec's
             try:
-                return pipeline(image), input_format
+                with contained(f"transform on {source.display} (epoch {epoch})"):
+                    return pipeline(image), input_format
+            except ChanstatsError:
+                raise
             except Exception as error:  # the spec, not the image, is at fault
                 detail = " ".join(str(error).split()) or type(error).__name__
                 raise BadSpecError(f"transform failed on {source.display} (epoch {epoch}): {detail}") from None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -18,6 +18,7 @@ from .errors import BadImageError, BadSpecError, ChanstatsError, one_line
 from .measure import Measurement, Measurer
 from .sources.arrays import ArrayItem, read_pixels
 from .sources.base import ImageSource
+from .user_code import contained
 
 
 def measure_pixels_of(pixels: np.ndarray, shown: str, epochs: int = 1, measurer: Measurer | None = None) -> Measurement:
@@ -222,10 +223,14 @@ class DatasetMeasurer(Measurer):
             for epoch in range(self.epochs):
                 with seeded(self.seed, epoch, index):
                     try:
-                        sample = dataset[source.offset]
+                        with contained(source.display):
+                            sample = dataset[source.offset]
+                    except ChanstatsError:
+                        raise
                     except Exception as error:  # the dataset's own failure: this sample is bad
                         raise BadImageError(source.display, f"the dataset raised {one_line(error)}") from None
                 (pixels,) = sample_images(sample, self.key, self.layout, source.display)
+                pixels = in_mode(pixels, self.mode, source.display)
                 measurements.append(measure_pixels_of(pixels, source.display, 1, self))
         return _epochs(measurements, source.display)
 
@@ -234,15 +239,45 @@ class DatasetMeasurer(Measurer):
         called inside the transform's seeded context, so its draws and the transform's are one
         seeded stream (two flips drawn from one seed would always agree)."""
 
+        from PIL import Image
+
         def make_sample() -> tuple[np.ndarray, Any]:
             try:
-                sample = dataset[source.offset]
+                with contained(source.display):
+                    sample = dataset[source.offset]
+            except ChanstatsError:
+                raise
             except Exception as error:  # the dataset's own failure: this sample is bad
                 raise BadImageError(source.display, f"the dataset raised {one_line(error)}") from None
             (pixels,) = sample_images(sample, self.key, self.layout, source.display)
-            return pixels, _as_given(_pick(sample, self.key, source.display))
+            given = _as_given(_pick(sample, self.key, source.display))
+            if self.mode == "L":
+                pixels = in_mode(pixels, self.mode, source.display)
+                given = given.convert("L") if isinstance(given, Image.Image) else given
+            return pixels, given
 
         return transformed_measurement(self, index, source, make_sample)
+
+
+def in_mode(pixels: np.ndarray, mode: str, shown: str) -> np.ndarray:
+    """A dataset sample's ``(H, W, C)`` pixels under ``--mode``: ``L`` converts 8-bit grey, grey
+    with alpha, RGB and RGBA samples to grey exactly as a file is converted (Pillow's
+    ``convert("L")``: ``L = R·299/1000 + G·587/1000 + B·114/1000`` in Pillow's fixed-point
+    rounding, alpha dropped), and refuses any other sample in one line; ``RGB`` and ``keep`` measure
+    samples as they are (a dataset gives its images in the form it was built to give)."""
+    if mode != "L" or pixels.shape[2] == 1 and pixels.dtype == np.uint8:
+        return pixels
+    if pixels.dtype != np.uint8 or pixels.shape[2] not in _GREY_FROM:
+        raise ChanstatsError(f"{shown}: --mode L converts 8-bit grey or colour samples (1 to 4 channels, as Pillow's "
+                             f"convert('L')); this one has {pixels.shape[2]} channels of {pixels.dtype}: convert it in the "
+                             "dataset, or leave --mode at its default")
+    from PIL import Image
+
+    image = Image.fromarray(np.ascontiguousarray(pixels), _GREY_FROM[pixels.shape[2]])
+    return np.array(image.convert("L"))[:, :, np.newaxis]  # writable: a transform may get it as a tensor
+
+
+_GREY_FROM = {2: "LA", 3: "RGB", 4: "RGBA"}
 
 
 def _as_given(image: Any) -> Any:
@@ -266,17 +301,49 @@ def measure_iterable(source: Any, key: Any, layout: str, epochs: int, batched: b
     with single_threaded():
         for epoch in range(epochs):
             measured: list[Measurement] = []
-            for number, sample in enumerate(source):
+            for number, sample in _samples(source, name, "batch" if batched else "sample", epoch):
                 shown = f"{name}::{'batch' if batched else 'sample'} {number}"
                 images = sample_images(sample, key, layout, shown, batched)
                 if batch_sizes is not None and epoch == 0:
                     batch_sizes.append(len(images))
                 for pixels in images:
+                    pixels = in_mode(pixels, "RGB" if measurer is None else measurer.mode, shown)
                     measured.append(measure_pixels_of(pixels, shown, 1, measurer))
             if passes and len(measured) != len(passes[0]):
                 raise ChanstatsError(f"{name}: epoch {epoch} gave {len(measured)} samples, epoch 0 gave {len(passes[0])}")
             passes.append(measured)
     return [_epochs([run[k] for run in passes], f"{name}::sample {k}") for k in range(len(passes[0]))]
+
+
+def _samples(source: Any, name: str, unit: str, epoch: int) -> Iterator[tuple[int, Any]]:
+    """``enumerate(source)``, where an exception raised by the iterable itself (its ``iter`` or
+    ``next``) is one line naming the dataset and the position. It ends the run whatever
+    ``--on-error`` says: an iterator that raised cannot be resumed past the failure, so skipping it
+    would silently drop every sample after it."""
+    number = 0
+    where = f"{name}: iterating (epoch {epoch})"
+    try:
+        with contained(where):
+            iterator = iter(source)
+    except ChanstatsError:
+        raise
+    except Exception as error:
+        raise ChanstatsError(f"{where} failed to start: {one_line(error)}") from None
+    while True:
+        try:
+            with contained(f"{name}::{unit} {number} (epoch {epoch})"):
+                sample = next(iterator)
+        except StopIteration:
+            return
+        except ChanstatsError:
+            raise
+        except Exception as error:
+            raise ChanstatsError(
+                f"{name}::{unit} {number}: the iterable raised {one_line(error)} (epoch {epoch}); an iterable cannot "
+                "be resumed past an error, so --on-error skip cannot skip it: fix the dataset, or give a map-style one"
+            ) from None
+        yield number, sample
+        number += 1
 
 
 def _epochs(measurements: list[Measurement], shown: str) -> Measurement:

@@ -48,7 +48,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from .errors import BadSpecError
-from .user_code import load_python_file
+from .user_code import contained, load_python_file
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 _REFERENCE = re.compile(r"^(?P<target>[A-Za-z_][\w.]*|.+\.py):(?P<attr>[A-Za-z_][\w.]*)$")
@@ -452,6 +452,11 @@ def load_reference(reference: str, search_dir: str = "") -> Callable[[Any], Any]
 
 
 def _import_module(name: str, search_dir: str, reference: str):
+    with contained(f"--transform {reference}: importing {name!r}"):
+        return _import_module_contained(name, search_dir, reference)
+
+
+def _import_module_contained(name: str, search_dir: str, reference: str):
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as error:

@@ -26,7 +26,7 @@ from collections import abc
 from typing import Any, Iterable
 
 from ..errors import ChanstatsError, one_line
-from ..user_code import load_python_file
+from ..user_code import contained, load_python_file
 from .base import ImageSource
 
 MAP_STYLE, ITERABLE, LOADER = "map-style dataset", "iterable", "DataLoader"
@@ -68,10 +68,14 @@ def registered(token: int) -> Any:
 def list_dataset(dataset: Any, name: str, token: int) -> list[DatasetItem]:
     """One :class:`DatasetItem` per index of a map-style dataset."""
     try:
-        count = len(dataset)
+        with contained(f"{name}: len()"):
+            count = len(dataset)
+    except ChanstatsError:
+        raise
     except Exception as error:
         raise ChanstatsError(f"{name}: len() failed: {one_line(error)}") from None
-    ids = sample_ids(dataset, count)
+    with contained(f"{name}: reading its sample ids"):
+        ids = sample_ids(dataset, count)
     names = ids if ids is not None else [f"index {index}" for index in range(count)]
     return [DatasetItem(name, names[index], 0, index, in_archive=True, token=token) for index in range(count)]
 
@@ -138,8 +142,9 @@ def classify(source: Any) -> tuple[str | None, Any]:
     torch_data = sys.modules.get("torch.utils.data")
     if kind != ITERABLE or (torch_data is not None and isinstance(source, torch_data.IterableDataset)):
         return kind, source
-    iterator = iter(source)
-    first = next(iterator, _END)
+    with contained(f"{describe(source)}: reading its first sample"):
+        iterator = iter(source)
+        first = next(iterator, _END)
     if iterator is source:  # a one-shot iterator: what was taken must be put back
         source = [] if first is _END else itertools.chain([first], iterator)
     if first is _END or isinstance(first, (str, bytes, os.PathLike)):
@@ -171,7 +176,10 @@ def load(spec: str) -> Any:
         found = getattr(found, part)
     if isinstance(found, type) or (callable(found) and kind_of(found) is None):
         try:
-            found = found()
+            with contained(f"--dataset {spec}: calling {attribute}()"):
+                found = found()
+        except ChanstatsError:
+            raise
         except Exception as error:
             raise ChanstatsError(f"--dataset {spec}: calling {attribute}() failed: {one_line(error)}") from None
     if kind_of(found) is None:
@@ -188,7 +196,10 @@ def _import(name: str, spec: str) -> Any:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        return importlib.import_module(name)
+        with contained(f"--dataset {spec}: importing {name!r}"):
+            return importlib.import_module(name)
+    except ChanstatsError:
+        raise
     except Exception as error:
         raise ChanstatsError(f"--dataset {spec}: cannot import {name!r} ({one_line(error)})") from None
 

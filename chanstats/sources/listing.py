@@ -22,7 +22,7 @@ import stat as stat_module
 from typing import BinaryIO, Callable, Iterable, Iterator, Sequence
 
 from ..errors import BadImageError, ChanstatsError, NoImagesError
-from .base import IMAGE_EXTENSIONS, ImageSource, Listed, Listing, not_regular
+from .base import IMAGE_EXTENSIONS, ImageSource, Listed, Listing, not_regular, printable_path
 from .stored import ListingWriter
 from .arrays import describe_arrays, is_array_path, list_arrays
 from .folders import walk
@@ -208,7 +208,7 @@ def _expand(inputs: list[str], extensions: tuple[str, ...], read: list[str] | No
             missing = [path for path in expanded if not os.path.lexists(path)]
             if missing:
                 more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-                raise ChanstatsError(f"{missing[0]}{more}: no such file (from the pattern {item})")
+                raise ChanstatsError(f"{printable_path(missing[0])}{more}: no such file (from the pattern {printable_path(item)})")
             yield from _expand(expanded, extensions, read)
         elif os.path.isdir(item) and is_table_folder(item):
             yield from list_table_folder(item)
@@ -219,7 +219,7 @@ def _expand(inputs: list[str], extensions: tuple[str, ...], read: list[str] | No
                 read.append(item)
             yield from _file(item, os.path.basename(item), extensions)
         else:
-            raise ChanstatsError(f"{item}: no such file or directory")
+            raise ChanstatsError(f"{printable_path(item)}: no such file or directory")
 
 
 def _file(path: str, name: str, extensions: tuple[str, ...], roots: dict[str, str] | None = None) -> Iterator[Listed]:
