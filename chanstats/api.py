@@ -43,7 +43,7 @@ from .sources.listing import fingerprint
 from .sources.shared import list_shared
 from .sources.datasets import classify as classify_source
 from .sources.datasets import load as load_dataset
-from .sources.parquet import choose_column
+from .sources.parquet import TableRow, choose_column
 from .stats.batchnorm import simulate
 from .stats.moments import MomentsTable
 from .stats.per_image import PerImage
@@ -94,9 +94,17 @@ def plan(paths: Paths | Any, options: RunOptions | None = None, *, workdir: str 
     workdir = None if workdir is None else os.fspath(workdir)
     with choose_column(resolved.options.column):
         sources = list_shared(paths, resolved.extensions, resolved.options.column, workdir, wait=wait_for_listing)
+    if resolved.options.column is not None and not any(isinstance(source, TableRow) for source in _rows(sources)):
+        raise ChanstatsError(f"--column {resolved.options.column} applies to Parquet and Arrow tables, and the inputs "
+                             "hold none")
     measurer = Measurer(resolved.options.mode, resolved.transform, resolved.options.epochs, resolved.settings.seed,
                         resolved.pixels)
     return _sampled(Plan(sources, measurer, resolved, fingerprint(sources)), workdir)
+
+
+def _rows(sources: Sequence[ImageSource]) -> Sequence[ImageSource]:
+    """The sources that may be rows of tables: none in a listing of files held as columns."""
+    return () if isinstance(sources, Listing) else sources
 
 
 def _plan_dataset(source: Any, kind: str, options: RunOptions) -> Plan:
@@ -105,7 +113,7 @@ def _plan_dataset(source: Any, kind: str, options: RunOptions) -> Plan:
     from .pixels import measure_iterable
     from .sources.datasets import LOADER, MAP_STYLE, DatasetItem, describe, list_dataset, register
 
-    resolved = options.resolve([])
+    resolved = options.resolve([], dataset=True)
     name = options.dataset or describe(source)
     if resolved.transform is not None and kind != MAP_STYLE:
         raise ChanstatsError(f"--transform applies to samples read by index, and a {kind} is iterated as given "
@@ -604,8 +612,9 @@ def check(
     :class:`chanstats.report.thresholds.Thresholds`. ``report.result`` is the new result.
     """
     from .options import PixelOptions
-    from .report.check import build_report, recorded_inputs, validate_config
+    from .report.check import build_report, recorded_inputs
     from .report.thresholds import Thresholds
+    from .report.validate import validate_config
 
     source = "config" if isinstance(config, dict) else os.fspath(config)
     data = config if isinstance(config, dict) else read_config(source)
@@ -671,11 +680,13 @@ def export(
     file, or "config").
     """
     from .report.export import export as render
+    from .report.validate import validate_config
 
     if not isinstance(config, dict):
         source = source or os.fspath(config)
         config = read_config(os.fspath(config))
     source = source or "config"
+    validate_config(config, source)  # a file's was validated as it was read; a mapping's here
     try:
         return render(config, to, **options)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:

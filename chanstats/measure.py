@@ -27,7 +27,7 @@ from .decoding.pillow import decode, histogram_moments
 from .decoding.png import decode_png16, measure_png
 from .decoding.raster import read_raster
 from .options import PixelOptions
-from .errors import BadImageError, BadSpecError, DecompressionBombError
+from .errors import BadImageError, BadSpecError, ChanstatsError, DecompressionBombError
 from .stats.moments import (
     FloatMoments,
     IntegerMoments,
@@ -39,6 +39,7 @@ from .sources.base import Decoded, Encoded, ImageSource
 from .sources.files import open_file
 from .sources.kinds import kind_of, read_item
 from .transforms import TransformSpec, same_output
+from .user_code import contained
 
 if TYPE_CHECKING:
     from .stats.histogram import ChannelHistogram
@@ -290,15 +291,27 @@ class Measurer:
             for epoch in range(self.epochs):
                 with seeded(self.seed, epoch, index):
                     content = read_item(source)
-                measurements.append(self.measure_array(content.pixels, source.display, 1, content.channel_names))
+                pixels = self._in_mode(content, source.display)
+                measurements.append(self.measure_array(pixels, source.display, 1, content.channel_names))
         return epochs_measurement(measurements, source.display)
 
+    def _in_mode(self, content: Decoded, shown: str) -> np.ndarray:
+        """The pixels under ``--mode`` when the source says they follow it (a dataset's samples:
+        see :func:`in_mode`); arrays stored in files are measured as stored."""
+        return in_mode(content.pixels, self.mode, shown) if content.follows_mode else content.pixels
+
     def _chosen(self, content: Decoded, shown: str) -> tuple[np.ndarray, Any]:
-        """The pixels a transform starts from, with ``--bands`` chosen (the object the source
-        gave stands for them only when it holds every band)."""
+        """The pixels a transform starts from, under ``--mode`` where they follow it and with
+        ``--bands`` chosen (the object the source gave stands for them only when it holds every
+        band; a PIL image is converted to grey as the pixels are)."""
+        from PIL import Image
+
+        pixels, original = self._in_mode(content, shown), content.original
+        if content.follows_mode and self.mode == "L" and isinstance(original, Image.Image):
+            original = original.convert("L")
         if self.pixels.bands is None:
-            return content.pixels, content.original
-        return _select_bands(content.pixels, self.pixels.bands, shown), None
+            return pixels, original
+        return _select_bands(pixels, self.pixels.bands, shown), None
 
     def measure_array(self, pixels: np.ndarray, shown: str, epochs: int | None = None,
                       channel_names: Sequence[str] | None = None) -> Measurement:
@@ -428,7 +441,10 @@ class Measurer:
         with seeded(self.seed, epoch, index, self.transform.own_generators()):  # type: ignore[union-attr]
             image, input_format = make_input()  # a bad image is the image's fault, not the spec's
             try:
-                return pipeline(image), input_format
+                with contained(f"transform on {source.display} (epoch {epoch})"):
+                    return pipeline(image), input_format
+            except ChanstatsError:
+                raise
             except Exception as error:  # the spec, not the image, is at fault
                 detail = " ".join(str(error).split()) or type(error).__name__
                 raise BadSpecError(f"transform failed on {source.display} (epoch {epoch}): {detail}") from None
@@ -589,3 +605,23 @@ def _input_format(pixels: np.ndarray, chosen: Sequence[str] | None) -> PixelForm
     names = tuple(chosen) if chosen is not None and len(chosen) == count else channel_names(count)
     return PixelFormat(names, default_scale(pixels.dtype), pixels.dtype.name)
 
+
+def in_mode(pixels: np.ndarray, mode: str, shown: str) -> np.ndarray:
+    """A dataset sample's ``(H, W, C)`` pixels under ``--mode``: ``L`` converts 8-bit grey, grey
+    with alpha, RGB and RGBA samples to grey exactly as a file is converted (Pillow's
+    ``convert("L")``: ``L = R·299/1000 + G·587/1000 + B·114/1000`` in Pillow's fixed-point
+    rounding, alpha dropped), and refuses any other sample in one line; ``RGB`` and ``keep`` measure
+    samples as they are (a dataset gives its images in the form it was built to give)."""
+    if mode != "L" or pixels.shape[2] == 1 and pixels.dtype == np.uint8:
+        return pixels
+    if pixels.dtype != np.uint8 or pixels.shape[2] not in _GREY_FROM:
+        raise ChanstatsError(f"{shown}: --mode L converts 8-bit grey or colour samples (1 to 4 channels, as Pillow's "
+                             f"convert('L')); this one has {pixels.shape[2]} channels of {pixels.dtype}: convert it in the "
+                             "dataset, or leave --mode at its default")
+    from PIL import Image
+
+    image = Image.fromarray(np.ascontiguousarray(pixels), _GREY_FROM[pixels.shape[2]])
+    return np.array(image.convert("L"))[:, :, np.newaxis]  # writable: a transform may get it as a tensor
+
+
+_GREY_FROM = {2: "LA", 3: "RGB", 4: "RGBA"}

@@ -127,12 +127,18 @@ class RunOptions:
                 f"{source}: recorded option(s) {', '.join(unknown)} are not known to this chanstats version; "
                 "upgrade chanstats, or recompute the config with this version"
             )
-        return cls(**{k: v for k, v in record.items() if k not in _NOT_OPTIONS})
+        options = {k: v for k, v in record.items() if k not in _NOT_OPTIONS}
+        if options.get("on_error", "fail") != "skip" and options.get("max_bad") is not None:
+            options["max_bad"] = None  # recorded before it was refused there, where it never had an effect
+        return cls(**options)
 
-    def resolve(self, inputs: list[str]) -> "ResolvedOptions":
+    def resolve(self, inputs: list[str], *, dataset: bool = False) -> "ResolvedOptions":
         """Check every option, in the order a run needs them, and build the objects the run uses.
 
         A transform spec is built here, once, so that a bad one fails before any image is read.
+        ``dataset``: the run measures a Python dataset, not paths. An option that cannot apply to
+        the run's kind of source (``key``, ``layout``, ``batches`` to paths; ``column`` to a
+        dataset; ``max_bad`` without ``on_error="skip"``) is refused, never silently ignored.
         """
         from .stats.sampling import SampleSpec
         from .transforms import resolve as resolve_transform
@@ -141,6 +147,10 @@ class RunOptions:
         if self.on_error not in ON_ERROR:
             raise ChanstatsError(f"unknown on_error {self.on_error!r}: choose fail or skip")
         budget = ErrorBudget.parse(self.max_bad)
+        if budget is not None and self.on_error != "skip":
+            raise ChanstatsError(f"--max-bad {budget} applies with --on-error skip only (under --on-error fail any bad "
+                                 "image ends the run)")
+        self._check_applies(dataset)
         extensions = normalize_extensions(self.extensions)
         settings = running_settings(self.convention, self.momentum, self.batch_size, self.shuffle, self.seed, self.drop_last)
         epochs = self.epochs
@@ -187,6 +197,22 @@ class RunOptions:
         if self.batches != "seeded":
             record["batches"] = self.batches
         return ResolvedOptions(self, extensions, settings, budget, spec, sample_spec, record, pixels)
+
+    def _check_applies(self, dataset: bool) -> None:
+        """Refuse the options that cannot apply to the kind of source measured."""
+        if dataset:
+            if self.column is not None:
+                raise ChanstatsError(f"--column {self.column} applies to Parquet and Arrow tables, not to a --dataset "
+                                     "(choose its image with --key)")
+            return
+        given = [f"--key {self.key}" if self.key is not None else None,
+                 f"--layout {self.layout}" if self.layout != "auto" else None]
+        given = [option for option in given if option is not None]
+        if given:
+            raise ChanstatsError(f"{' and '.join(given)} applies to a --dataset's samples only, and these inputs are paths")
+        if self.batches != "seeded":
+            raise ChanstatsError(f"--batches {self.batches} follows a DataLoader's own batches (a --dataset), and these "
+                                 "inputs are paths")
 
     def to_record(self, inputs: list[str]) -> dict[str, Any]:
         """The ``options`` mapping a config written for ``inputs`` with these options holds."""
@@ -333,6 +359,12 @@ def _parse_names(value: Any) -> tuple[str, ...] | None:
     return names
 
 
+# --scale's bounds: far beyond any real full-scale value (a 64-bit integer's range, or reflectances
+# scaled by 1e-4), and close enough to 1 that every statistic divided by it stays a normal float64
+# (1e-320, a subnormal, overflowed dividing the exact sums).
+SCALE_RANGE = (1e-30, 1e30)
+
+
 def _parse_scale(value: Any) -> int | float | None:
     if value is None:
         return None
@@ -340,8 +372,9 @@ def _parse_scale(value: Any) -> int | float | None:
         number = float(value)
     except (TypeError, ValueError):
         raise BadSpecError(f"--scale {value!r}: expected a positive number such as 4095") from None
-    if not (number > 0 and number != float("inf")):
-        raise BadSpecError(f"--scale {value!r}: must be a positive finite number")
+    if not SCALE_RANGE[0] <= number <= SCALE_RANGE[1]:
+        raise BadSpecError(f"--scale {value!r}: must be a positive number from {SCALE_RANGE[0]:g} to {SCALE_RANGE[1]:g} "
+                           "(the raw value that maps to 1.0)")
     return int(number) if number.is_integer() else number
 
 

@@ -1,6 +1,6 @@
 """Loading the user's own Python code named on the command line as ``package.module:attr`` or
 ``path/to/file.py:attr`` (a ``--transform`` or a ``--dataset``): :func:`load_reference` is the one
-loader both use.
+loader both use; and running that code without letting it end the run (:func:`contained`).
 
 A file is imported under a name derived from its absolute path, so that every process (workers
 started by fork, forkserver or spawn, DataLoader workers) gives it the same module name and the
@@ -11,6 +11,7 @@ directory on ``sys.path`` as ``python -m`` does.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import importlib
@@ -19,9 +20,38 @@ import os
 import re
 import sys
 from types import ModuleType
-from typing import Any
+from typing import Any, Iterator
 
-from .errors import BadSpecError, one_line
+from .errors import BadSpecError, ChanstatsError, one_line
+
+
+class UserCodeExitError(ChanstatsError):
+    """User code (a dataset, a transform, a module they import) raised ``SystemExit`` or another
+    exception that is not an ``Exception``: not a bad image, and never skipped."""
+
+
+@contextlib.contextmanager
+def contained(what: str) -> Iterator[None]:
+    """Run user code so that ``SystemExit`` (``sys.exit()``, ``exit()``) or another
+    ``BaseException`` other than ``KeyboardInterrupt`` cannot end the run silently (``SystemExit(0)``
+    would exit with status 0 and no output): it becomes a :class:`UserCodeExitError` naming
+    ``what`` (the item or the dataset), exit code 2. Ordinary exceptions pass through unchanged,
+    for the caller to judge."""
+    try:
+        yield
+    except (Exception, KeyboardInterrupt, GeneratorExit):
+        raise
+    except BaseException as error:
+        raise UserCodeExitError(f"{what}: {describe_exit(error)}") from None
+
+
+def describe_exit(error: BaseException) -> str:
+    """How a message names a ``SystemExit`` or other non-``Exception`` raised by user code."""
+    if isinstance(error, SystemExit):
+        raised = f"SystemExit({error.code!r})"
+    else:
+        raised = one_line(error)
+    return f"user code raised {raised}; it must raise an exception, not exit the process"
 
 
 def load_python_file(path: str, option: str, kind: str) -> ModuleType:
@@ -40,9 +70,12 @@ def load_python_file(path: str, option: str, kind: str) -> ModuleType:
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module  # so that classes and dataclasses defined in the file pickle
     try:
-        module_spec.loader.exec_module(module)
+        with contained(f"{option}: running {path}"):
+            module_spec.loader.exec_module(module)
     except Exception as error:
         del sys.modules[name]
+        if isinstance(error, ChanstatsError):
+            raise
         raise BadSpecError(f"{option}: running {path} failed: {one_line(error)}") from None
     return module
 
@@ -79,6 +112,11 @@ def load_reference(reference: str, option: str, kind: str, search_dir: str = "")
 
 
 def _import_module(name: str, search_dir: str, shown: str) -> ModuleType:
+    with contained(f"{shown}: importing {name!r}"):
+        return _import_module_contained(name, search_dir, shown)
+
+
+def _import_module_contained(name: str, search_dir: str, shown: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as error:

@@ -177,13 +177,14 @@ def test_a_row_with_only_a_path_is_read_from_that_file(tmp_path):
     assert f"paths.parquet::row 4: the row holds no bytes, and its path {paths[4]} cannot be read" in gone.stderr
 
 
-def test_a_file_that_is_not_parquet_and_a_datasetdict_are_one_line_errors(tmp_path):
+def test_a_file_that_is_not_parquet_is_a_bad_entry_and_a_datasetdict_a_one_line_error(tmp_path):
     require("pyarrow")
     broken = tmp_path / "broken.parquet"
     broken.write_bytes(b"PAR1 but not really")
     result = run_cli("compute", str(broken), "-q")
-    assert result.returncode == 2
-    assert result.stderr.startswith(f"Error: {broken}: not a readable Parquet file") and result.stderr.count("\n") == 1
+    assert result.returncode == 2  # a damaged table is a bad entry, as a damaged shard is (see test_inputs.py)
+    assert result.stderr.startswith("Error: 1 of 1 images could not be read") and result.stderr.count("\n") == 2
+    assert f"\n  {broken}: not a readable Parquet file" in result.stderr
     splits = tmp_path / "dict"
     splits.mkdir()
     (splits / "dataset_dict.json").write_text(json.dumps({"splits": ["train", "test"]}))

@@ -20,6 +20,7 @@ from ..errors import BadSpecError
 from .drift import HISTOGRAM_TESTS, DriftTest, histogram_tests, property_tests
 from .result import Result
 from .thresholds import DEFAULT_TOLERANCE, Thresholds
+from .validate import validate_config
 
 __all__ = ["CheckReport", "DEFAULT_TOLERANCE", "Thresholds", "build_report"]
 
@@ -253,26 +254,8 @@ def _json_safe(value: Any) -> Any:
 
 def recorded_exact(config: dict[str, Any], source: str = "config") -> tuple[list[float], list[float]]:
     """The recorded exact mean and std, one finite number per channel for each, or :class:`BadSpecError`."""
-    try:
-        old_mean = [float(v) for v in config["exact"]["mean"]]
-        old_std = [float(v) for v in config["exact"]["std"]]
-    except (KeyError, TypeError, ValueError):
-        raise BadSpecError(f"{source}: no usable exact.mean / exact.std") from None
-    if not old_mean or len(old_mean) != len(old_std) or not all(math.isfinite(v) for v in old_mean + old_std):
-        raise BadSpecError(f"{source}: exact.mean and exact.std must hold one finite number per channel")
-    return old_mean, old_std
-
-
-def validate_config(config: dict[str, Any], source: str = "config") -> None:
-    """Refuse a config whose statistics, channel names or counts cannot be compared, before any
-    pixel is read: an unusable config is an input error (exit 2), never drift."""
-    old_mean, _ = recorded_exact(config, source)
-    recorded_channels = config.get("channels")
-    if recorded_channels is not None and (not isinstance(recorded_channels, list) or len(recorded_channels) != len(old_mean)):
-        raise BadSpecError(f"{source}: 'channels' must list one name per exact.mean value")
-    count = config.get("count")
-    if count is not None and not isinstance(count, dict):
-        raise BadSpecError(f"{source}: 'count' must be a mapping")
+    validate_config(config, source)
+    return [float(v) for v in config["exact"]["mean"]], [float(v) for v in config["exact"]["std"]]
 
 
 def recorded_inputs(config: dict[str, Any], source: str = "config") -> list[str]:

@@ -52,6 +52,10 @@ def _exact(config: dict[str, Any]) -> tuple[list[float], list[float]]:
         raise BadSpecError("config has no usable exact.mean / exact.std") from None
     if not mean or len(mean) != len(std):
         raise BadSpecError("config's exact.mean and exact.std must be non-empty and of equal length")
+    flat = [str(name) for name, value in zip(_channels(config) or range(len(std)), std) if value == 0]
+    if flat:
+        raise BadSpecError(f"exact std is 0 for channel {', '.join(flat)} (every pixel has one value there): "
+                           "normalizing would divide by zero")
     return mean, std
 
 

@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from ..errors import ChanstatsError
 from ..exits import stops_held_back
+from .validate import validate_config
 
 FORMATS = ("json", "yaml")
 
@@ -167,7 +168,7 @@ def read_config(path: str) -> dict[str, Any]:
     """Read a config written by chanstats (JSON or YAML), with a one-line error for anything else.
 
     Every way a file can fail to be a config (unreadable, empty, binary, not UTF-8, not JSON/YAML,
-    not a mapping, no statistics) raises :class:`ChanstatsError` naming the file, so ``check``
+    not a mapping, unusable statistics: see :func:`~chanstats.report.validate.validate_config`) raises :class:`ChanstatsError` naming the file, so ``check``
     can never mistake an unusable config for drift.
     """
     try:
@@ -186,6 +187,7 @@ def read_config(path: str) -> dict[str, Any]:
     data = _parse_config(path, text)
     if not isinstance(data, dict) or "chanstats" not in data or "exact" not in data:
         raise ChanstatsError(f"{path}: not a chanstats config (no 'chanstats'/'exact' keys)")
+    validate_config(data, path)
     return data
 
 

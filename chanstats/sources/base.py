@@ -56,7 +56,7 @@ class ImageSource:
     def display(self) -> str:
         """How messages, configs and the per-image CSV name the item."""
         shown = os.path.join(self.root, self.name)
-        return shown if shown.isascii() else printable_path(shown)
+        return shown if shown.isprintable() else printable_path(shown)
 
     @classmethod
     def from_path(cls, path: str, name: str, size: int, roots: dict[str, str] | None = None) -> "ImageSource":
@@ -85,7 +85,7 @@ class ContainedItem(ImageSource):
     @property
     def display(self) -> str:
         shown = f"{self.root}::{self.name}" if self.name else self.root
-        return shown if shown.isascii() else printable_path(shown)
+        return shown if shown.isprintable() else printable_path(shown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,11 +116,14 @@ class Decoded:
     """What reading an item gives when it is stored as pixels: an ``(H, W, C)`` array, channels
     last, of its stored dtype (integers of up to 32 bits or floats), with the channels' names when
     the source has them; ``original`` is the object the source gave (a PIL image or a tensor a
-    dataset returned), which a ``--transform`` is given instead of the array."""
+    dataset returned), which a ``--transform`` is given instead of the array. ``follows_mode``: the
+    pixels are what a program gave (a dataset's sample), which ``--mode L`` converts to grey as a
+    decoded file is converted; arrays stored in files are measured as stored."""
 
     pixels: Any
     channel_names: tuple[str, ...] | None = None
     original: Any = None
+    follows_mode: bool = False
 
 
 @dataclass(frozen=True)
@@ -385,20 +388,33 @@ class DisplayNames(Sequence[str]):
 
 
 def printable_path(path: str) -> str:
-    """``path`` as messages and output files show it: bytes of a file name that are not valid
-    UTF-8 (held as surrogates, Python's ``surrogateescape``) become ``\\xNN`` escapes, so the
-    name can be printed, written to JSON, YAML and CSV, and still be recognized.
+    """``path`` as messages and output files show it, on one line and printable: bytes of a file
+    name that are not valid UTF-8 (held as surrogates, Python's ``surrogateescape``) become
+    ``\\xNN`` escapes, and control characters (a newline, a tab, an escape sequence) become
+    ``\\n``, ``\\t``, ``\\r`` or ``\\xNN`` (``\\u0085`` and the like above ASCII), so the name can be
+    printed in a one-line message, written to JSON, YAML and CSV, and still be recognized. Other
+    names are returned unchanged.
 
     >>> printable_path(os.fsdecode(b"caf\\xe9.jpg"))
     'caf\\\\xe9.jpg'
     >>> printable_path("café.jpg")
     'café.jpg'
+    >>> print(printable_path("two\\nlines\\x1b[31m.png"))
+    two\\nlines\\x1b[31m.png
     """
     try:
         path.encode("utf-8")
-        return path
     except UnicodeEncodeError:
-        return os.fsencode(path).decode("utf-8", "backslashreplace")
+        path = os.fsencode(path).decode("utf-8", "backslashreplace")
+    return path.translate(_CONTROL_ESCAPES)
+
+
+# Control characters (C0, DEL and C1) → their escape; str.translate leaves the rest alone.
+_CONTROL_ESCAPES = {
+    **{code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)},
+    **{code: f"\\u{code:04x}" for code in range(0x80, 0xA0)},
+    ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t",
+}
 
 
 def not_regular(path: str) -> str | None:

@@ -25,7 +25,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..errors import BadImageError, ChanstatsError, one_line
-from ..user_code import load_reference
+from ..user_code import contained, load_reference
 from .base import ContainedItem, Decoded, SourceKind
 
 MAP_STYLE, ITERABLE, LOADER = "map-style dataset", "iterable", "DataLoader"
@@ -72,10 +72,14 @@ def registered(token: int) -> tuple[Any, Any, str]:
 def list_dataset(dataset: Any, name: str, token: int) -> list[DatasetItem]:
     """One :class:`DatasetItem` per index of a map-style dataset."""
     try:
-        count = len(dataset)
+        with contained(f"{name}: len()"):
+            count = len(dataset)
+    except ChanstatsError:
+        raise
     except Exception as error:
         raise ChanstatsError(f"{name}: len() failed: {one_line(error)}") from None
-    ids = sample_ids(dataset, count)
+    with contained(f"{name}: reading its sample ids"):
+        ids = sample_ids(dataset, count)
     names = ids if ids is not None else [f"index {index}" for index in range(count)]
     return [DatasetItem(name, names[index], 0, None, index, token) for index in range(count)]
 
@@ -86,11 +90,14 @@ def read(item: DatasetItem) -> Decoded:
     failure makes the sample a bad image."""
     dataset, key, layout = registered(item.token)
     try:
-        sample = dataset[item.index]
+        with contained(item.display):
+            sample = dataset[item.index]
+    except ChanstatsError:
+        raise
     except Exception as error:  # the dataset's own failure: this sample is bad
         raise BadImageError(item.display, f"the dataset raised {one_line(error)}") from None
     (pixels,) = sample_images(sample, key, layout, item.display)
-    return Decoded(pixels, original=_as_given(_pick(sample, key, item.display)))
+    return Decoded(pixels, original=_as_given(_pick(sample, key, item.display)), follows_mode=True)
 
 
 # A dataset's samples may hold random draws of its own: read once per epoch, seeded; its workers
@@ -249,8 +256,9 @@ def classify(source: Any) -> tuple[str | None, Any]:
     torch_data = sys.modules.get("torch.utils.data")
     if kind != ITERABLE or (torch_data is not None and isinstance(source, torch_data.IterableDataset)):
         return kind, source
-    iterator = iter(source)
-    first = next(iterator, _END)
+    with contained(f"{describe(source)}: reading its first sample"):
+        iterator = iter(source)
+        first = next(iterator, _END)
     if iterator is source:  # a one-shot iterator: what was taken must be put back
         source = [] if first is _END else itertools.chain([first], iterator)
     if first is _END or isinstance(first, (str, bytes, os.PathLike)):
@@ -272,7 +280,10 @@ def load(spec: str) -> Any:
     attribute = spec.rpartition(":")[2]
     if isinstance(found, type) or (callable(found) and kind_of(found) is None):
         try:
-            found = found()
+            with contained(f"--dataset {spec}: calling {attribute}()"):
+                found = found()
+        except ChanstatsError:
+            raise
         except Exception as error:
             raise ChanstatsError(f"--dataset {spec}: calling {attribute}() failed: {one_line(error)}") from None
     if kind_of(found) is None:

@@ -3,6 +3,16 @@
 Inside a folder the files are sorted by the bytes of their path relative to it. Hidden files and
 folders (a name starting with ``.``) are skipped and symlinked folders are followed once (loops
 are cut).
+
+What cannot be walked is never fatal to the run, and never silently lost when it may hold images:
+
+- a symbolic link that leads nowhere (dangling, or a loop of links) is a file whose target
+  cannot be found: listed as a bad image when its name has an image extension, ignored like any
+  other non-image file otherwise (nothing tells a link to a lost folder from a link to a lost
+  file, and a walk only looks at image extensions);
+- a folder that cannot be listed (no permission, an I/O error) is one bad entry named
+  ``folder/`` with the reason, which ``--on-error skip`` skips and ``--max-bad`` counts like a
+  bad image. Only the folder given as the input itself is an error of the run.
 """
 
 from __future__ import annotations
@@ -12,7 +22,7 @@ import stat as stat_module
 from typing import Iterator
 
 from ..errors import ChanstatsError
-from .base import ImageSource, Listed, not_regular
+from .base import ImageSource, Listed, not_regular, printable_path
 
 
 def walk(root: str, extensions: tuple[str, ...], folders: list[str] | None = None) -> Iterator[Listed]:
@@ -42,7 +52,10 @@ def walk(root: str, extensions: tuple[str, ...], folders: list[str] | None = Non
             continue
         name, is_folder = entry
         if is_folder:
-            stack.append(_sorted_entries(root, name, children, extensions))
+            try:
+                stack.append(_sorted_entries(root, name, children, extensions))
+            except OSError as error:
+                yield _unlistable(root, name, error)
         else:
             listed = _listed(root, name)
             if listed is not None:  # None: removed since the folder was read
@@ -71,7 +84,13 @@ def _folders_to_walk(root: str) -> dict[str, set[str]]:
             parent, _, name = relative_dir.rpartition("/")
             children[parent].add(name)
         prefix = relative_dir + "/" if relative_dir else ""
-        for name, is_folder in _entries(directory):
+        try:
+            entries = _entries(directory)
+        except OSError as error:
+            if not relative_dir:
+                raise _root_error(directory, error) from None
+            continue  # listed as a bad entry where the walk meets it (see _unlistable)
+        for name, is_folder in entries:
             if is_folder:
                 stack.append(prefix + name)
     return children
@@ -84,7 +103,13 @@ def _sorted_entries(root: str, relative_dir: str, children: dict[str, set[str]],
     directory = os.path.join(root, relative_dir) if relative_dir else root
     walked = children[relative_dir]
     keyed = []
-    for name, is_folder in _entries(directory):
+    try:
+        entries = _entries(directory)
+    except OSError as error:
+        if not relative_dir:
+            raise _root_error(directory, error) from None
+        raise
+    for name, is_folder in entries:
         if is_folder:
             if name in walked:
                 keyed.append((os.fsencode(name) + b"/", name, True))
@@ -96,12 +121,34 @@ def _sorted_entries(root: str, relative_dir: str, children: dict[str, set[str]],
 
 
 def _entries(directory: str) -> list[tuple[str, bool]]:
-    """The folder's visible entries as (name, is a folder)."""
+    """The folder's visible entries as (name, is a folder); :class:`OSError` when it cannot be listed."""
+    with os.scandir(directory) as iterator:
+        return [(entry.name, _is_folder(entry)) for entry in iterator if entry.name[0] != "."]
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    """Whether the entry is a folder, following links; a link that leads nowhere (a loop of
+    links raises ELOOP here) is not one: it is then a file, a bad image if named as one."""
     try:
-        with os.scandir(directory) as iterator:
-            return [(entry.name, entry.is_dir()) for entry in iterator if entry.name[0] != "."]
-    except OSError as error:
-        raise ChanstatsError(f"{directory}: cannot list folder: {error.strerror or error}") from None
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _root_error(directory: str, error: OSError) -> ChanstatsError:
+    return ChanstatsError(f"{printable_path(directory)}: cannot list folder: {error.strerror or error}")
+
+
+def _unlistable(root: str, name: str, error: OSError) -> Listed:
+    """The bad entry that stands for a folder that cannot be listed, named ``folder/``."""
+    path = os.path.join(root, name)
+    try:
+        stat = os.lstat(path)
+        identity = (stat.st_dev, stat.st_ino)
+    except OSError:
+        identity = (-1, hash(path) & 0x7FFFFFFFFFFFFFFF)
+    problem = f"cannot list folder: {error.strerror or error}; its images are not measured"
+    return ImageSource(root, name + "/", 0, problem=problem), identity
 
 
 def _listed(root: str, name: str) -> Listed | None:

@@ -23,7 +23,7 @@ import re
 from typing import Callable, Iterable, Iterator, Sequence
 
 from ..errors import ChanstatsError, NoImagesError
-from .base import IMAGE_EXTENSIONS, ArchiveMember, ImageSource, Listed, Listing, SourceKind, not_regular
+from .base import IMAGE_EXTENSIONS, ArchiveMember, ImageSource, Listed, Listing, SourceKind, not_regular, printable_path
 from .folders import walk
 from .kinds import file_kind, folder_kind
 from .stored import ListingWriter
@@ -211,7 +211,7 @@ def _expand(inputs: list[str], extensions: tuple[str, ...], read: list[str] | No
             missing = [path for path in expanded if not os.path.lexists(path)]
             if missing:
                 more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-                raise ChanstatsError(f"{missing[0]}{more}: no such file (from the pattern {item})")
+                raise ChanstatsError(f"{printable_path(missing[0])}{more}: no such file (from the pattern {printable_path(item)})")
             yield from _expand(expanded, extensions, read)
         elif os.path.isdir(item) and (kind := folder_kind(item)) is not None:
             yield from kind.list_folder(item)  # type: ignore[misc]
@@ -222,7 +222,7 @@ def _expand(inputs: list[str], extensions: tuple[str, ...], read: list[str] | No
                 read.append(item)
             yield from _file(item, os.path.basename(item), extensions)
         else:
-            raise ChanstatsError(f"{item}: no such file or directory")
+            raise ChanstatsError(f"{printable_path(item)}: no such file or directory")
 
 
 def _file(path: str, name: str, extensions: tuple[str, ...], roots: dict[str, str] | None = None) -> Iterator[Listed]:

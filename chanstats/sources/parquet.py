@@ -104,7 +104,13 @@ def list_table(path: str) -> Iterator[Listed]:
         stat = os.stat(path)
     except OSError as error:
         raise ChanstatsError(f"{path}: cannot read: {error.strerror or error}") from None
-    schema, group_sizes = _schema_and_groups(path)
+    try:
+        schema, group_sizes = _schema_and_groups(path)
+    except UnreadableTable as error:
+        # A damaged table is one bad entry, named by the file, as a damaged tar shard is: skipped
+        # under --on-error skip and counted by --max-bad, never the end of the run by itself.
+        yield TableRow(path, "", stat.st_size, problem=str(error)), (stat.st_dev, stat.st_ino, -1)
+        return
     column = image_column(schema, _chosen_column.get(), path)
     first = 0
     for group, size in enumerate(group_sizes):
@@ -127,7 +133,8 @@ def read_row(source: TableRow) -> bytes:
         data, path = _readers.get(source.root, source.column).cell(source.row, source.display)
     except (OSError, pa.ArrowException, KeyError) as error:
         _readers.forget(source.root, source.column)
-        raise BadImageError(source.display, f"cannot read the table (changed since listing?): {_one_line(error)}") from None
+        raise BadImageError(source.display, f"cannot read its part of the table (damaged, or changed since listing?): "
+                                            f"{_one_line(error)}") from None
     if data is not None:
         return data
     if not path:
@@ -209,7 +216,11 @@ def _schema_and_groups(path: str) -> tuple[Any, list[int]]:
         return table.schema, [table.num_rows]
     except (OSError, pa.ArrowException) as error:
         kind = "Parquet" if path.lower().endswith(".parquet") else "Arrow"
-        raise ChanstatsError(f"{path}: not a readable {kind} file ({_one_line(error)})") from None
+        raise UnreadableTable(f"not a readable {kind} file (damaged or truncated?): {_one_line(error)}") from None
+
+
+class UnreadableTable(Exception):
+    """A table file whose schema and row groups cannot be read (the reason, without the path)."""
 
 
 def _read_arrow(path: str) -> Any:
