@@ -282,6 +282,7 @@ def finalize(state: PartialState) -> Result:
         listing=state.listing,
         sample=sampled,
         percentiles=_percentiles(totals, options),
+        histogram=_histogram_record(totals) if options.get("histogram") else None,
         dtype=pixel_format.dtype or None,
         nodata=_nodata_description(pixel_format, options),
     )
@@ -313,6 +314,21 @@ def _percentiles(totals, options: dict[str, Any]) -> dict[str, Any] | None:
         if clipped:
             section["clipped"] = clipped
     return section
+
+
+HISTOGRAM_BINS = 256
+
+
+def _histogram_record(totals) -> dict[str, Any] | None:
+    """The config's ``histogram`` (``--histogram``): each channel's exact pixel counts in at most
+    :data:`HISTOGRAM_BINS` bins of raw values shared by all channels, bin ``k`` holding the values
+    ``low + k·width`` to ``low + (k + 1)·width - 1``. Integer data only: float data has a quantile
+    sketch, not counts per value, and records none."""
+    histogram = totals.histogram
+    if histogram is None or hasattr(histogram, "relative_error"):
+        return None
+    low, width, counts = histogram.binned(HISTOGRAM_BINS)
+    return {"low": low, "width": width, "counts": counts}
 
 
 def _clipped_statistics(histogram, qs, raw, scale) -> list[dict[str, Any]]:

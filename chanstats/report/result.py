@@ -43,6 +43,8 @@ class Result:
     # Per-channel percentiles ("method", "q", "raw", "scaled", and for integer data "clipped": exact
     # mean/std of the pixels clipped to each pair (q, 100 - q)), None when switched off.
     percentiles: dict[str, Any] | None = None
+    # --histogram: each channel's exact counts in common bins (see api._histogram_record).
+    histogram: dict[str, Any] | None = None
     # Rasters and arrays: the numpy dtype; with nodata in effect, where it came from.
     dtype: str | None = None
     nodata: dict[str, Any] | None = None
@@ -116,6 +118,8 @@ class Result:
         }
         if self.percentiles is not None:
             data["percentiles"] = self.percentiles
+        if self.histogram is not None:
+            data["histogram"] = self.histogram
         if self.sample is not None:
             data["sample"] = self.sample
         return data

@@ -339,6 +339,31 @@ class ChannelHistogram:
             percentiles=self.percentiles(qs),
         )
 
+    def binned(self, max_bins: int = 256) -> tuple[int, int, list[list[int]]]:
+        """``(low, width, counts)``: channel ``c`` has ``counts[c][k]`` pixels with values in
+        ``[low + k·width, low + (k + 1)·width)``, exactly. The bins are the same for every channel
+        and cover the values present with at most ``max_bins`` bins of a whole width (8-bit data:
+        one bin per value).
+
+        >>> ChannelHistogram.empty(1).update(np.array([[1, 2, 2, 9]], np.uint8)).binned(4)
+        (1, 3, [[3, 0, 1]])
+        """
+        present = [band for band in self.bands if not band.is_empty]
+        if not present:
+            return 0, 1, [[] for _ in self.bands]
+        low = min(band.minimum() for band in present)
+        span = max(band.maximum() for band in present) - low + 1
+        width = -(-span // max_bins)
+        bins = -(-span // width)
+        binned = []
+        for band in self.bands:
+            counts = np.zeros(bins, dtype=np.uint64)
+            if not band.is_empty:
+                values, band_counts = band.pairs()
+                np.add.at(counts, (values - low) // width, band_counts)
+            binned.append([int(v) for v in counts])
+        return low, width, binned
+
     def to_json(self) -> dict:
         """Plain JSON data (exact integers); :meth:`from_json` restores an equal histogram."""
         return {"channels": [band.to_json() for band in self.bands]}
