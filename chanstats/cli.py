@@ -420,9 +420,10 @@ def export(config_path, fmt, output, base, flavour, preprocessor_type, affine, e
     bounds and the exact mean/std of the clipped pixels (nnU-Net style).
     """
     from .api import export as render
-    from .report.export import BN_EPS, bn_module_note
+    from .report.export import BN_EPS, bn_module_note, format_for_output
     from .report.files import read_config, write_atomic
 
+    fmt = format_for_output(fmt, output)  # --to albumentations -o aug.json: the JSON pipeline
     config = read_config(config_path)
     content = render(config, fmt, source=config_path, eps=eps, affine=affine, base=base, flavour=flavour,
                      preprocessor_type=preprocessor_type, clip=clip)
