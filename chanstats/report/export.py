@@ -456,7 +456,8 @@ def to_percentile_clip(config: dict[str, Any], clip: tuple[float, float] | None 
     low, high = clip or DEFAULT_CLIP
     section = config.get("percentiles")
     if not section:
-        raise BadSpecError("--to percentile-clip needs a config computed with percentiles (not --percentiles none)")
+        raise BadSpecError("--to percentile-clip needs a config with percentiles: compute it with --percentiles 0.5,99.5 "
+                          "(8-bit images get none by default)")
     wanted = [Fraction(str(low)), Fraction(str(high))]
     for entry in section.get("clipped") or ():
         if [Fraction(str(q)) for q in entry["q"]] == wanted:
