@@ -297,6 +297,7 @@ def _percentiles(totals, options: dict[str, Any]) -> dict[str, Any] | None:
     if qs is None or totals.histogram is None:
         return None
     histogram = totals.histogram
+    _check_histogram_covers_every_image(histogram, totals, options.get("epochs", 1))
     scale = totals.format.scale
     raw = [list(row) for row in histogram.percentiles(qs)]
     if hasattr(histogram, "relative_error"):
@@ -314,6 +315,20 @@ def _percentiles(totals, options: dict[str, Any]) -> dict[str, Any] | None:
         if clipped:
             section["clipped"] = clipped
     return section
+
+
+def _check_histogram_covers_every_image(histogram, totals, epochs: int) -> None:
+    """Exact percentiles need every image's counts. Parts and checkpoints of chanstats 0.1.0
+    written before percentiles became ``auto`` record the same options as later ones but hold
+    histograms of 8-bit images, which later parts do not: merged, they would cover some images."""
+    if totals.integer is None or hasattr(histogram, "relative_error"):
+        return
+    counted = [n * epochs for n in histogram.counts()]
+    if counted != list(totals.integer.channel_counts()):
+        raise ChanstatsError(
+            "the histograms cover only some of the images (parts or a checkpoint from before percentiles "
+            "became 'auto'?): recompute them, or give --percentiles explicitly to every part"
+        )
 
 
 HISTOGRAM_BINS = 256

@@ -97,3 +97,20 @@ def test_check_replays_configs_of_earlier_versions(rgb_folder, tmp_path, recorde
 def test_unknown_percentiles_word_is_refused_in_one_line(rgb_folder):
     done = run_cli("compute", str(rgb_folder), "--percentiles", "some", "--workers", "0")
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "auto or none" in done.stderr
+
+
+def test_parts_with_histograms_of_only_some_images_are_refused(tmp_path, rgb_folder):
+    """A part written before percentiles became auto (its options record no percentiles, like
+    today's, but it holds 8-bit histograms) merged with a part of today: percentiles from half the
+    images would not be exact, so the merge stops with one line."""
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    done = run_cli("compute", str(rgb_folder), "--shard", "1/2", "--partial", str(old), "--workers", "0", "-q",
+                   "--percentiles", "0.5,1,2,50,98,99,99.5")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(old.read_text())
+    del data["options"]["percentiles"]  # what the earlier version recorded for its default
+    old.write_text(json.dumps(data))
+    assert run_cli("compute", str(rgb_folder), "--shard", "2/2", "--partial", str(new), "--workers", "0", "-q").returncode == 0
+    merged = run_cli("merge", str(old), str(new))
+    assert merged.returncode == 2 and merged.stderr.count("\n") == 1 and "only some of the images" in merged.stderr
+    assert merged.stdout == ""
