@@ -82,8 +82,8 @@ def measure_pixels(
     matching pixels are left out of every statistic, per channel. ``scale`` is the full-scale value
     mapping to 1.0 (default from the dtype, see :func:`~chanstats.decoding.formats.default_scale`).
     ``percentiles`` keeps the histogram or sketch: a bool, or a function of the pixels' dtype and
-    whether nodata masks them (:meth:`~chanstats.options.PixelOptions.keeps_histogram`). The measurement repeats for ``epochs`` samples
-    (no transform: every epoch sees the same pixels).
+    whether nodata masks them (:meth:`~chanstats.options.PixelOptions.keeps_histogram`). The
+    measurement repeats for ``epochs`` samples (no transform: every epoch sees the same pixels).
 
     Raises :class:`~chanstats.errors.BadImageError` for a dtype chanstats cannot measure or for
     NaN/infinite values that nodata does not leave out, and

@@ -32,7 +32,7 @@ ON_ERROR = ("fail", "skip")
 DEFAULT_PERCENTILES_TEXT = "0.5,1,2,50,98,99,99.5"
 # The default: percentiles wherever the pixels are counted into a histogram anyway (data wider than
 # 8 bits, nodata-masked bands, float data, or --histogram), not for plain 8-bit images, where
-# counting every value would cost about a fifth of a photo's decoding (bench/percentiles.py).
+# counting every value costs a fifth to a third of a JPEG's decoding (bench/percentiles.py).
 PERCENTILES_AUTO = "auto"
 CONVENTIONS = ("torch", "keras")
 DEFAULT_MOMENTUM = "default"
