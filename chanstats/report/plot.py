@@ -220,11 +220,17 @@ def _grouped_percentiles(percentiles: list[tuple[float, float]], closer_than: fl
 
 
 def _x_range(picture: ChannelPicture) -> tuple[float, float]:
-    """The values of the data: the histogram's bins, else the percentiles and mean ± std. A
+    """The values of the data: the histogram's occupied bins, else the percentiles, the smallest
+    and largest value and mean ± std. A
     BatchNorm estimate far off (a few batches from its start at 0 and 1) runs off the side; its
     numbers are in the panel's title."""
-    if picture.edges is not None:
-        return float(picture.edges[0]), float(picture.edges[-1])
+    if picture.fractions is not None and picture.fractions.any():
+        # The channel's own occupied bins: the bins are shared by every channel, whose values may
+        # lie far apart (one band of a raster spans three times another's range).
+        occupied = np.flatnonzero(picture.fractions)
+        low, high = float(picture.edges[occupied[0]]), float(picture.edges[occupied[-1] + 1])
+        pad = 0.02 * (high - low)
+        return low - pad, high + pad
     values = [picture.mean - picture.std, picture.mean + picture.std, *(v for _, v in picture.percentiles)]
     values += [v for v in (picture.minimum, picture.maximum) if v is not None]
     low, high = min(values), max(values)
