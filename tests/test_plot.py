@@ -117,6 +117,7 @@ def test_samples_seen_follows_the_batches_of_each_epoch():
     assert samples_seen(running_settings(batch_size=5), 30, epochs=3).tolist() == list(range(5, 31, 5))
 
 
+@pytest.mark.slow  # test_compare.py's plot test is the fast representative
 def test_compare_plot_draws_each_estimate_against_images_seen(tmp_path):
     from chanstats import api
     from chanstats.report.plot import draw_comparison
