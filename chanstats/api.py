@@ -330,6 +330,7 @@ def _percentiles(totals, options: dict[str, Any]) -> dict[str, Any] | None:
     if qs is None or totals.histogram is None:
         return None
     histogram = totals.histogram
+    _check_histogram_covers_every_image(histogram, totals, options.get("epochs", 1))
     scale = totals.format.scale
     raw = [list(row) for row in histogram.percentiles(qs)]
     if hasattr(histogram, "relative_error"):
@@ -347,6 +348,20 @@ def _percentiles(totals, options: dict[str, Any]) -> dict[str, Any] | None:
         if clipped:
             section["clipped"] = clipped
     return section
+
+
+def _check_histogram_covers_every_image(histogram, totals, epochs: int) -> None:
+    """Exact percentiles need every image's counts. Parts and checkpoints of chanstats 0.1.0
+    written before percentiles became ``auto`` record the same options as later ones but hold
+    histograms of 8-bit images, which later parts do not: merged, they would cover some images."""
+    if totals.integer is None or hasattr(histogram, "relative_error"):
+        return
+    counted = [n * epochs for n in histogram.counts()]
+    if counted != list(totals.integer.channel_counts()):
+        raise ChanstatsError(
+            "the histograms cover only some of the images (parts or a checkpoint from before percentiles "
+            "became 'auto'?): recompute them, or give --percentiles explicitly to every part"
+        )
 
 
 def _clipped_statistics(histogram, qs, raw, scale) -> list[dict[str, Any]]:
@@ -704,7 +719,6 @@ def check(
     when D > ``max_ks`` and p < ``ks_alpha``) stayed put; ``None`` keeps the defaults of
     :class:`chanstats.report.thresholds.Thresholds`. ``report.result`` is the new result.
     """
-    from .options import PixelOptions
     from .report.check import build_report, recorded_inputs
     from .report.thresholds import Thresholds
     from .report.validate import validate_config
@@ -717,9 +731,9 @@ def check(
     options = RunOptions.from_record(data.get("options"), source)
     if data.get("listing") is not None:
         options = options.replace(listing=True)
-    if data.get("histogram") is not None and PixelOptions.parse(options).percentiles is None:
+    if data.get("histogram") is not None:
         # The config's histograms were counted: count them again, whatever the default became.
-        options = options.replace(percentiles=DEFAULT_PERCENTILES_TEXT)
+        options = options.replace(histogram=True)
     if paths:
         inputs = _path_list(paths)
     elif options.dataset is not None:

@@ -167,8 +167,9 @@ def sample_options(command):
                      help="Leave pixels with this value out of every statistic (per band); default: a GeoTIFF's GDAL_NODATA; none: ignore it."),
         click.option("--scale", default=None, metavar="N",
                      help="The raw value that maps to 1.0, e.g. 4095 for 12-bit data (default: 255 uint8, 65535 uint16, else 1)."),
-        click.option("--percentiles", default="0.5,1,2,50,98,99,99.5", show_default=True, metavar="Q1,Q2,..|none",
-                     help="Percentiles to report: exact for integer data, within a stated relative error for floats; none: off."),
+        click.option("--percentiles", default="auto", show_default=True, metavar="Q1,Q2,..|auto|none",
+                     help="Percentiles to report: exact for integer data, within a stated relative error for floats; "
+                          "auto: 0.5,1,2,50,98,99,99.5 except for 8-bit images without nodata (costly there: ask by name); none: off."),
         click.option("--column", default=None, metavar="NAME",
                      help="Image column of Parquet/Arrow tables and Hugging Face datasets (default: the Image feature, or the one binary column)."),
     ]
@@ -249,12 +250,13 @@ def _extensions(value: str | None):
               help="Also write one CSV row per image: path, width, height, per-channel mean and std ([0,1] scale, ddof 0). "
                    "For a sharded run: chanstats merge --per-image.")
 @click.option("--listing", is_flag=True, help="Record every file's relative name and size in the config, so `check` can count added/removed files.")
+@click.option("--histogram", is_flag=True, help="Count 8-bit images into histograms too (data wider than 8 bits always is): the config records each channel's exact histogram and percentiles, for `show --plot` and check's distribution tests.")
 @click.option("--timings", is_flag=True, help="Print on stderr how long listing, measuring, finalizing and writing took (even with -q).")
 def compute(paths, output, fmt, mode, extensions, batch_size, momentum, convention, seed, no_shuffle, drop_last,
             on_error, max_bad, sample, workers, transform, resize, center_crop, epochs, shard, partial_path, partial_format,
             workdir, distributed,
             checkpoint_path, checkpoint_every, restart, quiet, per_image, listing, timings, bands, channel_names, nodata,
-            scale, percentiles, column, dataset, key, layout, batches):
+            scale, percentiles, column, dataset, key, layout, batches, histogram):
     """Compute exact per-channel mean/std of the images under PATHS.
 
     PATHS are folders (searched recursively, hidden entries skipped), image files, @list.txt
@@ -318,6 +320,7 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
         key=_sample_key(key),
         layout=layout,
         batches=batches,
+        histogram=histogram,
     )
     checkpointer = Checkpointer(checkpoint_path, every, restart) if checkpoint_path and not distributed else None
     run = dict(workers=workers, progress=not quiet and sys.stderr.isatty(), checkpoint=checkpointer or checkpoint_path or None,
@@ -564,11 +567,12 @@ def export(config_path, fmt, output, base, flavour, preprocessor_type, affine, e
     bounds and the exact mean/std of the clipped pixels (nnU-Net style).
     """
     from .api import export as render
-    from .report.export import BN_EPS, bn_module_note
     from .report.destinations import check_destinations
+    from .report.export import BN_EPS, bn_module_note, format_for_output
     from .report.files import read_config, write_atomic
 
     check_destinations([("-o", output)])
+    fmt = format_for_output(fmt, output)  # --to albumentations -o aug.json: the JSON pipeline
     config = read_config(config_path)
     content = render(config, fmt, source=config_path, eps=eps, affine=affine, base=base, flavour=flavour,
                      preprocessor_type=preprocessor_type, clip=clip)
@@ -585,17 +589,36 @@ def export(config_path, fmt, output, base, flavour, preprocessor_type, affine, e
 
 @cli.command()
 @click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
-def show(config_path):
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), metavar="FILE.png",
+              help="Also draw each channel's histogram (compute --histogram) with its percentiles, mean ± std and "
+                   "BatchNorm estimate marked (needs the 'plot' extra: matplotlib).")
+def show(config_path, plot_path):
     """Print CONFIG as the human summary table (the one compute prints)."""
     from .report.files import read_config
     from .report.summary import config_summary
 
+    if plot_path:
+        from .report.destinations import check_destinations
+        from .report.plot import require_matplotlib
+
+        check_destinations([("--plot", plot_path)])
+        require_matplotlib()
     config = read_config(config_path)
     try:
         text = config_summary(config)
+        picture = None
+        if plot_path:
+            from .report.plot import config_png
+
+            picture = config_png(config, source=click.format_filename(config_path))
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
         raise ChanstatsError(f"{config_path}: incomplete config ({error!r})") from None
     _print(text)
+    if picture is not None:
+        from .report.files import write_atomic
+
+        write_atomic(plot_path, picture)
+        click.echo(f"wrote {plot_path}", err=True)
 
 
 def main() -> None:
