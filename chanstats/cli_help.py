@@ -18,7 +18,7 @@ OPTION_GROUPS: dict[str, list[tuple[str, list[str]]]] = {
     "compute": [
         ("Inputs", ["--dataset", "--key", "--layout", "--ext", "--column", "--mode", "--workers"]),
         ("Augmentation", ["--transform", "--resize", "--center-crop", "--epochs", "--seed"]),
-        ("Rasters and value range", ["--bands", "--channels", "--nodata", "--scale", "--percentiles"]),
+        ("Rasters and value range", ["--bands", "--channels", "--nodata", "--scale", "--percentiles", "--histogram"]),
         ("BatchNorm simulation", ["--batch-size", "--momentum", "--convention", "--batches", "--no-shuffle",
                                   "--drop-last"]),
         ("Bad input and sampling", ["--on-error", "--max-bad", "--sample"]),
@@ -47,7 +47,7 @@ OPTION_GROUPS: dict[str, list[tuple[str, list[str]]]] = {
         ("Format-specific", ["--base", "--flavour", "--type", "--affine", "--eps", "--clip"]),
     ],
     "show": [
-        ("Options", ["--help"]),
+        ("Options", ["--plot", "--help"]),
     ],
 }
 

@@ -14,6 +14,7 @@ from PIL import Image
 
 from tests.helpers.cli import run_cli
 from tests.helpers.files import write_image
+from tests.helpers.state_files import edit_json
 
 STANDARD = [0.5, 1, 2, 50, 98, 99, 99.5]
 
@@ -107,9 +108,8 @@ def test_parts_with_histograms_of_only_some_images_are_refused(tmp_path, rgb_fol
     done = run_cli("compute", str(rgb_folder), "--shard", "1/2", "--partial", str(old), "--workers", "0", "-q",
                    "--percentiles", "0.5,1,2,50,98,99,99.5")
     assert done.returncode == 0, done.stderr
-    data = json.loads(old.read_text())
-    del data["options"]["percentiles"]  # what the earlier version recorded for its default
-    old.write_text(json.dumps(data))
+    # what the earlier version recorded for its default (resealed: the edit is not damage)
+    edit_json(old, lambda data: data["options"].pop("percentiles"))
     assert run_cli("compute", str(rgb_folder), "--shard", "2/2", "--partial", str(new), "--workers", "0", "-q").returncode == 0
     merged = run_cli("merge", str(old), str(new))
     assert merged.returncode == 2 and merged.stderr.count("\n") == 1 and "only some of the images" in merged.stderr
