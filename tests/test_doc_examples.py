@@ -165,13 +165,13 @@ def albumentations_file(folder: Path) -> None:
 
 
 def image_folders(folder: Path) -> None:
-    """bombs.md's folders: colour photographs (no bombs; tests/test_bombs.py has those)."""
+    """bad-input.md's folders (decompression bombs): colour photographs (no bombs; tests/test_bombs.py has those)."""
     for name in ("huge_orthophotos", "scans"):
         shutil.copytree(ROOT / "examples" / "images", folder / name, ignore=shutil.ignore_patterns("camera.png"))
 
 
 PAGE_DATA = {"scale.md": tar_shards, "datasets.md": image_tables, "transforms.md": albumentations_file,
-             "bombs.md": image_folders}
+             "bad-input.md": image_folders}
 
 
 def make_workspace(folder: Path, page: Path) -> Path:
