@@ -113,8 +113,11 @@ def cli(ctx: click.Context, debug: bool, max_image_pixels: int | None | bool) ->
     if max_image_pixels is not False:
         from PIL import Image  # only when asked: keeps `chanstats --help` fast
 
-        # A process-wide setting, as for API users; the engine gives every worker the same.
+        # A process-wide setting, as for API users; the engine gives every worker the same. Put
+        # back when the command ends, for callers that run the command in their own process.
+        previous = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = max_image_pixels
+        ctx.call_on_close(lambda: setattr(Image, "MAX_IMAGE_PIXELS", previous))
 
 
 def _pixel_limit(value: str | None) -> int | None | bool:
