@@ -113,8 +113,11 @@ def cli(ctx: click.Context, debug: bool, max_image_pixels: int | None | bool) ->
     if max_image_pixels is not False:
         from PIL import Image  # only when asked: keeps `chanstats --help` fast
 
-        # A process-wide setting, as for API users; the engine gives every worker the same.
+        # A process-wide setting, as for API users; the engine gives every worker the same. Put
+        # back when the command ends, for callers that run the command in their own process.
+        previous = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = max_image_pixels
+        ctx.call_on_close(lambda: setattr(Image, "MAX_IMAGE_PIXELS", previous))
 
 
 def _pixel_limit(value: str | None) -> int | None | bool:
@@ -428,11 +431,13 @@ def check(paths, config_path, tolerance, max_wasserstein, max_jsd, max_psi, max_
     changed. With $GITHUB_STEP_SUMMARY set, a markdown summary is appended to that file.
     """
     from .api import check as check_config
+    from .report.destinations import check_destinations
 
+    check_destinations([("--report", report_path), ("--plot", plot_path)])  # before the pass, not after it
     if plot_path:
         from .report.plot import require_matplotlib
 
-        require_matplotlib()  # before the pass, not after minutes of decoding
+        require_matplotlib()
     try:
         report = check_config(config_path, list(paths), tolerance=tolerance, max_wasserstein=max_wasserstein,
                               max_jsd=max_jsd, max_psi=max_psi, max_ks=max_ks, ks_alpha=ks_alpha, workers=workers,
@@ -458,16 +463,18 @@ def _write_check_outputs(report, report_path, plot_path) -> None:
     import json
     import os
 
-    from .report.files import write_atomic
+    from .report.files import write_all
 
+    files = []
     if report_path:
-        write_atomic(report_path, json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n")
-        click.echo(f"wrote {report_path}", err=True)
+        files.append((report_path, json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n"))
     if plot_path:
         from .report.check_plot import check_plot_png
 
-        write_atomic(plot_path, check_plot_png(report))
-        click.echo(f"wrote {plot_path}", err=True)
+        files.append((plot_path, check_plot_png(report)))
+    write_all(files)  # all or none
+    for path, _ in files:
+        click.echo(f"wrote {path}", err=True)
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         try:
@@ -496,7 +503,7 @@ def _int_list(value: str, name: str) -> list[int]:
 @sample_options
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), metavar="FILE", help="Write the raw rows (one per combination and channel) as CSV.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), metavar="FILE.png",
-              help="Draw each estimate's trajectory over batches against the exact value (needs the 'plot' extra: matplotlib).")
+              help="Draw each estimate's trajectory against images seen, beside the exact value (needs the 'plot' extra: matplotlib).")
 def compare(paths, batch_sizes, momenta, conventions, seeds, no_shuffle, drop_last, mode, extensions, transform, resize,
             center_crop, epochs, workers, csv_path, plot_path, bands, channel_names, nodata, scale, percentiles, column,
             dataset, key, layout):

@@ -227,8 +227,16 @@ def run_block(block: Block, workspace: Path, namespace: dict) -> None:
             assert done.returncode == 0, f"{block.where()}: `{command}` exited {done.returncode}\n{done.stdout}"
             assert printed == shown, f"{block.where()}: `{command}` printed\n{done.stdout}"
     else:
-        with contextlib.chdir(workspace), contextlib.redirect_stdout(io.StringIO()):
-            exec(compile(block.text, block.where(), "exec"), namespace)
+        from PIL import Image
+
+        # Examples may set process-wide state (bad-input.md lifts Image.MAX_IMAGE_PIXELS): it must
+        # not leak into the tests that run after them in this process.
+        limit = Image.MAX_IMAGE_PIXELS
+        try:
+            with contextlib.chdir(workspace), contextlib.redirect_stdout(io.StringIO()):
+                exec(compile(block.text, block.where(), "exec"), namespace)
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
 
 
 # Pages whose examples take more than a few seconds (torch in the workers, many runs): pytest -m slow.
