@@ -78,5 +78,9 @@ def test_each_kind_of_source_imports_only_the_base():
     graph = import_graph()
     for kind in ("chanstats.sources.folders", "chanstats.sources.tar", "chanstats.sources.parquet",
                  "chanstats.sources.arrays", "chanstats.sources.datasets"):
-        # user_code: importing the user's own file for --dataset (a leaf that imports only errors)
-        assert graph[kind] <= {"chanstats.sources.base", "chanstats.errors", "chanstats.user_code"}, kind
+        # user_code: importing the user's own file for --dataset (a leaf that imports only errors);
+        # storage: the file system under every kind (a shard or a table may be a URL)
+        assert graph[kind] <= {"chanstats.sources.base", "chanstats.errors", "chanstats.user_code",
+                               "chanstats.sources.storage"}, kind
+    # The file system itself knows no kind.
+    assert graph["chanstats.sources.storage"] <= {"chanstats.sources.base", "chanstats.errors"}
