@@ -243,7 +243,8 @@ def _remote(url: str, extensions: tuple[str, ...], read: list[str] | None, name:
     if entry is None:
         entry = storage.stat(url)
     if entry is None and has_brace_pattern(url):
-        expanded = [(path, storage.stat(path)) for path in expand_braces(url)]
+        paths = expand_braces(url)
+        expanded = list(zip(paths, storage.stat_many(paths)))
         missing = [path for path, found in expanded if found is None]
         if missing:
             more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""

@@ -387,9 +387,24 @@ def stat(url: str) -> Entry | None:
     if info.get("type") == "directory":
         return Entry(url, True)
     size = info.get("size")
-    version = version_of(info)
-    _listed_versions[url] = version
-    return Entry(url, False, -1 if size is None else int(size), version)
+    entry = Entry(url, False, -1 if size is None else int(size), version_of(info))
+    _listed_versions[url] = entry.version
+    _named[url] = entry
+    return entry
+
+
+def stat_many(urls: Sequence[str]) -> list[Entry | None]:
+    """:func:`stat` of each URL, several requests at a time (the shards of a brace pattern)."""
+    if len(urls) < 2:
+        return [stat(url) for url in urls]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(len(urls), _setting("read_ahead", READ_AHEAD))) as pool:
+        return list(pool.map(stat, urls))
+
+
+# The entries of objects named explicitly, as stat found them this run (not one per walked object).
+_named: dict[str, Entry] = {}
 
 
 def _s3_info(fs: Any, path: str) -> dict[str, Any]:
@@ -637,6 +652,9 @@ class RemoteFile:
                 raise FileNotFoundError(f"{redact(self.url)}: vanished since listing (404)") from None
             if self.version is None:
                 self.version = version
+            if position == 0:
+                _first_blocks.clear()
+                _first_blocks[self.url] = data
             elif version is not None and version != self.version:
                 raise OSError(f"{redact(self.url)}: changed since listing (version {version})")
             self.buffer, self.buffer_start = data, position
@@ -684,10 +702,21 @@ class RemoteFile:
 def open_file(url: str, block: int = BLOCK) -> RemoteFile:
     """A named object as a seekable file (see :class:`RemoteFile`); :class:`ChanstatsError` when it
     does not exist."""
-    entry = stat(url)
+    entry = _named.get(url) if os.getpid() == _named_pid else None
+    if entry is None:
+        entry = stat(url)
     if entry is None or entry.folder:
         raise ChanstatsError(f"{redact(url)}: no such object")
-    return RemoteFile(url, entry.size, block)
+    remote = RemoteFile(url, entry.size, block)
+    first = _first_blocks.get(url)
+    if first is not None:  # listing opens a shard twice: whether it is gzip, then its headers
+        remote.buffer, remote.buffer_start = first, 0
+    return remote
+
+
+# The first block of the last object opened in this process, to open it again for free.
+_first_blocks: dict[str, bytes] = {}
+_named_pid = os.getpid()
 
 
 # --- latency hidden by concurrency ---------------------------------------------------------------
