@@ -78,6 +78,11 @@ def local_data(tmp_path_factory) -> Path:
     _write_tree(root)
     _write_shards(root)
     _write_table(root)
+    import gzip
+
+    (root / "shards" / "train-001.tar.gz").write_bytes(gzip.compress((root / "shards" / "train-001.tar").read_bytes()))
+    # Relative entries: resolved against the list file's own folder, local or in the bucket.
+    (root / "list.txt").write_text("# a list of its neighbours\ntree/a/img004.png\ntree/z\nshards/train-001.tar.gz\n")
     return root
 
 
@@ -156,6 +161,13 @@ def test_list_file_mixing_local_paths_and_http_urls(http_server, local_data, tmp
     _same_but_location(local, remote, {f"@{remote_list}": f"@{local_list}",
                                        f"{http_server.url}/shards/train-{{000..001}}.tar":
                                            str(local_data / "shards/train-{000..001}.tar")})
+
+
+def test_list_file_that_is_an_object_and_a_gzip_shard(moto, local_data, tmp_path, engine):
+    local = _compute([f"@{local_data / 'list.txt'}", *engine.options], tmp_path).stdout
+    remote = _compute([f"@s3://{BUCKET}/list.txt", *engine.options], tmp_path).stdout
+    assert json.loads(remote)["count"]["images"] == 1 + 9 + 8
+    _same_but_location(local, remote, {f"@s3://{BUCKET}/list.txt": f"@{local_data / 'list.txt'}"})
 
 
 def test_fingerprint_changes_with_the_etag_not_only_the_size(moto, tmp_path):
@@ -271,16 +283,28 @@ def test_no_secret_is_written_or_printed(moto, proxy, local_data, tmp_path):
 
 
 @pytest.mark.slow
-def test_shards_merge_and_checkpoint_with_remote_data_and_local_state(moto, local_data, tmp_path):
+def test_shards_merge_checkpoint_and_check_with_remote_data_and_local_state(moto, proxy, tmp_path):
     single = _compute([f"s3://{BUCKET}/tree", "--workers", "2"], tmp_path).stdout
     for k in (1, 2):
         _compute([f"s3://{BUCKET}/tree", "--shard", f"{k}/2", "--partial", str(tmp_path / f"p{k}.json"),
                   "--workers", "2"], tmp_path)
     merged = run(["merge", str(tmp_path / "p1.json"), str(tmp_path / "p2.json")], tmp_path).stdout
     assert merged == single
-    resumed = _compute([f"s3://{BUCKET}/tree", "--checkpoint", str(tmp_path / "ck.json"), "--checkpoint-every", "5"],
-                       tmp_path).stdout
+    # The store fails for good half-way through: the checkpoint keeps what was measured, and the
+    # rerun resumes from it.
+    checkpoint = tmp_path / "ck.json"
+    proxy.faults.fail_after = proxy.faults.requests + 25
+    failed = _compute([f"s3://{BUCKET}/tree", "--checkpoint", str(checkpoint), "--checkpoint-every", "4",
+                       "--workers", "0", "--storage-option", "retries=0"], tmp_path, check=False)
+    assert failed.returncode == 2 and "still failing after 1 attempts" in failed.stderr
+    assert checkpoint.exists()
+    proxy.faults.fail_after = 0
+    before = proxy.faults.requests
+    resumed = _compute([f"s3://{BUCKET}/tree", "--checkpoint", str(checkpoint), "--workers", "0"], tmp_path).stdout
     assert resumed == single
+    assert proxy.faults.requests - before < 36  # not every object read again
+    (tmp_path / "config.json").write_text(single)
+    assert run(["check", "--against", str(tmp_path / "config.json")], tmp_path).returncode == 0
 
 
 @pytest.mark.slow
@@ -291,3 +315,10 @@ def test_latency_of_50_ms_per_request_gives_the_same_result(proxy, local_data, t
     _same_but_location(local, remote, {f"s3://{BUCKET}/tree": str(local_data / "tree"),
                                        f"s3://{BUCKET}/shards/train-{{000..002}}.tar":
                                            str(local_data / "shards/train-{000..002}.tar")})
+
+
+def test_folder_served_over_http_is_measured_as_the_local_folder(http_server, local_data, tmp_path):
+    local = _compute([str(local_data / "tree")], tmp_path).stdout
+    remote = _compute([f"{http_server.url}/tree"], tmp_path).stdout
+    assert json.loads(remote)["count"]["images"] == 36  # the hidden folder and the text file left out
+    _same_but_location(local, remote, {f"{http_server.url}/tree": str(local_data / "tree")})

@@ -384,13 +384,22 @@ def stat(url: str) -> Entry | None:
         info = _with_retries(url, lambda: _s3_info(fs, path) if protocol_of(url) in ("s3", "s3a") else fs.info(path))
     except ObjectGone:
         return None
-    if info.get("type") == "directory":
+    if info.get("type") == "directory" or _is_index_page(url, info):
         return Entry(url, True)
     size = info.get("size")
     entry = Entry(url, False, -1 if size is None else int(size), version_of(info))
     _listed_versions[url] = entry.version
     _named[url] = entry
     return entry
+
+
+def _is_index_page(url: str, info: dict[str, Any]) -> bool:
+    """An HTTP URL that answers with an HTML page and names no file: a folder's index, whose
+    links fsspec follows to list it."""
+    if protocol_of(url) not in ("http", "https"):
+        return False
+    last = url.rstrip("/").rsplit("/", 1)[-1]
+    return str(info.get("mimetype", "")).startswith("text/html") and "." not in last
 
 
 def stat_many(urls: Sequence[str]) -> list[Entry | None]:
@@ -484,8 +493,30 @@ def _objects_under(url: str) -> Iterator[tuple[str, int, str | None]]:
         relative = name[len(prefix):]
         rows.append((relative.encode("utf-8", "surrogateescape"), relative, int(info.get("size") or 0), version_of(info)))
     rows.sort()
+    if protocol_of(url) in ("http", "https"):
+        yield from _with_http_details(fs, prefix, rows)
+        return
     for _, relative, size, version in rows:
         yield relative, size, version
+
+
+def _with_http_details(fs: Any, prefix: str, rows: list) -> Iterator[tuple[str, int, str | None]]:
+    """An index page's links carry neither size nor version: a HEAD for each, several at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def details(relative: str) -> tuple[int, str | None]:
+        url = prefix + relative
+        try:
+            info = _with_retries(url, lambda: fs.info(url))
+        except ObjectGone:
+            return 0, None  # gone since the index page was read: a bad image when read
+        return int(info.get("size") or 0), version_of(info)
+
+    with ThreadPoolExecutor(max_workers=_setting("read_ahead", READ_AHEAD)) as pool:
+        for start in range(0, len(rows), 1024):
+            batch = [relative for _, relative, _, _ in rows[start : start + 1024]]
+            for relative, (size, version) in zip(batch, pool.map(details, batch)):
+                yield relative, size, version
 
 
 def _s3_pages(url: str, fs: Any, path: str) -> Iterator[tuple[str, int, str | None]]:

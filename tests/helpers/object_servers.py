@@ -123,6 +123,7 @@ class Faults:
         self.fail_every = 0
         self.drop_every = 0
         self.always_fail = False
+        self.fail_after = 0  # when set: every request after this many answered 503
         self.gone: set[str] = set()
         self.denied: set[str] = set()
         self.requests = 0
@@ -158,7 +159,8 @@ class FaultProxy:
                     time.sleep(faults.delay)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
-                if faults.always_fail or (faults.fail_every and number % faults.fail_every == 0):
+                if (faults.always_fail or (faults.fail_every and number % faults.fail_every == 0)
+                        or (faults.fail_after and number > faults.fail_after)):
                     faults.failed += 1
                     self._answer(503, b"<Error><Code>SlowDown</Code><Message>injected</Message></Error>")
                     return
