@@ -163,11 +163,20 @@ def test_list_file_mixing_local_paths_and_http_urls(http_server, local_data, tmp
                                            str(local_data / "shards/train-{000..001}.tar")})
 
 
-def test_list_file_that_is_an_object_and_a_gzip_shard(moto, local_data, tmp_path, engine):
-    local = _compute([f"@{local_data / 'list.txt'}", *engine.options], tmp_path).stdout
-    remote = _compute([f"@s3://{BUCKET}/list.txt", *engine.options], tmp_path).stdout
+def test_list_file_that_is_an_object_and_a_gzip_shard(moto, local_data, tmp_path):
+    local = _compute([f"@{local_data / 'list.txt'}", "--workers", "2"], tmp_path).stdout
+    remote = _compute([f"@s3://{BUCKET}/list.txt", "--workers", "2"], tmp_path).stdout
     assert json.loads(remote)["count"]["images"] == 1 + 9 + 8
     _same_but_location(local, remote, {f"@s3://{BUCKET}/list.txt": f"@{local_data / 'list.txt'}"})
+
+
+@pytest.mark.slow
+def test_raster_object_with_mode_keep(moto, tmp_path):
+    raster = Path(__file__).resolve().parents[1] / "examples" / "rasters" / "tile.tif"
+    moto.client().put_object(Bucket=BUCKET, Key="rasters/tile.tif", Body=raster.read_bytes())
+    local = _compute([str(raster), "--mode", "keep"], tmp_path).stdout
+    remote = _compute([f"s3://{BUCKET}/rasters/tile.tif", "--mode", "keep"], tmp_path).stdout
+    _same_but_location(local, remote, {f"s3://{BUCKET}/rasters/tile.tif": str(raster)})
 
 
 def test_fingerprint_changes_with_the_etag_not_only_the_size(moto, tmp_path):
@@ -212,12 +221,25 @@ def test_missing_object_and_access_denied_are_one_line(proxy, tmp_path):
 
 
 def test_retries_give_the_same_bytes_through_resets_and_503s(proxy, moto, local_data, tmp_path):
-    local = _compute([str(local_data / "tree"), str(local_data / "shards/train-000.tar"), "--workers", "2"], tmp_path).stdout
+    local = _compute([str(local_data / "tree/z"), str(local_data / "shards/train-000.tar")], tmp_path).stdout
     proxy.faults.fail_every, proxy.faults.drop_every = 3, 4
-    remote = _compute([f"s3://{BUCKET}/tree", f"s3://{BUCKET}/shards/train-000.tar", "--workers", "2"], tmp_path).stdout
+    remote = _compute([f"s3://{BUCKET}/tree/z", f"s3://{BUCKET}/shards/train-000.tar"], tmp_path).stdout
+    assert proxy.faults.failed >= 2 and proxy.faults.dropped >= 2
+    _same_but_location(local, remote, {f"s3://{BUCKET}/tree/z": str(local_data / "tree/z"),
+                                       f"s3://{BUCKET}/shards/train-000.tar": str(local_data / "shards/train-000.tar")})
+
+
+@pytest.mark.slow
+def test_retries_through_the_worker_pool(proxy, moto, local_data, tmp_path):
+    local = _compute([str(local_data / "tree"), str(local_data / "shards/train-{000..002}.tar"), "--workers", "2"],
+                     tmp_path).stdout
+    proxy.faults.fail_every, proxy.faults.drop_every = 3, 4
+    remote = _compute([f"s3://{BUCKET}/tree", f"s3://{BUCKET}/shards/train-{{000..002}}.tar", "--workers", "2"],
+                      tmp_path).stdout
     assert proxy.faults.failed > 3 and proxy.faults.dropped > 3
     _same_but_location(local, remote, {f"s3://{BUCKET}/tree": str(local_data / "tree"),
-                                       f"s3://{BUCKET}/shards/train-000.tar": str(local_data / "shards/train-000.tar")})
+                                       f"s3://{BUCKET}/shards/train-{{000..002}}.tar":
+                                           str(local_data / "shards/train-{000..002}.tar")})
 
 
 def test_an_exhausted_retry_budget_is_one_line_and_exit_2(proxy, tmp_path):
@@ -265,9 +287,9 @@ def test_no_secret_is_written_or_printed(moto, proxy, local_data, tmp_path):
     out.mkdir()
     options = ["--storage-option", f"key={ACCESS_KEY}", "--storage-option", f"secret={SECRET_KEY}",
                "--storage-option", f"token={token}"]
-    ok = _compute([f"s3://{BUCKET}/tree", *options, "-o", str(out / "config.json"), "--per-image", str(out / "rows.csv"),
+    ok = _compute([f"s3://{BUCKET}/tree/z", *options, "-o", str(out / "config.json"), "--per-image", str(out / "rows.csv"),
                    "--workdir", str(out / "work"), "--listing"], tmp_path, env=env)
-    part = _compute([f"s3://{BUCKET}/tree", *options, "--shard", "1/2", "--partial", str(out / "part1.json"),
+    part = _compute([f"s3://{BUCKET}/tree/z", *options, "--shard", "1/2", "--partial", str(out / "part1.json"),
                      "--workdir", str(out / "work")], tmp_path, env=env)
     proxy.faults.always_fail = True
     failed = _compute([f"s3://{BUCKET}/tree", *options, "--storage-option", "retries=0",

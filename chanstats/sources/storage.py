@@ -595,10 +595,14 @@ async def _http_get(fs: Any, url: str, start: int | None, end: int | None) -> tu
         if response.status >= 400:
             response.raise_for_status()
         data = await response.read()
-        version = version_of(dict(response.headers))
+        # Header names are case-insensitive (HTTP/2 sends them in lower case).
+        version = version_of({name: response.headers[name] for name in _VERSION_HEADERS if name in response.headers})
         if start is not None and response.status == 200:  # the server ignored the range
             data = data[start:end]
     return data, version
+
+
+_VERSION_HEADERS = ("ETag", "Content-MD5", "Digest", "Last-Modified")
 
 
 def _check_version(source: ImageSource, url: str, version: str | None) -> None:
