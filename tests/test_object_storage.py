@@ -197,7 +197,7 @@ def test_fingerprint_changes_with_the_etag_not_only_the_size(moto, tmp_path):
 
 
 def test_a_url_whose_package_is_missing_names_the_extra(tmp_path):
-    pytest.importorskip  # gcsfs is not a test dependency: the message is what a user without it sees
+    # gcsfs is not a test dependency: the message is what a user without it sees.
     try:
         import gcsfs  # noqa: F401
         pytest.skip("gcsfs is installed")
