@@ -209,6 +209,15 @@ def test_a_url_whose_package_is_missing_names_the_extra(tmp_path):
         "Error: gs://bucket/train: reading gs:// needs gcsfs: pip install 'chanstats[gcs]'"]
 
 
+def test_a_password_inside_a_url_is_refused_without_being_shown(tmp_path):
+    result = _compute(["https://user:pw-Secret-99@127.0.0.1:9/data/a.png"], tmp_path, check=False)
+    assert result.returncode == 2
+    assert "pw-Secret-99" not in result.stderr + result.stdout
+    assert result.stderr.strip().splitlines() == [
+        "Error: https://user:***@127.0.0.1:9/data/a.png: a password inside a URL would be written to the outputs; "
+        "give it as --storage-option headers.Authorization=... or in the environment instead"]
+
+
 def test_missing_object_and_access_denied_are_one_line(proxy, tmp_path):
     missing = _compute([f"s3://{BUCKET}/no/such/thing.png"], tmp_path, check=False)
     assert missing.returncode == 2

@@ -153,7 +153,8 @@ def _setting(name: str, default: int) -> int:
         raise ChanstatsError(f"--storage-option {name}={value}: expected a whole number") from None
 
 
-_SECRET_KEY = re.compile(r"secret|token|password|passwd|credential|signature|sas|private|access_key|key$|^key", re.IGNORECASE)
+_SECRET_KEY = re.compile(r"secret|token|password|passwd|credential|signature|sas|private|access_key|auth|cookie|"
+                         r"key$|^key", re.IGNORECASE)
 _SECRET_ENVIRONMENT = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID", "HF_TOKEN",
                        "HUGGING_FACE_HUB_TOKEN", "AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN",
                        "AZURE_STORAGE_CONNECTION_STRING", "AZURE_CLIENT_SECRET", "GOOGLE_OAUTH_ACCESS_TOKEN")
@@ -205,7 +206,12 @@ _filesystems_lock = threading.Lock()
 
 def filesystem(url: str) -> tuple[Any, str]:
     """The fsspec file system for ``url`` (one per protocol, options and process) and the path
-    inside it. A protocol whose package is missing is one line naming the extra to install."""
+    inside it. A protocol whose package is missing is one line naming the extra to install; a
+    URL holding a password is refused (it would be written wherever the URL is: configs, partial
+    states, skipped images)."""
+    if _URL_PASSWORD.match(url):
+        raise ChanstatsError(f"{redact(url)}: a password inside a URL would be written to the outputs; give it as "
+                             "--storage-option headers.Authorization=... or in the environment instead")
     protocol = protocol_of(url)
     given = {k: v for k, v in _given_options().items() if k not in _OWN_OPTIONS}
     key = (protocol, os.getpid(), json.dumps(given, sort_keys=True))
