@@ -179,6 +179,20 @@ def test_raster_object_with_mode_keep(moto, tmp_path):
     _same_but_location(local, remote, {f"s3://{BUCKET}/rasters/tile.tif": str(raster)})
 
 
+def test_a_prefix_is_listed_a_page_at_a_time(proxy, local_data, monkeypatch):
+    import chanstats
+    from chanstats.sources import storage
+
+    monkeypatch.setattr(storage, "PAGE_KEYS", 5)
+    before = proxy.faults.requests
+    remote = chanstats.compute(f"s3://{BUCKET}/tree", workers=0)
+    local = chanstats.compute(str(local_data / "tree"), workers=0)
+    pages = proxy.faults.requests - before - 36 - 2  # a GET per image; a HEAD and a probe of the prefix
+    assert pages == 8  # 38 keys (with the hidden and the text object) in pages of 5
+    assert remote.dumps().replace(remote.fingerprint, local.fingerprint).replace(
+        json.dumps(f"s3://{BUCKET}/tree"), json.dumps(str(local_data / "tree"))) == local.dumps()
+
+
 def test_fingerprint_changes_with_the_etag_not_only_the_size(moto, tmp_path):
     import chanstats
 
@@ -287,6 +301,25 @@ def test_objects_that_vanish_or_change_after_listing_are_named_bad_images(moto, 
     assert "changed since listing" in skipped[f"s3://{BUCKET}/moving{workers}/20.bmp"]
     assert result.images == 22
     del chanstats
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_shard_that_changes_after_listing_gives_bad_members_not_mixed_bytes(moto, local_data, workers):
+    from chanstats.api import finalize, measure, plan
+    from chanstats.options import RunOptions
+
+    client = moto.client()
+    shards = local_data / "shards"
+    key = f"moving-shards{workers}/train.tar"
+    client.put_object(Bucket=BUCKET, Key=key, Body=(shards / "train-000.tar").read_bytes())
+    # More members than the engine measures in-process: with workers, forked workers read them.
+    run_plan = plan([f"s3://{BUCKET}/shards/train-001.tar", f"s3://{BUCKET}/{key}", f"s3://{BUCKET}/shards/train-002.tar"],
+                    RunOptions(on_error="skip"))
+    client.put_object(Bucket=BUCKET, Key=key, Body=(shards / "train-001.tar").read_bytes())
+    result = finalize(measure(run_plan, workers=workers))
+    assert len(result.skipped) == 8 and result.images == 16
+    for path, error in result.skipped:
+        assert path.startswith(f"s3://{BUCKET}/{key}::") and "the shard changed since listing" in error
 
 
 def test_no_secret_is_written_or_printed(moto, proxy, local_data, tmp_path):

@@ -64,6 +64,8 @@ READ_AHEAD = 16
 # what a worker may hold in flight), gaps up to GAP.
 COALESCE_BYTES = 4 << 20
 COALESCE_GAP = 64 << 10
+# Keys per page when listing an S3 prefix (S3's largest page).
+PAGE_KEYS = 1000
 # Sequential reads (tar headers while listing, a gzip shard) fetch this much per request.
 BLOCK = 4 << 20
 
@@ -534,7 +536,7 @@ def _s3_pages(url: str, fs: Any, path: str) -> Iterator[tuple[str, int, str | No
     prefix = key.rstrip("/") + "/" if key.strip("/") else ""
     token: str | None = None
     while True:
-        arguments: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+        arguments: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": PAGE_KEYS}
         if token:
             arguments["ContinuationToken"] = token
         page = _with_retries(url, lambda: sync(fs.loop, fs._call_s3, "list_objects_v2", **arguments))
