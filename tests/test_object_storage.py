@@ -149,15 +149,16 @@ def test_tar_shard_pattern_and_parquet_objects_on_s3(moto, local_data, tmp_path)
 
 def test_list_file_mixing_local_paths_and_http_urls(http_server, local_data, tmp_path):
     names = sorted(p.relative_to(local_data).as_posix() for p in (local_data / "tree").rglob("*.png")
-                   if ".hidden" not in p.parts)
+                   if ".hidden" not in p.parts and "z" not in p.parts)
     remote_list, local_list = tmp_path / "remote.txt", tmp_path / "local.txt"
-    # Every other line a URL: the same files, in the same order.
+    # Every other line a URL: the same files, in the same order; then a folder served over HTTP
+    # (its index pages are followed; the hidden folder and the text file are left out).
     remote_list.write_text("\n".join(f"{http_server.url}/{n}" if i % 2 else str(local_data / n)
-                                     for i, n in enumerate(names)) + "\n")
-    local_list.write_text("\n".join(str(local_data / n) for n in names) + "\n")
-    local = _compute([f"@{local_list}"], tmp_path).stdout
+                                     for i, n in enumerate(names)) + f"\n{http_server.url}/tree/z\n")
+    local_list.write_text("\n".join(str(local_data / n) for n in names) + f"\n{local_data / 'tree/z'}\n")
     remote = _compute([f"@{remote_list}", f"{http_server.url}/shards/train-{{000..001}}.tar"], tmp_path).stdout
     local = _compute([f"@{local_list}", str(local_data / "shards/train-{000..001}.tar")], tmp_path).stdout
+    assert json.loads(remote)["count"]["images"] == 18 + 9 + 2 * 8
     _same_but_location(local, remote, {f"@{remote_list}": f"@{local_list}",
                                        f"{http_server.url}/shards/train-{{000..001}}.tar":
                                            str(local_data / "shards/train-{000..001}.tar")})
@@ -380,9 +381,3 @@ def test_latency_of_50_ms_per_request_gives_the_same_result(proxy, local_data, t
                                        f"s3://{BUCKET}/shards/train-{{000..002}}.tar":
                                            str(local_data / "shards/train-{000..002}.tar")})
 
-
-def test_folder_served_over_http_is_measured_as_the_local_folder(http_server, local_data, tmp_path):
-    local = _compute([str(local_data / "tree")], tmp_path).stdout
-    remote = _compute([f"{http_server.url}/tree"], tmp_path).stdout
-    assert json.loads(remote)["count"]["images"] == 36  # the hidden folder and the text file left out
-    _same_but_location(local, remote, {f"{http_server.url}/tree": str(local_data / "tree")})
