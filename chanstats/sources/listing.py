@@ -259,6 +259,7 @@ def _remote(url: str, extensions: tuple[str, ...], read: list[str] | None, name:
         return
     if read is not None:
         read.append(url)
+    storage.remember(entry)
     if is_table_path(url):
         yield from list_table(url)
     elif is_array_path(url):

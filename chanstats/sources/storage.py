@@ -203,6 +203,8 @@ def redact_url(url: str) -> str:
 # --- file systems --------------------------------------------------------------------------------
 
 _filesystems: dict[tuple, Any] = {}
+_ENVIRONMENT = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_REGION",
+                *_SECRET_ENVIRONMENT)
 _filesystems_lock = threading.Lock()
 
 
@@ -216,7 +218,10 @@ def filesystem(url: str) -> tuple[Any, str]:
                              "--storage-option headers.Authorization=... or in the environment instead")
     protocol = protocol_of(url)
     given = {k: v for k, v in _given_options().items() if k not in _OWN_OPTIONS}
-    key = (protocol, os.getpid(), json.dumps(given, sort_keys=True))
+    # The environment a file system was made with is part of what it is: a long-lived process
+    # (a notebook, tests) may change the endpoint or the credentials between runs.
+    environment = tuple(os.environ.get(name) for name in _ENVIRONMENT)
+    key = (protocol, os.getpid(), json.dumps(given, sort_keys=True), environment)
     with _filesystems_lock:
         fs = _filesystems.get(key)
         if fs is None:
@@ -376,8 +381,8 @@ def identity(url: str, *more: int) -> tuple[int, ...]:
     return (REMOTE, version_tag(url), *more)
 
 
-# Versions of objects named explicitly (shards, tables, list files), as listing saw them: what a
-# worker checks every range it reads against (inherited by forked workers; others check against
+# Versions of objects named explicitly (shards, tables), as listing saw them (see remember): what
+# a worker checks every range it reads against (inherited by forked workers; others check against
 # the first version they see).
 _listed_versions: dict[str, str | None] = {}
 
@@ -395,10 +400,14 @@ def stat(url: str) -> Entry | None:
     if info.get("type") == "directory" or _is_index_page(url, info):
         return Entry(url, True)
     size = info.get("size")
-    entry = Entry(url, False, -1 if size is None else int(size), version_of(info))
-    _listed_versions[url] = entry.version
-    _named[url] = entry
-    return entry
+    return Entry(url, False, -1 if size is None else int(size), version_of(info))
+
+
+def remember(entry: Entry) -> None:
+    """Listing names the object ``entry`` (a shard, a table, a list file): its version is what
+    every later read of it is checked against, and opening it needs no second request."""
+    _listed_versions[entry.url] = entry.version
+    _named[entry.url] = (os.getpid(), entry)
 
 
 def _is_index_page(url: str, info: dict[str, Any]) -> bool:
@@ -421,7 +430,7 @@ def stat_many(urls: Sequence[str]) -> list[Entry | None]:
 
 
 # The entries of objects named explicitly, as stat found them this run (not one per walked object).
-_named: dict[str, Entry] = {}
+_named: dict[str, tuple[int, Entry]] = {}
 
 
 def _s3_info(fs: Any, path: str) -> dict[str, Any]:
@@ -695,11 +704,11 @@ class RemoteFile:
                 raise FileNotFoundError(f"{redact(self.url)}: vanished since listing (404)") from None
             if self.version is None:
                 self.version = version
-            if position == 0:
-                _first_blocks.clear()
-                _first_blocks[self.url] = data
             elif version is not None and version != self.version:
                 raise OSError(f"{redact(self.url)}: changed since listing (version {version})")
+            if position == 0:
+                _first_blocks.clear()
+                _first_blocks[self.url] = (version, data)
             self.buffer, self.buffer_start = data, position
         return self.buffer[position - self.buffer_start : end - self.buffer_start]
 
@@ -745,21 +754,21 @@ class RemoteFile:
 def open_file(url: str, block: int = BLOCK) -> RemoteFile:
     """A named object as a seekable file (see :class:`RemoteFile`); :class:`ChanstatsError` when it
     does not exist."""
-    entry = _named.get(url) if os.getpid() == _named_pid else None
-    if entry is None:
+    pid, entry = _named.get(url, (None, None))
+    if entry is None or pid != os.getpid():  # a worker looks again: listing's entry may be old
         entry = stat(url)
     if entry is None or entry.folder:
         raise ChanstatsError(f"{redact(url)}: no such object")
     remote = RemoteFile(url, entry.size, block)
-    first = _first_blocks.get(url)
-    if first is not None:  # listing opens a shard twice: whether it is gzip, then its headers
-        remote.buffer, remote.buffer_start = first, 0
+    version, first = _first_blocks.get(url, (None, None))
+    if first is not None and version is not None and version == remote.version:
+        remote.buffer, remote.buffer_start = first, 0  # listing opens a shard twice: gzip or not, then its headers
     return remote
 
 
-# The first block of the last object opened in this process, to open it again for free.
-_first_blocks: dict[str, bytes] = {}
-_named_pid = os.getpid()
+# The first block of the last object opened in this process and its version, to open it again for free.
+_first_blocks: dict[str, tuple[str | None, bytes]] = {}
+
 
 
 # --- latency hidden by concurrency ---------------------------------------------------------------
