@@ -249,8 +249,13 @@ def _remote(url: str, extensions: tuple[str, ...], read: list[str] | None, name:
         if missing:
             more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
             raise ChanstatsError(f"{storage.redact(missing[0])}{more}: no such object (from the pattern {storage.redact(url)})")
-        for path, found in expanded:
-            yield from _remote(path, extensions, read, entry=found)
+        if any(found.folder for _, found in expanded):  # prefixes: streamed one after the other
+            for path, found in expanded:
+                yield from _remote(path, extensions, read, entry=found)
+            return
+        # Objects (shards): each is read through while listing, so several at a time, in order.
+        for listed in storage.map_ahead(lambda pair: list(_remote(pair[0], extensions, read, entry=pair[1])), expanded):
+            yield from listed
         return
     if entry is None:
         raise ChanstatsError(f"{storage.redact(url)}: no such object or prefix")

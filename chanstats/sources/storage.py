@@ -64,6 +64,8 @@ READ_AHEAD = 16
 # what a worker may hold in flight), gaps up to GAP.
 COALESCE_BYTES = 4 << 20
 COALESCE_GAP = 64 << 10
+# What a read that skips more than a block fetches at least.
+SMALL_READ = 64 << 10
 # Keys per page when listing an S3 prefix (S3's largest page).
 PAGE_KEYS = 1000
 # Sequential reads (tar headers while listing, a gzip shard) fetch this much per request.
@@ -697,7 +699,11 @@ class RemoteFile:
         end = min(self.size, position + count)
         buffered_end = self.buffer_start + len(self.buffer)
         if not (self.buffer_start <= position and end <= buffered_end):
-            fetch_end = min(self.size, max(end, position + self.block))
+            # Reads that jump further than a block (tar headers of large members) fetch only a
+            # little more than asked: fetching whole blocks would read every member's data.
+            jump = position - (self.buffer_start + len(self.buffer))
+            ahead = self.block if jump <= self.block else SMALL_READ
+            fetch_end = min(self.size, max(end, position + ahead))
             try:
                 data, version = fetch(self.url, position, fetch_end)
             except ObjectGone:
@@ -707,7 +713,8 @@ class RemoteFile:
             elif version is not None and version != self.version:
                 raise OSError(f"{redact(self.url)}: changed since listing (version {version})")
             if position == 0:
-                _first_blocks.clear()
+                while len(_first_blocks) >= FIRST_BLOCKS_KEPT:
+                    _first_blocks.pop(next(iter(_first_blocks), None), None)
                 _first_blocks[self.url] = (version, data)
             self.buffer, self.buffer_start = data, position
         return self.buffer[position - self.buffer_start : end - self.buffer_start]
@@ -766,12 +773,37 @@ def open_file(url: str, block: int = BLOCK) -> RemoteFile:
     return remote
 
 
-# The first block of the last object opened in this process and its version, to open it again for free.
+# The first blocks of the last objects opened in this process, with their versions, to open them
+# again for free (shards are listed several at a time).
+FIRST_BLOCKS_KEPT = 8
 _first_blocks: dict[str, tuple[str | None, bytes]] = {}
 
 
 
 # --- latency hidden by concurrency ---------------------------------------------------------------
+
+
+def map_ahead(function, items: Sequence[Any], ahead: int = 4) -> Iterator[Any]:
+    """``function(item)`` for each item, in order, with up to ``ahead`` of them running at once
+    (listing the shards of a pattern: each is read through while listing)."""
+    if len(items) < 2:
+        yield from (function(item) for item in items)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="chanstats-list") as pool:
+        pending: deque = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(function, item))
+                if len(pending) >= ahead:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 class ReadAhead:
