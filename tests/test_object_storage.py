@@ -381,3 +381,14 @@ def test_latency_of_50_ms_per_request_gives_the_same_result(proxy, local_data, t
                                        f"s3://{BUCKET}/shards/train-{{000..002}}.tar":
                                            str(local_data / "shards/train-{000..002}.tar")})
 
+
+
+def test_the_storage_benchmark_starts():
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "bench/storage.py", "--help"], cwd=repo, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "--latency" in result.stdout
