@@ -40,6 +40,7 @@ from .scale.table import ImageTable, row_width
 from .sources.base import DisplayNames, ImageSource, Listing
 from .sources.listing import fingerprint
 from .sources.shared import list_shared
+from .sources.storage import storage_options as _storage_options_in_effect
 from .sources.datasets import classify as classify_source
 from .sources.datasets import load as load_dataset
 from .sources.parquet import TableRow, choose_column
@@ -806,6 +807,32 @@ def export(
 def write(result: Result, path: str | os.PathLike, fmt: str | None = None) -> None:
     """Write ``result``'s config to ``path`` atomically (JSON, or YAML for .yaml/.yml)."""
     result.write(os.fspath(path), fmt)
+
+
+def _accepts_storage_options(function):
+    """Give ``function`` a keyword ``storage_options``: keyword arguments of the fsspec file
+    systems that read URL inputs (credentials, ``endpoint_url``, ``anon``), plus ``retries`` and
+    ``read_ahead``; never recorded in a config, partial state or checkpoint."""
+    import functools
+
+    @functools.wraps(function)
+    def with_storage_options(*args: Any, storage_options: dict[str, Any] | None = None, **kwargs: Any):
+        with _storage_options_in_effect(storage_options):
+            return function(*args, **kwargs)
+
+    signature = inspect.signature(function)
+    parameters = list(signature.parameters.values())
+    keyword = inspect.Parameter("storage_options", inspect.Parameter.KEYWORD_ONLY, default=None)
+    at = next((i for i, p in enumerate(parameters) if p.kind is inspect.Parameter.VAR_KEYWORD), len(parameters))
+    with_storage_options.__signature__ = signature.replace(parameters=parameters[:at] + [keyword] + parameters[at:])
+    return with_storage_options
+
+
+compute = _accepts_storage_options(compute)
+compute_shard = _accepts_storage_options(compute_shard)
+compute_distributed = _accepts_storage_options(compute_distributed)
+check = _accepts_storage_options(check)
+compare = _accepts_storage_options(compare)
 
 
 def _show_options(function) -> None:

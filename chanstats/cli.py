@@ -36,7 +36,9 @@ class ChanstatsGroup(GroupedHelpGroup):
             if _debug(ctx):
                 raise
             if str(error):  # empty: another torchrun rank reports it
-                _error_line(str(error))
+                from .sources.storage import redact  # no credential reaches the terminal
+
+                _error_line(redact(str(error)))
             ctx.exit(EXIT_INPUT_ERROR)
         except KeyboardInterrupt as interrupt:
             # Worker processes are stopped by the engine, run folders and temporary files removed
@@ -135,6 +137,23 @@ def _pixel_limit(value: str | None) -> int | None | bool:
     return limit
 
 
+def _use_storage_options(ctx: click.Context, _param: click.Parameter, pairs: tuple[str, ...]) -> None:
+    if pairs:
+        from .sources.storage import parse_storage_options, storage_options
+
+        try:
+            parsed = parse_storage_options(pairs)
+        except ChanstatsError as error:
+            raise click.BadParameter(str(error)) from None
+        ctx.with_resource(storage_options(parsed))
+
+
+storage_option = click.option(
+    "--storage-option", multiple=True, metavar="KEY=VALUE", expose_value=False, callback=_use_storage_options,
+    help="For URL inputs (s3://, gs://, az://, hf://, https://): an option of the fsspec file system, such as "
+         "endpoint_url=http://host:9000 or anon=true; repeatable. Never written to any output.")
+
+
 def _print_version(ctx: click.Context, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
@@ -213,6 +232,7 @@ def _extensions(value: str | None):
 
 @cli.command()
 @click.argument("paths", nargs=-1)
+@storage_option
 @dataset_options
 @click.option("--batches", type=click.Choice(["seeded", "loader"]), default="seeded", show_default=True,
               help="BatchNorm simulation: a seeded shuffle into --batch-size batches, or (a --dataset that is a DataLoader) its own batches.")
@@ -401,6 +421,7 @@ def _check_thresholds():
 
 @cli.command()
 @click.argument("paths", nargs=-1)
+@storage_option
 @click.option("--against", "config_path", required=True, type=click.Path(dir_okay=False), metavar="CONFIG",
               help="The config (JSON/YAML) written by `chanstats compute`; its recorded options are replayed.")
 @click.option("--tolerance", type=click.FloatRange(min=0), default=_check_thresholds().DEFAULT_TOLERANCE, show_default=True,
@@ -492,6 +513,7 @@ def _int_list(value: str, name: str) -> list[int]:
 
 @cli.command()
 @click.argument("paths", nargs=-1)
+@storage_option
 @dataset_options
 @click.option("--batch-size", "batch_sizes", default="16,64,256", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--momentum", "momenta", default="0.1,0.01,none", show_default=True,

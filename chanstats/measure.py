@@ -379,9 +379,10 @@ _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
 def _tiff_file_by_name(source: ImageSource) -> bool:
-    """A plain file named as a TIFF (its bytes decide: see :meth:`Measurer._raster_file`)."""
+    """A plain local file named as a TIFF (its bytes decide: see :meth:`Measurer._raster_file`).
+    A remote one is fetched whole, like any object: a request per segment would cost more."""
     return (type(source) is ImageSource and not source.in_archive and source.problem is None
-            and source.name.lower().endswith((".tif", ".tiff")))
+            and source.name.lower().endswith((".tif", ".tiff")) and "://" not in source.root)
 
 
 def _is_tiff(data: bytes) -> bool:

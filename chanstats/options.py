@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .decoding.formats import MODES, check_mode
 from .errors import BadSpecError, ChanstatsError
+from .sources.storage import redact_url
 from .sources.base import IMAGE_EXTENSIONS, normalize_extensions
 
 if TYPE_CHECKING:
@@ -163,7 +164,7 @@ class RunOptions:
             spec.build()  # a bad spec fails here, once, before any image is read
         sample_spec = SampleSpec.parse(self.sample)
         record: dict[str, Any] = {
-            "inputs": inputs,
+            "inputs": [redact_url(item) for item in inputs],  # a URL without password or signature
             "mode": self.mode,
             "extensions": list(extensions),
             "on_error": self.on_error,

@@ -26,6 +26,7 @@ from .base import IMAGE_EXTENSIONS, ImageSource, Listed, Listing, not_regular, p
 from .stored import ListingWriter
 from .arrays import describe_arrays, is_array_path, list_arrays
 from .folders import walk
+from . import storage
 from .parquet import TableRow, is_table_folder, is_table_path, list_table, list_table_folder, read_row
 from .tar import is_tar_path, list_tar, read_member
 
@@ -106,6 +107,8 @@ def _collect(listed: Iterator[Listed], writer: ListingWriter):
                 continue
             hashed.append(os.fsencode(source.name))
             hashed.append(b"\0%d\n" % source.size)
+            if "://" in source.root and storage.is_url(source.root):
+                hashed.append(storage.fingerprint_tag(source))
             if rows is None and type(source) is not ImageSource:
                 # Rows of tables, arrays and datasets carry fields of their own that the columns
                 # do not hold: such a listing stays a list of sources.
@@ -192,6 +195,8 @@ def fingerprint(sources: Iterable[ImageSource]) -> str:
     for source in sources:
         digest.update(os.fsencode(source.name))
         digest.update(b"\0%d\n" % source.size)
+        if storage.is_url(source.root):
+            digest.update(storage.fingerprint_tag(source))
     return "sha256:" + digest.hexdigest()
 
 
@@ -203,6 +208,8 @@ def _expand(inputs: list[str], extensions: tuple[str, ...], read: list[str] | No
             if read is not None:
                 read.append(item[1:])
             yield from _from_list_file(item[1:], extensions, read)
+        elif storage.is_url(item):
+            yield from _remote(item, extensions, read)
         elif not os.path.lexists(item) and has_brace_pattern(item):
             expanded = expand_braces(item)
             missing = [path for path in expanded if not os.path.lexists(path)]
@@ -248,6 +255,49 @@ def _file(path: str, name: str, extensions: tuple[str, ...], roots: dict[str, st
     yield ImageSource.from_path(path, name, stat.st_size, roots), identity
 
 
+def _remote(url: str, extensions: tuple[str, ...], read: list[str] | None, name: str | None = None,
+            entry: "storage.Entry | None" = None) -> Iterator[Listed]:
+    """A URL given as an input or in a list file: a prefix is walked like a folder, an object read
+    like a file, a brace pattern (``s3://b/train-{000..146}.tar``) expanded when no such object
+    exists; ``name``: the relative name a list file gave it."""
+    if entry is None:
+        entry = storage.stat(url)
+    if entry is None and has_brace_pattern(url):
+        paths = expand_braces(url)
+        expanded = list(zip(paths, storage.stat_many(paths)))
+        missing = [path for path, found in expanded if found is None]
+        if missing:
+            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            raise ChanstatsError(f"{storage.redact(missing[0])}{more}: no such object (from the pattern {storage.redact(url)})")
+        if any(found.folder for _, found in expanded):  # prefixes: streamed one after the other
+            for path, found in expanded:
+                yield from _remote(path, extensions, read, entry=found)
+            return
+        # Objects (shards): each is read through while listing, so several at a time, in order.
+        for listed in storage.map_ahead(lambda pair: list(_remote(pair[0], extensions, read, entry=pair[1])), expanded):
+            yield from listed
+        return
+    if entry is None:
+        raise ChanstatsError(f"{storage.redact(url)}: no such object or prefix")
+    if entry.folder:
+        yield from storage.walk(url, extensions)
+        return
+    if read is not None:
+        read.append(url)
+    storage.remember(entry)
+    if is_table_path(url):
+        yield from list_table(url)
+    elif is_array_path(url):
+        raise ChanstatsError(f"{storage.redact(url)}: NumPy files are read from local disk only; copy it first")
+    elif is_tar_path(url):
+        for member in list_tar(url, extensions):
+            yield member, storage.identity(url, member.offset)
+    else:
+        name = name if name is not None and url.endswith(name) else url.rsplit("/", 1)[-1]
+        root = url[: len(url) - len(name)]
+        yield ImageSource(root, name, entry.size, storage.version_tag(entry.version)), storage.identity(url)
+
+
 def _from_list_file(list_path: str, extensions: tuple[str, ...], read: list[str] | None = None) -> Iterator[Listed]:
     """Paths in a list file, one per line; relative ones are relative to the list file's folder.
 
@@ -255,8 +305,11 @@ def _from_list_file(list_path: str, extensions: tuple[str, ...], read: list[str]
     tar shards read. The list must be UTF-8 text: a line that is not is an error naming the line.
     """
     try:
-        with open(list_path, "rb") as handle:
-            lines = handle.read().splitlines()
+        if storage.is_url(list_path):
+            lines = storage.read_whole(list_path).splitlines()
+        else:
+            with open(list_path, "rb") as handle:
+                lines = handle.read().splitlines()
     except OSError as error:
         raise ChanstatsError(f"@{list_path}: cannot read list file: {error.strerror or error}") from None
     base = os.path.dirname(list_path)
@@ -265,8 +318,13 @@ def _from_list_file(list_path: str, extensions: tuple[str, ...], read: list[str]
         entry = _list_line(list_path, number, raw).strip()
         if not entry or entry.startswith("#"):
             continue
+        if storage.is_url(entry):
+            yield from _remote(entry, extensions, read)
+            continue
         path = os.path.join(base, entry)
-        if os.path.isdir(path):
+        if storage.is_url(path):  # a relative entry of a list file that is itself a URL
+            yield from _remote(path, extensions, read, entry)
+        elif os.path.isdir(path):
             yield from walk(path, extensions, read)
         elif os.path.lexists(path):
             if read is not None:
@@ -343,10 +401,12 @@ def read_source(source: ImageSource) -> bytes:
     """
     if source.problem is not None:
         raise BadImageError(source.display, source.problem)
-    if not source.in_archive:
-        return _read_file(source)
     if isinstance(source, TableRow):
         return read_row(source)
+    if storage.is_url(source.root) and not source.compressed:
+        return storage.read(source)
+    if not source.in_archive:
+        return _read_file(source)
     return read_member(source)
 
 
