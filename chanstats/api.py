@@ -25,7 +25,7 @@ from . import kernel
 from ._version import __version__
 from .errors import BadImagesError, ChanstatsError, NoImagesError
 from .measure import Measurer
-from .options import DEFAULT_PERCENTILES_TEXT, ErrorBudget, RecordedOptions, ResolvedOptions, RunOptions, compose
+from .options import ErrorBudget, RecordedOptions, ResolvedOptions, RunOptions, compose
 from .pixels import MeasuredMeasurer
 from .report.destinations import check_destinations
 from .report.files import read_config
@@ -41,6 +41,7 @@ from .sources.base import DisplayNames, ImageSource, Listing
 from .sources.kinds import kind_of
 from .sources.listing import fingerprint
 from .sources.shared import list_shared
+from .sources.storage import storage_options as _storage_options_in_effect
 from .sources.datasets import classify as classify_source
 from .sources.datasets import load as load_dataset
 from .sources.parquet import TableRow, choose_column
@@ -300,7 +301,7 @@ def finalize(state: PartialState) -> Result:
         ),
         listing=state.listing,
         sample=sampled,
-        percentiles=percentiles_section(totals, options.percentiles),
+        percentiles=percentiles_section(totals, options.percentiles, options.epochs),
         dtype=pixel_format.dtype or None,
         nodata=nodata_section(pixel_format, options.nodata),
         histogram=exact_histogram(totals),
@@ -611,7 +612,6 @@ def check(
     when D > ``max_ks`` and p < ``ks_alpha``) stayed put; ``None`` keeps the defaults of
     :class:`chanstats.report.thresholds.Thresholds`. ``report.result`` is the new result.
     """
-    from .options import PixelOptions
     from .report.check import build_report, recorded_inputs
     from .report.thresholds import Thresholds
     from .report.validate import validate_config
@@ -624,9 +624,9 @@ def check(
     options = RunOptions.from_record(data.get("options"), source)
     if data.get("listing") is not None:
         options = options.replace(listing=True)
-    if data.get("histogram") is not None and PixelOptions.parse(options).percentiles is None:
+    if data.get("histogram") is not None:
         # The config's histograms were counted: count them again, whatever the default became.
-        options = options.replace(percentiles=DEFAULT_PERCENTILES_TEXT)
+        options = options.replace(histogram=True)
     if paths:
         inputs = _path_list(paths)
     elif options.dataset is not None:
@@ -699,6 +699,32 @@ def export(
 def write(result: Result, path: str | os.PathLike, fmt: str | None = None) -> None:
     """Write ``result``'s config to ``path`` atomically (JSON, or YAML for .yaml/.yml)."""
     result.write(os.fspath(path), fmt)
+
+
+def _accepts_storage_options(function):
+    """Give ``function`` a keyword ``storage_options``: keyword arguments of the fsspec file
+    systems that read URL inputs (credentials, ``endpoint_url``, ``anon``), plus ``retries`` and
+    ``read_ahead``; never recorded in a config, partial state or checkpoint."""
+    import functools
+
+    @functools.wraps(function)
+    def with_storage_options(*args: Any, storage_options: dict[str, Any] | None = None, **kwargs: Any):
+        with _storage_options_in_effect(storage_options):
+            return function(*args, **kwargs)
+
+    signature = inspect.signature(function)
+    parameters = list(signature.parameters.values())
+    keyword = inspect.Parameter("storage_options", inspect.Parameter.KEYWORD_ONLY, default=None)
+    at = next((i for i, p in enumerate(parameters) if p.kind is inspect.Parameter.VAR_KEYWORD), len(parameters))
+    with_storage_options.__signature__ = signature.replace(parameters=parameters[:at] + [keyword] + parameters[at:])
+    return with_storage_options
+
+
+compute = _accepts_storage_options(compute)
+compute_shard = _accepts_storage_options(compute_shard)
+compute_distributed = _accepts_storage_options(compute_distributed)
+check = _accepts_storage_options(check)
+compare = _accepts_storage_options(compare)
 
 
 def _show_options(function) -> None:

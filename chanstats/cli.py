@@ -40,7 +40,9 @@ class ChanstatsGroup(GroupedHelpGroup):
             if _debug(ctx):
                 raise
             if str(error):  # empty: another torchrun rank reports it
-                _error_line(str(error))
+                from .sources.storage import redact  # no credential reaches the terminal
+
+                _error_line(redact(str(error)))
             ctx.exit(EXIT_INPUT_ERROR)
         except KeyboardInterrupt as interrupt:
             # Worker processes are stopped by the engine, run folders and temporary files removed
@@ -117,8 +119,11 @@ def cli(ctx: click.Context, debug: bool, max_image_pixels: int | None | bool) ->
     if max_image_pixels is not False:
         from PIL import Image  # only when asked: keeps `chanstats --help` fast
 
-        # A process-wide setting, as for API users; the engine gives every worker the same.
+        # A process-wide setting, as for API users; the engine gives every worker the same. Put
+        # back when the command ends, for callers that run the command in their own process.
+        previous = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = max_image_pixels
+        ctx.call_on_close(lambda: setattr(Image, "MAX_IMAGE_PIXELS", previous))
 
 
 def _pixel_limit(value: str | None) -> int | None | bool:
@@ -134,6 +139,23 @@ def _pixel_limit(value: str | None) -> int | None | bool:
     if limit <= 0:
         raise click.BadParameter(f"{value!r} is not a positive whole number of pixels or 'none'")
     return limit
+
+
+def _use_storage_options(ctx: click.Context, _param: click.Parameter, pairs: tuple[str, ...]) -> None:
+    if pairs:
+        from .sources.storage import parse_storage_options, storage_options
+
+        try:
+            parsed = parse_storage_options(pairs)
+        except ChanstatsError as error:
+            raise click.BadParameter(str(error)) from None
+        ctx.with_resource(storage_options(parsed))
+
+
+storage_option = click.option(
+    "--storage-option", multiple=True, metavar="KEY=VALUE", expose_value=False, callback=_use_storage_options,
+    help="For URL inputs (s3://, gs://, az://, hf://, https://): an option of the fsspec file system, such as "
+         "endpoint_url=http://host:9000 or anon=true; repeatable. Never written to any output.")
 
 
 def _print_version(ctx: click.Context, value: bool) -> None:
@@ -191,8 +213,9 @@ def sample_options(command):
                      help="Leave pixels with this value out of every statistic (per band); default: a GeoTIFF's GDAL_NODATA; none: ignore it."),
         click.option("--scale", default=None, metavar="N",
                      help="The raw value that maps to 1.0, e.g. 4095 for 12-bit data (default: 255 uint8, 65535 uint16, else 1)."),
-        click.option("--percentiles", default=DEFAULTS.percentiles, show_default=True, metavar="Q1,Q2,..|none",
-                     help="Percentiles to report: exact for integer data, within a stated relative error for floats; none: off."),
+        click.option("--percentiles", default=DEFAULTS.percentiles, show_default=True, metavar="Q1,Q2,..|auto|none",
+                     help="Percentiles to report: exact for integer data, within a stated relative error for floats; "
+                          "auto: 0.5,1,2,50,98,99,99.5 except for 8-bit images without nodata (costly there: ask by name); none: off."),
         click.option("--column", default=None, metavar="NAME",
                      help="Image column of Parquet/Arrow tables and Hugging Face datasets (default: the Image feature, or the one binary column)."),
     ]
@@ -231,6 +254,7 @@ def _extensions(value: str | None):
 
 @cli.command()
 @click.argument("paths", nargs=-1)
+@storage_option
 @dataset_options
 @click.option("--batches", type=click.Choice(BATCHES), default=DEFAULTS.batches, show_default=True,
               help="BatchNorm simulation: a seeded shuffle into --batch-size batches, or (a --dataset that is a DataLoader) its own batches.")
@@ -271,12 +295,13 @@ def _extensions(value: str | None):
               help="Also write one CSV row per image: path, width, height, per-channel mean and std ([0,1] scale, ddof 0). "
                    "For a sharded run: chanstats merge --per-image.")
 @click.option("--listing", is_flag=True, help="Record every file's relative name and size in the config, so `check` can count added/removed files.")
+@click.option("--histogram", is_flag=True, help="Count 8-bit images into histograms too (data wider than 8 bits always is): the config records each channel's exact histogram and percentiles, for `show --plot` and check's distribution tests.")
 @click.option("--timings", is_flag=True, help="Print on stderr how long listing, measuring, finalizing and writing took (even with -q).")
 def compute(paths, output, fmt, mode, extensions, batch_size, momentum, convention, seed, no_shuffle, drop_last,
             on_error, max_bad, sample, workers, transform, resize, center_crop, epochs, shard, partial_path, partial_format,
             workdir, distributed,
             checkpoint_path, checkpoint_every, restart, quiet, per_image, listing, timings, bands, channel_names, nodata,
-            scale, percentiles, column, dataset, key, layout, batches):
+            scale, percentiles, column, dataset, key, layout, batches, histogram):
     """Compute exact per-channel mean/std of the images under PATHS.
 
     PATHS are folders (searched recursively, hidden entries skipped), image files, @list.txt
@@ -340,6 +365,7 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
         key=_sample_key(key),
         layout=layout,
         batches=batches,
+        histogram=histogram,
     )
     checkpointer = Checkpointer(checkpoint_path, every, restart) if checkpoint_path and not distributed else None
     runtime = dict(workers=workers, progress=not quiet and sys.stderr.isatty(), checkpoint=checkpointer or checkpoint_path or None,
@@ -418,6 +444,7 @@ def _check_thresholds():
 
 @cli.command()
 @click.argument("paths", nargs=-1)
+@storage_option
 @click.option("--against", "config_path", required=True, type=click.Path(dir_okay=False), metavar="CONFIG",
               help="The config (JSON/YAML) written by `chanstats compute`; its recorded options are replayed.")
 @click.option("--tolerance", type=click.FloatRange(min=0), default=_check_thresholds().DEFAULT_TOLERANCE, show_default=True,
@@ -448,11 +475,13 @@ def check(paths, config_path, tolerance, max_wasserstein, max_jsd, max_psi, max_
     changed. With $GITHUB_STEP_SUMMARY set, a markdown summary is appended to that file.
     """
     from .api import check as check_config
+    from .report.destinations import check_destinations
 
+    check_destinations([("--report", report_path), ("--plot", plot_path)])  # before the pass, not after it
     if plot_path:
         from .report.plot import require_matplotlib
 
-        require_matplotlib()  # before the pass, not after minutes of decoding
+        require_matplotlib()
     try:
         report = check_config(config_path, list(paths), tolerance=tolerance, max_wasserstein=max_wasserstein,
                               max_jsd=max_jsd, max_psi=max_psi, max_ks=max_ks, ks_alpha=ks_alpha, workers=workers,
@@ -478,16 +507,18 @@ def _write_check_outputs(report, report_path, plot_path) -> None:
     import json
     import os
 
-    from .report.files import write_atomic
+    from .report.files import write_all
 
+    files = []
     if report_path:
-        write_atomic(report_path, json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n")
-        click.echo(f"wrote {report_path}", err=True)
+        files.append((report_path, json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n"))
     if plot_path:
         from .report.check_plot import check_plot_png
 
-        write_atomic(plot_path, check_plot_png(report))
-        click.echo(f"wrote {plot_path}", err=True)
+        files.append((plot_path, check_plot_png(report)))
+    write_all(files)  # all or none
+    for path, _ in files:
+        click.echo(f"wrote {path}", err=True)
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         try:
@@ -505,6 +536,7 @@ def _int_list(value: str, name: str) -> list[int]:
 
 @cli.command()
 @click.argument("paths", nargs=-1)
+@storage_option
 @dataset_options
 @click.option("--batch-size", "batch_sizes", default="16,64,256", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--momentum", "momenta", default="0.1,0.01,none", show_default=True,
@@ -517,7 +549,7 @@ def _int_list(value: str, name: str) -> list[int]:
 @sample_options
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), metavar="FILE", help="Write the raw rows (one per combination and channel) as CSV.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), metavar="FILE.png",
-              help="Draw each estimate's trajectory over batches against the exact value (needs the 'plot' extra: matplotlib).")
+              help="Draw each estimate's trajectory against images seen, beside the exact value (needs the 'plot' extra: matplotlib).")
 def compare(paths, batch_sizes, momenta, conventions, seeds, no_shuffle, drop_last, mode, extensions, transform, resize,
             center_crop, epochs, workers, csv_path, plot_path, bands, channel_names, nodata, scale, percentiles, column,
             dataset, key, layout):
@@ -584,11 +616,12 @@ def export(config_path, fmt, output, base, flavour, preprocessor_type, affine, e
     bounds and the exact mean/std of the clipped pixels (nnU-Net style).
     """
     from .api import export as render
-    from .report.export import BN_EPS, bn_module_note
     from .report.destinations import check_destinations
+    from .report.export import BN_EPS, bn_module_note, format_for_output
     from .report.files import read_config, write_atomic
 
     check_destinations([("-o", output)])
+    fmt = format_for_output(fmt, output)  # --to albumentations -o aug.json: the JSON pipeline
     config = read_config(config_path)
     content = render(config, fmt, source=config_path, eps=eps, affine=affine, base=base, flavour=flavour,
                      preprocessor_type=preprocessor_type, clip=clip)
@@ -605,17 +638,36 @@ def export(config_path, fmt, output, base, flavour, preprocessor_type, affine, e
 
 @cli.command()
 @click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
-def show(config_path):
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), metavar="FILE.png",
+              help="Also draw each channel's histogram (compute --histogram) with its percentiles, mean ± std and "
+                   "BatchNorm estimate marked (needs the 'plot' extra: matplotlib).")
+def show(config_path, plot_path):
     """Print CONFIG as the human summary table (the one compute prints)."""
     from .report.files import read_config
     from .report.summary import config_summary
 
+    if plot_path:
+        from .report.destinations import check_destinations
+        from .report.plot import require_matplotlib
+
+        check_destinations([("--plot", plot_path)])
+        require_matplotlib()
     config = read_config(config_path)
     try:
         text = config_summary(config)
+        picture = None
+        if plot_path:
+            from .report.plot import config_png
+
+            picture = config_png(config, source=click.format_filename(config_path))
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
         raise ChanstatsError(f"{config_path}: incomplete config ({error!r})") from None
     _print(text)
+    if picture is not None:
+        from .report.files import write_atomic
+
+        write_atomic(plot_path, picture)
+        click.echo(f"wrote {plot_path}", err=True)
 
 
 def main() -> None:

@@ -79,7 +79,7 @@ def measure_pixels(
     nodata: "NodataOption | None" = None,
     file_nodata: int | float | None = None,
     scale: int | float | None = None,
-    percentiles: bool = True,
+    percentiles: "bool | Callable[[np.dtype, bool], bool]" = True,
     epochs: int = 1,
 ) -> Measurement:
     """Measure one in-memory image: the entry point for any source that yields arrays.
@@ -91,8 +91,9 @@ def measure_pixels(
     (``None``: not given, then ``file_nodata``, e.g. a GeoTIFF's ``GDAL_NODATA``, applies);
     matching pixels are left out of every statistic, per channel. ``scale`` is the full-scale value
     mapping to 1.0 (default from the dtype, see :func:`~chanstats.decoding.formats.default_scale`).
-    ``percentiles`` keeps the histogram or sketch. The measurement repeats for ``epochs`` samples
-    (no transform: every epoch sees the same pixels).
+    ``percentiles`` keeps the histogram or sketch: a bool, or a function of the pixels' dtype and
+    whether nodata masks them (:meth:`~chanstats.options.PixelOptions.keeps_histogram`). The
+    measurement repeats for ``epochs`` samples (no transform: every epoch sees the same pixels).
 
     Raises :class:`~chanstats.errors.BadImageError` for a dtype chanstats cannot measure or for
     NaN/infinite values that nodata does not leave out, and
@@ -112,6 +113,8 @@ def measure_pixels(
     scale = default_scale(pixels.dtype) if scale is None else scale
     band_nodata = BandNodata.resolve(nodata, file_nodata, count)
     pixel_format = PixelFormat(names, scale, pixels.dtype.name, band_nodata.active)
+    if callable(percentiles):
+        percentiles = percentiles(pixels.dtype, band_nodata.active)
     if pixels.dtype.kind == "f":
         moments, histogram = _measure_float(pixels, band_nodata.mask(pixels), band_nodata.active, percentiles, display)
         row = _float_row(moments, scale)
@@ -246,14 +249,16 @@ class Measurer:
                 return self._array(wide, source.display, None)
             if not self._selects_pixels:
                 for fast_path in _FAST_PATHS:
-                    fast = fast_path(data, self.mode, source.display, histogram=self._histograms)
+                    fast = fast_path(data, self.mode, source.display, histogram=self._histograms_of_8bit)
                     if fast is not None:
                         return self._untransformed(fast)
             decoded = self._decode(data, source.display)
             if self._selects_pixels:
                 return self._array(decoded.pixels(), source.display, None, decoded.dropped_alpha)
             width, height = decoded.size
-            moments, histogram = decoded.moments_and_histogram(self._histograms)
+            eight_bit = decoded.format.scale == 255
+            keep = self.pixels.keeps_histogram("uint8" if eight_bit else "uint16", masked=False)
+            moments, histogram = decoded.moments_and_histogram(keep)
             return self._untransformed(Measured(decoded.format, width, height, decoded.dropped_alpha, moments, histogram))
         decoded = self._decode(data, source.display)
         width, height = decoded.size
@@ -352,8 +357,9 @@ class Measurer:
                            [moments for _, moments, _ in samples], [row for _, _, row in samples])
 
     @property
-    def _histograms(self) -> bool:
-        return self.pixels.percentiles is not None
+    def _histograms_of_8bit(self) -> bool:
+        """Whether unmasked 8-bit images (all the fast paths give) are counted into histograms."""
+        return self.pixels.keeps_histogram("uint8", masked=False)
 
     @property
     def _selects_pixels(self) -> bool:
@@ -393,7 +399,7 @@ class Measurer:
             pixels = _select_bands(pixels if pixels.ndim == 3 else pixels[:, :, np.newaxis], self.pixels.bands, shown)
         measured = measure_pixels(
             pixels, shown, channels=self.pixels.channels or file_names, nodata=self.pixels.nodata,
-            file_nodata=file_nodata, scale=self.pixels.scale, percentiles=self._histograms, epochs=self.epochs,
+            file_nodata=file_nodata, scale=self.pixels.scale, percentiles=self.pixels.keeps_histogram, epochs=self.epochs,
         )
         measured.dropped_alpha = dropped_alpha
         return measured

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from .decoding.formats import MODES, check_mode
 from .errors import BadSpecError, ChanstatsError
+from .sources.storage import redact_url
 from .sources.base import IMAGE_EXTENSIONS, normalize_extensions
 
 if TYPE_CHECKING:
@@ -32,10 +33,15 @@ ON_ERROR = ("fail", "skip")
 # The names of chanstats.stats.batchnorm.CONVENTIONS (which maps each to its object), kept here so
 # that the command line lists them without importing numpy.
 CONVENTION_NAMES = ("torch", "keras")
+# The percentiles reported when asked for by name ("--percentiles auto" or a list).
+DEFAULT_PERCENTILES_TEXT = "0.5,1,2,50,98,99,99.5"
+# The default: percentiles wherever the pixels are counted into a histogram anyway (data wider than
+# 8 bits, nodata-masked bands, float data, or --histogram), not for plain 8-bit images, where
+# counting every value costs a fifth to a third of a JPEG's decoding (bench/percentiles.py).
+PERCENTILES_AUTO = "auto"
 LAYOUTS = ("auto", "CHW", "HWC")  # where a dataset sample's channels are (auto: by its type)
 # How the BatchNorm simulation batches samples: a seeded shuffle, or a DataLoader's own batches.
 BATCHES = ("seeded", "loader")
-DEFAULT_PERCENTILES_TEXT = "0.5,1,2,50,98,99,99.5"
 # ``--momentum default``: the convention's own default (torch 0.1, keras 0.99; see
 # chanstats.stats.batchnorm.DEFAULT_MOMENTUM for the numbers).
 CONVENTION_MOMENTUM = "default"
@@ -58,7 +64,9 @@ class RunOptions:
     ``bands``: 1-based bands to keep (``"2,3,4"``); ``channels``: channel names (``"B02,B03,B04"``);
     ``nodata``: a value, one per band, ``"nan"`` or ``"none"`` (default: a GeoTIFF's own tag);
     ``scale``: the raw value that maps to 1.0 (default from the dtype); ``percentiles``: which
-    percentiles to report (``"none"``: no histograms).
+    percentiles to report (``"none"``: no histograms; ``"auto"``, the default: the standard ones,
+    except for 8-bit images without nodata, where the counting they need is not free);
+    ``histogram``: record each channel's histogram in the config (for ``show --plot``).
     ``column``: the image column of Parquet and Arrow tables (default: found from their schema).
     ``dataset``: a Python dataset to measure instead of paths, as ``module:attr`` or
     ``file.py:attr``; ``key`` picks the image in its samples (default ``"image"`` in a dict,
@@ -91,12 +99,13 @@ class RunOptions:
     channels: str | tuple[str, ...] | None = None
     nodata: str | int | float | None = None
     scale: str | int | float | None = None
-    percentiles: str | tuple[float, ...] | None = DEFAULT_PERCENTILES_TEXT
+    percentiles: str | tuple[float, ...] | None = PERCENTILES_AUTO
     column: str | None = None
     dataset: str | None = None
     key: str | int | None = None
     layout: str = "auto"
     batches: str = "seeded"
+    histogram: bool = False
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -161,7 +170,7 @@ class RunOptions:
             spec.build()  # a bad spec fails here, once, before any image is read
         sample_spec = SampleSpec.parse(self.sample)
         record: dict[str, Any] = {
-            "inputs": inputs,
+            "inputs": [redact_url(item) for item in inputs],  # a URL without password or signature
             "mode": self.mode,
             "extensions": list(extensions),
             "on_error": self.on_error,
@@ -180,6 +189,11 @@ class RunOptions:
         pixels.record_into(record)
         if pixels.nodata is not None and not pixels.nodata.is_none and spec is not None:
             raise BadSpecError("--nodata with --transform: a nodata mask does not follow geometric transforms")
+        if spec is not None and (pixels.histogram or (pixels.percentiles is not None and not pixels.percentiles_auto)):
+            # A transform's samples are measured by their moments alone: asked-for percentiles or
+            # histograms would silently be missing from the config.
+            raise BadSpecError("--percentiles and --histogram are not computed on transformed samples (--transform, "
+                               "--resize, --center-crop): drop them, or the transform")
         if self.column is not None:  # only when chosen, so default configs keep their bytes
             if not isinstance(self.column, str) or not self.column:
                 raise ChanstatsError(f"--column must be a column name, got {self.column!r}")
@@ -305,6 +319,9 @@ class PixelOptions:
     nodata: Any = None  # a chanstats.stats.nodata.NodataOption, or None: the file's tag applies
     scale: int | float | None = None
     percentiles: tuple[float, ...] | None = None
+    # --percentiles auto: ``percentiles`` hold the standard ones, reported where a histogram is kept.
+    percentiles_auto: bool = False
+    histogram: bool = False  # --histogram: record the histograms in the config
 
     @classmethod
     def parse(cls, options: "RunOptions") -> "PixelOptions":
@@ -317,7 +334,20 @@ class PixelOptions:
             nodata=nodata,
             scale=_parse_scale(options.scale),
             percentiles=_parse_percentiles(options.percentiles),
+            percentiles_auto=_is_auto(options.percentiles),
+            histogram=bool(options.histogram),
         )
+
+    def keeps_histogram(self, dtype: Any, masked: bool) -> bool:
+        """Whether images of ``dtype`` pixels (nodata ``masked`` or not) are counted into a
+        histogram (integers) or sketch (floats): for the percentiles or ``--histogram`` asked for,
+        and under ``auto`` wherever counting is the measuring pass anyway, i.e. not for unmasked
+        8-bit pixels, whose sums a SIMD kernel takes several times faster than a histogram."""
+        if self.histogram or (self.percentiles is not None and not self.percentiles_auto):
+            return True
+        if self.percentiles is None:
+            return False
+        return masked or str(dtype) not in ("uint8", "int8")
 
     def record_into(self, record: dict[str, Any]) -> None:
         if self.bands is not None:
@@ -328,8 +358,12 @@ class PixelOptions:
             record["nodata"] = str(self.nodata)
         if self.scale is not None:
             record["scale"] = self.scale
-        if self.percentiles != _parse_percentiles(DEFAULT_PERCENTILES_TEXT):
+        # Configs of earlier versions recorded nothing for the standard list, then the default:
+        # they replay under auto, which gives the same mean and std (what check compares).
+        if not self.percentiles_auto:
             record["percentiles"] = "none" if self.percentiles is None else list(self.percentiles)
+        if self.histogram:
+            record["histogram"] = True
 
 
 def _items(value: Any) -> list[str]:
@@ -378,13 +412,20 @@ def _parse_scale(value: Any) -> int | float | None:
     return int(number) if number.is_integer() else number
 
 
+def _is_auto(value: Any) -> bool:
+    return isinstance(value, str) and value.strip().lower() == PERCENTILES_AUTO
+
+
 def _parse_percentiles(value: Any) -> tuple[float, ...] | None:
+    """The percentiles asked for (``auto``: the standard ones); ``None`` for none."""
+    if _is_auto(value):
+        value = DEFAULT_PERCENTILES_TEXT
     if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
         return None
     try:
         numbers = tuple(float(item) for item in _items(value))
     except ValueError:
-        raise BadSpecError(f"--percentiles {value!r}: expected numbers such as 0.5,99.5, or none") from None
+        raise BadSpecError(f"--percentiles {value!r}: expected numbers such as 0.5,99.5, auto or none") from None
     if not numbers or any(not 0 <= q <= 100 for q in numbers):
         raise BadSpecError(f"--percentiles {value!r}: each must be between 0 and 100")
     return tuple(int(q) if q.is_integer() else q for q in numbers)

@@ -33,3 +33,14 @@ def rgb_folder(tmp_path: Path, rng: np.random.Generator) -> Path:
         name = f"class{i % 2}/img{i:02d}." + ("png" if i % 3 else "jpg")
         write_image(root / name, array, quality=95)
     return root
+
+
+@pytest.fixture(autouse=True)
+def _pillow_limit_restored():
+    """Pillow's decompression-bomb limit is process-wide: a test (or an example it runs) that lifts
+    it must not leave later tests decoding real bombs in full."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    yield
+    Image.MAX_IMAGE_PIXELS = limit

@@ -30,7 +30,8 @@ def test_every_command_is_in_exactly_one_section():
 
 def test_an_option_without_a_group_is_a_problem_and_shown_under_other_options():
     params = [click.Option(["--new-option"], help="Added without a group.")]
-    assert grouping_problems("show", params) == ["chanstats show --new-option: in no group"]
+    assert grouping_problems("show", params) == ["chanstats show --new-option: in no group",
+                                                 "chanstats show --plot: no such option"]
     assert grouping_problems("merge", params) == ["chanstats merge --new-option: in no group"] + [
         f"chanstats merge {name}: no such option" for name in ["--format", "--output", "--per-image", "--quiet", "--workdir"]]
     assert grouping_problems("not-a-command", []) == ["chanstats not-a-command has no entry in OPTION_GROUPS"]

@@ -76,7 +76,7 @@ def same_moments(tmp_path):
     flat = write_images(tmp_path / "flat", flat_values(), 3, seed=1)
     bimodal = write_images(tmp_path / "bimodal", bimodal_values(), 3, seed=2)
     config = tmp_path / "stats.json"
-    result = invoke("compute", str(tmp_path / "flat"), "-o", str(config), "--workers", "0", "-q")
+    result = invoke("compute", str(tmp_path / "flat"), "--histogram", "-o", str(config), "--workers", "0", "-q")
     assert result.exit_code == 0, result.output
     return tmp_path, config, flat, bimodal
 
@@ -280,7 +280,7 @@ def test_config_of_the_previous_version_is_checked_on_mean_and_std(same_moments)
     assert result.exit_code == 0, result.output  # mean and std are the same: nothing else to compare
     notes = [line for line in result.output.splitlines() if line.startswith("note:")]
     assert notes == [
-        "note: histogram tests not run: the config records no histogram (they need a config computed by this chanstats version, on integer images, with percentiles on)",
+        "note: histogram tests not run: the config records no histogram (they need a config computed by this chanstats version with --histogram, or of integer data wider than 8 bits)",
         "note: per-image property tests not run: the config records no image_properties (recompute it with this chanstats version)",
     ]
 
@@ -374,9 +374,9 @@ def test_drift_is_found_alike_in_process_and_through_the_worker_pool(tmp_path, e
     write_images(tmp_path / "bimodal", bimodal_values(), 3, seed=2)
     padding = engine.padded([], tmp_path / "pad")
     config = tmp_path / "stats.json"
-    assert invoke("compute", str(tmp_path / "flat"), *padding, "-o", str(config), "-q", "--workers", "0").exit_code == 0
+    assert invoke("compute", str(tmp_path / "flat"), *padding, "--histogram", "-o", str(config), "-q", "--workers", "0").exit_code == 0
     pooled = tmp_path / "pooled.json"
-    assert invoke("compute", str(tmp_path / "flat"), *padding, "-o", str(pooled), "-q", *engine.options).exit_code == 0
+    assert invoke("compute", str(tmp_path / "flat"), *padding, "--histogram", "-o", str(pooled), "-q", *engine.options).exit_code == 0
     assert pooled.read_bytes() == config.read_bytes()
     result = invoke("check", str(tmp_path / "bimodal"), *padding, "--against", str(config), *engine.options)
     assert result.exit_code == 1, result.output

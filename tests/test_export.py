@@ -329,3 +329,61 @@ def test_installed_command_writes_the_same_bn_state(pooled, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "nn.BatchNorm2d(3, eps=1e-05)" in done.stderr and "eval()" in done.stderr
     assert (tmp_path / "bn.pt").read_bytes() == result.export("bn-state")
+
+
+# What each format is, written out here independently of chanstats' own table: the extensions an
+# output may have, and a known extension it may not.
+OUTPUT_NAMES = {
+    "torchvision": ([".py"], ".json"),
+    "timm": ([".json", ".yaml", ".yml"], ".py"),  # timm's JSON is also the YAML train.py -c reads
+    "hf": ([".json"], ".yaml"),
+    "albumentations-json": ([".json"], ".yaml"),
+    "albumentations-yaml": ([".yaml", ".yml"], ".json"),
+    "mmengine": ([".py"], ".json"),
+    "detectron2": ([".yaml", ".yml"], ".py"),
+    "keras": ([".py"], ".yaml"),
+    "kornia": ([".py"], ".json"),
+    "torchgeo": ([".py"], ".yaml"),
+    "bn-state": ([".pt", ".pth"], ".json"),
+    "json": ([".json"], ".yaml"),
+    "yaml": ([".yaml", ".yml"], ".json"),
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(OUTPUT_NAMES))
+def test_every_format_accepts_its_extensions_and_refuses_another_in_one_line(made, tmp_path, fmt):
+    _, config, *_ = made
+    extra = ["--no-affine"] if fmt == "bn-state" else []
+    fits, wrong = OUTPUT_NAMES[fmt]
+    unnamed = tmp_path / "unnamed"  # an extension chanstats does not read as a format: written as asked
+    assert CliRunner().invoke(cli, ["export", str(config), "--to", fmt, "-o", str(unnamed), *extra]).exit_code == 0
+    for extension in fits:
+        out = tmp_path / f"out{extension}"
+        result = CliRunner().invoke(cli, ["export", str(config), "--to", fmt, "-o", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        assert out.read_bytes() == unnamed.read_bytes()
+    out = tmp_path / f"wrong{wrong}"
+    result = CliRunner().invoke(cli, ["export", str(config), "--to", fmt, "-o", str(out), *extra])
+    assert result.exit_code == 2 and not out.exists()
+    message = result.output.strip()
+    assert "\n" not in message and message.startswith("Error: ") and f"--to {fmt}" in message and wrong in message
+    assert all(extension in message for extension in fits)
+
+
+def test_percentile_clip_is_json(made, tmp_path):
+    _, config, *_ = made
+    out = tmp_path / "clip.yaml"
+    result = CliRunner().invoke(cli, ["export", str(config), "--to", "percentile-clip", "-o", str(out)])
+    assert result.exit_code == 2 and "writes JSON" in result.output and "*.json" in result.output and not out.exists()
+
+
+@pytest.mark.parametrize(("name", "loads"), [("aug.json", json.loads), ("aug.yaml", yaml.safe_load), ("aug.yml", yaml.safe_load)])
+def test_albumentations_form_follows_the_output_extension(made, tmp_path, name, loads):
+    _, config, mean, std, _ = made
+    out = tmp_path / name
+    result = CliRunner().invoke(cli, ["export", str(config), "--to", "albumentations", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    pipeline = loads(out.read_text())  # data, not Python code
+    (normalize,) = pipeline["transform"]["transforms"]
+    np.testing.assert_allclose(normalize["mean"], mean, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(normalize["std"], std, rtol=0, atol=1e-15)

@@ -50,7 +50,9 @@ class Stats:
 
 def compute_config(folder: Path, mode: str) -> Stats:
     config = folder / f"stats-{mode}.json"
-    result = CliRunner().invoke(cli, ["compute", str(EXAMPLES), "-o", str(config), "--mode", mode, "--workers", "0", "-q"])
+    # Percentiles by name: 8-bit photos get none by default, and percentile-clip needs them.
+    result = CliRunner().invoke(cli, ["compute", str(EXAMPLES), "-o", str(config), "--mode", mode, "--workers", "0", "-q",
+                                      "--percentiles", "0.5,1,2,50,98,99,99.5"])
     assert result.exit_code == 0, result.output
     return Stats(config)
 
@@ -256,18 +258,21 @@ def test_mmengine_type_for_a_config_without_a_preprocessor(grey, tmp_path):
 # --- albumentations: A.load (JSON, YAML) and the Python form ----------------------------------
 
 
-@pytest.mark.parametrize("fmt", ["albumentations-json", "albumentations-yaml", "albumentations"])
-def test_albumentations_pipeline_on_uint8_photos(rgb, tmp_path, fmt):
+@pytest.mark.parametrize(("fmt", "name"), [("albumentations-json", "normalize.json"), ("albumentations-yaml", "normalize.yaml"),
+                                         ("albumentations", "normalize.py"),
+                                         # --to albumentations: the -o extension picks the form
+                                         ("albumentations", "aug.json"), ("albumentations", "aug.yml")])
+def test_albumentations_pipeline_on_uint8_photos(rgb, tmp_path, fmt, name):
     A = require("albumentations")
-    out = export(rgb, fmt, tmp_path / f"normalize.{fmt}")
+    out = export(rgb, fmt, tmp_path / name)
     text = out.read_text()
     assert "max_pixel_value" in text and "uint8" in text  # the file says what input it expects
-    if fmt == "albumentations":
+    if name.endswith(".py"):
         namespace: dict = {}
         exec(text, namespace)
         transform = namespace["normalize"]
     else:
-        transform = A.load(str(out), data_format="yaml" if fmt.endswith("yaml") else "json")
+        transform = A.load(str(out), data_format="json" if name.endswith(".json") else "yaml")
     for pixels in photos():
         assert pixels.dtype == np.uint8
         assert_close(transform(image=pixels)["image"].transpose(2, 0, 1), rgb.oracle(pixels))

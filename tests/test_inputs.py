@@ -420,6 +420,10 @@ def test_configs_this_version_writes_still_read(tmp_path, good_config):
     (["--max-bad", "3"], "--max-bad 3 applies with --on-error skip only (under --on-error fail any bad image ends the run)"),
     (["--scale", "1e-320"], "--scale '1e-320': must be a positive number from 1e-30 to 1e+30 (the raw value that maps to 1.0)"),
     (["--scale", "1e31"], "--scale '1e31': must be a positive number from 1e-30 to 1e+30 (the raw value that maps to 1.0)"),
+    (["--resize", "4", "--histogram"], "--percentiles and --histogram are not computed on transformed samples "
+                                        "(--transform, --resize, --center-crop): drop them, or the transform"),
+    (["--center-crop", "2", "--percentiles", "50"], "--percentiles and --histogram are not computed on transformed "
+                                                     "samples (--transform, --resize, --center-crop): drop them, or the transform"),
 ])
 def test_options_that_cannot_apply_are_refused_in_one_line(tmp_path, args, message):
     images(tmp_path / "data", 2)

@@ -79,11 +79,14 @@ def test_each_kind_of_source_imports_only_the_base():
     for kind in ("chanstats.sources.folders", "chanstats.sources.tar", "chanstats.sources.parquet",
                  "chanstats.sources.arrays", "chanstats.sources.datasets", "chanstats.sources.files"):
         # user_code: importing the user's own file for --dataset; decoding.limits: the
-        # decompression-bomb limit every reader checks before it allocates (leaves that import only errors)
+        # decompression-bomb limit every reader checks before it allocates (leaves that import only
+        # errors); storage: the file system under every kind (a shard or a table may be a URL)
         assert graph[kind] <= {"chanstats.sources.base", "chanstats.errors", "chanstats.user_code",
-                               "chanstats.decoding.limits"}, kind
+                               "chanstats.decoding.limits", "chanstats.sources.storage"}, kind
     for leaf in ("chanstats.user_code", "chanstats.decoding.limits"):
         assert graph[leaf] <= {"chanstats.errors"}, leaf
+    # The file system itself knows no kind.
+    assert graph["chanstats.sources.storage"] <= {"chanstats.sources.base", "chanstats.errors"}
 
 
 def test_the_walk_from_a_source_to_the_decoder_never_climbs_back():

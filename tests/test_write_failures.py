@@ -229,6 +229,17 @@ def test_a_missing_per_image_folder_is_found_before_the_work_and_writes_no_confi
     assert not (tmp_path / "out.json").exists()
 
 
+@pytest.mark.parametrize("option", ["--report", "--plot"])
+def test_check_outputs_are_checked_before_the_recompute(tmp_path, data, option):
+    assert chanstats(["compute", str(data), "--workers", "0", "-q", "-o", "config.json"], tmp_path).returncode == 0
+    (data / "broken.png").write_bytes(b"not a png")  # would fail the recompute: the destination is named instead
+    result = chanstats(["check", str(data), "--against", "config.json", "--workers", "0", "--report", "report.json",
+                        option, "missing/out"], tmp_path)
+    assert result.returncode == EXIT_INPUT_ERROR
+    assert result.stderr == f"Error: cannot write missing/out: the folder {tmp_path / 'missing'} does not exist\n"
+    assert not (tmp_path / "report.json").exists()
+
+
 @pytest.mark.parametrize("args", [["-o", "taken"], ["--partial", "taken"], ["-o", "out.json", "--checkpoint", "taken"],
                                   ["-o", "out.json", "--per-image", "taken"]])
 def test_a_folder_in_the_way_is_one_line(tmp_path, data, args):

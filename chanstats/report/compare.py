@@ -67,13 +67,16 @@ def combinations(
 
 @dataclass
 class Comparison:
-    """The exact statistics and one running estimate per combination (trajectories optional)."""
+    """The exact statistics and one running estimate per combination (trajectories optional);
+    ``samples`` and ``epochs`` are those of the run simulated (the images seen of a plot)."""
 
     channels: list[str]
     exact_mean: list[float]
     exact_std: list[float]
     estimates: list[RunningEstimate]
     notes: list[str]
+    samples: int = 0
+    epochs: int = 1
 
     def rows(self) -> Iterable[dict]:
         """One row per combination and channel (the ``--csv`` rows)."""
@@ -130,7 +133,7 @@ def compare(result: Result, settings: Sequence[RunningSettings], *, notes: Seque
         raise BadSpecError("this result has no per-sample table to simulate from")
     epochs = max(1, result.samples // max(1, result.images))  # the table holds every epoch of every image
     estimates = simulate_many(result.table, list(settings), epochs=epochs, trajectory=trajectory)
-    return Comparison(list(result.channels), result.mean, result.std, estimates, list(notes))
+    return Comparison(list(result.channels), result.mean, result.std, estimates, list(notes), len(result.table), epochs)
 
 
 def _relative(value: float, exact: float) -> float:

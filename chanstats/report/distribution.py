@@ -1,7 +1,8 @@
 """What a config records of the distribution beyond mean and std, so that ``check`` can compare
 whole distributions: each channel's exact histogram, and a sample of per-image properties.
 
-``histogram`` (integer pixels, when the run counted histograms: with percentiles on): per channel,
+``histogram`` (integer pixels, when the run counted histograms: data wider than 8 bits or
+nodata-masked, percentiles asked for by name, or ``--histogram``): per channel,
 the exact counts of bins ``bin_width`` raw values wide, from the channel's first non-empty bin to
 its last. ``bin_width`` is 1 (every value its own bin, nothing lost) whenever each channel's values
 span at most :data:`MAX_RECORDED_BINS` values: all 8-bit data and 10-bit data in 16-bit files.

@@ -50,10 +50,10 @@ def histogram_tests(config: dict[str, Any], result: Result, thresholds: Threshol
     notes that say why they were not run (no histogram on either side, another scale)."""
     if config.get("histogram") is None:
         return [], ["histogram tests not run: the config records no histogram (they need a config "
-                    "computed by this chanstats version, on integer images, with percentiles on)"]
+                    "computed by this chanstats version with --histogram, or of integer data wider than 8 bits)"]
     recorded = RecordedHistogram.from_config(config["histogram"], len(channels), source)
     if result.histogram is None:
-        return [], ["histogram tests not run: this run counted no histogram (float pixels, or percentiles off)"]
+        return [], ["histogram tests not run: this run counted no histogram (float pixels)"]
     if config.get("scale") is not None and config.get("scale") != result.scale:
         return [], [f"histogram tests not run: the scale changed ({config.get('scale')} → {result.scale})"]
     current = RecordedHistogram.of(result.histogram, recorded.width)

@@ -460,7 +460,8 @@ def to_percentile_clip(config: dict[str, Any], clip: tuple[float, float] | None 
     low, high = clip or DEFAULT_CLIP
     section = config.get("percentiles")
     if not section:
-        raise BadSpecError("--to percentile-clip needs a config computed with percentiles (not --percentiles none)")
+        raise BadSpecError("--to percentile-clip needs a config with percentiles: compute it with --percentiles 0.5,99.5 "
+                          "(8-bit images get none by default)")
     wanted = [Fraction(str(low)), Fraction(str(high))]
     for entry in section.get("clipped") or ():
         if [Fraction(str(q)) for q in entry["q"]] == wanted:
@@ -508,6 +509,67 @@ EXPORTERS: dict[str, Callable[..., str | bytes]] = {
 }
 FORMATS = tuple(EXPORTERS)
 BINARY_FORMATS = ("bn-state",)
+
+# What each format's output is, and the -o extensions that say so (the first is the usual one).
+# timm's JSON is also the YAML that ``train.py -c`` reads, so it may be named either way; hf is
+# the preprocessor_config.json that from_pretrained reads; mmengine writes a Python config (the
+# snippet holds comments and assignments, which JSON or YAML cannot).
+SERIALISED_AS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "torchvision": ("Python", (".py",)),
+    "timm": ("JSON", (".json", ".yaml", ".yml")),
+    "hf": ("JSON", (".json",)),
+    "albumentations": ("Python", (".py",)),
+    "albumentations-json": ("JSON", (".json",)),
+    "albumentations-yaml": ("YAML", (".yaml", ".yml")),
+    "mmengine": ("Python", (".py",)),
+    "detectron2": ("YAML", (".yaml", ".yml")),
+    "keras": ("Python", (".py",)),
+    "kornia": ("Python", (".py",)),
+    "torchgeo": ("Python", (".py",)),
+    "percentile-clip": ("JSON", (".json",)),
+    "bn-state": ("a torch.save state_dict", (".pt", ".pth")),
+    "json": ("JSON", (".json",)),
+    "yaml": ("YAML", (".yaml", ".yml")),
+}
+# The extensions chanstats reads as a serialised form; an output named otherwise (no extension,
+# .txt, a device) is written as the format says, unchecked.
+KNOWN_EXTENSIONS = tuple(sorted({ext for _, exts in SERIALISED_AS.values() for ext in exts}))
+# A framework written in several forms: the -o extension picks one (as compute -o x.yaml does).
+FORM_BY_EXTENSION = {
+    "albumentations": {".py": "albumentations", ".json": "albumentations-json", ".yaml": "albumentations-yaml",
+                       ".yml": "albumentations-yaml"},
+}
+
+
+_KIND = {".py": "Python", ".json": "JSON", ".yaml": "YAML", ".yml": "YAML", ".pt": "torch.save", ".pth": "torch.save"}
+_FAMILY = {"json": "config", "yaml": "config"}  # formats that are one thing written two ways
+
+
+def format_for_output(fmt: str, output: str | os.PathLike | None) -> str:
+    """The format ``--to fmt -o output`` writes: ``fmt``, or the form of the framework that the
+    extension names (``--to albumentations -o aug.json`` is ``albumentations-json``). An output
+    whose extension is another format's (``--to hf -o x.yaml``, ``--to bn-state -o x.json``) is
+    refused in one line; an extension chanstats does not read as a format is left alone.
+
+    >>> format_for_output("albumentations", "aug.yml"), format_for_output("timm", "timm.yaml")
+    ('albumentations-yaml', 'timm')
+    """
+    if fmt not in SERIALISED_AS or output is None:
+        return fmt
+    extension = os.path.splitext(os.fspath(output))[1].lower()
+    if extension not in KNOWN_EXTENSIONS:
+        return fmt
+    fmt = FORM_BY_EXTENSION.get(fmt, {}).get(extension, fmt)
+    what, extensions = SERIALISED_AS[fmt]
+    if extension not in extensions:
+        family = _FAMILY.get(fmt, fmt.split("-")[0])
+        others = [name for name, (_, exts) in SERIALISED_AS.items()
+                  if extension in exts and _FAMILY.get(name, name.split("-")[0]) == family]
+        hint = f", or --to {others[0]}" if others else ""
+        raise BadSpecError(f"--to {fmt} writes {what} but -o {os.fspath(output)!r} names a {_KIND[extension]} file: "
+                           f"use *{' or *'.join(extensions)}{hint}")
+    return fmt
+
 
 # Options that only one format takes: (option name as the command spells it, format).
 _OPTION_FORMATS = {"eps": ("--eps", "bn-state"), "affine": ("--affine/--no-affine", "bn-state"),

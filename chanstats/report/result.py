@@ -48,8 +48,9 @@ class Result:
     # Rasters and arrays: the numpy dtype; with nodata in effect, where it came from.
     dtype: str | None = None
     nodata: dict[str, Any] | None = None
-    # The exact merged histograms (integer pixels, when the run counted them: percentiles on), for
-    # the config's ``histogram`` section that ``check`` compares distributions with.
+    # The exact merged histograms (integer pixels, when the run counted them: data wider than 8
+    # bits, nodata, percentiles asked for, or --histogram), for the config's ``histogram`` section
+    # that ``check`` compares distributions with and ``show --plot`` draws.
     histogram: ChannelHistogram | None = field(default=None, repr=False)
 
     @property

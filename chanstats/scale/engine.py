@@ -318,21 +318,24 @@ def measure_chunks(
 def _measure_chunk(
     measure: MeasureFn, chunk: Sequence[ImageSource], start: int, packed: bool = False
 ) -> "list[tuple[int, Outcome]] | ChunkResult":
+    from ..sources.storage import read_ahead
+
     results: list[tuple[int, Outcome]] = []
     board = _WORKER_BOARD
-    for offset, source in enumerate(chunk):
-        if board is not None:
-            board[_WORKER_CELL] = start + offset
-        try:
-            results.append((start + offset, measure(start + offset, source)))
-        except BadImageError as error:
-            results.append((start + offset, error))
-        except ChanstatsError:
-            raise
-        except Exception as error:
-            # Not a bad image: name the file, keep the original as the cause (--debug shows it;
-            # from a worker, as the remote traceback). Only strings cross the process boundary.
-            raise WorkerError(f"{source.display}: {_unexpected(error)}") from error
+    with read_ahead(chunk):  # remote data: requests in flight for the images that come next
+        for offset, source in enumerate(chunk):
+            if board is not None:
+                board[_WORKER_CELL] = start + offset
+            try:
+                results.append((start + offset, measure(start + offset, source)))
+            except BadImageError as error:
+                results.append((start + offset, error))
+            except ChanstatsError:
+                raise
+            except Exception as error:
+                # Not a bad image: name the file, keep the original as the cause (--debug shows it;
+                # from a worker, as the remote traceback). Only strings cross the process boundary.
+                raise WorkerError(f"{source.display}: {_unexpected(error)}") from error
     if board is not None:
         board[_WORKER_CELL] = _IDLE
     if packed:

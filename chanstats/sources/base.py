@@ -71,6 +71,16 @@ class ImageSource:
 
 
 @dataclass(frozen=True, slots=True)
+class RemoteImageFile(ImageSource):
+    """An image file on a remote file system (object storage, HTTP: see
+    :mod:`~chanstats.sources.storage`): ``root`` is a URL prefix, and ``version`` the object's
+    version tag when listed (its ETag or last-modified, hashed), which the fingerprint includes and
+    reading checks; -1 when the store gives none."""
+
+    version: int = -1
+
+
+@dataclass(frozen=True, slots=True)
 class ContainedItem(ImageSource):
     """An item inside one container (a tar shard, a table, a NumPy file, a Python dataset):
     ``root`` is the container, ``name`` the item's stable name in it, shown as ``root::name``
@@ -140,6 +150,7 @@ class SourceKind:
       one source (a saved table);
     - ``unit(item)``: the piece of work the item must not be separated from (a compressed shard, a
       small row group), or ``None``;
+    - ``also``: other item classes the kind reads (a ``RemoteImageFile`` is an image file);
     - ``empty(path)``: what an input of this kind that gave no items holds, for the message (a
       kind whose items are not chosen by ``--ext``; ``None``: the message suggests ``--ext``);
     - ``per_epoch``: reading the item again may give other pixels (a dataset's own random
@@ -158,6 +169,7 @@ class SourceKind:
     claims_folder: Callable[[str], bool] | None = None
     list_folder: Callable[[str], "Iterator[Listed]"] | None = None
     unit: Callable[[Any], Hashable | None] = lambda item: None
+    also: tuple[type, ...] = ()
     empty: Callable[[str], str] | None = None
     per_epoch: bool = False
     forked: bool = False
@@ -262,7 +274,7 @@ class Listing(Sequence[ImageSource]):
 
 # A row's flags: a member of a compressed shard; a member of a shard; an item of another container,
 # only shown (read back from a partial state).
-_COMPRESSED, _IN_ARCHIVE, _CONTAINED = 1, 2, 4
+_COMPRESSED, _IN_ARCHIVE, _CONTAINED, _REMOTE = 1, 2, 4, 8
 
 
 def row_flags(source: ImageSource) -> int:
@@ -272,9 +284,21 @@ def row_flags(source: ImageSource) -> int:
         return _IN_ARCHIVE | (_COMPRESSED if source.compressed else 0)
     if type(source) is ContainedItem:
         return _CONTAINED
+    if type(source) is RemoteImageFile:
+        return _REMOTE
     if type(source) is not ImageSource:
         raise TypeError(f"a listing packs files and archive members, not {type(source).__name__}")
     return 0
+
+
+def row_locator(source: ImageSource) -> int:
+    """The 64-bit number a packed row keeps beside the name: a member's offset in its shard, a
+    remote file's version tag, else -1."""
+    if type(source) is ArchiveMember:
+        return source.offset
+    if type(source) is RemoteImageFile:
+        return source.version
+    return -1
 
 
 def row_source(root: str, name: str, size: int, offset: int, flags: int, problem: str | None) -> ImageSource:
@@ -283,6 +307,8 @@ def row_source(root: str, name: str, size: int, offset: int, flags: int, problem
         return ArchiveMember(root, name, size, problem, offset, flags & _COMPRESSED == _COMPRESSED)
     if flags & _CONTAINED:
         return ContainedItem(root, name, size, problem)
+    if flags & _REMOTE:
+        return RemoteImageFile(root, name, size, problem, offset)
     return ImageSource(root, name, size, problem)
 
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
@@ -324,7 +350,7 @@ class _Columns:
         self.names += source.name.encode(_FS_ENCODING, _FS_ERRORS)  # what os.fsencode does
         self.name_ends.append(len(self.names))
         self.sizes.append(source.size)
-        self.offsets.append(source.offset if type(source) is ArchiveMember else -1)
+        self.offsets.append(row_locator(source))
         self.flags.append(row_flags(source))
 
     def source(self, i: int) -> ImageSource:

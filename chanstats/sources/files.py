@@ -12,14 +12,19 @@ import stat as stat_module
 from typing import BinaryIO
 
 from ..errors import BadImageError
-from .base import Encoded, ImageSource, SourceKind
+from . import storage
+from .base import Encoded, ImageSource, RemoteImageFile, SourceKind
 
 _TIFF_SUFFIXES = (".tif", ".tiff")
 
 
 def read(source: ImageSource) -> Encoded:
-    """The file's bytes, read when asked; a file named as a TIFF says so (its bytes decide)."""
+    """The file's bytes, read when asked; a file named as a TIFF says so (its bytes decide). A
+    remote file is fetched whole, like any object (a request per TIFF segment would cost more),
+    and checked against the size and version listed."""
     hint = "tiff" if source.name.lower().endswith(_TIFF_SUFFIXES) else None
+    if isinstance(source, RemoteImageFile):
+        return Encoded(lambda: storage.read(source), hint=hint)
     return Encoded(lambda: read_file(source), hint=hint, file=source.path)
 
 
@@ -52,4 +57,4 @@ def open_file(source: ImageSource) -> BinaryIO:
     return stream
 
 
-KIND = SourceKind("image file", ImageSource, read)
+KIND = SourceKind("image file", ImageSource, read, also=(RemoteImageFile,))

@@ -26,7 +26,7 @@ KINDS: tuple[SourceKind, ...] = (
     files.KIND,
 )
 
-_BY_TYPE: dict[type, SourceKind] = {kind.item_type: kind for kind in KINDS}
+_BY_TYPE: dict[type, SourceKind] = {item_type: kind for kind in KINDS for item_type in (kind.item_type, *kind.also)}
 
 
 def kind_of(item: ImageSource) -> SourceKind:

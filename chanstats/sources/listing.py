@@ -23,10 +23,15 @@ import re
 from typing import Callable, Iterable, Iterator, Sequence
 
 from ..errors import ChanstatsError, NoImagesError
-from .base import IMAGE_EXTENSIONS, ArchiveMember, ImageSource, Listed, Listing, SourceKind, not_regular, printable_path
+from .base import (IMAGE_EXTENSIONS, ArchiveMember, ImageSource, Listed, Listing, RemoteImageFile, SourceKind,
+                   not_regular, printable_path)
 from .folders import walk
+from . import storage
 from .kinds import file_kind, folder_kind
+from .arrays import is_array_path
+from .parquet import is_table_path, list_table
 from .stored import ListingWriter
+from .tar import is_tar_path, list_tar
 
 def list_images(inputs: Iterable[str], extensions: tuple[str, ...] = IMAGE_EXTENSIONS, *,
                 workdir: str | None = None, read: list[str] | None = None,
@@ -109,7 +114,9 @@ def _collect(listed: Iterator[Listed], writer: ListingWriter):
                 continue
             hashed.append(os.fsencode(source.name))
             hashed.append(b"\0%d\n" % source.size)
-            if rows is None and type(source) not in (ImageSource, ArchiveMember):
+            if "://" in source.root and storage.is_url(source.root):
+                hashed.append(storage.fingerprint_tag(source))
+            if rows is None and type(source) not in (ImageSource, ArchiveMember, RemoteImageFile):
                 # Rows of tables, arrays and datasets carry fields of their own that the columns
                 # do not hold: such a listing stays a list of sources.
                 rows = list(writer.finish())
@@ -195,6 +202,8 @@ def fingerprint(sources: Iterable[ImageSource]) -> str:
     for source in sources:
         digest.update(os.fsencode(source.name))
         digest.update(b"\0%d\n" % source.size)
+        if storage.is_url(source.root):
+            digest.update(storage.fingerprint_tag(source))
     return "sha256:" + digest.hexdigest()
 
 
@@ -206,6 +215,8 @@ def _expand(inputs: list[str], extensions: tuple[str, ...], read: list[str] | No
             if read is not None:
                 read.append(item[1:])
             yield from _from_list_file(item[1:], extensions, read)
+        elif storage.is_url(item):
+            yield from _remote(item, extensions, read)
         elif not os.path.lexists(item) and has_brace_pattern(item):
             expanded = expand_braces(item)
             missing = [path for path in expanded if not os.path.lexists(path)]
@@ -243,6 +254,49 @@ def _file(path: str, name: str, extensions: tuple[str, ...], roots: dict[str, st
     yield ImageSource.from_path(path, name, stat.st_size, roots), (stat.st_dev, stat.st_ino)
 
 
+def _remote(url: str, extensions: tuple[str, ...], read: list[str] | None, name: str | None = None,
+            entry: "storage.Entry | None" = None) -> Iterator[Listed]:
+    """A URL given as an input or in a list file: a prefix is walked like a folder, an object read
+    like a file, a brace pattern (``s3://b/train-{000..146}.tar``) expanded when no such object
+    exists; ``name``: the relative name a list file gave it."""
+    if entry is None:
+        entry = storage.stat(url)
+    if entry is None and has_brace_pattern(url):
+        paths = expand_braces(url)
+        expanded = list(zip(paths, storage.stat_many(paths)))
+        missing = [path for path, found in expanded if found is None]
+        if missing:
+            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            raise ChanstatsError(f"{storage.redact(missing[0])}{more}: no such object (from the pattern {storage.redact(url)})")
+        if any(found.folder for _, found in expanded):  # prefixes: streamed one after the other
+            for path, found in expanded:
+                yield from _remote(path, extensions, read, entry=found)
+            return
+        # Objects (shards): each is read through while listing, so several at a time, in order.
+        for listed in storage.map_ahead(lambda pair: list(_remote(pair[0], extensions, read, entry=pair[1])), expanded):
+            yield from listed
+        return
+    if entry is None:
+        raise ChanstatsError(f"{storage.redact(url)}: no such object or prefix")
+    if entry.folder:
+        yield from storage.walk(url, extensions)
+        return
+    if read is not None:
+        read.append(url)
+    storage.remember(entry)
+    if is_table_path(url):
+        yield from list_table(url)
+    elif is_array_path(url):
+        raise ChanstatsError(f"{storage.redact(url)}: NumPy files are read from local disk only; copy it first")
+    elif is_tar_path(url):
+        for member in list_tar(url, extensions):
+            yield member, storage.identity(url, member.offset)
+    else:
+        name = name if name is not None and url.endswith(name) else url.rsplit("/", 1)[-1]
+        root = url[: len(url) - len(name)]
+        yield RemoteImageFile(root, name, entry.size, None, storage.version_tag(entry.version)), storage.identity(url)
+
+
 def _from_list_file(list_path: str, extensions: tuple[str, ...], read: list[str] | None = None) -> Iterator[Listed]:
     """Paths in a list file, one per line; relative ones are relative to the list file's folder.
 
@@ -250,8 +304,11 @@ def _from_list_file(list_path: str, extensions: tuple[str, ...], read: list[str]
     tar shards read. The list must be UTF-8 text: a line that is not is an error naming the line.
     """
     try:
-        with open(list_path, "rb") as handle:
-            lines = handle.read().splitlines()
+        if storage.is_url(list_path):
+            lines = storage.read_whole(list_path).splitlines()
+        else:
+            with open(list_path, "rb") as handle:
+                lines = handle.read().splitlines()
     except OSError as error:
         raise ChanstatsError(f"@{list_path}: cannot read list file: {error.strerror or error}") from None
     base = os.path.dirname(list_path)
@@ -260,8 +317,13 @@ def _from_list_file(list_path: str, extensions: tuple[str, ...], read: list[str]
         entry = _list_line(list_path, number, raw).strip()
         if not entry or entry.startswith("#"):
             continue
+        if storage.is_url(entry):
+            yield from _remote(entry, extensions, read)
+            continue
         path = os.path.join(base, entry)
-        if os.path.isdir(path):
+        if storage.is_url(path):  # a relative entry of a list file that is itself a URL
+            yield from _remote(path, extensions, read, entry)
+        elif os.path.isdir(path):
             yield from walk(path, extensions, read)
         elif os.path.lexists(path):
             if read is not None:

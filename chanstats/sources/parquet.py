@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from ..errors import BadImageError, ChanstatsError
+from . import storage
 from .base import ContainedItem, Encoded, Listed, SourceKind
 
 TABLE_SUFFIXES = (".parquet", ".arrow")
@@ -100,24 +101,29 @@ def list_table_folder(path: str) -> Iterator[Listed]:
 
 def list_table(path: str) -> Iterator[Listed]:
     """One :class:`TableRow` per row of the table at ``path``, with its identity (file and row)."""
-    try:
-        stat = os.stat(path)
-    except OSError as error:
-        raise ChanstatsError(f"{path}: cannot read: {error.strerror or error}") from None
+    if storage.is_url(path):
+        identity: tuple[int, ...] = storage.identity(path)
+        entry = storage.stat(path)
+        size = entry.size if entry is not None and entry.size >= 0 else 0
+    else:
+        try:
+            stat = os.stat(path)
+        except OSError as error:
+            raise ChanstatsError(f"{path}: cannot read: {error.strerror or error}") from None
+        identity, size = (stat.st_dev, stat.st_ino), stat.st_size
     try:
         schema, group_sizes = _schema_and_groups(path)
     except UnreadableTable as error:
         # A damaged table is one bad entry, named by the file, as a damaged tar shard is: skipped
         # under --on-error skip and counted by --max-bad, never the end of the run by itself.
-        yield TableRow(path, "", stat.st_size, problem=str(error)), (stat.st_dev, stat.st_ino, -1)
+        yield TableRow(path, "", size, problem=str(error)), (*identity, -1)
         return
     column = image_column(schema, _chosen_column.get(), path)
     first = 0
     for group, size in enumerate(group_sizes):
         unit = group if size <= ROW_GROUP_UNIT_LIMIT and len(group_sizes) > 1 else -1
         for row in range(first, first + size):
-            yield (TableRow(path, f"row {row}", 0, None, row, column, unit),
-                   (stat.st_dev, stat.st_ino, row))
+            yield (TableRow(path, f"row {row}", 0, None, row, column, unit), (*identity, row))
         first += size
 
 
@@ -209,7 +215,7 @@ def _schema_and_groups(path: str) -> tuple[Any, list[int]]:
         if path.lower().endswith(".parquet"):
             import pyarrow.parquet as pq
 
-            with pq.ParquetFile(path) as parquet:
+            with pq.ParquetFile(_opened(path)) as parquet:
                 metadata = parquet.metadata
                 return parquet.schema_arrow, [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
         table = _read_arrow(path)
@@ -223,12 +229,18 @@ class UnreadableTable(Exception):
     """A table file whose schema and row groups cannot be read (the reason, without the path)."""
 
 
+def _opened(path: str) -> Any:
+    """What pyarrow reads a Parquet file from: the path, or for a URL a file over range requests
+    (the footer, then each row group's image column chunk)."""
+    return storage.open_file(path, block=1 << 20) if storage.is_url(path) else path
+
+
 def _read_arrow(path: str) -> Any:
     """An Arrow IPC file or stream (what ``save_to_disk`` writes), memory-mapped: the table's
     buffers point into the mapping, so nothing is read until a row is."""
     import pyarrow as pa
 
-    source = pa.memory_map(path)
+    source = storage.open_file(path) if storage.is_url(path) else pa.memory_map(path)
     try:
         return pa.ipc.open_file(source).read_all()
     except pa.ArrowInvalid:
@@ -280,7 +292,7 @@ class _ParquetReader:
         import pyarrow.parquet as pq
 
         # No pre-buffering: it reads through Arrow's I/O threads, and workers stay single-threaded.
-        self.parquet = pq.ParquetFile(path, pre_buffer=False)
+        self.parquet = pq.ParquetFile(_opened(path), pre_buffer=False)
         self.column = column
         counts = [self.parquet.metadata.row_group(g).num_rows for g in range(self.parquet.num_row_groups)]
         self.starts = [0]

@@ -29,6 +29,7 @@ from .._version import __version__
 from ..errors import ChanstatsError
 from . import stored
 from .base import ImageSource, Listing
+from . import storage
 from .listing import list_images
 
 # How long a rank waits for rank 0's listing (listing a hundred million files takes hours).
@@ -51,6 +52,8 @@ def listing_key(inputs: Sequence[str], extensions: Sequence[str], column: str | 
 
 
 def _absolute(item: str) -> str:
+    if storage.is_url(item.lstrip("@")):
+        return storage.redact(item)
     return "@" + os.path.abspath(item[1:]) if item.startswith("@") else os.path.abspath(item)
 
 
@@ -128,6 +131,9 @@ def _stamps(paths: list[str]) -> list[list[Any]]:
     """Each path with its modification time and size (``None`` when gone)."""
     stamps = []
     for path in paths:
+        if storage.is_url(path):
+            stamps.append([storage.redact(path), storage.stamp(path)])
+            continue
         try:
             stat = os.stat(path)
             stamps.append([path, [stat.st_mtime_ns, stat.st_size]])

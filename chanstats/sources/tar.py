@@ -38,6 +38,7 @@ import zlib
 from typing import BinaryIO, Iterator, NamedTuple
 
 from ..errors import BadImageError, ChanstatsError
+from . import storage
 from .base import ArchiveMember, Encoded, Listed, SourceKind, has_image_extension
 
 try:  # listing inflates with ISA-L: about twice as fast as stock zlib, the same CRC-32 and ISIZE checks
@@ -123,7 +124,7 @@ def scan_archive(path: str, compressed: bool) -> Scan:
     the first is damage, not the end of the archive.
     """
     try:
-        with open(path, "rb") as handle:
+        with _open(path) as handle:
             blocks = _InflatedStream(handle) if compressed else _PlainStream(handle)
             headers, damage, stop = _scan(blocks)
             gzip_damage = blocks.finish()
@@ -313,12 +314,15 @@ class _PlainStream:
     """An uncompressed archive: random access, every byte as stored."""
 
     def __init__(self, handle: BinaryIO) -> None:
-        self._fd = handle.fileno()
-        self.end = os.fstat(self._fd).st_size
+        if isinstance(handle, storage.RemoteFile):
+            self._pread, self.end = handle.pread, handle.size
+        else:
+            fd = handle.fileno()
+            self._pread, self.end = lambda count, position: os.pread(fd, count, position), os.fstat(fd).st_size
         self.trusted_end = self.end
 
     def read(self, position: int, count: int) -> bytes:
-        return os.pread(self._fd, count, position) if position < self.end else b""
+        return self._pread(count, position) if position < self.end else b""
 
     def finish(self) -> str | None:
         return None
@@ -484,9 +488,14 @@ def _inflate_reason(error: Exception) -> str:
     return text[:1].lower() + text[1:]
 
 
+def _open(path: str) -> BinaryIO:
+    """The shard at ``path``, local or remote (a URL: read through range requests)."""
+    return storage.open_file(path) if storage.is_url(path) else open(path, "rb")  # type: ignore[return-value]
+
+
 def _is_gzip(path: str) -> bool:
     try:
-        with open(path, "rb") as handle:
+        with _open(path) as handle:
             return handle.read(2) == _GZIP_MAGIC
     except OSError as error:
         raise ChanstatsError(f"{path}: cannot read: {error.strerror or error}") from None
@@ -539,7 +548,7 @@ class _GzipReader:
         if self._owner == os.getpid() and self._stream is not None:
             self._stream.close()
         self._owner, self._path, self._stream = os.getpid(), path, None
-        self._stream = gzip.open(path, "rb")
+        self._stream = gzip.open(_open(path) if storage.is_url(path) else path, "rb")
 
 
 _gzip_reader = _GzipReader()
@@ -558,6 +567,14 @@ def _unit(member: ArchiveMember):
     return (member.root, -1) if member.compressed else None
 
 
-KIND = SourceKind("tar shard", ArchiveMember, lambda member: Encoded(lambda: read_member(member)),
+def _read(member: ArchiveMember) -> Encoded:
+    """A member's bytes: from a local shard (or a compressed remote one, inflated as it streams),
+    or with one range request from an uncompressed remote shard."""
+    if storage.is_url(member.root) and not member.compressed:
+        return Encoded(lambda: storage.read(member))
+    return Encoded(lambda: read_member(member))
+
+
+KIND = SourceKind("tar shard", ArchiveMember, _read,
                   claims=is_tar_path, list=list_members, unit=_unit)
 

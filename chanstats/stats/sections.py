@@ -9,7 +9,7 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Any, Sequence
 
-from ..errors import NoImagesError
+from ..errors import ChanstatsError, NoImagesError
 from .moments import FloatMoments, IntegerMoments, NoPixelsError
 from .sampling import SampleSpec, cluster_intervals, cluster_table, describe
 
@@ -42,12 +42,14 @@ def exact_histogram(totals):
     return None if histogram is None or hasattr(histogram, "relative_error") else histogram
 
 
-def percentiles_section(totals, qs: Sequence[float] | None) -> dict[str, Any] | None:
+def percentiles_section(totals, qs: Sequence[float] | None, epochs: int = 1) -> dict[str, Any] | None:
     """The percentiles ``qs`` (``None``: none asked): exact (integer data, from the merged
-    histograms) or from the quantile sketch within its stated relative error (float data)."""
+    histograms of every image's ``epochs`` samples) or from the quantile sketch within its stated
+    relative error (float data)."""
     if qs is None or totals.histogram is None:
         return None
     histogram = totals.histogram
+    _check_histogram_covers_every_image(histogram, totals, epochs)
     scale = totals.format.scale
     raw = [list(row) for row in histogram.percentiles(qs)]
     if hasattr(histogram, "relative_error"):
@@ -65,6 +67,20 @@ def percentiles_section(totals, qs: Sequence[float] | None) -> dict[str, Any] | 
         if clipped:
             section["clipped"] = clipped
     return section
+
+
+def _check_histogram_covers_every_image(histogram, totals, epochs: int) -> None:
+    """Exact percentiles need every image's counts. Parts and checkpoints of chanstats 0.1.0
+    written before percentiles became ``auto`` record the same options as later ones but hold
+    histograms of 8-bit images, which later parts do not: merged, they would cover some images."""
+    if totals.integer is None or hasattr(histogram, "relative_error"):
+        return
+    counted = [n * epochs for n in histogram.counts()]
+    if counted != list(totals.integer.channel_counts()):
+        raise ChanstatsError(
+            "the histograms cover only some of the images (parts or a checkpoint from before percentiles "
+            "became 'auto'?): recompute them, or give --percentiles explicitly to every part"
+        )
 
 
 def clipped_statistics(histogram, qs, raw, scale) -> list[dict[str, Any]]:

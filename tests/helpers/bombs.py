@@ -165,7 +165,7 @@ def npz_bomb(path: Path, key: str, shape: tuple[int, ...], dtype: str = "uint8")
 
 
 # A child that runs the real command in-process and reports the peak memory of itself and of the
-# workers it started (ru_maxrss: the kernel's own count).
+# workers it started (the kernel's own counts).
 _CHILD = """
 import resource, sys
 from chanstats.cli import main
@@ -176,7 +176,10 @@ except SystemExit as done:
     code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
 else:
     code = 0
-self_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+# VmHWM, not RUSAGE_SELF: ru_maxrss survives exec, so it would count the (large) test process
+# this child was forked from.
+with open("/proc/self/status") as status:
+    self_peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
 children_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 sys.stderr.write(f"\\nPEAK_KB {max(self_peak, children_peak)}\\n")
 sys.exit(code)

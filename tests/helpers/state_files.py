@@ -1,6 +1,6 @@
 """Editing chanstats' state files as a person or a tool would, for tests of their integrity checks.
 
-Written from the documented format (docs/state.md), not with chanstats' own code: a state file's
+Written from the documented format (docs/reliability.md), not with chanstats' own code: a state file's
 last member is ``"digest": "<hex>"``, the BLAKE2b-256 of every byte before that member.
 """
 
