@@ -16,7 +16,7 @@ import cloup
 # "--help" names the heading that shows the help option.
 OPTION_GROUPS: dict[str, list[tuple[str, list[str]]]] = {
     "compute": [
-        ("Inputs", ["--dataset", "--key", "--layout", "--ext", "--column", "--mode", "--workers"]),
+        ("Inputs", ["--dataset", "--key", "--layout", "--ext", "--column", "--storage-option", "--mode", "--workers"]),
         ("Augmentation", ["--transform", "--resize", "--center-crop", "--epochs", "--seed"]),
         ("Rasters and value range", ["--bands", "--channels", "--nodata", "--scale", "--percentiles", "--histogram"]),
         ("BatchNorm simulation", ["--batch-size", "--momentum", "--convention", "--batches", "--no-shuffle",
@@ -27,7 +27,7 @@ OPTION_GROUPS: dict[str, list[tuple[str, list[str]]]] = {
         ("Output", ["--output", "--format", "--per-image", "--listing", "--quiet", "--timings", "--help"]),
     ],
     "compare": [
-        ("Inputs", ["--dataset", "--key", "--layout", "--ext", "--column", "--mode", "--workers"]),
+        ("Inputs", ["--dataset", "--key", "--layout", "--ext", "--column", "--storage-option", "--mode", "--workers"]),
         ("Augmentation", ["--transform", "--resize", "--center-crop", "--epochs"]),
         ("Rasters and value range", ["--bands", "--channels", "--nodata", "--scale", "--percentiles"]),
         ("BatchNorm settings to compare", ["--batch-size", "--momentum", "--convention", "--seeds", "--no-shuffle",
@@ -35,7 +35,7 @@ OPTION_GROUPS: dict[str, list[tuple[str, list[str]]]] = {
         ("Output", ["--csv", "--plot", "--help"]),
     ],
     "check": [
-        ("Config and tolerance", ["--against", "--tolerance", "--workers"]),
+        ("Config and tolerance", ["--against", "--tolerance", "--storage-option", "--workers"]),
         ("Distribution drift", ["--max-wasserstein", "--max-jsd", "--max-psi", "--max-ks", "--ks-alpha"]),
         ("Output", ["--report", "--plot", "--help"]),
     ],

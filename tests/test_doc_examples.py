@@ -266,7 +266,7 @@ def test_commands_are_only_in_blocks_that_run():
 def test_not_run_blocks_are_few_and_give_a_reason():
     marked = [block for block in all_blocks() if block.not_run is not None]
     assert all(len(block.not_run) > 10 for block in marked)
-    assert len(marked) <= 12, [block.where() for block in marked]
+    assert len(marked) <= 15, [block.where() for block in marked]
 
 
 def test_the_block_reader_finds_marks_and_indented_blocks(tmp_path):
