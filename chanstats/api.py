@@ -17,7 +17,7 @@ import time
 from collections import abc
 from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol, Sequence, Union
 
 import numpy as np
 
@@ -25,8 +25,8 @@ from . import kernel
 from ._version import __version__
 from .errors import BadImagesError, ChanstatsError, NoImagesError
 from .measure import Measurer
-from .options import DEFAULT_PERCENTILES_TEXT, ErrorBudget, RunOptions, compose, settings_of
-from .pixels import ArrayMeasurer, DatasetMeasurer, MeasuredMeasurer, needs_array_measurer
+from .options import ErrorBudget, RecordedOptions, ResolvedOptions, RunOptions, compose
+from .pixels import MeasuredMeasurer
 from .report.destinations import check_destinations
 from .report.files import read_config
 from .report.result import Result
@@ -38,6 +38,7 @@ from .scale.merge import merge_states
 from .scale.state import BadRecord, PartialState, shard_bounds
 from .scale.table import ImageTable, row_width
 from .sources.base import DisplayNames, ImageSource, Listing
+from .sources.kinds import kind_of
 from .sources.listing import fingerprint
 from .sources.shared import list_shared
 from .sources.storage import storage_options as _storage_options_in_effect
@@ -45,9 +46,10 @@ from .sources.datasets import classify as classify_source
 from .sources.datasets import load as load_dataset
 from .sources.parquet import TableRow, choose_column
 from .stats.batchnorm import simulate
-from .stats.moments import FloatMoments, MomentsTable
+from .stats.moments import MomentsTable
 from .stats.per_image import PerImage
-from .stats.sampling import SampleSpec, cluster_intervals, cluster_table, describe, sample_indices
+from .stats.sampling import sample_indices
+from .stats.sections import exact_histogram, exact_statistics, nodata_section, percentiles_section, sample_section
 
 if TYPE_CHECKING:
     from .report.check import CheckReport
@@ -57,14 +59,14 @@ if TYPE_CHECKING:
 Paths = Union[str, os.PathLike, Iterable[Union[str, os.PathLike]]]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
-    """A run before any pixel is read: the global listing, the per-image measurer and the options
-    that go into the config (and that partial states and checkpoints must agree on)."""
+    """A run before any pixel is read: the global listing, the per-item measurer and the resolved
+    options (whose record goes into the config, and partial states and checkpoints must agree on)."""
 
     sources: Sequence[ImageSource]  # a Listing: columns, sources made when indexed
     measurer: Measurer
-    options: dict[str, Any]
+    options: ResolvedOptions
     fingerprint: str
     # With --sample: every image found (``sources`` is then the sampled subset, in listing order);
     # the fingerprint, --listing and the confidence intervals' population are the whole listing's.
@@ -96,10 +98,9 @@ def plan(paths: Paths | Any, options: RunOptions | None = None, *, workdir: str 
     if resolved.options.column is not None and not any(isinstance(source, TableRow) for source in _rows(sources)):
         raise ChanstatsError(f"--column {resolved.options.column} applies to Parquet and Arrow tables, and the inputs "
                              "hold none")
-    measurer_type = ArrayMeasurer if needs_array_measurer(sources) else Measurer
-    measurer = measurer_type(resolved.options.mode, resolved.transform, resolved.options.epochs, resolved.settings.seed,
-                             resolved.pixels)
-    return _sampled(Plan(sources, measurer, resolved.record, fingerprint(sources)), resolved, workdir)
+    measurer = Measurer(resolved.options.mode, resolved.transform, resolved.options.epochs, resolved.settings.seed,
+                        resolved.pixels)
+    return _sampled(Plan(sources, measurer, resolved, fingerprint(sources)), workdir)
 
 
 def _rows(sources: Sequence[ImageSource]) -> Sequence[ImageSource]:
@@ -110,7 +111,7 @@ def _rows(sources: Sequence[ImageSource]) -> Sequence[ImageSource]:
 def _plan_dataset(source: Any, kind: str, options: RunOptions) -> Plan:
     """A run over a Python dataset: by index in the worker pool (map-style), or iterated as given
     in this process (DataLoaders and other iterables), which the config records."""
-    from .pixels import DatasetMeasurer, measure_iterable
+    from .pixels import measure_iterable
     from .sources.datasets import LOADER, MAP_STYLE, DatasetItem, describe, list_dataset, register
 
     resolved = options.resolve([], dataset=True)
@@ -118,48 +119,47 @@ def _plan_dataset(source: Any, kind: str, options: RunOptions) -> Plan:
     if resolved.transform is not None and kind != MAP_STYLE:
         raise ChanstatsError(f"--transform applies to samples read by index, and a {kind} is iterated as given "
                              f"({name}): give the transform to its dataset instead")
-    record = {**resolved.record, "dataset": name, "dataset_kind": kind}
+    resolved = resolved.recording(dataset=name, dataset_kind=kind)
     epochs, seed = options.epochs, resolved.settings.seed
     if options.batches == "loader" and kind != LOADER:
         raise ChanstatsError(f"batches='loader' follows a DataLoader's own batches; {name} is a {kind}")
     if kind == MAP_STYLE:
-        token = register(source)
+        token = register(source, options.key, options.layout)
         sources = list_dataset(source, name, token)
-        measurer: Measurer = DatasetMeasurer(options.mode, resolved.transform, epochs, seed, resolved.pixels, token=token,
-                                             key=options.key, layout=options.layout)
+        measurer = Measurer(options.mode, resolved.transform, epochs, seed, resolved.pixels)
     else:
         pixel_measurer = Measurer(options.mode, None, 1, seed, resolved.pixels)
         batch_sizes: list[int] = []
         measured = measure_iterable(source, options.key, options.layout, epochs, kind == LOADER, name, pixel_measurer,
                                     batch_sizes)
         if options.batches == "loader":
-            _follow_loader_batches(record, batch_sizes, name)
-        sources = [DatasetItem(name, f"sample {k}", 0, k, in_archive=True) for k in range(len(measured))]
+            resolved = resolved.recording(**_loader_batches(batch_sizes, name))
+        sources = [DatasetItem(name, f"sample {k}", 0, None, k) for k in range(len(measured))]
         measurer = MeasuredMeasurer(options.mode, None, epochs, seed, resolved.pixels, measured=tuple(measured))
     if not sources:
         raise NoImagesError(f"{name}: the dataset is empty")
-    return _sampled(Plan(sources, measurer, record, fingerprint(sources)), resolved)
+    return _sampled(Plan(sources, measurer, resolved, fingerprint(sources)))
 
 
-def _follow_loader_batches(record: dict[str, Any], batch_sizes: list[int], name: str) -> None:
-    """Make the BatchNorm simulation batch exactly as the loader did: its samples are in the table
+def _loader_batches(batch_sizes: list[int], name: str) -> dict[str, Any]:
+    """The recorded BatchNorm settings that batch the simulation exactly as the loader did: its samples are in the table
     in the loader's order, so consecutive batches of its batch size, unshuffled, are its batches
     (what a first BatchNorm layer saw in training, as fvcore's precise BN and ``update_bn`` do)."""
     size = batch_sizes[0] if batch_sizes else 1
     if any(count != size for count in batch_sizes[:-1]) or (batch_sizes and batch_sizes[-1] > size):
         raise ChanstatsError(f"{name}: its batches differ in size ({', '.join(map(str, sorted(set(batch_sizes))))}); "
                              "batches='loader' follows batches of one size (the last may be smaller)")
-    record.update(batch_size=size, shuffle=False, drop_last=False)
+    return dict(batch_size=size, shuffle=False, drop_last=False)
 
 
-def _sampled(run: Plan, resolved, workdir: str | None = None) -> Plan:
+def _sampled(run: Plan, workdir: str | None = None) -> Plan:
     """With ``--sample``: the seeded subset, drawn before anything is read (shards, checkpoints
     and workers only see the sample); the fingerprint and the population stay the whole listing's."""
-    if resolved.sample is None:
+    if run.options.sample is None:
         return run
     everything = run.sources
-    size = resolved.sample.size(len(everything))
-    chosen = (everything[i] for i in sample_indices(len(everything), size, resolved.settings.seed, workdir))
+    size = run.options.sample.size(len(everything))
+    chosen = (everything[i] for i in sample_indices(len(everything), size, run.options.seed, workdir))
     sources = Listing(chosen) if isinstance(everything, Listing) else list(chosen)
     return Plan(sources, run.measurer, run.options, run.fingerprint, everything)
 
@@ -203,9 +203,9 @@ def measure(
     kernel.warn_if_missing()
     start, stop = shard_bounds(len(run.sources), *shard)
     everything = run.sources if run.everything is None else run.everything
-    listing = [(source.name, source.size) for source in everything] if run.options.get("listing") else None
+    listing = [(source.name, source.size) for source in everything] if run.options.listing else None
     state = PartialState(
-        __version__, run.options, run.fingerprint, len(run.sources), shard, start, stop, start, listing=listing,
+        __version__, run.options.record, run.fingerprint, len(run.sources), shard, start, stop, start, listing=listing,
         population=None if run.everything is None else len(run.everything),
     )
     # The state names its images by listing index; a resumed one's sources are this same listing's.
@@ -218,7 +218,7 @@ def measure(
         workers = 0  # an iterable was measured while iterating: nothing is left for workers
     # Workers that run a transform start from a clean forkserver: this process has imported torch.
     # A dataset's workers must be forked, to inherit the dataset.
-    clean_start = run.measurer.transform is not None and not isinstance(run.measurer, DatasetMeasurer)
+    clean_start = run.measurer.transform is not None and not (len(todo) and kind_of(todo[0]).forked)
     start_method = "forkserver" if clean_start else None
     chunks = measure_chunks(
         todo, run.measurer, workers=workers, progress=progress, offset=state.done, start_method=start_method
@@ -238,7 +238,7 @@ def measure(
         if checkpoint is not None:
             checkpoint.forget_unsaved()
         raise
-    if run.options["on_error"] == "fail":
+    if run.options.on_error == "fail":
         _apply_error_policy(state.bad, stop - start, "fail", None)
     return state
 
@@ -252,11 +252,9 @@ def finalize(state: PartialState) -> Result:
     """
     if (state.start, state.done) != (0, state.listing_size):
         raise ChanstatsError(f"state covers images {state.start}..{state.done - 1}, not all {state.listing_size}")
-    options = state.options
-    budget = ErrorBudget.parse(options["max_bad"])
-    settings = settings_of(options)
+    options = RecordedOptions.parse(state.options)
     bad = sorted(state.bad, key=lambda b: b.index)
-    _apply_error_policy(bad, state.listing_size, options["on_error"], budget)
+    _apply_error_policy(bad, state.listing_size, options.on_error, options.budget)
     images = state.images.in_listing_order()
     if not len(images):
         raise NoImagesError("no image could be read")
@@ -266,16 +264,20 @@ def finalize(state: PartialState) -> Result:
         raise ChanstatsError(f"images have different channels or bit depths: {kinds}; {_mixed_formats_advice(ordered)}")
     (totals,) = state.formats.values()
     pixel_format = totals.format
-    exact, method = _exact_statistics(totals, images)
-    epochs = options.get("epochs", 1)
+    exact, method = exact_statistics(totals, images)
+    epochs = options.epochs
     channels = len(pixel_format.channels)
     width = row_width(pixel_format)
     per_channel = pixel_format.masked
     samples = images.packed_samples(epochs)  # a view of the table: no per-sample objects
     # Epoch-major, as training visits them: all images of epoch 0, then of epoch 1, ...
     table = MomentsTable.from_packed(samples.transpose(1, 0, 2).reshape(-1, width), channels, per_channel)
-    running = simulate(table, settings, epochs=epochs)
-    sampled = None if options.get("sample") is None else _sample_description(state, images, pixel_format, method)
+    running = simulate(table, options.settings, epochs=epochs)
+    sampled = None
+    if options.sample is not None:
+        if state.population is None:
+            raise ChanstatsError("a sampled run's state does not say how many images were listed")
+        sampled = sample_section(images, pixel_format, method, state.population, options.sample, options.settings.seed)
     return Result(
         version=state.version,
         channels=pixel_format.channels,
@@ -285,7 +287,7 @@ def finalize(state: PartialState) -> Result:
         exact=exact,
         exact_method=method,
         running=running,
-        options=options,
+        options=state.options,
         fingerprint=state.fingerprint,
         skipped=[(b.display, b.reason) for b in bad],
         dropped_alpha=int(np.sum(images.dropped_alpha, dtype=np.int64)),
@@ -299,18 +301,11 @@ def finalize(state: PartialState) -> Result:
         ),
         listing=state.listing,
         sample=sampled,
-        percentiles=_percentiles(totals, options),
+        percentiles=percentiles_section(totals, options.percentiles, options.epochs),
         dtype=pixel_format.dtype or None,
-        nodata=_nodata_description(pixel_format, options),
-        histogram=_exact_histogram(totals),
+        nodata=nodata_section(pixel_format, options.nodata),
+        histogram=exact_histogram(totals),
     )
-
-
-def _exact_histogram(totals):
-    """The merged exact histograms, or ``None`` when none were counted or the data is float (a
-    quantile sketch is no histogram)."""
-    histogram = totals.histogram
-    return None if histogram is None or hasattr(histogram, "relative_error") else histogram
 
 
 def _mixed_formats_advice(formats) -> str:
@@ -320,84 +315,6 @@ def _mixed_formats_advice(formats) -> str:
     if all(totals.format.stored_as == "uint8" and not totals.format.masked for totals in formats):
         return "choose --mode RGB or --mode L"
     return "measure each kind in a run of its own (--mode RGB and L read 8-bit images only)"
-
-
-def _percentiles(totals, options: dict[str, Any]) -> dict[str, Any] | None:
-    """The percentiles section: exact (integer data, from the merged histograms) or from the
-    quantile sketch within its stated relative error (float data)."""
-    from .options import PixelOptions, RunOptions as _Options
-
-    qs = PixelOptions.parse(_Options(percentiles=options.get("percentiles", DEFAULT_PERCENTILES_TEXT))).percentiles
-    if qs is None or totals.histogram is None:
-        return None
-    histogram = totals.histogram
-    _check_histogram_covers_every_image(histogram, totals, options.get("epochs", 1))
-    scale = totals.format.scale
-    raw = [list(row) for row in histogram.percentiles(qs)]
-    if hasattr(histogram, "relative_error"):
-        method = f"sketch: inverted_cdf within relative error {histogram.relative_error:g} of the value"
-    else:
-        method = "exact inverted_cdf"
-    section = {
-        "method": method,
-        "q": list(qs),
-        "raw": raw,
-        "scaled": [[None if v is None else v / scale for v in row] for row in raw],
-    }
-    if not hasattr(histogram, "relative_error"):
-        clipped = _clipped_statistics(histogram, qs, raw, scale)
-        if clipped:
-            section["clipped"] = clipped
-    return section
-
-
-def _check_histogram_covers_every_image(histogram, totals, epochs: int) -> None:
-    """Exact percentiles need every image's counts. Parts and checkpoints of chanstats 0.1.0
-    written before percentiles became ``auto`` record the same options as later ones but hold
-    histograms of 8-bit images, which later parts do not: merged, they would cover some images."""
-    if totals.integer is None or hasattr(histogram, "relative_error"):
-        return
-    counted = [n * epochs for n in histogram.counts()]
-    if counted != list(totals.integer.channel_counts()):
-        raise ChanstatsError(
-            "the histograms cover only some of the images (parts or a checkpoint from before percentiles "
-            "became 'auto'?): recompute them, or give --percentiles explicitly to every part"
-        )
-
-
-def _clipped_statistics(histogram, qs, raw, scale) -> list[dict[str, Any]]:
-    """Exact mean/std of the pixels clipped to each symmetric pair of percentiles (q, 100 - q)
-    among ``qs`` (0.5/99.5, 1/99, 2/98 by default), as percentile-clip normalizations use them."""
-    from fractions import Fraction
-
-    from .stats.moments import IntegerMoments, NoPixelsError
-
-    exact = [Fraction(str(q)) for q in qs]
-    pairs = []
-    for i, low in enumerate(exact):
-        if low < 50 and (100 - low) in exact:
-            j = exact.index(100 - low)
-            if None in raw[i] or None in raw[j]:
-                continue  # a channel with no pixel has no bounds
-            pixels, sums, squares = histogram.clipped_sums(raw[i], raw[j])
-            try:
-                stats = IntegerMoments(max(pixels), sums, squares, list(raw[i]), list(raw[j]), pixels).finalize(scale)
-            except NoPixelsError:
-                continue
-            pairs.append({
-                "q": [qs[i], qs[j]],
-                "mean": list(stats.mean),
-                "std": list(stats.std),
-                "mean_raw": list(stats.mean_raw),
-                "std_raw": list(stats.std_raw),
-            })
-    return pairs
-
-
-def _nodata_description(pixel_format, options: dict[str, Any]) -> dict[str, Any] | None:
-    if not pixel_format.masked:
-        return None
-    return {"option": options.get("nodata"), "source": "option" if options.get("nodata") is not None else "file"}
 
 
 def _apply_error_policy(bad: Sequence[BadRecord], total: int, on_error: str, budget: ErrorBudget | None) -> None:
@@ -410,57 +327,10 @@ def _apply_error_policy(bad: Sequence[BadRecord], total: int, on_error: str, bud
         raise BadImagesError(listed, f"{len(bad)} of {total} images could not be read, more than --max-bad {budget}:")
 
 
-def _exact_statistics(totals, images) -> tuple[Any, str]:
-    """The exact statistics of one pixel format: integer totals finalized once, or the images'
-    float64 moments merged in listing order (Chan's formula is not associative in floating point)."""
-    pixel_format = totals.format
-    if totals.integer is not None:
-        return _finalized(totals.integer, pixel_format.scale), "integer"
-    total_float = FloatMoments.empty(len(pixel_format.channels))
-    for moments_of_image in images.float_moments or ():
-        for moments in moments_of_image or ():
-            total_float.merge(moments)
-    return _finalized(total_float, pixel_format.scale), "float64"
+class Clock(Protocol):
+    """What collects a run's phase times (``--timings``): told when each phase ends."""
 
-
-def _finalized(moments, scale):
-    from .stats.moments import NoPixelsError
-
-    try:
-        return moments.finalize(scale)
-    except NoPixelsError as error:
-        raise NoImagesError(f"{error}: every pixel of that band was excluded") from None
-
-
-def _sample_description(state: PartialState, images, pixel_format, method: str) -> dict[str, Any]:
-    """A sampled run's size and confidence intervals (see :mod:`chanstats.stats.sampling`)."""
-    options = state.options
-    if state.population is None:
-        raise ChanstatsError("a sampled run's state does not say how many images were listed")
-    clusters = cluster_table([images.sample_rows(i) for i in range(len(images))], len(pixel_format.channels))
-    bounds = (0.0, 1.0) if method == "integer" else None
-    intervals = cluster_intervals(clusters, state.population, bounds=bounds)
-    return describe(SampleSpec.parse(options["sample"]), intervals, options["seed"])
-
-
-class PhaseClock:
-    """Wall time of consecutive phases of a run, for ``--timings``.
-
-    >>> clock = PhaseClock(); clock.lap("listing"); str(clock).startswith("listing 0.0")
-    True
-    """
-
-    def __init__(self) -> None:
-        self._last = time.perf_counter()
-        self.phases: list[tuple[str, float]] = []
-
-    def lap(self, name: str) -> None:
-        now = time.perf_counter()
-        self.phases.append((name, now - self._last))
-        self._last = now
-
-    def __str__(self) -> str:
-        return ", ".join(f"{name} {seconds:.3f} s" for name, seconds in self.phases)
+    def lap(self, name: str) -> None: ...
 
 
 def _checkpointer(checkpoint: str | os.PathLike | Checkpointer | None, every: str | Interval, restart: bool) -> Checkpointer | None:
@@ -487,17 +357,41 @@ def _locked(checkpointer: Checkpointer | None, keep: bool = False) -> Iterator[N
         checkpointer.unlock()
 
 
-def _columns_directory(workdir: str | os.PathLike | None, checkpointer: Checkpointer | None):
-    """Where a run's columns go: beside its checkpoint (which outlives a crash) or, without one, a
-    run directory in ``workdir`` removed when the run ends."""
+def _columns_directory(workdir: str | os.PathLike | None, checkpointer: Checkpointer | None, columns: str | None):
+    """Where a run's columns go: ``columns`` when the caller chose (torchrun's shared folder), or
+    beside its checkpoint (which outlives a crash) or, without one, a run directory in ``workdir``
+    removed when the run ends."""
+    if columns is not None:
+        return nullcontext(columns)
     if checkpointer is not None:
         return nullcontext(None)
     return run_directory(workdir)
 
 
-def _lap(clock: PhaseClock | None, name: str) -> None:
+def _lap(clock: Clock | None, name: str) -> None:
     if clock is not None:
         clock.lap(name)
+
+
+@contextmanager
+def _measured(paths: Paths, options: RunOptions, shard: tuple[int, int], *, workers: int | None, progress: bool,
+              checkpointer: Checkpointer | None, workdir: str | os.PathLike | None, clock: Clock | None = None,
+              columns: str | None = None, wait_for_listing: bool = False,
+              check: Callable[[Plan], None] | None = None) -> Iterator[tuple[Plan, PartialState]]:
+    """The one path of :func:`compute`, :func:`compute_shard` and :func:`compute_distributed`:
+    plan, then measure slice ``shard`` into a state whose columns live in a run directory (or
+    beside the checkpoint, or in ``columns``; the listing is kept in ``workdir``), and hand both to the variant, which finalizes the
+    state, writes it or sends it on while its columns are there. ``check(plan)`` runs before any
+    pixel is read."""
+    run = plan(paths, options, workdir=workdir, wait_for_listing=wait_for_listing)
+    if check is not None:
+        check(run)
+    _lap(clock, "listing")
+    with _columns_directory(workdir, checkpointer, columns) as directory:
+        state = measure(run, shard=shard, workers=workers, progress=progress, checkpoint=checkpointer,
+                        directory=directory)
+        _lap(clock, "measuring")
+        yield run, state
 
 
 def compute(
@@ -509,7 +403,7 @@ def compute(
     checkpoint: str | os.PathLike | Checkpointer | None = None,
     checkpoint_every: str | Interval = "60s",
     restart: bool = False,
-    clock: PhaseClock | None = None,
+    clock: Clock | None = None,
     workdir: str | os.PathLike | None = None,
     remove_checkpoint: bool = True,
     **overrides: Any,
@@ -525,7 +419,8 @@ def compute(
     ``workers``: processes (default: all cores; 0: in this process). ``checkpoint``: a file where
     progress is saved every ``checkpoint_every`` and resumed from when rerun (``restart`` discards
     it); it is deleted once the result is computed (``remove_checkpoint=False``: left for the
-    caller to delete once it has written the result). ``clock`` collects the phase times.
+    caller to delete once it has written the result). ``clock`` (anything with ``lap(name)``)
+    collects the phase times.
     ``workdir``: where the run keeps its files (default: the system's temporary folder): the
     per-image columns, in a folder removed when the run ends, and the listing, which stays there
     for later runs on the same inputs (see :mod:`chanstats.sources.shared`).
@@ -538,11 +433,8 @@ def compute(
     check_destinations([("checkpoint", None if checkpointer is None else checkpointer.path)])
     # A caller that removes the checkpoint itself once its outputs are written keeps it locked until then.
     with _locked(checkpointer, keep=not remove_checkpoint and isinstance(checkpoint, Checkpointer)):
-        run = plan(paths, run_options, workdir=workdir)
-        _lap(clock, "listing")
-        with _columns_directory(workdir, checkpointer) as directory:
-            state = measure(run, workers=workers, progress=progress, checkpoint=checkpointer, directory=directory)
-            _lap(clock, "measuring")
+        with _measured(paths, run_options, (1, 1), workers=workers, progress=progress, checkpointer=checkpointer,
+                       workdir=workdir, clock=clock) as (_, state):
             result = finalize(state)
             state.images.detach()  # the result reads the columns after the folder is gone
             _lap(clock, "finalizing")
@@ -562,7 +454,7 @@ def compute_shard(
     checkpoint: str | os.PathLike | Checkpointer | None = None,
     checkpoint_every: str | Interval = "60s",
     restart: bool = False,
-    clock: PhaseClock | None = None,
+    clock: Clock | None = None,
     workdir: str | os.PathLike | None = None,
     partial_format: str = "auto",
     **overrides: Any,
@@ -573,17 +465,17 @@ def compute_shard(
     10,000 images in the slice, columns above). The other arguments are those of :func:`compute`."""
     run_options = compose(options, overrides, "compute_shard")
     checkpointer = _checkpointer(checkpoint, checkpoint_every, restart)
+    chosen: list[str] = []
+
+    def choose_format(run: Plan) -> None:  # before measuring: a format that cannot be written fails first
+        start, stop = shard_bounds(len(run.sources), *shard)
+        chosen.append(state_file.choose_format(partial_format, run.sources, stop - start))
+
     check_destinations([("output", output), ("checkpoint", None if checkpointer is None else checkpointer.path)])
     with _locked(checkpointer):
-        run = plan(paths, run_options, workdir=workdir)
-        start, stop = shard_bounds(len(run.sources), *shard)
-        fmt = state_file.choose_format(partial_format, run.sources, stop - start)
-        _lap(clock, "listing")
-        with _columns_directory(workdir, checkpointer) as directory:
-            state = measure(run, shard=shard, workers=workers, progress=progress, checkpoint=checkpointer,
-                            directory=directory)
-            _lap(clock, "measuring")
-            state_file.write(state, os.fspath(output), fmt, run.sources)
+        with _measured(paths, run_options, shard, workers=workers, progress=progress, checkpointer=checkpointer,
+                       workdir=workdir, clock=clock, check=choose_format) as (run, state):
+            state_file.write(state, os.fspath(output), chosen[0], run.sources)
             state.images.detach()
         _lap(clock, "writing")
         if checkpointer is not None:
@@ -632,13 +524,13 @@ def compute_distributed(
         if checkpointer is not None:
             checkpointer.lock()  # each rank's own {rank} checkpoint: one job at a time on it
         # The ranks share a directory: rank 0 lists and the others read its listing there.
-        run = plan(paths, run_options, workdir=shared, wait_for_listing=rank > 0)
-        state = measure(run, shard=(rank + 1, world), workers=workers, progress=progress and rank == 0,
-                        checkpoint=checkpointer, directory=os.path.join(shared, f"rank-{rank}"))
-        if checkpointer is not None:
-            checkpointer.save(state)  # the columns are durable, the header says how far
-        state.images.sync()
-        payload = state_file.columns_header(state, os.path.abspath(state.images.directory or ""), None)
+        with _measured(paths, run_options, (rank + 1, world), workers=workers, progress=progress and rank == 0,
+                       checkpointer=checkpointer, workdir=shared, columns=os.path.join(shared, f"rank-{rank}"),
+                       wait_for_listing=rank > 0) as (run, state):
+            if checkpointer is not None:
+                checkpointer.save(state)  # the columns are durable, the header says how far
+            state.images.sync()
+            payload = state_file.columns_header(state, os.path.abspath(state.images.directory or ""), None)
     except ChanstatsError as failure:
         error = str(failure)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
+import time
 import traceback
 
 import click
@@ -20,6 +21,9 @@ from .cli_help import GroupedHelpGroup
 from .errors import ChanstatsError
 from .exits import (EXIT_BROKEN_PIPE, EXIT_CHECK_FAILED, EXIT_CODES_HELP, EXIT_INPUT_ERROR, EXIT_INTERRUPTED,
                     EXIT_TERMINATED, Terminated, handle_sigterm)
+from .options import BATCHES, CONVENTION_NAMES, DEFAULTS, LAYOUTS, MODES, ON_ERROR
+from .report.export import FORMATS as EXPORT_FORMATS
+from .report.export import MM_FLAVOURS
 
 # What a full disk, a read-only file system or a failing device say: not a bug, the user's to fix.
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
@@ -163,6 +167,26 @@ def _print_version(ctx: click.Context, value: bool) -> None:
     ctx.exit()
 
 
+class PhaseClock:
+    """Wall time of consecutive phases of a run, for ``--timings``.
+
+    >>> clock = PhaseClock(); clock.lap("listing"); str(clock).startswith("listing 0.0")
+    True
+    """
+
+    def __init__(self) -> None:
+        self._last = time.perf_counter()
+        self.phases: list[tuple[str, float]] = []
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.phases.append((name, now - self._last))
+        self._last = now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name} {seconds:.3f} s" for name, seconds in self.phases)
+
+
 def _csv_list(value: str) -> list[str]:
     return [item for item in (part.strip() for part in value.split(",")) if item]
 
@@ -170,16 +194,16 @@ def _csv_list(value: str) -> list[str]:
 def sample_options(command):
     """The options that decide which pixels are measured: shared by compute and compare."""
     options = [
-        click.option("--mode", type=click.Choice(["RGB", "L", "keep"]), default="RGB", show_default=True,
+        click.option("--mode", type=click.Choice(MODES), default=DEFAULTS.mode, show_default=True,
                      help="RGB: like torchvision's loader (grey replicated, alpha dropped); L: greyscale; keep: native channels and bit depth (16-bit grey too)."),
         click.option("--ext", "extensions", default=None, metavar="EXTS",
-                     help="Comma-separated image extensions to look for (default: torchvision's: .jpg,.jpeg,.png,.ppm,.bmp,.pgm,.tif,.tiff,.webp)."),
+                     help=f"Comma-separated image extensions to look for (default: torchvision's: {','.join(DEFAULTS.extensions)})."),
         click.option("--transform", default=None, metavar="SPEC",
                      help="Training transform: a YAML/JSON list of torchvision.transforms.v2 steps, or module:attr / file.py:attr."),
         click.option("--resize", type=click.IntRange(min=1), default=None, metavar="N", help="Resize(N) before any --transform."),
         click.option("--center-crop", type=click.IntRange(min=1), default=None, metavar="N",
                      help="CenterCrop(N) after --resize, before any --transform."),
-        click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True,
+        click.option("--epochs", type=click.IntRange(min=1), default=DEFAULTS.epochs, show_default=True,
                      help="Pass every image this many times, with fresh random draws (samples = images × epochs)."),
         click.option("--workers", type=int, default=None, help="Worker processes (default: all cores; 0: in this process)."),
         click.option("--bands", default=None, metavar="2,3,4", help="Keep only these bands (numbered from 1, as GDAL does), in this order."),
@@ -189,7 +213,7 @@ def sample_options(command):
                      help="Leave pixels with this value out of every statistic (per band); default: a GeoTIFF's GDAL_NODATA; none: ignore it."),
         click.option("--scale", default=None, metavar="N",
                      help="The raw value that maps to 1.0, e.g. 4095 for 12-bit data (default: 255 uint8, 65535 uint16, else 1)."),
-        click.option("--percentiles", default="auto", show_default=True, metavar="Q1,Q2,..|auto|none",
+        click.option("--percentiles", default=DEFAULTS.percentiles, show_default=True, metavar="Q1,Q2,..|auto|none",
                      help="Percentiles to report: exact for integer data, within a stated relative error for floats; "
                           "auto: 0.5,1,2,50,98,99,99.5 except for 8-bit images without nodata (costly there: ask by name); none: off."),
         click.option("--column", default=None, metavar="NAME",
@@ -206,7 +230,7 @@ def dataset_options(command):
         click.option("--dataset", default=None, metavar="MODULE:ATTR",
                      help="Measure a Python dataset, DataLoader or iterable of samples instead of PATHS: package.module:attr or file.py:attr (a callable is called)."),
         click.option("--key", default=None, metavar="KEY", help="With --dataset: the image in each sample (default: 'image' in a dict, element 0 in a tuple)."),
-        click.option("--layout", type=click.Choice(["auto", "CHW", "HWC"]), default="auto", show_default=True,
+        click.option("--layout", type=click.Choice(LAYOUTS), default=DEFAULTS.layout, show_default=True,
                      help="With --dataset: where the channels are (auto: first in tensors, last in NumPy arrays)."),
     ]
     for option in reversed(options):
@@ -225,29 +249,27 @@ def _sample_key(key: str | None) -> str | int | None:
 
 
 def _extensions(value: str | None):
-    from .sources.base import IMAGE_EXTENSIONS
-
-    return _csv_list(value) if value is not None else IMAGE_EXTENSIONS
+    return _csv_list(value) if value is not None else DEFAULTS.extensions
 
 
 @cli.command()
 @click.argument("paths", nargs=-1)
 @storage_option
 @dataset_options
-@click.option("--batches", type=click.Choice(["seeded", "loader"]), default="seeded", show_default=True,
+@click.option("--batches", type=click.Choice(BATCHES), default=DEFAULTS.batches, show_default=True,
               help="BatchNorm simulation: a seeded shuffle into --batch-size batches, or (a --dataset that is a DataLoader) its own batches.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the config here (JSON, or YAML for .yaml/.yml) instead of stdout.")
 @click.option("--format", "fmt", type=click.Choice(["json", "yaml"]), help="Output format (default: from the -o extension, else JSON).")
 @sample_options
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="BatchNorm simulation: images per batch.")
-@click.option("--momentum", default="default", show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULTS.batch_size, show_default=True, help="BatchNorm simulation: images per batch.")
+@click.option("--momentum", default=DEFAULTS.momentum, show_default=True,
               help="BatchNorm momentum: a number, or 'none' for torch's cumulative average (default: 0.1 torch, 0.99 keras).")
-@click.option("--convention", type=click.Choice(["torch", "keras"]), default="torch", show_default=True,
+@click.option("--convention", type=click.Choice(CONVENTION_NAMES), default=DEFAULTS.convention, show_default=True,
               help="torch: running = (1-m)·running + m·batch, unbiased var; keras: moving = m·moving + (1-m)·batch, biased var.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the batch shuffle, of random augmentations and of --sample.")
+@click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True, help="Seed of the batch shuffle, of random augmentations and of --sample.")
 @click.option("--no-shuffle", is_flag=True, help="Batch in listing order instead of a seeded shuffle.")
 @click.option("--drop-last", is_flag=True, help="Drop the last partial batch, like DataLoader(drop_last=True).")
-@click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
+@click.option("--on-error", type=click.Choice(ON_ERROR), default=DEFAULTS.on_error, show_default=True,
               help="fail: list every bad image and exit 2; skip: leave them out and list them in the output.")
 @click.option("--max-bad", default=None, metavar="N|P%", help="With --on-error skip: fail when more than N images (or P% of them) are bad.")
 @click.option("--sample", default=None, metavar="N|P%",
@@ -346,23 +368,24 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
         histogram=histogram,
     )
     checkpointer = Checkpointer(checkpoint_path, every, restart) if checkpoint_path and not distributed else None
-    run = dict(workers=workers, progress=not quiet and sys.stderr.isatty(), checkpoint=checkpointer or checkpoint_path or None,
+    runtime = dict(workers=workers, progress=not quiet and sys.stderr.isatty(), checkpoint=checkpointer or checkpoint_path or None,
                checkpoint_every=every, restart=restart, workdir=workdir)
     if distributed:
-        result = api.compute_distributed(list(paths), options, **run)
+        result = api.compute_distributed(list(paths), options, **runtime)
         if result is not None:
             _emit(result, output, fmt, quiet, per_image)
         return
-    clock = api.PhaseClock()
+    clock = PhaseClock()
     if partial_path:
         state = api.compute_shard(list(paths), shard_kn or (1, 1), partial_path, options, clock=clock,
-                                  partial_format=partial_format, **run)
+                                  partial_format=partial_format, **runtime)
         if not quiet:
             click.echo(f"wrote {partial_path}: shard {state.shard[0]}/{state.shard[1]}, images {state.start}..{state.stop - 1} "
                        f"of {state.listing_size} ({len(state.images)} read, {len(state.bad)} bad)", err=True)
     else:
         # The checkpoint stays until the outputs are written: a full disk then costs no work.
-        _emit(api.compute(list(paths), options, clock=clock, remove_checkpoint=False, **run), output, fmt, quiet, per_image)
+        _emit(api.compute(list(paths), options, clock=clock, remove_checkpoint=False, **runtime), output, fmt, quiet,
+              per_image)
         if checkpointer is not None:
             checkpointer.remove()
         clock.lap("writing")
@@ -518,7 +541,8 @@ def _int_list(value: str, name: str) -> list[int]:
 @click.option("--batch-size", "batch_sizes", default="16,64,256", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--momentum", "momenta", default="0.1,0.01,none", show_default=True,
               help="Comma-separated momenta in each convention's own meaning; 'none' = torch cumulative average; 'default' = 0.1 torch / 0.99 keras.")
-@click.option("--convention", "conventions", default="torch", show_default=True, help="Comma-separated: torch, keras.")
+@click.option("--convention", "conventions", default=DEFAULTS.convention, show_default=True,
+              help=f"Comma-separated: {', '.join(CONVENTION_NAMES)}.")
 @click.option("--seeds", default="0", show_default=True, help="Comma-separated shuffle seeds.")
 @click.option("--no-shuffle", is_flag=True, help="Batch in listing order (then one seed).")
 @click.option("--drop-last", is_flag=True, help="Drop each epoch's last partial batch.")
@@ -566,17 +590,13 @@ def compare(paths, batch_sizes, momenta, conventions, seeds, no_shuffle, drop_la
         click.echo(f"wrote {path}", err=True)
 
 
-EXPORT_FORMATS = ["torchvision", "timm", "hf", "albumentations", "albumentations-json", "albumentations-yaml",
-                  "mmengine", "detectron2", "keras", "kornia", "torchgeo", "percentile-clip", "bn-state", "json", "yaml"]
-
-
 @cli.command()
 @click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
 @click.option("--to", "fmt", required=True, type=click.Choice(EXPORT_FORMATS), help="Target framework or format.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write here instead of stdout (required for bn-state).")
 @click.option("--base", metavar="DIR_OR_FILE", default=None,
               help="hf: update this preprocessor_config.json (or a model folder's) instead of writing a standalone one; only image_mean/image_std change.")
-@click.option("--flavour", type=click.Choice(["mmengine", "mmpretrain", "mmdet", "mmseg"]), default=None,
+@click.option("--flavour", type=click.Choice(MM_FLAVOURS), default=None,
               help="mmengine: the code base the snippet merges into (mmpretrain: to_rgb; mmdet: model.data_preprocessor; mmseg: both). Default mmengine.")
 @click.option("--type", "preprocessor_type", metavar="NAME", default=None,
               help="mmengine: also set type=NAME (only for a config without a base data_preprocessor; it replaces the base's type).")

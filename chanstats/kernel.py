@@ -43,6 +43,12 @@ def name() -> str:
     return _kernels.simd()
 
 
+def function(name: str):
+    """The compiled function ``name`` of the kernel, or ``None`` without the kernel (or in an
+    older build without that function): every use of the kernel goes through here."""
+    return getattr(_kernels, name, None)
+
+
 def warn_if_missing() -> None:
     """One line on stderr, once per process, when the kernel is missing."""
     global _warned

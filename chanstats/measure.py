@@ -1,4 +1,11 @@
-"""One image in, its sufficient statistics out: what a worker computes and sends back.
+"""One item in, its sufficient statistics out: what a worker computes and sends back, the same way
+for every kind of source.
+
+:class:`Measurer` reads an item through :func:`~chanstats.sources.kinds.read_item`: encoded bytes
+go to the decoders (:mod:`~chanstats.decoding`), decoded arrays to the array path
+(:func:`measure_pixels`); ``--transform``, ``--bands``, ``--channels``, ``--nodata``, ``--scale``
+and ``--percentiles`` apply the same way to both. Items whose kind reads them once per epoch (a
+dataset's own random draws) are read with every generator seeded.
 
 A :class:`Measurement` is small (a few numbers per channel) so that no pixel array ever crosses a
 process boundary. It holds one entry per *sample*: an image passed through a random transform for
@@ -7,6 +14,7 @@ K epochs gives K samples.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence, Union
 
@@ -27,8 +35,9 @@ from .stats.moments import (
     integer_moments_of,
     integer_sample_row,
 )
-from .sources.base import ImageSource
-from .sources.listing import open_file, read_source
+from .sources.base import Decoded, Encoded, ImageSource
+from .sources.files import open_file
+from .sources.kinds import kind_of, read_item
 from .transforms import TransformSpec, same_output
 from .user_code import contained
 
@@ -217,11 +226,21 @@ class Measurer:
     pixels: PixelOptions = PixelOptions()
 
     def __call__(self, index: int, source: ImageSource) -> Measurement:
-        if self.transform is None and self.mode == "keep" and _tiff_file_by_name(source):
+        if kind_of(source).per_epoch:
+            return self._read_each_epoch(index, source)
+        content = read_item(source)
+        if isinstance(content, Decoded):
+            return self._decoded(index, source, content)
+        return self._encoded(index, source, content)
+
+    def _encoded(self, index: int, source: ImageSource, content: Encoded) -> Measurement:
+        """An item stored encoded: the decoders (fast paths first, Pillow the reference; TIFF
+        rasters and 16-bit PNGs with ``--mode keep``), then the transform on the decoded image."""
+        if self.transform is None and self.mode == "keep" and content.hint == "tiff" and content.file is not None:
             measured = self._raster_file(source)
             if measured is not None:
                 return measured
-        data = read_source(source)
+        data = content.read()
         if self.transform is None:
             # Without a transform every epoch sees the same pixels: measure them once.
             if self.mode == "keep" and _is_tiff(data):
@@ -256,6 +275,86 @@ class Measurer:
             moments=[moments for _, moments, _ in samples],
             rows=[row for _, _, row in samples],
         )
+
+    def _decoded(self, index: int, source: ImageSource, content: Decoded) -> Measurement:
+        """An item stored as pixels (a NumPy file's image), as stored: ``mode`` does not convert it."""
+        if self.transform is not None:
+            return self._transformed_array(index, source, lambda: self._chosen(content, source.display))
+        return self.measure_array(content.pixels, source.display, self.epochs, content.channel_names)
+
+    def _read_each_epoch(self, index: int, source: ImageSource) -> Measurement:
+        """An item whose kind reads it once per epoch, every generator seeded from ``(seed, epoch,
+        index)`` so that a dataset's own random transforms draw the same in any worker. With
+        ``--transform`` the item is read inside the transform's seeded context, so that its draws
+        and the transform's are one seeded stream (two flips drawn from one seed would always agree)."""
+        from .transforms import seeded, single_threaded
+
+        if self.transform is not None:
+            return self._transformed_array(index, source, lambda: self._chosen(read_item(source), source.display))
+        measurements = []
+        with single_threaded():
+            for epoch in range(self.epochs):
+                with seeded(self.seed, epoch, index):
+                    content = read_item(source)
+                pixels = self._in_mode(content, source.display)
+                measurements.append(self.measure_array(pixels, source.display, 1, content.channel_names))
+        return epochs_measurement(measurements, source.display)
+
+    def _in_mode(self, content: Decoded, shown: str) -> np.ndarray:
+        """The pixels under ``--mode`` when the source says they follow it (a dataset's samples:
+        see :func:`in_mode`); arrays stored in files are measured as stored."""
+        return in_mode(content.pixels, self.mode, shown) if content.follows_mode else content.pixels
+
+    def _chosen(self, content: Decoded, shown: str) -> tuple[np.ndarray, Any]:
+        """The pixels a transform starts from, under ``--mode`` where they follow it and with
+        ``--bands`` chosen (the object the source gave stands for them only when it holds every
+        band; a PIL image is converted to grey as the pixels are)."""
+        from PIL import Image
+
+        pixels, original = self._in_mode(content, shown), content.original
+        if content.follows_mode and self.mode == "L" and isinstance(original, Image.Image):
+            original = original.convert("L")
+        if self.pixels.bands is None:
+            return pixels, original
+        return _select_bands(pixels, self.pixels.bands, shown), None
+
+    def measure_array(self, pixels: np.ndarray, shown: str, epochs: int | None = None,
+                      channel_names: Sequence[str] | None = None) -> Measurement:
+        """The measurement of one ``(H, W, C)`` image with this measurer's pixel options, the
+        same for each of ``epochs`` samples (default: this measurer's).
+
+        Integer pixels of up to 32 bits (signed or not) take the exact integer path, floats the
+        float64 path; the full scale comes from the dtype unless ``--scale`` says otherwise. A
+        sample with NaN or infinite values that nodata does not exclude is a bad image.
+        """
+        if pixels.ndim != 3:
+            raise BadImageError(shown, f"pixels of shape {pixels.shape}; expected (H, W, C)")
+        measured = self._array(pixels, shown, channel_names)
+        count = self.epochs if epochs is None else epochs
+        return Measurement(measured.format, measured.width, measured.height, False, [measured.moments[0]] * count,
+                           [measured.rows[0]] * count, measured.histogram)
+
+    def _transformed_array(self, index: int, source: ImageSource, make_sample) -> Measurement:
+        """The ``--transform`` samples of an image held in memory: ``make_sample()`` gives its
+        ``(H, W, C)`` pixels and the object they came from (a PIL image or tensor a dataset
+        returned, or ``None``), made afresh for each run of the transform. What the transform is
+        given is :func:`transform_input`'s choice; the per-image size is the image's, before the
+        transform."""
+        pipeline = self.transform.build()  # type: ignore[union-attr]
+        shape: list[int] = []
+
+        def make_input() -> tuple[Any, PixelFormat]:
+            pixels, original = make_sample()
+            shape[:] = pixels.shape
+            return transform_input(pixels, original, pipeline), _input_format(pixels, self.pixels.channels)
+
+        samples = self._transformed(index, source, make_input)
+        formats = {fmt for fmt, _, _ in samples}
+        if len(formats) > 1:
+            kinds = ", ".join(sorted(fmt.label for fmt in formats))
+            raise BadSpecError(f"{source.display}: the transform gave different kinds of output across epochs ({kinds})")
+        return Measurement(samples[0][0], shape[1], shape[0], False,
+                           [moments for _, moments, _ in samples], [row for _, _, row in samples])
 
     @property
     def _histograms_of_8bit(self) -> bool:
@@ -378,13 +477,6 @@ _FAST_PATHS = (measure_jpeg, measure_png)
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
-def _tiff_file_by_name(source: ImageSource) -> bool:
-    """A plain local file named as a TIFF (its bytes decide: see :meth:`Measurer._raster_file`).
-    A remote one is fetched whole, like any object: a request per segment would cost more."""
-    return (type(source) is ImageSource and not source.in_archive and source.problem is None
-            and source.name.lower().endswith((".tif", ".tiff")) and "://" not in source.root)
-
-
 def _is_tiff(data: bytes) -> bool:
     """TIFF or BigTIFF, either byte order: read with tifffile (any bands, dtype, layout)."""
     return data[:4] in _TIFF_MAGIC
@@ -460,3 +552,82 @@ def _measure_array(pixels: np.ndarray, input_format: PixelFormat, shown: str) ->
             raise BadSpecError(f"{shown}: the transform output holds NaN or infinite values")
         return PixelFormat(names, FLOAT_SCALE), moments, (moments.pixels, moments.mean.tolist(), moments.m2.tolist())
     raise BadSpecError(f"{shown}: the transform returned {pixels.dtype} pixels; expected uint8, uint16 or float")
+
+
+def measure_pixels_of(pixels: np.ndarray, shown: str, epochs: int = 1, measurer: Measurer | None = None) -> Measurement:
+    """The measurement of one ``(H, W, C)`` image, the same for each of ``epochs`` samples, with
+    ``measurer``'s pixel options (default: none); see :meth:`Measurer.measure_array`."""
+    return (measurer if measurer is not None else Measurer()).measure_array(pixels, shown, epochs)
+
+
+def epochs_measurement(measurements: list[Measurement], shown: str) -> Measurement:
+    """One measurement holding each epoch's sample."""
+    first = measurements[0]
+    if any(m.format != first.format for m in measurements):
+        kinds = ", ".join(sorted({m.format.label for m in measurements}))
+        raise BadImageError(shown, f"the sample changed kind across epochs ({kinds})")
+    histogram = first.histogram
+    for other in measurements[1:]:  # every epoch's pixels are samples of their own
+        if histogram is not None and other.histogram is not None:
+            histogram = histogram.merge(other.histogram)
+    return Measurement(first.format, first.width, first.height, False,
+                       [m.moments[0] for m in measurements], [m.rows[0] for m in measurements], histogram)
+
+
+def transform_input(pixels: np.ndarray, original: Any, pipeline: Any) -> Any:
+    """What ``--transform`` is given for an image held in memory, a fresh copy each time:
+
+    - an albumentations pipeline: the ``(H, W, C)`` NumPy array (``(H, W)`` for one channel), as
+      albumentations expects;
+    - a PIL image the dataset returned: that image (palettes and CMYK converted to RGB);
+    - a tensor the dataset returned: a ``(C, H, W)`` tensor of its values;
+    - a NumPy array (a dataset's, or an image in a NumPy file): a PIL image when it is uint8 with 1,
+      3 or 4 channels (``L``, ``RGB``, ``RGBA``, as a decoded file is), else a ``(C, H, W)`` tensor.
+    """
+    from PIL import Image
+
+    from .transforms import AlbumentationsAdapter
+
+    if isinstance(pipeline, AlbumentationsAdapter):
+        return np.array(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+    if isinstance(original, Image.Image):
+        return original.copy()
+    torch = sys.modules.get("torch")
+    is_tensor = torch is not None and isinstance(original, torch.Tensor)
+    if not is_tensor and pixels.dtype == np.uint8 and pixels.shape[2] in _PIL_MODES:
+        return Image.fromarray(np.ascontiguousarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels),
+                               _PIL_MODES[pixels.shape[2]])
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(pixels, -1, 0)))
+
+
+_PIL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+
+
+def _input_format(pixels: np.ndarray, chosen: Sequence[str] | None) -> PixelFormat:
+    """The input's channels, which an output with as many channels keeps (``--channels`` names them)."""
+    count = pixels.shape[2]
+    names = tuple(chosen) if chosen is not None and len(chosen) == count else channel_names(count)
+    return PixelFormat(names, default_scale(pixels.dtype), pixels.dtype.name)
+
+
+def in_mode(pixels: np.ndarray, mode: str, shown: str) -> np.ndarray:
+    """A dataset sample's ``(H, W, C)`` pixels under ``--mode``: ``L`` converts 8-bit grey, grey
+    with alpha, RGB and RGBA samples to grey exactly as a file is converted (Pillow's
+    ``convert("L")``: ``L = R·299/1000 + G·587/1000 + B·114/1000`` in Pillow's fixed-point
+    rounding, alpha dropped), and refuses any other sample in one line; ``RGB`` and ``keep`` measure
+    samples as they are (a dataset gives its images in the form it was built to give)."""
+    if mode != "L" or pixels.shape[2] == 1 and pixels.dtype == np.uint8:
+        return pixels
+    if pixels.dtype != np.uint8 or pixels.shape[2] not in _GREY_FROM:
+        raise ChanstatsError(f"{shown}: --mode L converts 8-bit grey or colour samples (1 to 4 channels, as Pillow's "
+                             f"convert('L')); this one has {pixels.shape[2]} channels of {pixels.dtype}: convert it in the "
+                             "dataset, or leave --mode at its default")
+    from PIL import Image
+
+    image = Image.fromarray(np.ascontiguousarray(pixels), _GREY_FROM[pixels.shape[2]])
+    return np.array(image.convert("L"))[:, :, np.newaxis]  # writable: a transform may get it as a tensor
+
+
+_GREY_FROM = {2: "LA", 3: "RGB", 4: "RGBA"}

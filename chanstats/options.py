@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .decoding.formats import MODES, check_mode
 from .errors import BadSpecError, ChanstatsError
@@ -28,19 +28,25 @@ if TYPE_CHECKING:
     from .stats.sampling import SampleSpec
     from .transforms import TransformSpec
 
+# The choices of the options that have a fixed set of values: the command line offers these.
 ON_ERROR = ("fail", "skip")
+# The names of chanstats.stats.batchnorm.CONVENTIONS (which maps each to its object), kept here so
+# that the command line lists them without importing numpy.
+CONVENTION_NAMES = ("torch", "keras")
 # The percentiles reported when asked for by name ("--percentiles auto" or a list).
 DEFAULT_PERCENTILES_TEXT = "0.5,1,2,50,98,99,99.5"
 # The default: percentiles wherever the pixels are counted into a histogram anyway (data wider than
 # 8 bits, nodata-masked bands, float data, or --histogram), not for plain 8-bit images, where
 # counting every value costs a fifth to a third of a JPEG's decoding (bench/percentiles.py).
 PERCENTILES_AUTO = "auto"
-CONVENTIONS = ("torch", "keras")
-DEFAULT_MOMENTUM = "default"
 LAYOUTS = ("auto", "CHW", "HWC")  # where a dataset sample's channels are (auto: by its type)
 # How the BatchNorm simulation batches samples: a seeded shuffle, or a DataLoader's own batches.
 BATCHES = ("seeded", "loader")
-__all__ = ["RunOptions", "ResolvedOptions", "ErrorBudget", "running_settings", "MODES", "ON_ERROR", "CONVENTIONS"]
+# ``--momentum default``: the convention's own default (torch 0.1, keras 0.99; see
+# chanstats.stats.batchnorm.DEFAULT_MOMENTUM for the numbers).
+CONVENTION_MOMENTUM = "default"
+__all__ = ["RunOptions", "ResolvedOptions", "RecordedOptions", "ErrorBudget", "running_settings", "MODES", "ON_ERROR",
+           "CONVENTION_NAMES", "DEFAULTS"]
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,7 @@ class RunOptions:
     mode: str = "RGB"
     extensions: tuple[str, ...] = IMAGE_EXTENSIONS
     batch_size: int = 64
-    momentum: float | str | None = DEFAULT_MOMENTUM
+    momentum: float | str | None = CONVENTION_MOMENTUM
     convention: str = "torch"
     seed: int = 0
     shuffle: bool = True
@@ -227,6 +233,9 @@ class RunOptions:
         return self.resolve(inputs).record
 
 
+# Every option's default, in one place: the command line shows and uses these.
+DEFAULTS = RunOptions()
+
 # Recorded keys that are not options of the run: the paths (the caller gives them) and run-time
 # knobs that never change the statistics.
 _NOT_OPTIONS = ("inputs", "workers", "progress", "dataset_kind")
@@ -234,7 +243,11 @@ _NOT_OPTIONS = ("inputs", "workers", "progress", "dataset_kind")
 
 @dataclass(frozen=True)
 class ResolvedOptions:
-    """:class:`RunOptions` checked, with the objects a run works with and the record it writes."""
+    """:class:`RunOptions` checked, with the objects a run works with and the record it writes.
+
+    This is what a run carries from :meth:`RunOptions.resolve` on: typed values only (the record
+    is their serialization, written into configs, partial states and checkpoints, never read back
+    by key; :class:`RecordedOptions` reads a record)."""
 
     options: RunOptions
     extensions: tuple[str, ...]
@@ -244,6 +257,53 @@ class ResolvedOptions:
     sample: "SampleSpec | None"
     record: dict[str, Any]
     pixels: "PixelOptions"
+
+    @property
+    def on_error(self) -> str:
+        return self.options.on_error
+
+    @property
+    def listing(self) -> bool:
+        return self.options.listing
+
+    @property
+    def seed(self) -> int:
+        return self.settings.seed
+
+    def recording(self, **extra: Any) -> "ResolvedOptions":
+        """A copy whose record also holds (or replaces) ``extra``: what a run learns after
+        resolving (a dataset's name and kind, a DataLoader's own batches)."""
+        return dataclasses.replace(self, record={**self.record, **extra})
+
+
+@dataclass(frozen=True)
+class RecordedOptions:
+    """The options a run recorded (in a state: one run's, merged partials', a checkpoint's), read
+    back typed: what finishing a run needs, without rebuilding its transform."""
+
+    on_error: str
+    budget: "ErrorBudget | None"
+    settings: "RunningSettings"
+    epochs: int
+    sample: "SampleSpec | None"
+    percentiles: tuple[float, ...] | None
+    nodata: str | None
+
+    @classmethod
+    def parse(cls, record: Mapping[str, Any]) -> "RecordedOptions":
+        """Read ``record`` (as :meth:`RunOptions.resolve` wrote it; options left at their
+        defaults are absent from it)."""
+        from .stats.sampling import SampleSpec
+
+        return cls(
+            on_error=record["on_error"],
+            budget=ErrorBudget.parse(record["max_bad"]),
+            settings=settings_of(record),
+            epochs=record.get("epochs", 1),
+            sample=SampleSpec.parse(record.get("sample")),
+            percentiles=_parse_percentiles(record.get("percentiles", DEFAULT_PERCENTILES_TEXT)),
+            nodata=record.get("nodata"),
+        )
 
 
 @dataclass(frozen=True)
@@ -430,7 +490,7 @@ class ErrorBudget:
 
 def running_settings(
     convention: str = "torch",
-    momentum: float | str | None = DEFAULT_MOMENTUM,
+    momentum: float | str | None = CONVENTION_MOMENTUM,
     batch_size: int = 64,
     shuffle: bool = True,
     seed: int = 0,
@@ -442,7 +502,7 @@ def running_settings(
 
     cumulative = momentum is None or (isinstance(momentum, str) and momentum.lower() == "none")
     value: float | None = None
-    if not cumulative and momentum != DEFAULT_MOMENTUM:
+    if not cumulative and momentum != CONVENTION_MOMENTUM:
         try:
             value = float(momentum)  # type: ignore[arg-type]
         except (TypeError, ValueError):

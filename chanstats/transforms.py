@@ -32,7 +32,6 @@ torch, torchvision and albumentations are imported only when a transform is buil
 from __future__ import annotations
 
 import difflib
-import importlib
 import json
 import os
 import pickle
@@ -48,7 +47,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from .errors import BadSpecError
-from .user_code import contained, load_python_file
+from .user_code import load_reference as load_user_reference
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 _REFERENCE = re.compile(r"^(?P<target>[A-Za-z_][\w.]*|.+\.py):(?P<attr>[A-Za-z_][\w.]*)$")
@@ -430,51 +429,11 @@ def _one_line(error: BaseException) -> str:
 
 def load_reference(reference: str, search_dir: str = "") -> Callable[[Any], Any]:
     """Import ``module:attr`` or ``path/to/file.py:attr`` (relative to ``search_dir``) and return it."""
-    match = _REFERENCE.match(reference)
-    if not match:
-        raise BadSpecError(f"--transform {reference}: expected module:attr or path/to/file.py:attr")
-    target, attr = match["target"], match["attr"]
-    if target.endswith(".py"):
-        module = _load_file(os.path.join(search_dir, target) if search_dir else target, reference)
-    else:
-        module = _import_module(target, search_dir, reference)
-    obj: Any = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            names = [n for n in dir(obj) if not n.startswith("_")]
-            close = difflib.get_close_matches(part, names, n=3, cutoff=0.6)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise BadSpecError(f"--transform {reference}: {target} has no attribute {part!r}{hint}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise BadSpecError(f"--transform {reference}: {attr} is a {type(obj).__name__}, not a callable transform")
-    return obj
-
-
-def _import_module(name: str, search_dir: str, reference: str):
-    with contained(f"--transform {reference}: importing {name!r}"):
-        return _import_module_contained(name, search_dir, reference)
-
-
-def _import_module_contained(name: str, search_dir: str, reference: str):
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as error:
-        # A console script does not put the working directory on sys.path; ``python -m`` does.
-        top = name.split(".")[0]
-        if error.name != top or not search_dir or search_dir in sys.path:
-            raise BadSpecError(f"--transform {reference}: cannot import {name!r} ({_one_line(error)})") from None
-    sys.path.insert(0, search_dir)
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as error:
-        raise BadSpecError(f"--transform {reference}: cannot import {name!r} ({_one_line(error)}; looked in {search_dir} and sys.path)") from None
-    except Exception as error:
-        raise BadSpecError(f"--transform {reference}: importing {name!r} failed: {_one_line(error)}") from None
-
-
-def _load_file(path: str, reference: str):
-    return load_python_file(path, f"--transform {reference}", "transform")
+    found = load_user_reference(reference, "--transform", "transform", search_dir)
+    if not callable(found):
+        attr = reference.rpartition(":")[2]
+        raise BadSpecError(f"--transform {reference}: {attr} is a {type(found).__name__}, not a callable transform")
+    return found
 
 
 # --- seeding ---------------------------------------------------------------------------------

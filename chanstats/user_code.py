@@ -1,20 +1,26 @@
-"""Loading the user's own Python code named on the command line as ``path/to/file.py:attr``
-(a ``--transform`` or a ``--dataset``), and running it without letting it end the run.
+"""Loading the user's own Python code named on the command line as ``package.module:attr`` or
+``path/to/file.py:attr`` (a ``--transform`` or a ``--dataset``): :func:`load_reference` is the one
+loader both use; and running that code without letting it end the run (:func:`contained`).
 
-The file is imported under a name derived from its absolute path, so that every process (workers
+A file is imported under a name derived from its absolute path, so that every process (workers
 started by fork, forkserver or spawn, DataLoader workers) gives it the same module name and the
-classes defined in it pickle.
+classes defined in it pickle. A module is imported from ``sys.path`` and, when it is not found
+there, from the folder the reference was given in: a console script does not put the working
+directory on ``sys.path`` as ``python -m`` does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
+import importlib
 import importlib.util
 import os
+import re
 import sys
 from types import ModuleType
-from typing import Iterator
+from typing import Any, Iterator
 
 from .errors import BadSpecError, ChanstatsError, one_line
 
@@ -72,3 +78,57 @@ def load_python_file(path: str, option: str, kind: str) -> ModuleType:
             raise
         raise BadSpecError(f"{option}: running {path} failed: {one_line(error)}") from None
     return module
+
+
+# ``target:attr``: a module or a .py file, and a dotted attribute path in it.
+REFERENCE = re.compile(r"^(?P<target>[^:]+):(?P<attr>[A-Za-z_][\w.]*)$")
+
+
+def load_reference(reference: str, option: str, kind: str, search_dir: str = "") -> Any:
+    """The object ``reference`` names: ``package.module:attr`` or ``path/to/file.py:attr`` (a
+    relative file, and a module not found on ``sys.path``, are looked for in ``search_dir``,
+    default the working directory). ``option`` (``"--transform"``, ``"--dataset"``) and ``kind``
+    are those of :func:`load_python_file`; every error is a :class:`BadSpecError` quoting
+    ``option reference``."""
+    shown = f"{option} {reference}"
+    match = REFERENCE.match(reference)
+    if not match:
+        raise BadSpecError(f"{shown}: expected package.module:attr or path/to/file.py:attr")
+    target, attr = match["target"], match["attr"]
+    search_dir = search_dir or os.getcwd()
+    if target.endswith(".py"):
+        module = load_python_file(os.path.join(search_dir, target), shown, kind)
+    else:
+        module = _import_module(target, search_dir, shown)
+    found: Any = module
+    for part in attr.split("."):
+        if not hasattr(found, part):
+            names = [n for n in dir(found) if not n.startswith("_")]
+            close = difflib.get_close_matches(part, names, n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise BadSpecError(f"{shown}: {target} has no attribute {part!r}{hint}")
+        found = getattr(found, part)
+    return found
+
+
+def _import_module(name: str, search_dir: str, shown: str) -> ModuleType:
+    with contained(f"{shown}: importing {name!r}"):
+        return _import_module_contained(name, search_dir, shown)
+
+
+def _import_module_contained(name: str, search_dir: str, shown: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        top = name.split(".")[0]
+        if error.name != top or search_dir in sys.path:
+            raise BadSpecError(f"{shown}: cannot import {name!r} ({one_line(error)})") from None
+    except Exception as error:
+        raise BadSpecError(f"{shown}: importing {name!r} failed: {one_line(error)}") from None
+    sys.path.insert(0, search_dir)
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        raise BadSpecError(f"{shown}: cannot import {name!r} ({one_line(error)}; looked in {search_dir} and sys.path)") from None
+    except Exception as error:
+        raise BadSpecError(f"{shown}: importing {name!r} failed: {one_line(error)}") from None

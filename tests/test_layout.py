@@ -77,7 +77,7 @@ def test_nothing_below_the_api_imports_it():
 def test_each_kind_of_source_imports_only_the_base():
     graph = import_graph()
     for kind in ("chanstats.sources.folders", "chanstats.sources.tar", "chanstats.sources.parquet",
-                 "chanstats.sources.arrays", "chanstats.sources.datasets"):
+                 "chanstats.sources.arrays", "chanstats.sources.datasets", "chanstats.sources.files"):
         # user_code: importing the user's own file for --dataset; decoding.limits: the
         # decompression-bomb limit every reader checks before it allocates (leaves that import only
         # errors); storage: the file system under every kind (a shard or a table may be a URL)
@@ -87,3 +87,26 @@ def test_each_kind_of_source_imports_only_the_base():
         assert graph[leaf] <= {"chanstats.errors"}, leaf
     # The file system itself knows no kind.
     assert graph["chanstats.sources.storage"] <= {"chanstats.sources.base", "chanstats.errors"}
+
+
+def test_the_walk_from_a_source_to_the_decoder_never_climbs_back():
+    """sources/ → measuring → decoding/ → stats/: each stage imports only later stages (and the
+    leaves errors, kernel, user_code), so following an item from its listing to its statistics
+    never goes back up; measuring reads items through sources/ (the one place it looks back)."""
+    graph = import_graph()
+
+    def stage(module: str) -> str | None:
+        for prefix, name in (("chanstats.sources", "sources"), ("chanstats.decoding", "decoding"),
+                             ("chanstats.stats", "stats")):
+            if module.startswith(prefix):
+                return name
+        return "measuring" if module in ("chanstats.measure", "chanstats.pixels") else None
+
+    later = {"sources": {"sources"}, "measuring": {"measuring", "sources", "decoding", "stats"},
+             "decoding": {"decoding", "stats"}, "stats": {"stats"}}
+    leaves = {"chanstats.errors", "chanstats.kernel", "chanstats.user_code", "chanstats._version",
+              "chanstats.decoding.limits"}
+    climbs = [(module, target) for module in graph if (here := stage(module)) is not None
+              for target in graph[module] if target not in leaves and stage(target) not in later[here]
+              and not (here == "measuring" and target in ("chanstats.options", "chanstats.transforms"))]
+    assert climbs == []

@@ -17,7 +17,8 @@ from chanstats.sources import tar as tarshards
 from chanstats.decoding.pillow import decode
 from chanstats.errors import BadImageError, BadImagesError, ChanstatsError
 from chanstats.api import compute
-from chanstats.sources.listing import expand_braces, fingerprint, list_images, read_source
+from chanstats.sources.kinds import read_bytes as read_source
+from chanstats.sources.listing import expand_braces, fingerprint, list_images
 
 from .helpers.cli import run_cli
 

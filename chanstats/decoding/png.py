@@ -25,6 +25,7 @@ import zlib
 
 import numpy as np
 
+from .. import kernel
 from ..stats.moments import KERNEL_AVAILABLE, IntegerMoments, integer_moments_and_histogram
 from .formats import EIGHT_BIT_BY_COUNT, RGB_8BIT, Measured
 from .limits import check_declared_size, pixel_limit
@@ -35,10 +36,8 @@ try:  # faster inflation, the same bytes out, and the same adler32 check; stock 
 except ImportError:  # pragma: no cover - isal is a dependency where it has a wheel
     _inflater, _InflateError = zlib.decompressobj, zlib.error
 
-if KERNEL_AVAILABLE:
-    from .._kernels import unfilter_png  # type: ignore[import-not-found]
-
-AVAILABLE = KERNEL_AVAILABLE
+unfilter_png = kernel.function("unfilter_png")
+AVAILABLE = KERNEL_AVAILABLE and unfilter_png is not None
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHUNK_HEAD = struct.Struct(">I4s")
 _IHDR = struct.Struct(">IIBBBBB")

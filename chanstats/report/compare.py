@@ -131,7 +131,7 @@ def compare(result: Result, settings: Sequence[RunningSettings], *, notes: Seque
     """Simulate every ``settings`` on ``result``'s per-sample table (no pixel is read again)."""
     if result.table is None:
         raise BadSpecError("this result has no per-sample table to simulate from")
-    epochs = int(result.options.get("epochs") or max(1, result.samples // max(1, result.images)))
+    epochs = max(1, result.samples // max(1, result.images))  # the table holds every epoch of every image
     estimates = simulate_many(result.table, list(settings), epochs=epochs, trajectory=trajectory)
     return Comparison(list(result.channels), result.mean, result.std, estimates, list(notes), len(result.table), epochs)
 

@@ -35,12 +35,13 @@ import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterator, Sequence
 
 from ..exits import default_signals, stops_held_back
 from ..errors import BadImageError, ChanstatsError, WorkerError, one_line
 from ..measure import Measurement
 from ..sources.base import ImageSource, Listing
+from ..sources.kinds import unit_of
 
 if TYPE_CHECKING:
     from .chunk import ChunkResult
@@ -155,7 +156,8 @@ def work_units(sources: Sequence[ImageSource], workers: int, smallest: int = CHU
     read from its start.
 
     >>> from chanstats.sources.base import ImageSource
-    >>> gz = [ImageSource("a.tar.gz", f"{i}.png", 1, 512 * i, True, in_archive=True) for i in range(40)]
+    >>> from chanstats.sources.base import ArchiveMember
+    >>> gz = [ArchiveMember("a.tar.gz", f"{i}.png", 1, None, 512 * i, True) for i in range(40)]
     >>> files = [ImageSource("d", f"{i}.png", 1) for i in range(30)]
     >>> list(work_units(files[:20] + gz + files[20:], 1, 8, 64))
     [(0, 17), (17, 20), (20, 60), (60, 68), (68, 70)]
@@ -224,13 +226,10 @@ def _archive_keys(sources: Sequence[ImageSource]) -> list[int] | None:
     return keys if any(key >= 0 for key in keys) else None
 
 
-def _unit_of(source: ImageSource) -> tuple[str, int] | None:
-    """The piece of work ``source`` must not be separated from: its compressed shard, or its
-    table's row group (a :class:`~chanstats.sources.parquet.TableRow` says which); else ``None``."""
-    if source.in_archive and source.compressed:
-        return source.root, -1
-    group = getattr(source, "group", -1)
-    return (source.root, group) if group >= 0 else None
+def _unit_of(source: ImageSource) -> Hashable | None:
+    """The piece of work ``source`` must not be separated from, as its kind says (its compressed
+    shard, or its table's small row group); else ``None``."""
+    return unit_of(source)
 
 
 def _parallel_chunks(

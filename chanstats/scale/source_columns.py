@@ -15,13 +15,12 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..errors import ChanstatsError
-from ..sources.base import _FS_ENCODING, _FS_ERRORS, ImageSource, Listing
+from ..sources.base import _FS_ENCODING, _FS_ERRORS, ImageSource, Listing, row_source
 from .columns import ColumnFile
 from .integrity import Checksum
 
 SOURCE_COLUMNS = {"name_end": "<i8", "size": "<i8", "offset": "<i8", "flags": "u1", "root_id": "<u4"}
 NAMES_FILE = "names.bin"
-_COMPRESSED, _IN_ARCHIVE = 1, 2
 # Listing rows turned into files per step: bounds the memory of writing a large slice's sources.
 BLOCK = 1 << 18
 
@@ -103,9 +102,8 @@ class StoredSources(Sequence[ImageSource]):
         ends = self.columns["name_end"]
         flags = int(self.columns["flags"][i])
         name = bytes(self.names[int(ends[i - 1]) if i else 0 : int(ends[i])]).decode(_FS_ENCODING, _FS_ERRORS)
-        return ImageSource(self.roots[int(self.columns["root_id"][i])], name, int(self.columns["size"][i]),
-                           int(self.columns["offset"][i]), flags & _COMPRESSED == _COMPRESSED,
-                           self.problems.get(i), flags & _IN_ARCHIVE == _IN_ARCHIVE)
+        return row_source(self.roots[int(self.columns["root_id"][i])], name, int(self.columns["size"][i]),
+                          int(self.columns["offset"][i]), flags, self.problems.get(i))
 
     def __iter__(self) -> Iterator[ImageSource]:
         return (self[i] for i in range(self.start, self.start + self.count))

@@ -28,7 +28,7 @@ import numpy as np
 from ..decoding.formats import PixelFormat
 from ..errors import ChanstatsError
 from ..report.files import write_atomic
-from ..sources.base import ImageSource
+from ..sources.base import ContainedItem, ImageSource
 from ..stats.moments import FloatMoments, IntegerMoments
 from .columns import fsync_directory, remove_directory
 from .integrity import has_seal, seal, unseal
@@ -409,7 +409,7 @@ def read_partial(path: str) -> PartialState:
 def _source_from_json(path: str, name: str, display: str, size: int, roots: dict[str, str]) -> ImageSource:
     """A source as written by :func:`_image_json` (its bytes are not read again: no offset)."""
     if display == f"{path}::{name}":
-        return ImageSource(roots.setdefault(path, path), name, size, in_archive=True)
+        return ContainedItem(roots.setdefault(path, path), name, size)
     if display != path:
         raise ValueError(f"image {display!r} is shown neither as its path {path!r} nor as a shard member")
     return ImageSource.from_path(path, name, size, roots)

@@ -21,18 +21,19 @@ from typing import Any, Iterator
 
 from ..decoding.limits import check_declared_size, check_decoded_bytes
 from ..errors import BadImageError, ChanstatsError
-from .base import ImageSource, Listed
+from .base import ContainedItem, Decoded, Listed, SourceKind
 
 ARRAY_SUFFIXES = (".npy", ".npz")
 OPEN_ARRAYS = 4  # arrays each process keeps mapped or loaded
 
 
 @dataclass(frozen=True, slots=True)
-class ArrayItem(ImageSource):
+class ArrayItem(ContainedItem):
     """One image held in a NumPy file: ``root`` the file, ``key`` the ``.npz`` member (``""`` for a
-    ``.npy``), ``offset`` its index in a stack (-1: the whole array is the image)."""
+    ``.npy``), ``index`` its index in a stack (-1: the whole array is the image)."""
 
     key: str = ""
+    index: int = -1
 
 
 def is_array_path(path: str) -> bool:
@@ -58,11 +59,11 @@ def list_arrays(path: str) -> Iterator[Listed]:
         stack = _is_stack(array.shape, array.dtype, shown)
         per_image = int(np.prod(array.shape[1:] if stack else array.shape)) * array.dtype.itemsize
         if not stack:
-            yield ArrayItem(path, key, per_image, -1, in_archive=True, key=key), (stat.st_dev, stat.st_ino, member, 0)
+            yield ArrayItem(path, key, per_image, None, key, -1), (stat.st_dev, stat.st_ino, member, 0)
             continue
         for index in range(array.shape[0]):
             name = f"{key}/{index}" if key else str(index)
-            yield ArrayItem(path, name, per_image, index, in_archive=True, key=key), (stat.st_dev, stat.st_ino, member, index + 1)
+            yield ArrayItem(path, name, per_image, None, key, index), (stat.st_dev, stat.st_ino, member, index + 1)
 
 
 def describe_arrays(path: str) -> str:
@@ -82,7 +83,7 @@ def read_pixels(source: ArrayItem) -> Any:
     as a decompression bomb when the header declares more than the limit."""
     try:
         array = _arrays.get(source)
-        pixels = array if source.offset < 0 else array[source.offset]
+        pixels = array if source.index < 0 else array[source.index]
         pixels = pixels.reshape(*pixels.shape, 1) if pixels.ndim == 2 else pixels
         return pixels.__array__()  # reads the mapped bytes now, so that a failure is this image's
     except (OSError, ValueError, IndexError, KeyError, zipfile.BadZipFile, EOFError) as error:
@@ -135,7 +136,7 @@ def _check_channels_last(shape: tuple[int, ...], shown: str, expected: str) -> N
 def _check_image_size(array: Any, source: ArrayItem) -> None:
     """Refuse ``source``'s image when ``array`` (an array or its header) declares it over the
     decompression-bomb limit. Shapes that are not images are refused by name when measured."""
-    shape = array.shape if source.offset < 0 else array.shape[1:]
+    shape = array.shape if source.index < 0 else array.shape[1:]
     if len(shape) in (2, 3):
         height, width = shape[:2]
         bands = shape[2] if len(shape) == 3 else 1
@@ -181,3 +182,8 @@ class _OpenArrays:
 
 
 _arrays = _OpenArrays()
+
+
+KIND = SourceKind("NumPy file", ArrayItem, lambda item: Decoded(read_pixels(item)), claims=is_array_path,
+                  list=lambda path, extensions: list_arrays(path), empty=describe_arrays)
+

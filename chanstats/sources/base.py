@@ -1,8 +1,12 @@
-"""What every kind of image source shares: :class:`ImageSource`, the default extensions, and the
-identity used to read a file only once.
+"""What every kind of image source shares: the items a kind lists (:class:`ImageSource` and
+:class:`ContainedItem`), what reading one gives (:class:`Encoded` bytes or a :class:`Decoded`
+array), the protocol a kind implements (:class:`SourceKind`), the packed :class:`Listing` of files
+and archive members, the default extensions, and the identity used to read a file only once.
 
-Each kind of source (:mod:`~chanstats.sources.folders`, :mod:`~chanstats.sources.tar`) imports only
-this module; :mod:`~chanstats.sources.listing` dispatches between them.
+Each kind of source (:mod:`~chanstats.sources.files`, :mod:`~chanstats.sources.tar`,
+:mod:`~chanstats.sources.parquet`, :mod:`~chanstats.sources.arrays`,
+:mod:`~chanstats.sources.datasets`) imports only this module and registers one :class:`SourceKind`
+in :mod:`~chanstats.sources.kinds`; docs/architecture.md says how to add one.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import stat as stat_module
 import sys
 from array import array
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Callable, Hashable, Iterable, Iterator, Sequence
 
 from ..errors import ChanstatsError
 
@@ -23,41 +27,35 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".
 
 @dataclass(frozen=True, slots=True)
 class ImageSource:
-    """One image to read.
+    """One item to measure; as such, an image file.
 
     ``name`` is the path relative to the input it was found under, used for ordering and the
     listing fingerprint (so a dataset moved elsewhere keeps its fingerprint). ``root`` is what it
     is relative to, one string shared by every image found under it: a run keeps a source per
     image, so the full path is not stored but derived: :attr:`path` (what to open) is
     ``os.path.join(root, name)``, and :attr:`display` (how messages show it) is the same.
+    ``size`` is its size in bytes (what the fingerprint hashes with the name). ``problem`` is a
+    reason found while listing that makes the item a bad image (a FIFO, a dangling link, a
+    member too large to read): it is never read.
 
-    A member of a tar shard (``in_archive``) has ``root`` = the shard, ``name`` = the member's name
-    in the archive, :attr:`display` ``shard.tar::member``, ``offset`` = where its bytes start in the
-    (decompressed) archive stream and ``compressed`` = whether the shard is gzip-compressed; a
-    worker reads the bytes itself (:func:`read_source`). ``problem`` is a reason found while listing
-    that makes the source a bad image (a link or device member, a member too large to read).
+    Items of other kinds are subclasses (:class:`ContainedItem`) with fields of their own; every
+    field means the same for every kind.
     """
 
     root: str
     name: str
     size: int
-    offset: int = -1
-    compressed: bool = False
     problem: str | None = None
-    in_archive: bool = False
 
     @property
     def path(self) -> str:
-        return self.root if self.in_archive else os.path.join(self.root, self.name)
+        """The file to open."""
+        return os.path.join(self.root, self.name)
 
     @property
     def display(self) -> str:
-        if not self.in_archive:
-            shown = os.path.join(self.root, self.name)
-        elif self.name:
-            shown = f"{self.root}::{self.name}"
-        else:
-            shown = self.root  # the damaged rest of a shard (see chanstats.sources.tar)
+        """How messages, configs and the per-image CSV name the item."""
+        shown = os.path.join(self.root, self.name)
         return shown if shown.isprintable() else printable_path(shown)
 
     @classmethod
@@ -70,6 +68,111 @@ class ImageSource:
         if roots is not None:
             root = roots.setdefault(root, root)
         return cls(root, name, size)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteImageFile(ImageSource):
+    """An image file on a remote file system (object storage, HTTP: see
+    :mod:`~chanstats.sources.storage`): ``root`` is a URL prefix, and ``version`` the object's
+    version tag when listed (its ETag or last-modified, hashed), which the fingerprint includes and
+    reading checks; -1 when the store gives none."""
+
+    version: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class ContainedItem(ImageSource):
+    """An item inside one container (a tar shard, a table, a NumPy file, a Python dataset):
+    ``root`` is the container, ``name`` the item's stable name in it, shown as ``root::name``
+    (the container alone for an item without a name: the damaged rest of a shard). As such (read
+    back from a partial state) it is only shown, never read again; each kind subclasses it with
+    what its reader needs."""
+
+    @property
+    def path(self) -> str:
+        return self.root
+
+    @property
+    def display(self) -> str:
+        shown = f"{self.root}::{self.name}" if self.name else self.root
+        return shown if shown.isprintable() else printable_path(shown)
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveMember(ContainedItem):
+    """A member of a tar shard: ``offset`` is where its bytes start in the (decompressed) archive
+    stream, ``compressed`` whether the shard is gzip-compressed (a compressed shard is read from
+    its start, so it is one unit of work). Defined here because :class:`Listing` packs members as
+    it packs files; :mod:`~chanstats.sources.tar` lists and reads them."""
+
+    offset: int = -1
+    compressed: bool = False
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """What reading an item gives when it is stored encoded: its bytes, with a hint of the format
+    where the kind knows it (``"tiff"``: a file named as one). ``file``: the regular file the
+    bytes are, when the item is a whole file, for decoders that read only the parts they need
+    (``read`` then runs only if they decline)."""
+
+    read: Callable[[], bytes]
+    hint: str | None = None
+    file: str | None = None
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """What reading an item gives when it is stored as pixels: an ``(H, W, C)`` array, channels
+    last, of its stored dtype (integers of up to 32 bits or floats), with the channels' names when
+    the source has them; ``original`` is the object the source gave (a PIL image or a tensor a
+    dataset returned), which a ``--transform`` is given instead of the array. ``follows_mode``: the
+    pixels are what a program gave (a dataset's sample), which ``--mode L`` converts to grey as a
+    decoded file is converted; arrays stored in files are measured as stored."""
+
+    pixels: Any
+    channel_names: tuple[str, ...] | None = None
+    original: Any = None
+    follows_mode: bool = False
+
+
+@dataclass(frozen=True)
+class SourceKind:
+    """One kind of source, as :mod:`chanstats.sources.kinds` registers it.
+
+    - ``name``: how docs and messages call the kind;
+    - ``item_type``: the class of the items it lists (reading dispatches on it);
+    - ``read(item)``: :class:`Encoded` or :class:`Decoded`; raises
+      :class:`~chanstats.errors.BadImageError` naming the item for one that cannot be read;
+    - ``claims(path)`` and ``list(path, extensions)``: whether a file given as input is of this
+      kind, and its items with their identities (``Listed``: a file's ``(dev, inode)``, then what
+      tells items in it apart); ``claims_folder``/``list_folder`` the same for a folder that is
+      one source (a saved table);
+    - ``unit(item)``: the piece of work the item must not be separated from (a compressed shard, a
+      small row group), or ``None``;
+    - ``also``: other item classes the kind reads (a ``RemoteImageFile`` is an image file);
+    - ``empty(path)``: what an input of this kind that gave no items holds, for the message (a
+      kind whose items are not chosen by ``--ext``; ``None``: the message suggests ``--ext``);
+    - ``per_epoch``: reading the item again may give other pixels (a dataset's own random
+      transforms), so it is read once per epoch with every generator seeded;
+    - ``forked``: workers must inherit this process's state (fork), not start clean.
+
+    Kinds whose items are made another way (a Python dataset, given as an object) leave
+    ``claims``/``list`` out.
+    """
+
+    name: str
+    item_type: type
+    read: Callable[[Any], "Encoded | Decoded"]
+    claims: Callable[[str], bool] | None = None
+    list: Callable[[str, tuple[str, ...]], "Iterator[Listed]"] | None = None
+    claims_folder: Callable[[str], bool] | None = None
+    list_folder: Callable[[str], "Iterator[Listed]"] | None = None
+    unit: Callable[[Any], Hashable | None] = lambda item: None
+    also: tuple[type, ...] = ()
+    empty: Callable[[str], str] | None = None
+    per_epoch: bool = False
+    forked: bool = False
 
 
 class Listing(Sequence[ImageSource]):
@@ -169,7 +272,45 @@ class Listing(Sequence[ImageSource]):
         return (_unpickle_listing, self._columns.rows(self._start, self._stop))
 
 
-_COMPRESSED, _IN_ARCHIVE = 1, 2
+# A row's flags: a member of a compressed shard; a member of a shard; an item of another container,
+# only shown (read back from a partial state).
+_COMPRESSED, _IN_ARCHIVE, _CONTAINED, _REMOTE = 1, 2, 4, 8
+
+
+def row_flags(source: ImageSource) -> int:
+    """The flags byte a packed row stores for ``source``: a file (0), an archive member, or an item
+    of another container that is only shown."""
+    if type(source) is ArchiveMember:
+        return _IN_ARCHIVE | (_COMPRESSED if source.compressed else 0)
+    if type(source) is ContainedItem:
+        return _CONTAINED
+    if type(source) is RemoteImageFile:
+        return _REMOTE
+    if type(source) is not ImageSource:
+        raise TypeError(f"a listing packs files and archive members, not {type(source).__name__}")
+    return 0
+
+
+def row_locator(source: ImageSource) -> int:
+    """The 64-bit number a packed row keeps beside the name: a member's offset in its shard, a
+    remote file's version tag, else -1."""
+    if type(source) is ArchiveMember:
+        return source.offset
+    if type(source) is RemoteImageFile:
+        return source.version
+    return -1
+
+
+def row_source(root: str, name: str, size: int, offset: int, flags: int, problem: str | None) -> ImageSource:
+    """The item a packed row stores (the inverse of :func:`row_flags`)."""
+    if flags & _IN_ARCHIVE:
+        return ArchiveMember(root, name, size, problem, offset, flags & _COMPRESSED == _COMPRESSED)
+    if flags & _CONTAINED:
+        return ContainedItem(root, name, size, problem)
+    if flags & _REMOTE:
+        return RemoteImageFile(root, name, size, problem, offset)
+    return ImageSource(root, name, size, problem)
+
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 
 
@@ -209,20 +350,18 @@ class _Columns:
         self.names += source.name.encode(_FS_ENCODING, _FS_ERRORS)  # what os.fsencode does
         self.name_ends.append(len(self.names))
         self.sizes.append(source.size)
-        self.offsets.append(source.offset)
-        self.flags.append((_COMPRESSED if source.compressed else 0) | (_IN_ARCHIVE if source.in_archive else 0))
+        self.offsets.append(row_locator(source))
+        self.flags.append(row_flags(source))
 
     def source(self, i: int) -> ImageSource:
         ends = self.name_ends
-        flags = self.flags[i]
-        return ImageSource(
+        return row_source(
             self.roots[self.root_ids[i]],
             self.names[ends[i - 1] if i else 0 : ends[i]].decode(_FS_ENCODING, _FS_ERRORS),
             self.sizes[i],
             self.offsets[i],
-            flags & _COMPRESSED == _COMPRESSED,
+            self.flags[i],
             self.problems.get(i) if self.problems else None,
-            flags & _IN_ARCHIVE == _IN_ARCHIVE,
         )
 
     def rows(self, start: int, stop: int) -> tuple:

@@ -15,47 +15,51 @@ is called without arguments to make the dataset.
 
 from __future__ import annotations
 
-import difflib
-import importlib
 import itertools
 import os
-import re
 import sys
 from dataclasses import dataclass
 from collections import abc
 from typing import Any, Iterable
 
-from ..errors import ChanstatsError, one_line
-from ..user_code import contained, load_python_file
-from .base import ImageSource
+import numpy as np
+
+from ..errors import BadImageError, ChanstatsError, one_line
+from ..user_code import contained, load_reference
+from .base import ContainedItem, Decoded, SourceKind
 
 MAP_STYLE, ITERABLE, LOADER = "map-style dataset", "iterable", "DataLoader"
 
 
 @dataclass(frozen=True, slots=True)
-class DatasetItem(ImageSource):
-    """One sample of a map-style dataset: ``root`` names the dataset, ``offset`` is the index."""
+class DatasetItem(ContainedItem):
+    """One sample of a map-style dataset: ``root`` names the dataset, ``index`` is the sample's
+    index (for an iterable, its place in the iteration)."""
 
-    token: int = 0  # the dataset in this process's registry
+    index: int = 0
+    token: int = 0  # the dataset in this process's registry (0: an iterable's sample, measured as iterated)
 
 
 KEPT_DATASETS = 4  # the most recent runs' datasets stay registered
-# Datasets being measured, by token: forked workers inherit this dictionary.
-_REGISTRY: dict[int, Any] = {}
+# Datasets being measured, by token, with how their samples hold the image (key, layout): forked
+# workers inherit this dictionary.
+_REGISTRY: dict[int, tuple[Any, Any, str]] = {}
 _tokens = itertools.count(1)
 
 
-def register(dataset: Any) -> int:
-    """Keep ``dataset`` where this process and the workers it forks find it; returns its token."""
+def register(dataset: Any, key: Any = None, layout: str = "auto") -> int:
+    """Keep ``dataset`` where this process and the workers it forks find it, with the ``key`` and
+    ``layout`` that pick the image in its samples (see :func:`sample_images`); returns its token."""
     token = next(_tokens)
-    _REGISTRY[token] = dataset
+    _REGISTRY[token] = (dataset, key, layout)
     for old in [t for t in _REGISTRY if t <= token - KEPT_DATASETS]:
         del _REGISTRY[old]  # runs long finished: do not keep their datasets alive
     return token
 
 
-def registered(token: int) -> Any:
-    """The dataset registered as ``token``; a clear error in a worker that was not forked."""
+def registered(token: int) -> tuple[Any, Any, str]:
+    """The dataset registered as ``token``, its key and layout; a clear error in a worker that
+    was not forked."""
     try:
         return _REGISTRY[token]
     except KeyError:
@@ -77,7 +81,117 @@ def list_dataset(dataset: Any, name: str, token: int) -> list[DatasetItem]:
     with contained(f"{name}: reading its sample ids"):
         ids = sample_ids(dataset, count)
     names = ids if ids is not None else [f"index {index}" for index in range(count)]
-    return [DatasetItem(name, names[index], 0, index, in_archive=True, token=token) for index in range(count)]
+    return [DatasetItem(name, names[index], 0, None, index, token) for index in range(count)]
+
+
+def read(item: DatasetItem) -> Decoded:
+    """Sample ``item.index`` of its registered dataset: its image as ``(H, W, C)`` pixels, and the
+    image object as the dataset gave it (what a ``--transform`` is given). The dataset's own
+    failure makes the sample a bad image."""
+    dataset, key, layout = registered(item.token)
+    try:
+        with contained(item.display):
+            sample = dataset[item.index]
+    except ChanstatsError:
+        raise
+    except Exception as error:  # the dataset's own failure: this sample is bad
+        raise BadImageError(item.display, f"the dataset raised {one_line(error)}") from None
+    (pixels,) = sample_images(sample, key, layout, item.display)
+    return Decoded(pixels, original=_as_given(_pick(sample, key, item.display)), follows_mode=True)
+
+
+# A dataset's samples may hold random draws of its own: read once per epoch, seeded; its workers
+# are forked, to inherit the registry.
+KIND = SourceKind("Python dataset", DatasetItem, read, per_epoch=True, forked=True)
+
+
+# --- the image in a sample --------------------------------------------------------------------
+
+def sample_images(sample: Any, key: Any, layout: str, shown: str, batched: bool = False) -> list[np.ndarray]:
+    """The ``(H, W, C)`` images one sample holds: one, or one per row of a batch (``batched``,
+    as a DataLoader yields them).
+
+    The image is the sample itself (tensor, NumPy array, PIL image), or ``sample[key]``: by
+    default ``"image"`` in a dict and element 0 of a tuple or list. Tensors are channels-first
+    ``(C, H, W)``; NumPy arrays channels-last ``(H, W, C)``, unless ``layout`` says otherwise.
+    """
+    image = _pick(sample, key, shown)
+    array, channels_first = _as_array(image, shown)
+    if layout != "auto":
+        channels_first = layout == "CHW"
+    if batched:
+        if array.ndim not in (3, 4):
+            raise BadImageError(shown, f"a batch of shape {tuple(array.shape)}; expected (N, C, H, W) or (N, H, W)")
+        rows = array if array.ndim == 4 else array[:, None] if channels_first else array[..., None]
+        return [_hwc(row, channels_first, layout, f"{shown}, row {i}") for i, row in enumerate(rows)]
+    return [_hwc(array, channels_first, layout, shown)]
+
+
+def _pick(sample: Any, key: Any, shown: str) -> Any:
+    if isinstance(sample, dict):
+        chosen = "image" if key is None else key
+        if chosen not in sample:
+            raise BadImageError(shown, f"the sample is a dict without {chosen!r} (keys: {', '.join(map(str, sample))}); "
+                                       "choose the image with key=")
+        return sample[chosen]
+    if isinstance(sample, (tuple, list)):
+        chosen = 0 if key is None else key
+        if not isinstance(chosen, int) or not -len(sample) <= chosen < len(sample):
+            raise BadImageError(shown, f"the sample is a {type(sample).__name__} of {len(sample)}; key={chosen!r} picks nothing")
+        return sample[chosen]
+    return sample
+
+
+def _as_array(image: Any, shown: str) -> tuple[np.ndarray, bool]:
+    """The image as a NumPy array and whether its channels come first (tensors) or last."""
+    if isinstance(image, np.ndarray):
+        return image, False
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(image, torch.Tensor):
+        return image.detach().cpu().numpy(), True
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        if image.mode not in _PIL_AS_IS:
+            image = image.convert("RGB")  # palettes, CMYK, 1-bit: as torchvision's loader gives them
+        array = np.asarray(image)
+        return (array.astype(np.uint16) if image.mode.startswith("I;16") else array), False
+    raise BadImageError(shown, f"the sample holds a {type(image).__name__}; expected a tensor, a NumPy array or a PIL image "
+                               "(or a tuple/dict holding one: choose it with key=)")
+
+
+_PIL_AS_IS = ("L", "LA", "RGB", "RGBA", "I;16", "I;16B", "I;16L", "I", "F")
+
+
+def _hwc(array: np.ndarray, channels_first: bool, layout: str, shown: str) -> np.ndarray:
+    shape = tuple(array.shape)
+    if array.ndim == 2:
+        return array[:, :, None]
+    if array.ndim != 3:
+        expected = "(C, H, W)" if channels_first else "(H, W, C)"
+        raise BadImageError(shown, f"an image of shape {shape}; expected {expected} or (H, W)")
+    if layout == "auto":
+        looks_last = shape[-1] <= 4 < shape[0]
+        looks_first = shape[0] <= 4 < shape[-1]
+        if (channels_first and looks_last) or (not channels_first and looks_first):
+            kind = "a tensor" if channels_first else "a NumPy array"
+            first, last = f"(C, H, W) with {shape[0]} channels", f"(H, W, C) with {shape[-1]} channels"
+            raise ChanstatsError(
+                f"{shown}: {kind} of shape {shape} reads as {first if channels_first else last}, "
+                f"or as {last if channels_first else first}; say which with layout='CHW' or layout='HWC' (--layout)"
+            )
+    return np.moveaxis(array, 0, -1) if channels_first else array
+
+
+def _as_given(image: Any) -> Any:
+    """The sample's image as the transform should see it: a PIL image converted as measuring
+    converts it, a tensor as is, anything else ``None`` (its pixels are used)."""
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return image if image.mode in _PIL_AS_IS else image.convert("RGB")
+    return image
+
 
 
 def sample_ids(dataset: Any, count: int) -> list[str] | None:
@@ -162,18 +276,8 @@ def describe(source: Any) -> str:
 
 def load(spec: str) -> Any:
     """The object ``spec`` names (``module:attr`` or ``file.py:attr``), called when callable."""
-    match = _SPEC.match(spec)
-    if not match:
-        raise ChanstatsError(f"--dataset {spec}: expected package.module:attr or path/to/file.py:attr")
-    target, attribute = match["target"], match["attr"]
-    module = _load_file(target, spec) if target.endswith(".py") else _import(target, spec)
-    found: Any = module
-    for part in attribute.split("."):
-        if not hasattr(found, part):
-            close = difflib.get_close_matches(part, [n for n in dir(found) if not n.startswith("_")], n=3, cutoff=0.6)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise ChanstatsError(f"--dataset {spec}: {target} has no attribute {part!r}{hint}")
-        found = getattr(found, part)
+    found = load_reference(spec, "--dataset", "dataset")
+    attribute = spec.rpartition(":")[2]
     if isinstance(found, type) or (callable(found) and kind_of(found) is None):
         try:
             with contained(f"--dataset {spec}: calling {attribute}()"):
@@ -186,23 +290,3 @@ def load(spec: str) -> Any:
         raise ChanstatsError(f"--dataset {spec}: {attribute} is a {type(found).__name__}, not a dataset, "
                              "DataLoader or iterable of samples")
     return found
-
-
-_SPEC = re.compile(r"^(?P<target>[^:]+):(?P<attr>[A-Za-z_][\w.]*)$")
-
-
-def _import(name: str, spec: str) -> Any:
-    # A console script does not put the working directory on sys.path; `python -m` does.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        with contained(f"--dataset {spec}: importing {name!r}"):
-            return importlib.import_module(name)
-    except ChanstatsError:
-        raise
-    except Exception as error:
-        raise ChanstatsError(f"--dataset {spec}: cannot import {name!r} ({one_line(error)})") from None
-
-
-def _load_file(path: str, spec: str) -> Any:
-    return load_python_file(path, f"--dataset {spec}", "dataset")

@@ -6,8 +6,10 @@ Hidden files and folders (a name starting with ``.``) are skipped, symlinked fol
 once (loops are cut), and a file reached twice (listed twice, or through a link) is kept only the
 first time.
 
-A ``.tar``/``.tar.gz``/``.tgz`` input is a shard (see :mod:`chanstats.sources.tar`): its image
-members in archive order, WebDataset's order, named ``shard.tar::member``. An input that does not
+A file or folder that a registered kind claims (see :mod:`chanstats.sources.kinds`) is listed by
+that kind: a ``.tar``/``.tar.gz``/``.tgz`` input is a shard (see :mod:`chanstats.sources.tar`), its
+image members in archive order, WebDataset's order, named ``shard.tar::member``; tables and NumPy
+files give their rows and arrays. Any other file is an image file. An input that does not
 exist but holds a brace group, such as ``shards/train-{000000..000146}.tar`` or ``{a,b}.tar``, is
 expanded (zero padding kept) into inputs taken in that order; every expanded path must exist.
 """
@@ -18,17 +20,18 @@ import hashlib
 import itertools
 import os
 import re
-import stat as stat_module
-from typing import BinaryIO, Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
-from ..errors import BadImageError, ChanstatsError, NoImagesError
-from .base import IMAGE_EXTENSIONS, ImageSource, Listed, Listing, not_regular, printable_path
-from .stored import ListingWriter
-from .arrays import describe_arrays, is_array_path, list_arrays
+from ..errors import ChanstatsError, NoImagesError
+from .base import (IMAGE_EXTENSIONS, ArchiveMember, ImageSource, Listed, Listing, RemoteImageFile, SourceKind,
+                   not_regular, printable_path)
 from .folders import walk
 from . import storage
-from .parquet import TableRow, is_table_folder, is_table_path, list_table, list_table_folder, read_row
-from .tar import is_tar_path, list_tar, read_member
+from .kinds import file_kind, folder_kind
+from .arrays import is_array_path
+from .parquet import is_table_path, list_table
+from .stored import ListingWriter
+from .tar import is_tar_path, list_tar
 
 def list_images(inputs: Iterable[str], extensions: tuple[str, ...] = IMAGE_EXTENSIONS, *,
                 workdir: str | None = None, read: list[str] | None = None,
@@ -77,15 +80,19 @@ def _nothing_found(inputs: list[str], extensions: tuple[str, ...]) -> str:
 
 
 def _read_whatever_ext(item: str) -> bool:
-    if item.startswith("@"):
-        return False
-    return is_array_path(item) or is_table_path(item) or (os.path.isdir(item) and is_table_folder(item))
+    return _empty_kind(item) is not None
+
+
+def _empty_kind(item: str) -> SourceKind | None:
+    """The kind of an input whose items are not chosen by extension (it says what it holds)."""
+    if item.startswith("@") or not os.path.exists(item):
+        return None
+    kind = folder_kind(item) if os.path.isdir(item) else file_kind(item)
+    return kind if kind is not None and kind.empty is not None else None
 
 
 def _holds_nothing(item: str) -> str:
-    if is_array_path(item):
-        return describe_arrays(item)
-    return f"{item} is a table of no rows" if os.path.isfile(item) else f"{item} holds tables of no rows"
+    return _empty_kind(item).empty(item)  # type: ignore[union-attr,misc]
 
 
 # Sources are de-duplicated and written a batch at a time (see FirstSightings).
@@ -109,7 +116,7 @@ def _collect(listed: Iterator[Listed], writer: ListingWriter):
             hashed.append(b"\0%d\n" % source.size)
             if "://" in source.root and storage.is_url(source.root):
                 hashed.append(storage.fingerprint_tag(source))
-            if rows is None and type(source) is not ImageSource:
+            if rows is None and type(source) not in (ImageSource, ArchiveMember, RemoteImageFile):
                 # Rows of tables, arrays and datasets carry fields of their own that the columns
                 # do not hold: such a listing stays a list of sources.
                 rows = list(writer.finish())
@@ -217,8 +224,8 @@ def _expand(inputs: list[str], extensions: tuple[str, ...], read: list[str] | No
                 more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
                 raise ChanstatsError(f"{printable_path(missing[0])}{more}: no such file (from the pattern {printable_path(item)})")
             yield from _expand(expanded, extensions, read)
-        elif os.path.isdir(item) and is_table_folder(item):
-            yield from list_table_folder(item)
+        elif os.path.isdir(item) and (kind := folder_kind(item)) is not None:
+            yield from kind.list_folder(item)  # type: ignore[misc]
         elif os.path.isdir(item):
             yield from walk(item, extensions, read)
         elif os.path.lexists(item):
@@ -239,20 +246,12 @@ def _file(path: str, name: str, extensions: tuple[str, ...], roots: dict[str, st
         source = ImageSource.from_path(path, name, 0, roots)
         yield ImageSource(source.root, source.name, 0, problem=problem), (stat.st_dev, stat.st_ino)
         return
+    kind = file_kind(path)
+    if kind is not None:  # a container of items: a shard, a table, a NumPy file
+        yield from kind.list(path, extensions)  # type: ignore[misc]
+        return
     stat = os.stat(path)
-    identity = (stat.st_dev, stat.st_ino)
-    if is_table_path(path):
-        yield from list_table(path)
-        return
-    if is_array_path(path):
-        yield from list_arrays(path)
-        return
-    if is_tar_path(path):
-        # A shard given twice is read once; inside it, members are distinct records (by offset).
-        for member in list_tar(path, extensions):
-            yield member, (*identity, member.offset)
-        return
-    yield ImageSource.from_path(path, name, stat.st_size, roots), identity
+    yield ImageSource.from_path(path, name, stat.st_size, roots), (stat.st_dev, stat.st_ino)
 
 
 def _remote(url: str, extensions: tuple[str, ...], read: list[str] | None, name: str | None = None,
@@ -295,7 +294,7 @@ def _remote(url: str, extensions: tuple[str, ...], read: list[str] | None, name:
     else:
         name = name if name is not None and url.endswith(name) else url.rsplit("/", 1)[-1]
         root = url[: len(url) - len(name)]
-        yield ImageSource(root, name, entry.size, storage.version_tag(entry.version)), storage.identity(url)
+        yield RemoteImageFile(root, name, entry.size, None, storage.version_tag(entry.version)), storage.identity(url)
 
 
 def _from_list_file(list_path: str, extensions: tuple[str, ...], read: list[str] | None = None) -> Iterator[Listed]:
@@ -390,48 +389,3 @@ def expand_braces(pattern: str) -> list[str]:
 # A guard against a typo such as {0..99999999999} listing paths until memory runs out.
 MAX_EXPANDED_PATHS = 1_000_000
 _NUMERIC_RANGE = re.compile(r"\{(-?\d+)\.\.(-?\d+)(?:\.\.(-?\d+))?\}")
-
-
-def read_source(source: ImageSource) -> bytes:
-    """The encoded bytes of a file or tar member, read in one go.
-
-    Decoders work from memory (Pillow decodes faster from bytes than from a file, and simplejpeg
-    needs them). Raises :class:`~chanstats.errors.BadImageError` for a file that cannot be read,
-    or a member that listing found unusable (a link, a device, too large) or that is gone.
-    """
-    if source.problem is not None:
-        raise BadImageError(source.display, source.problem)
-    if isinstance(source, TableRow):
-        return read_row(source)
-    if storage.is_url(source.root) and not source.compressed:
-        return storage.read(source)
-    if not source.in_archive:
-        return _read_file(source)
-    return read_member(source)
-
-
-def open_file(source: ImageSource) -> BinaryIO:
-    """A plain file's stream, for a reader that reads only the parts it needs (a TIFF's segments).
-
-    Raises :class:`~chanstats.errors.BadImageError` as :func:`read_source` does for a file that
-    cannot be opened or is not a regular file.
-    """
-    # O_NONBLOCK: a file that became a FIFO after listing must not hang the run; the fstat
-    # refuses it before any read. (No effect on reading regular files.)
-    try:
-        descriptor = os.open(source.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as error:
-        raise BadImageError(source.display, f"cannot read: {error.strerror or error}") from None
-    stream = open(descriptor, "rb")
-    if not stat_module.S_ISREG(os.fstat(descriptor).st_mode):
-        stream.close()
-        raise BadImageError(source.display, "not a regular file")
-    return stream
-
-
-def _read_file(source: ImageSource) -> bytes:
-    with open_file(source) as stream:
-        try:
-            return stream.read()
-        except OSError as error:
-            raise BadImageError(source.display, f"cannot read: {error.strerror or error}") from None

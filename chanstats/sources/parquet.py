@@ -27,7 +27,7 @@ from typing import Any, Iterator
 
 from ..errors import BadImageError, ChanstatsError
 from . import storage
-from .base import ImageSource, Listed
+from .base import ContainedItem, Encoded, Listed, SourceKind
 
 TABLE_SUFFIXES = (".parquet", ".arrow")
 
@@ -42,13 +42,14 @@ _chosen_column: ContextVar[str | None] = ContextVar("chanstats_table_column", de
 
 
 @dataclass(frozen=True, slots=True)
-class TableRow(ImageSource):
-    """One row of an image table: ``root`` the file, ``name`` ``"row N"``, ``offset`` N (the row's
+class TableRow(ContainedItem):
+    """One row of an image table: ``root`` the file, ``name`` ``"row N"``, ``row`` N (the row's
     index in the file) and ``column`` the image column; shown as ``file.parquet::row N``.
 
     ``group``: the Parquet row group holding the row when that group is one unit of work (see
     :data:`ROW_GROUP_UNIT_LIMIT`), else -1."""
 
+    row: int = 0
     column: str = ""
     group: int = -1
 
@@ -115,15 +116,14 @@ def list_table(path: str) -> Iterator[Listed]:
     except UnreadableTable as error:
         # A damaged table is one bad entry, named by the file, as a damaged tar shard is: skipped
         # under --on-error skip and counted by --max-bad, never the end of the run by itself.
-        yield ImageSource(path, "", size, problem=str(error), in_archive=True), (*identity, -1)
+        yield TableRow(path, "", size, problem=str(error)), (*identity, -1)
         return
     column = image_column(schema, _chosen_column.get(), path)
     first = 0
     for group, size in enumerate(group_sizes):
         unit = group if size <= ROW_GROUP_UNIT_LIMIT and len(group_sizes) > 1 else -1
         for row in range(first, first + size):
-            yield (TableRow(path, f"row {row}", 0, row, in_archive=True, column=column, group=unit),
-                   (*identity, row))
+            yield (TableRow(path, f"row {row}", 0, None, row, column, unit), (*identity, row))
         first += size
 
 
@@ -136,7 +136,7 @@ def read_row(source: TableRow) -> bytes:
     import pyarrow as pa
 
     try:
-        data, path = _readers.get(source.root, source.column).cell(source.offset, source.display)
+        data, path = _readers.get(source.root, source.column).cell(source.row, source.display)
     except (OSError, pa.ArrowException, KeyError) as error:
         _readers.forget(source.root, source.column)
         raise BadImageError(source.display, f"cannot read its part of the table (damaged, or changed since listing?): "
@@ -387,3 +387,18 @@ class _Readers:
 
 
 _readers = _Readers()
+
+
+def _holds_no_rows(path: str) -> str:
+    return f"{path} is a table of no rows" if os.path.isfile(path) else f"{path} holds tables of no rows"
+
+
+def _unit(row: TableRow):
+    """A small row group is read from its start: its rows are one piece of work."""
+    return (row.root, row.group) if row.group >= 0 else None
+
+
+KIND = SourceKind("image table", TableRow, lambda row: Encoded(lambda: read_row(row)), claims=is_table_path,
+                  list=lambda path, extensions: list_table(path), claims_folder=is_table_folder,
+                  list_folder=list_table_folder, unit=_unit, empty=_holds_no_rows)
+

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 from ..errors import BadImageError, ChanstatsError
-from .base import ImageSource, Listed
+from .base import ArchiveMember, ContainedItem, ImageSource, Listed, RemoteImageFile
 
 # Each protocol → the package fsspec needs for it and the chanstats extra that installs it.
 PROTOCOL_PACKAGES: dict[str, tuple[str, str]] = {
@@ -462,7 +462,7 @@ def listed_version(url: str) -> str | None:
 def fingerprint_tag(source: ImageSource) -> bytes:
     """What a remote source adds to the listing's fingerprint: its version (a tar member or table
     row: its shard's)."""
-    tag = version_tag(_listed_versions.get(source.root)) if source.in_archive else source.offset
+    tag = version_tag(_listed_versions.get(source.root)) if isinstance(source, ContainedItem) else _version(source)
     return b"@%d\n" % tag
 
 
@@ -486,7 +486,7 @@ def walk(url: str, extensions: tuple[str, ...]) -> Iterator[Listed]:
     for relative, size, version in _objects_under(url):
         if not relative.lower().endswith(extensions) or _hidden(relative):
             continue
-        source = ImageSource(root, relative, size, version_tag(version))
+        source = RemoteImageFile(root, relative, size, None, version_tag(version))
         yield source, identity(root + "/" + relative)
 
 
@@ -626,19 +626,24 @@ _VERSION_HEADERS = ("ETag", "Content-MD5", "Digest", "Last-Modified")
 
 def _check_version(source: ImageSource, url: str, version: str | None) -> None:
     """Refuse bytes of another version than the one listed (a source, or a shard's member)."""
-    if source.in_archive:
+    if isinstance(source, ContainedItem):
         expected = _listed_versions.setdefault(url, version)  # first seen, when not inherited
         changed = version is not None and expected is not None and version != expected
     else:
-        changed = version is not None and source.offset >= 0 and version_tag(version) != source.offset
+        changed = version is not None and _version(source) >= 0 and version_tag(version) != _version(source)
     if changed:
-        what = "shard" if source.in_archive else "object"
+        what = "shard" if isinstance(source, ContainedItem) else "object"
         raise BadImageError(source.display, f"the {what} changed since listing (version {version}); "
                                             "measuring it would mix two versions")
 
 
+def _version(source: ImageSource) -> int:
+    """A remote file's version tag as listed (-1: none)."""
+    return source.version if isinstance(source, RemoteImageFile) else -1
+
+
 def _gone(source: ImageSource) -> BadImageError:
-    what = "shard" if source.in_archive else "object"
+    what = "shard" if isinstance(source, ContainedItem) else "object"
     return BadImageError(source.display, f"the {what} vanished since listing (404)")
 
 
@@ -656,7 +661,7 @@ def read(source: ImageSource) -> bytes:
 def _read_now(source: ImageSource) -> bytes:
     url = source.path
     try:
-        if source.in_archive:
+        if isinstance(source, ArchiveMember):
             data, version = fetch(url, source.offset, source.offset + source.size)
         else:
             data, version = fetch(url)
@@ -848,7 +853,7 @@ class ReadAhead:
             raise _gone(source)
         data, version = result
         url, start, _, _ = self.requests[number]
-        if source.in_archive:
+        if isinstance(source, ArchiveMember):
             begin = source.offset - start
             data = data[begin : begin + source.size]
         return _checked(source, url, data, version)
@@ -860,7 +865,7 @@ class ReadAhead:
 
 
 def _key(source: ImageSource) -> tuple[str, str, int]:
-    return (source.root, source.name, source.offset)
+    return (source.root, source.name, source.offset if isinstance(source, ArchiveMember) else _version(source))
 
 
 def _fetch_or_gone(url: str, start: int | None, end: int | None) -> tuple[bytes, str | None] | None:
@@ -874,11 +879,11 @@ def _requests(sources: Sequence[ImageSource]) -> list[tuple[str, int | None, int
     """The requests that read ``sources`` (the remote ones, in order): (url, start, end, sources)."""
     requests: list[tuple[str, int | None, int | None, list[ImageSource]]] = []
     for source in sources:
-        if source.problem is not None or not is_url(source.root) or source.compressed:
+        if source.problem is not None or not is_url(source.root) or getattr(source, "compressed", False):
             continue
-        if type(source) is not ImageSource:
+        if type(source) not in (RemoteImageFile, ArchiveMember):
             continue  # table rows are read by their own reader, a row group at a time
-        if source.in_archive:
+        if isinstance(source, ArchiveMember):
             begin, finish = source.offset, source.offset + source.size
             if requests:
                 url, start, end, members = requests[-1]

@@ -35,11 +35,11 @@ import re
 import sys
 import tarfile
 import zlib
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO, Iterator, NamedTuple
 
 from ..errors import BadImageError, ChanstatsError
 from . import storage
-from .base import ImageSource, has_image_extension
+from .base import ArchiveMember, Encoded, Listed, SourceKind, has_image_extension
 
 try:  # listing inflates with ISA-L: about twice as fast as stock zlib, the same CRC-32 and ISIZE checks
     from isal.isal_zlib import decompressobj as _gzip_inflater
@@ -83,7 +83,7 @@ class Scan(NamedTuple):
     damage: str | None
 
 
-def list_tar(path: str, extensions: tuple[str, ...], max_member_bytes: int | None = None) -> list[ImageSource]:
+def list_tar(path: str, extensions: tuple[str, ...], max_member_bytes: int | None = None) -> list[ArchiveMember]:
     """The image members of the tar shard at ``path``, in archive order.
 
     A damaged shard gives the members before the damage, then one bad source displayed as the
@@ -95,15 +95,15 @@ def list_tar(path: str, extensions: tuple[str, ...], max_member_bytes: int | Non
         max_member_bytes = MAX_MEMBER_BYTES
     compressed = _is_gzip(path)
     scan = scan_archive(path, compressed)
-    members: list[ImageSource] = []
+    members: list[ArchiveMember] = []
     for header in scan.headers:
         name = header.name
         if header.type == tarfile.DIRTYPE or not has_image_extension(name, extensions) or _is_hidden(name):
             continue
         problem = _problem(header, max_member_bytes)
-        members.append(ImageSource(path, name, header.size, header.offset, compressed, problem, in_archive=True))
+        members.append(ArchiveMember(path, name, header.size, problem, header.offset, compressed))
     if scan.damage is not None:
-        members.append(ImageSource(path, "", 0, -1, compressed, scan.damage, in_archive=True))
+        members.append(ArchiveMember(path, "", 0, scan.damage, -1, compressed))
     return members
 
 
@@ -447,7 +447,7 @@ class _InflatedStream:
         self._exhausted = True
 
 
-def read_member(source: ImageSource) -> bytes:
+def read_member(source: ArchiveMember) -> bytes:
     """A member's bytes, read straight from its shard (no extraction).
 
     Raises :class:`BadImageError` naming ``shard.tar::member`` when the shard cannot be read or
@@ -552,3 +552,29 @@ class _GzipReader:
 
 
 _gzip_reader = _GzipReader()
+
+
+def list_members(path: str, extensions: tuple[str, ...]) -> Iterator[Listed]:
+    """The image members of the shard at ``path`` with their identities: a shard given twice is
+    read once; inside it, members are distinct records (by offset)."""
+    stat = os.stat(path)
+    for member in list_tar(path, extensions):
+        yield member, (stat.st_dev, stat.st_ino, member.offset)
+
+
+def _unit(member: ArchiveMember):
+    """A gzip-compressed shard is read from its start: all its members are one piece of work."""
+    return (member.root, -1) if member.compressed else None
+
+
+def _read(member: ArchiveMember) -> Encoded:
+    """A member's bytes: from a local shard (or a compressed remote one, inflated as it streams),
+    or with one range request from an uncompressed remote shard."""
+    if storage.is_url(member.root) and not member.compressed:
+        return Encoded(lambda: storage.read(member))
+    return Encoded(lambda: read_member(member))
+
+
+KIND = SourceKind("tar shard", ArchiveMember, _read,
+                  claims=is_tar_path, list=list_members, unit=_unit)
+

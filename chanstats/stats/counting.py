@@ -22,7 +22,7 @@ from .. import kernel
 from .histogram import BandCounts, ChannelHistogram
 from .nodata import MaskedIntegerMoments, Number
 
-_histogram_moments = getattr(kernel._kernels, "histogram_moments", None)
+_histogram_moments = kernel.function("histogram_moments")
 
 
 @dataclass(frozen=True)

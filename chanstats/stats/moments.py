@@ -29,8 +29,8 @@ from .. import kernel
 
 # The compiled one-pass kernel for 8-bit pixels (about 100× numpy's sums); optional, because it is
 # only built where a C compiler was available at install time (see chanstats.kernel).
-_moments_u8 = kernel._kernels.moments_u8 if kernel._kernels is not None else None
-_histogram_u8 = getattr(kernel._kernels, "histogram_u8", None)
+_moments_u8 = kernel.function("moments_u8")
+_histogram_u8 = kernel.function("histogram_u8")
 KERNEL_AVAILABLE = kernel.AVAILABLE
 
 
