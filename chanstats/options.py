@@ -166,6 +166,14 @@ class RunOptions:
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ChanstatsError(f"--epochs must be a positive integer, got {epochs!r}")
         spec, recorded_transform = resolve_transform(self.transform, resize=self.resize, center_crop=self.center_crop)
+        pixels = PixelOptions.parse(self)
+        if pixels.nodata is not None and not pixels.nodata.is_none and spec is not None:
+            raise BadSpecError("--nodata with --transform: a nodata mask does not follow geometric transforms")
+        if spec is not None and (pixels.histogram or (pixels.percentiles is not None and not pixels.percentiles_auto)):
+            # A transform's samples are measured by their moments alone: asked-for percentiles or
+            # histograms would silently be missing from the config.
+            raise BadSpecError("--percentiles and --histogram are not computed on transformed samples (--transform, "
+                               "--resize, --center-crop): drop them, or the transform")
         if spec is not None:
             spec.build()  # a bad spec fails here, once, before any image is read
         sample_spec = SampleSpec.parse(self.sample)
@@ -185,15 +193,7 @@ class RunOptions:
             record["listing"] = True
         if sample_spec is not None:
             record["sample"] = str(sample_spec)
-        pixels = PixelOptions.parse(self)
         pixels.record_into(record)
-        if pixels.nodata is not None and not pixels.nodata.is_none and spec is not None:
-            raise BadSpecError("--nodata with --transform: a nodata mask does not follow geometric transforms")
-        if spec is not None and (pixels.histogram or (pixels.percentiles is not None and not pixels.percentiles_auto)):
-            # A transform's samples are measured by their moments alone: asked-for percentiles or
-            # histograms would silently be missing from the config.
-            raise BadSpecError("--percentiles and --histogram are not computed on transformed samples (--transform, "
-                               "--resize, --center-crop): drop them, or the transform")
         if self.column is not None:  # only when chosen, so default configs keep their bytes
             if not isinstance(self.column, str) or not self.column:
                 raise ChanstatsError(f"--column must be a column name, got {self.column!r}")

@@ -108,8 +108,10 @@ def write_arrays(folder: Path, arrays: list[np.ndarray], bad: bool) -> Written:
 DATASET_MODULE = '''
 import numpy as np
 
-arrays = np.load({npz!r})
-order = sorted(arrays.files)
+# Read whole at import: an open NpzFile shares one file offset with every forked worker.
+with np.load({npz!r}) as archive:
+    arrays = dict(archive)
+order = sorted(arrays)
 
 
 class Stack:
