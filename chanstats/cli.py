@@ -18,7 +18,7 @@ import click
 
 from ._version import __version__
 from .cli_help import GroupedHelpGroup
-from .errors import ChanstatsError
+from .errors import ChanstatsError, cannot_write
 from .exits import (EXIT_BROKEN_PIPE, EXIT_CHECK_FAILED, EXIT_CODES_HELP, EXIT_INPUT_ERROR, EXIT_INTERRUPTED,
                     EXIT_TERMINATED, Terminated, handle_sigterm)
 from .options import BATCHES, CONVENTION_NAMES, DEFAULTS, LAYOUTS, MODES, ON_ERROR
@@ -63,7 +63,7 @@ class ChanstatsGroup(GroupedHelpGroup):
             if error.errno not in WRITE_ERRNOS or _debug(ctx):
                 raise
             where = error.filename if error.filename is not None else "a file (--debug shows which)"
-            _error_line(f"cannot write {where}: {error.strerror or error}")
+            _error_line(str(cannot_write(where, error)))
             ctx.exit(EXIT_INPUT_ERROR)
 
 

@@ -15,6 +15,12 @@ class ChanstatsError(Exception):
     """
 
 
+def cannot_write(path: str, error: OSError) -> ChanstatsError:
+    """The one-line error for an output that could not be written: ``cannot write PATH: REASON``
+    (``No space left on device``, ``Read-only file system``, ...)."""
+    return ChanstatsError(f"cannot write {path}: {error.strerror or error}")
+
+
 class BadImageError(ChanstatsError):
     """One file could not be turned into pixels: corrupt, truncated, not an image, too large."""
 

@@ -13,7 +13,7 @@ import stat
 import tempfile
 from typing import Iterable
 
-from ..errors import ChanstatsError
+from ..errors import ChanstatsError, cannot_write
 
 
 def check_destinations(destinations: Iterable[tuple[str, str | os.PathLike | None]]) -> None:
@@ -47,7 +47,7 @@ def _check_one(path: str) -> None:
     try:
         handle, probe = tempfile.mkstemp(prefix=".chanstats-probe-", dir=folder)
     except OSError as error:
-        raise ChanstatsError(f"cannot write {path}: {error.strerror or error}") from None
+        raise cannot_write(path, error) from None
     os.close(handle)
     os.unlink(probe)
 

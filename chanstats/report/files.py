@@ -12,7 +12,7 @@ import stat
 import tempfile
 from typing import Any, Callable, Iterable, Sequence
 
-from ..errors import ChanstatsError
+from ..errors import ChanstatsError, cannot_write
 from ..exits import stops_held_back
 from .validate import validate_config
 
@@ -43,12 +43,6 @@ def _json_text(value: Any, indent: str) -> str:
         items = [inner + _json_text(v, inner) for v in value]
         return "[\n" + ",\n".join(items) + "\n" + indent + "]"
     return json.dumps(value, allow_nan=False)
-
-
-def cannot_write(path: str, error: OSError) -> ChanstatsError:
-    """The one-line error for an output that could not be written: ``cannot write PATH: REASON``
-    (``No space left on device``, ``Read-only file system``, ...)."""
-    return ChanstatsError(f"cannot write {path}: {error.strerror or error}")
 
 
 def write_atomic(path: str, text: str | bytes | Iterable[str]) -> None:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 from typing import Sequence
 
-from ..errors import ChanstatsError
+from ..errors import ChanstatsError, cannot_write
 from ..report.files import write_atomic
 from ..sources.base import ImageSource
 from .columns import remove_directory
@@ -142,7 +142,7 @@ class Checkpointer:
                 except FileNotFoundError:
                     pass
                 except OSError as error:
-                    raise ChanstatsError(f"cannot write {self.path}: {error.strerror or error}") from None
+                    raise cannot_write(self.path, error) from None
             remove_directory(self.columns)
             fresh.images = ImageTable(sources, self.columns)
             return fresh

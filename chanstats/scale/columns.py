@@ -23,7 +23,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..errors import ChanstatsError
+from ..errors import ChanstatsError, cannot_write
 from .integrity import Checksum
 
 # Bytes copied per step when columns are concatenated or copied: bounds merge memory.
@@ -69,7 +69,7 @@ class ColumnFile:
         try:
             yield
         except OSError as error:
-            raise ChanstatsError(f"cannot write {self.path}: {error.strerror or error}") from None
+            raise cannot_write(self.path, error) from None
 
     def _check_size(self, length: int) -> None:
         try:

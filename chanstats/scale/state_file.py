@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..decoding.formats import PixelFormat
-from ..errors import ChanstatsError
+from ..errors import ChanstatsError, cannot_write
 from ..report.files import write_atomic
 from ..sources.base import ContainedItem, ImageSource
 from ..stats.moments import FloatMoments, IntegerMoments
@@ -135,7 +135,7 @@ def write(state: PartialState, path: str, fmt: str = "json", sources: Sequence[I
         fsync_directory(os.path.dirname(os.path.abspath(directory)))
     except OSError as error:
         remove_directory(staging)
-        raise ChanstatsError(f"cannot write {directory}: {error.strerror or error}") from None
+        raise cannot_write(directory, error) from None
     except BaseException:
         remove_directory(staging)
         raise
