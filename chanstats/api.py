@@ -33,6 +33,7 @@ from .report.result import Result
 from .scale import state_file
 from .scale.checkpoint import Checkpointer, Interval, delay_per_image_for_tests
 from .scale.columns import run_directory
+from .scale import ray_engine
 from .scale.engine import measure_chunks
 from .scale.merge import merge_states
 from .scale.state import BadRecord, PartialState, shard_bounds
@@ -220,9 +221,13 @@ def measure(
     # A dataset's workers must be forked, to inherit the dataset.
     clean_start = run.measurer.transform is not None and not (len(todo) and kind_of(todo[0]).forked)
     start_method = "forkserver" if clean_start else None
-    chunks = measure_chunks(
-        todo, run.measurer, workers=workers, progress=progress, offset=state.done, start_method=start_method
-    )
+    on_ray = ray_engine.current()
+    if on_ray is not None:  # --engine ray: the same units of work, as Ray tasks
+        chunks = on_ray.measure_chunks(todo, run.measurer, offset=state.done, progress=progress, cpus=workers or None)
+    else:
+        chunks = measure_chunks(
+            todo, run.measurer, workers=workers, progress=progress, offset=state.done, start_method=start_method
+        )
     delay = delay_per_image_for_tests()
     try:
         with closing(chunks):  # Ctrl-C or an error here stops the workers at once
@@ -720,11 +725,31 @@ def _accepts_storage_options(function):
     return with_storage_options
 
 
-compute = _accepts_storage_options(compute)
-compute_shard = _accepts_storage_options(compute_shard)
+def _accepts_engine(function):
+    """Give ``function`` the keywords ``engine`` (``"local"``: this machine's process pool;
+    ``"ray"``: Ray tasks, see :mod:`chanstats.scale.ray_engine`) and ``ray_address`` (the Ray
+    cluster; default: the one this process is connected to, ``RAY_ADDRESS``, or a local one).
+    Never recorded: the output is the same on every engine."""
+    import functools
+
+    @functools.wraps(function)
+    def with_engine(*args: Any, engine: str | None = None, ray_address: str | None = None, **kwargs: Any):
+        with ray_engine.engine_in_effect(engine, ray_address):
+            return function(*args, **kwargs)
+
+    signature = inspect.signature(function)
+    parameters = list(signature.parameters.values())
+    keywords = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None) for name in ("engine", "ray_address")]
+    at = next((i for i, p in enumerate(parameters) if p.kind is inspect.Parameter.VAR_KEYWORD), len(parameters))
+    with_engine.__signature__ = signature.replace(parameters=parameters[:at] + keywords + parameters[at:])
+    return with_engine
+
+
+compute = _accepts_storage_options(_accepts_engine(compute))
+compute_shard = _accepts_storage_options(_accepts_engine(compute_shard))
 compute_distributed = _accepts_storage_options(compute_distributed)
-check = _accepts_storage_options(check)
-compare = _accepts_storage_options(compare)
+check = _accepts_storage_options(_accepts_engine(check))
+compare = _accepts_storage_options(_accepts_engine(compare))
 
 
 def _show_options(function) -> None:

@@ -158,6 +158,38 @@ storage_option = click.option(
          "endpoint_url=http://host:9000 or anon=true; repeatable. Never written to any output.")
 
 
+def _use_engine(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    # --engine and --ray-address are read together, once click has seen both (in either order).
+    chosen = ctx.meta.setdefault("chanstats.engine", {})
+    chosen[param.name] = value
+    if len(chosen) == 2:
+        from .scale.ray_engine import engine_in_effect
+
+        ctx.with_resource(engine_in_effect(chosen["engine"], chosen["ray_address"]))
+
+
+def _on_ray() -> bool:
+    from .scale.ray_engine import current
+
+    return current() is not None
+
+
+def engine_options(command):
+    """--engine and --ray-address: where the units of work run (shared by compute, check, compare)."""
+    options = [
+        click.option("--engine", type=click.Choice(["local", "ray"]), default=None, expose_value=False,
+                     callback=_use_engine,
+                     help="local: this machine's worker processes (default); ray: Ray tasks on a Ray cluster "
+                          "(needs the 'ray' extra). The output is the same on both."),
+        click.option("--ray-address", metavar="ADDR", default=None, expose_value=False, callback=_use_engine,
+                     help="With --engine ray: the cluster (host:port, ray://host:10001 or auto; default: RAY_ADDRESS, "
+                          "else a local cluster of --workers CPUs started for the run)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def _print_version(ctx: click.Context, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
@@ -255,6 +287,7 @@ def _extensions(value: str | None):
 @cli.command()
 @click.argument("paths", nargs=-1)
 @storage_option
+@engine_options
 @dataset_options
 @click.option("--batches", type=click.Choice(BATCHES), default=DEFAULTS.batches, show_default=True,
               help="BatchNorm simulation: a seeded shuffle into --batch-size batches, or (a --dataset that is a DataLoader) its own batches.")
@@ -329,6 +362,8 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
         if checkpoint_path and path and os.path.realpath(path) == os.path.realpath(checkpoint_path):
             raise click.UsageError(f"--checkpoint {checkpoint_path} and {option} {path} are the same file: the "
                                    "checkpoint is deleted when the run ends; give it a name of its own")
+    if distributed and _on_ray():
+        raise click.UsageError("--distributed runs under torchrun; --engine ray schedules on a Ray cluster: choose one")
     if distributed and (shard_kn or partial_path):
         raise click.UsageError("--distributed shards by rank and writes the config on rank 0: drop --shard/--partial")
     if restart and not checkpoint_path:
@@ -445,6 +480,7 @@ def _check_thresholds():
 @cli.command()
 @click.argument("paths", nargs=-1)
 @storage_option
+@engine_options
 @click.option("--against", "config_path", required=True, type=click.Path(dir_okay=False), metavar="CONFIG",
               help="The config (JSON/YAML) written by `chanstats compute`; its recorded options are replayed.")
 @click.option("--tolerance", type=click.FloatRange(min=0), default=_check_thresholds().DEFAULT_TOLERANCE, show_default=True,
@@ -537,6 +573,7 @@ def _int_list(value: str, name: str) -> list[int]:
 @cli.command()
 @click.argument("paths", nargs=-1)
 @storage_option
+@engine_options
 @dataset_options
 @click.option("--batch-size", "batch_sizes", default="16,64,256", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--momentum", "momenta", default="0.1,0.01,none", show_default=True,
