@@ -34,6 +34,7 @@ from .scale import state_file
 from .scale.checkpoint import Checkpointer, Interval, delay_per_image_for_tests
 from .scale.columns import run_directory
 from .scale import ray_engine
+from .scale.ray_data import is_ray_dataset
 from .scale.engine import measure_chunks
 from .scale.merge import merge_states
 from .scale.state import BadRecord, PartialState, shard_bounds
@@ -434,6 +435,8 @@ def compute(
     >>> result.mean, result.std  # doctest: +SKIP
     """
     run_options = compose(options, overrides, "compute")
+    if is_ray_dataset(paths):
+        return _compute_ray_dataset(paths, run_options, checkpoint, workdir)
     checkpointer = _checkpointer(checkpoint, checkpoint_every, restart)
     check_destinations([("checkpoint", None if checkpointer is None else checkpointer.path)])
     # A caller that removes the checkpoint itself once its outputs are written keeps it locked until then.
@@ -445,6 +448,31 @@ def compute(
             _lap(clock, "finalizing")
         if checkpointer is not None and remove_checkpoint:
             checkpointer.remove()
+    return result
+
+
+def _compute_ray_dataset(dataset: Any, options: RunOptions, checkpoint: Any, workdir: str | os.PathLike | None) -> Result:
+    """:func:`compute` of a ``ray.data.Dataset``: measured by Ray Data's streaming tasks
+    (:mod:`chanstats.scale.ray_data`), finalized here like any run."""
+    from .scale.ray_data import DATASET_KIND, DEFAULT_NAME, measure_dataset
+
+    refused = [name for name, given in (("checkpoint", checkpoint is not None), ("transform", options.transform is not None
+               or options.resize is not None or options.center_crop is not None), ("epochs", options.epochs != 1),
+               ("sample", options.sample is not None), ("batches='loader'", options.batches == "loader")) if given]
+    if refused:
+        raise ChanstatsError(f"a Ray Dataset is measured as its rows come: {', '.join(refused)} does not apply to it "
+                             "(transform it with the dataset's own map_batches)")
+    resolved = options.resolve([], dataset=True)
+    name = options.dataset or DEFAULT_NAME
+    resolved = resolved.recording(dataset=name, dataset_kind=DATASET_KIND)
+    measurer = Measurer(options.mode, None, 1, resolved.settings.seed, resolved.pixels)
+    kernel.warn_if_missing()
+    with run_directory(workdir) as directory:
+        state = measure_dataset(dataset, resolved.record, measurer, options.key, options.layout, name, directory)
+        if resolved.options.on_error == "fail":
+            _apply_error_policy(state.bad, state.listing_size, "fail", None)
+        result = finalize(state)
+        state.images.detach()
     return result
 
 
