@@ -182,8 +182,9 @@ def engine_options(command):
                      help="local: this machine's worker processes (default); ray: Ray tasks on a Ray cluster "
                           "(needs the 'ray' extra). The output is the same on both."),
         click.option("--ray-address", metavar="ADDR", default=None, expose_value=False, callback=_use_engine,
-                     help="With --engine ray: the cluster (host:port, ray://host:10001 or auto; default: RAY_ADDRESS, "
-                          "else a local cluster of --workers CPUs started for the run)."),
+                     help="With --engine ray: the cluster (host:port, ray://host:10001, auto; local: a new local cluster of "
+                          "--workers CPUs for the run). Default: RAY_ADDRESS, a cluster of `ray start` on this "
+                          "machine, else a new local one."),
     ]
     for option in reversed(options):
         command = option(command)

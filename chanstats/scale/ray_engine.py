@@ -109,20 +109,30 @@ def engine_in_effect(engine: str | None = None, address: str | None = None) -> I
 @contextmanager
 def connected(address: str | None, cpus: int | None = None) -> Iterator[Any]:
     """This process connected to a Ray cluster for the length of the block: the one it already is
-    connected to, else ``address`` (or ``RAY_ADDRESS``), else a local cluster started here and shut
-    down at the end."""
+    connected to, else ``address`` (or ``RAY_ADDRESS``), else, as Ray's ``init`` does, a cluster
+    started on this machine by ``ray start``, else a local cluster of ``cpus`` CPUs started here
+    (``address="local"``: always a new one). The connection is closed at the end, and a local
+    cluster started here shut down."""
     ray = import_ray()
     if ray.is_initialized():
         yield ray
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
-    settings: dict[str, Any] = dict(include_dashboard=False, log_to_driver=True, configure_logging=False)
-    if address is None:
-        settings.update(num_cpus=cpus, object_store_memory=LOCAL_OBJECT_STORE_BYTES)
+    settings: dict[str, Any] = dict(include_dashboard=False, log_to_driver=True)
+    starting = dict(num_cpus=cpus, object_store_memory=LOCAL_OBJECT_STORE_BYTES)
     try:
-        ray.init(address=address, **settings)
+        if address == "local":  # Ray's word for: a new local cluster, even beside a running one
+            ray.init(address=address, **settings, **starting)
+        elif address is None:
+            try:
+                ray.init(**settings, **starting)
+            except ValueError:  # Ray found a cluster started on this machine (ray start): it connects to that one
+                ray.init(**settings)
+        else:
+            ray.init(address=address, **settings)
     except (ConnectionError, RuntimeError, ValueError) as error:
-        raise ChanstatsError(f"--ray-address {address}: cannot connect to the Ray cluster: {one_line(error)}") from None
+        raise ChanstatsError(f"--ray-address {address or 'auto'}: cannot connect to the Ray cluster: "
+                             f"{one_line(error)}") from None
     try:
         yield ray
     finally:
