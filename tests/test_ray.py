@@ -286,6 +286,29 @@ def test_ctrl_c_cancels_the_tasks_and_writes_nothing(ray_cluster, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_killed_driver_resumes_its_checkpoint_on_ray(ray_cluster, tmp_path):
+    paths = write_folder(tmp_path / "data", arrays(200))
+    output, checkpoint = tmp_path / "out.json", tmp_path / "run.ckpt"
+    command = [*chanstats_command(), "compute", *paths, "--engine", "ray", "--ray-address", ray_cluster, "-o",
+               str(output), "-q", "--checkpoint", str(checkpoint), "--checkpoint-every", "10"]
+    slow = dict(os.environ, CHANSTATS_TEST_DELAY_PER_IMAGE="0.05")
+    process = subprocess.Popen(command, env=slow, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not checkpoint.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1)
+    process.kill()  # kill -9: nothing is cleaned up but what the kernel and Ray do
+    process.wait(30)
+    saved = json.loads(checkpoint.read_text())["done"]
+    assert 0 < saved < 200 and not output.exists()
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    local = run_cli("compute", *paths, "--workers", "0", "-q")
+    assert output.read_text() == local.stdout
+    assert not checkpoint.exists()
+
+
+@pytest.mark.slow
 def test_a_two_node_cluster_gives_the_bytes_of_one_process(tmp_path):
     require("ray")
     from ray.cluster_utils import Cluster

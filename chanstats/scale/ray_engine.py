@@ -23,7 +23,6 @@ Ray is imported only here, and only when a run asks for it (``pip install 'chans
 from __future__ import annotations
 
 import os
-import sys
 from collections import deque
 from contextlib import contextmanager
 from contextvars import ContextVar
