@@ -31,6 +31,9 @@ from .helpers.cli import chanstats_command, run_cli
 from .helpers.files import write_image
 from .helpers.optional import require
 
+# Every test here runs in one xdist worker: one Ray cluster for the module, not one per worker.
+pytestmark = pytest.mark.xdist_group("ray")
+
 OBJECT_STORE_BYTES = 200 * 1024 * 1024
 COUNT = 70  # more images than one chunk: several Ray tasks per run
 
