@@ -334,6 +334,11 @@ class Measurer:
         return Measurement(measured.format, measured.width, measured.height, False, [measured.moments[0]] * count,
                            [measured.rows[0]] * count, measured.histogram)
 
+    def measure_bytes(self, index: int, source: ImageSource, data: bytes) -> Measurement:
+        """An encoded image held in memory (a Ray Dataset's column of file bytes), decoded and
+        measured exactly as the same bytes in a file named ``source`` would be."""
+        return self._encoded(index, source, Encoded(lambda: data))
+
     def _transformed_array(self, index: int, source: ImageSource, make_sample) -> Measurement:
         """The ``--transform`` samples of an image held in memory: ``make_sample()`` gives its
         ``(H, W, C)`` pixels and the object they came from (a PIL image or tensor a dataset

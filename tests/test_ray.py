@@ -197,6 +197,15 @@ def test_a_read_images_dataset_gives_the_numbers_of_the_same_folder(ray_cluster,
     assert from_ray.to_dict()["options"]["dataset_kind"] == "Ray Dataset"
 
 
+def test_a_read_parquet_dataset_of_encoded_images_decodes_them_as_chanstats_does(ray_cluster, tmp_path):
+    import ray.data
+
+    (table,) = write_parquet(tmp_path / "data", arrays(50))
+    from_table = api.compute(table, workers=0, histogram=True)
+    from_ray = api.compute(ray.data.read_parquet(table), key="image", histogram=True)
+    assert numbers(from_ray) == numbers(from_table)
+
+
 def test_a_dataset_of_arrays_against_numpy_with_a_bad_sample_named(ray_cluster):
     import ray.data
 

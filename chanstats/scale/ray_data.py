@@ -72,7 +72,10 @@ class Samples(Sequence[ImageSource]):
 @dataclass(frozen=True)
 class BatchStates:
     """In a Ray Data task: a batch of samples → one pickled :class:`ChunkResult` numbered from 0 (the
-    driver renumbers it). Bad images are named by their ``path`` column when the dataset has one."""
+    driver renumbers it). An image is pixels (an array: ``read_images``, ``from_items``) or the bytes
+    of an image file (``read_binary_files``, a Parquet column of encoded images), decoded exactly
+    as chanstats decodes that file. Bad images are named by their ``path`` column when the dataset
+    has one."""
 
     measurer: Measurer
     key: Any
@@ -93,7 +96,11 @@ class BatchStates:
             shown = str(paths[k]) if paths is not None else f"{self.name}::sample ?"
             items.append(DatasetItem(self.name, shown if paths is not None else "sample ?", 0, None, k))
             try:
-                (pixels,) = sample_images({column: images[k]}, column, self.layout, shown)
+                value = images[k]
+                if isinstance(value, (bytes, bytearray, memoryview)):  # file bytes: decoded as a file is
+                    outcomes.append(self.measurer.measure_bytes(k, items[-1], bytes(value)))
+                    continue
+                (pixels,) = sample_images({column: value}, column, self.layout, shown)
                 pixels = in_mode(pixels, self.measurer.mode, shown)
                 outcomes.append(self.measurer.measure_array(pixels, shown, 1))
             except BadImageError as error:
