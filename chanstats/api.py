@@ -42,6 +42,7 @@ from .sources.kinds import kind_of
 from .sources.listing import fingerprint
 from .sources.shared import list_shared
 from .sources.storage import storage_options as _storage_options_in_effect
+from .sources.video import any_video
 from .sources.datasets import classify as classify_source
 from .sources.datasets import load as load_dataset
 from .sources.parquet import TableRow, choose_column
@@ -98,8 +99,12 @@ def plan(paths: Paths | Any, options: RunOptions | None = None, *, workdir: str 
     if resolved.options.column is not None and not any(isinstance(source, TableRow) for source in _rows(sources)):
         raise ChanstatsError(f"--column {resolved.options.column} applies to Parquet and Arrow tables, and the inputs "
                              "hold none")
+    if any_video(sources):  # decoders differ slightly in their RGB: a config of videos names its decoder
+        from .decoding.video import describe_decoder
+
+        resolved = resolved.recording(decoder=describe_decoder(resolved.video.decoder))
     measurer = Measurer(resolved.options.mode, resolved.transform, resolved.options.epochs, resolved.settings.seed,
-                        resolved.pixels)
+                        resolved.pixels, resolved.video)
     return _sampled(Plan(sources, measurer, resolved, fingerprint(sources)), workdir)
 
 

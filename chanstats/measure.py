@@ -26,7 +26,7 @@ from .decoding.jpeg import measure_jpeg
 from .decoding.pillow import decode, histogram_moments
 from .decoding.png import decode_png16, measure_png
 from .decoding.raster import read_raster
-from .options import PixelOptions
+from .options import PixelOptions, VideoOptions
 from .errors import BadImageError, BadSpecError, ChanstatsError, DecompressionBombError
 from .stats.moments import (
     FloatMoments,
@@ -38,6 +38,7 @@ from .stats.moments import (
 from .sources.base import Decoded, Encoded, ImageSource
 from .sources.files import open_file
 from .sources.kinds import kind_of, read_item
+from .sources.video import is_video
 from .transforms import TransformSpec, same_output
 from .user_code import contained
 
@@ -224,6 +225,7 @@ class Measurer:
     epochs: int = 1
     seed: int = 0
     pixels: PixelOptions = PixelOptions()
+    video: VideoOptions = VideoOptions()
 
     def __call__(self, index: int, source: ImageSource) -> Measurement:
         if kind_of(source).per_epoch:
@@ -231,7 +233,112 @@ class Measurer:
         content = read_item(source)
         if isinstance(content, Decoded):
             return self._decoded(index, source, content)
+        if is_video(source.name):
+            return self._video(index, source, content)
         return self._encoded(index, source, content)
+
+    def _video(self, index: int, source: ImageSource, content: Encoded) -> Measurement:
+        """A video: its selected frames (see :mod:`chanstats.decoding.video`) pooled into one
+        sample per epoch, as a first ``BatchNorm3d`` pools a clip's T·H·W pixels. Every frame is
+        measured at its own size (a video whose frames change size mid-stream is measured as
+        decoded); the width and height reported are the first frame's. Without a clip drawn per
+        epoch or a transform, every epoch sees the same frames: they are measured once."""
+        if content.file is not None:
+            open_file(source).close()  # refuses what is not a regular file, as for images
+        if self.transform is not None:
+            return self._transformed_video(index, source, content)
+        if not self.video.random:
+            return self._frames_measurement(self._video_frames(source, content, 0, index), source.display, self.epochs)
+        measurements = [self._frames_measurement(self._video_frames(source, content, epoch, index), source.display, 1)
+                        for epoch in range(self.epochs)]
+        return epochs_measurement(measurements, source.display)
+
+    def _video_frames(self, source: ImageSource, content: Encoded, epoch: int, index: int):
+        from .decoding.video import read_frames
+
+        frames = read_frames(content.file, content.read, source.display, self.video, self.mode, self.seed, epoch, index)
+        if self.mode != "L":
+            return frames
+        return (in_mode(frame, "L", source.display) for frame in frames)  # Pillow's grey, as for images
+
+    def _frames_measurement(self, frames, shown: str, epochs: int) -> Measurement:
+        """One sample of the frames: consecutive frames of one size measured together (exact
+        integers: the same totals as frame by frame), the totals and histograms merged."""
+        total: Measurement | None = None
+        batch: list[np.ndarray] = []
+
+        def flush() -> None:
+            nonlocal total
+            if not batch:
+                return
+            measured = self._array(np.concatenate(batch) if len(batch) > 1 else batch[0], shown, None)
+            batch.clear()
+            if total is None:
+                total = measured
+                return
+            if measured.format != total.format:
+                raise BadImageError(shown, f"frames changed kind mid-stream ({total.format.label}, then {measured.format.label})")
+            total.moments[0].merge(measured.moments[0])
+            if total.histogram is not None and measured.histogram is not None:
+                total.histogram = total.histogram.merge(measured.histogram)
+
+        first_shape = None
+        for frame in frames:
+            if first_shape is None:
+                first_shape = frame.shape
+            if batch and (frame.shape != batch[0].shape or len(batch) * frame.nbytes >= _FRAME_BATCH_BYTES):
+                flush()
+            batch.append(frame)
+        flush()
+        if total is None or first_shape is None:
+            raise BadImageError(shown, "a video without frames")
+        moments = total.moments[0]
+        row = integer_sample_row(moments, total.format.scale)
+        return Measurement(total.format, first_shape[1], first_shape[0], False, [moments] * epochs, [row] * epochs,
+                           total.histogram)
+
+    def _transformed_video(self, index: int, source: ImageSource, content: Encoded) -> Measurement:
+        """``--transform`` on each epoch's clip as one ``(T, C, H, W)`` torchvision ``Video``:
+        torchvision v2 transforms draw once per call, so every frame of the clip gets the same
+        crop, flip or colour change; the clip's output is one sample."""
+        from .transforms import single_threaded
+
+        spec: TransformSpec = self.transform  # type: ignore[assignment]
+        pipeline = spec.build()
+        shape: list[int] = []
+
+        def make_input(epoch: int) -> tuple[Any, PixelFormat]:
+            import torch
+            from torchvision import tv_tensors
+
+            frames = list(self._video_frames(source, content, epoch, index))
+            if not frames:
+                raise BadImageError(source.display, "a video without frames")
+            sizes = {frame.shape for frame in frames}
+            if len(sizes) > 1:
+                first, other = frames[0].shape, next(s for s in sizes if s != frames[0].shape)
+                raise BadImageError(source.display, f"frames change size mid-stream ({first[1]}x{first[0]}, then "
+                                    f"{other[1]}x{other[0]}): a clip for --transform needs frames of one size")
+            clip = np.stack(frames)
+            shape[:] = clip.shape[1:]
+            video = tv_tensors.Video(torch.from_numpy(np.ascontiguousarray(clip.transpose(0, 3, 1, 2))))
+            return video, _input_format(frames[0], self.pixels.channels)
+
+        samples = []
+        with single_threaded():
+            for epoch in range(self.epochs):
+                output, input_format = self._apply(pipeline, index, epoch, lambda: make_input(epoch), source)
+                if spec not in _CHECKED_HERE:
+                    if not same_output(output, self._apply(pipeline, index, epoch, lambda: make_input(epoch), source)[0]):
+                        raise BadSpecError(_not_reproducible(spec, source.display))
+                    _CHECKED_HERE.add(spec)
+                samples.append(measure_output(output, input_format, source.display))
+        formats = {fmt for fmt, _, _ in samples}
+        if len(formats) > 1:
+            kinds = ", ".join(sorted(fmt.label for fmt in formats))
+            raise BadSpecError(f"{source.display}: the transform gave different kinds of output across epochs ({kinds})")
+        return Measurement(samples[0][0], shape[1], shape[0], False,
+                           [moments for _, moments, _ in samples], [row for _, _, row in samples])
 
     def _encoded(self, index: int, source: ImageSource, content: Encoded) -> Measurement:
         """An item stored encoded: the decoders (fast paths first, Pillow the reference; TIFF
@@ -455,6 +562,9 @@ class Measurer:
                 detail = " ".join(str(error).split()) or type(error).__name__
                 raise BadSpecError(f"transform failed on {source.display} (epoch {epoch}): {detail}") from None
 
+
+# Consecutive frames of one size are measured in one call up to about this many bytes.
+_FRAME_BATCH_BYTES = 8 << 20
 
 # Specs whose reproducibility this process has checked (on the first sample it measured).
 _CHECKED_HERE: set[TransformSpec] = set()
