@@ -1,0 +1,243 @@
+"""Videos as inputs: exact statistics of the frames measured, frame selection, clips, transforms,
+bad videos, workers, shards. Every video is written here with PyAV into tmp_path; the oracles are
+the frames that were written (lossless FFV1) or PyAV's own decoding of them (lossy codecs),
+measured with numpy."""
+
+from __future__ import annotations
+
+import csv
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("av")
+
+from chanstats import api  # noqa: E402
+from chanstats.options import RunOptions  # noqa: E402
+
+from .helpers.cli import run_cli  # noqa: E402
+from .helpers.videos import decoded_frames, population_stats, random_frames, write_video  # noqa: E402
+
+
+def compute(paths, workers: int = 0, **options):
+    return api.compute([str(p) for p in paths], RunOptions(**options), workers=workers).to_dict()
+
+
+def assert_stats(result: dict, pixels: np.ndarray, scale: int = 255) -> None:
+    mean, std = population_stats(pixels, scale)
+    assert result["exact"]["mean"] == pytest.approx(mean, rel=1e-12, abs=1e-15)
+    assert result["exact"]["std"] == pytest.approx(std, rel=1e-9)
+
+
+@pytest.fixture
+def lossless(tmp_path: Path, rng: np.random.Generator) -> tuple[Path, np.ndarray]:
+    frames = random_frames(rng, 10)
+    return write_video(tmp_path / "clip.mkv", frames), frames
+
+
+def test_lossless_video_is_measured_exactly_over_every_frame(lossless):
+    path, frames = lossless
+    result = compute([path])
+    assert_stats(result, frames)
+    assert result["count"]["images"] == 1 and result["count"]["pixels"] == frames.size // 3
+    assert result["exact"]["min"] == frames.reshape(-1, 3).min(axis=0).tolist()
+    assert result["options"]["decoder"].startswith("pyav ")
+
+
+def test_image_configs_record_no_decoder(tmp_path: Path, rng: np.random.Generator):
+    from .helpers.files import write_image
+
+    write_image(tmp_path / "a.png", rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    options = compute([tmp_path])["options"]
+    assert "decoder" not in options and "frames" not in options
+
+
+def test_frames_evenly_spaced_and_per_video_rows(tmp_path: Path, rng: np.random.Generator):
+    frames = random_frames(rng, 10)
+    path = write_video(tmp_path / "v" / "clip.MKV", frames)  # extensions compare case-insensitively
+    write_video(tmp_path / "v" / "other.mkv", frames[::-1][:5])
+    table = tmp_path / "rows.csv"
+    done = run_cli("compute", str(tmp_path / "v"), "--ext", "video", "--frames", "4", "--workers", "0", "-q",
+                   "--per-image", str(table))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    # linspace(0, n - 1, 4): frames 0, 3, 6, 9 of the first video; 0, 1, 3, 4 of the second (5 frames)
+    chosen = np.concatenate([frames[[0, 3, 6, 9]], frames[::-1][:5][[0, 1, 3, 4]]])
+    assert_stats(result, chosen)
+    assert result["options"]["frames"] == 4
+    rows = list(csv.DictReader(table.open()))
+    assert [row["path"] for row in rows] == [str(path), str(tmp_path / "v" / "other.mkv")]
+    mean, _ = population_stats(frames[[0, 3, 6, 9]])
+    assert [float(rows[0][f"mean_{c}"]) for c in "RGB"] == pytest.approx(mean, rel=1e-12)
+    assert (rows[0]["width"], rows[0]["height"]) == ("32", "24")
+
+
+def test_h264_and_vp9_match_pyav_decoding(tmp_path: Path, rng: np.random.Generator):
+    frames = random_frames(rng, 12)
+    h264 = write_video(tmp_path / "a.mp4", frames, "libx264", "yuv420p", options={"g": "4", "bf": "2"})
+    vp9 = write_video(tmp_path / "b.webm", frames, "libvpx-vp9", "yuv420p")
+    for path in (h264, vp9):
+        oracle = decoded_frames(path)
+        assert_stats(compute([path]), oracle)
+        # Sparse frames are found by seeking, and are the very frames a full decode gives.
+        assert_stats(compute([path], frames=3), oracle[[0, 6, 11]])
+
+
+def test_ten_bit_video_keeps_its_depth(tmp_path: Path, rng: np.random.Generator):
+    frames = random_frames(rng, 6)
+    path = write_video(tmp_path / "deep.mkv", frames, "ffv1", "yuv420p10le")
+    result = compute([path], mode="keep")
+    assert result["dtype"] == "uint16" and result["scale"] == 65535
+    assert_stats(result, decoded_frames(path, "rgb48le"), scale=65535)
+    eight = compute([path])
+    assert eight["dtype"] == "uint8"
+    assert_stats(eight, decoded_frames(path, "rgb24"))
+
+
+def test_fps_follows_timestamps_of_a_variable_frame_rate(tmp_path: Path, rng: np.random.Generator):
+    frames = random_frames(rng, 5)
+    path = write_video(tmp_path / "vfr.mkv", frames, pts=[0, 100, 150, 400, 900], time_base=Fraction(1, 1000))
+    # Ticks at 0, 0.25, 0.5, 0.75 s (up to the last frame, at 0.9 s) show frames 0, 2, 3, 3.
+    assert_stats(compute([path], fps=4), frames[[0, 2, 3, 3]])
+    assert_stats(compute([path], fps=1), frames[[0]])
+
+
+def test_rotation_metadata_is_not_applied(tmp_path: Path, rng: np.random.Generator):
+    """Frames are measured as stored: a rotation only permutes pixels (the same statistics), and
+    the per-video size is the stored one."""
+    import av
+
+    frames = random_frames(rng, 4, 24, 32)
+    path = write_video(tmp_path / "plain.mkv", frames)
+    rotated = tmp_path / "rotated.mp4"
+    with av.open(str(path)) as source, av.open(str(rotated), "w") as target:
+        stream = target.add_stream_from_template(source.streams.video[0])
+        stream.set_display_rotation(90)
+        for packet in source.demux(source.streams.video[0]):
+            if packet.size:
+                packet.stream = stream
+                target.mux(packet)
+    with av.open(str(rotated)) as container:
+        assert next(container.decode(video=0)).rotation == 90  # the metadata is there
+    result = api.compute([str(rotated)], RunOptions(), workers=0)
+    assert_stats(result.to_dict(), frames)
+    assert (result.per_image.widths[0], result.per_image.heights[0]) == (32, 24)
+
+
+def test_clip_sampling_is_seeded_and_worker_independent(tmp_path: Path, rng: np.random.Generator):
+    folder = tmp_path / "videos"
+    videos = [random_frames(rng, 9, 6, 8) for _ in range(20)]  # more than one chunk of work
+    for i, frames in enumerate(videos):
+        write_video(folder / f"v{i:02d}.mkv", frames)
+    options = dict(extensions=("mkv",), clip_len=3, frame_interval=2, epochs=2, batch_size=4)
+    one = api.compute([str(folder)], RunOptions(**options), workers=0)
+    two = api.compute([str(folder)], RunOptions(**options), workers=2)
+    assert json.dumps(one.to_dict()) == json.dumps(two.to_dict())
+    other = compute([folder], seed=1, **options)
+    assert other["exact"]["mean"] != one.to_dict()["exact"]["mean"]
+    # Each video's samples are clips of 3 frames 2 apart, starting anywhere they fit.
+    pooled = one.per_image.mean
+    for i, frames in enumerate(videos):
+        starts = [frames[[s, s + 2, s + 4]] for s in range(9 - 4)]
+        means = [population_stats(clip)[0] for clip in starts]
+        # Pooled over 2 epochs: the mean of two possible clip means.
+        assert any(np.allclose(pooled[i], (np.array(a) + np.array(b)) / 2, rtol=0, atol=1e-12)
+                   for a in means for b in means), i
+
+
+@pytest.mark.slow  # imports torch and torchvision
+def test_transform_draws_once_per_clip(tmp_path: Path, rng: np.random.Generator):
+    frames = random_frames(rng, 4, 12, 16)
+    path = write_video(tmp_path / "clip.mkv", frames)
+    spec = json.dumps([{"RandomCrop": {"size": [5, 7]}}])
+    result = compute([path], transform=spec, epochs=3)
+    # Every frame cropped at one window (the clip's draw): the pooled statistics of one window.
+    windows = [frames[:, y:y + 5, x:x + 7] for y in range(12 - 5 + 1) for x in range(16 - 7 + 1)]
+    table = api.compute([str(path)], RunOptions(transform=spec, epochs=3), workers=0).table
+    for k in range(3):
+        sample_mean = table.mean[k]
+        assert any(np.allclose(sample_mean, population_stats(w)[0], rtol=0, atol=1e-12) for w in windows), k
+    assert result["count"]["samples"] == 3
+
+
+def _bad_videos(folder: Path, rng: np.random.Generator) -> dict[str, str]:
+    """Each bad video, and the words its reason must hold."""
+    import av
+
+    frames = random_frames(rng, 8, 16, 16)
+    good = write_video(folder / "tmp" / "good.mp4", frames, "libx264", "yuv420p")
+    data = good.read_bytes()
+    (folder / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    (folder / "no_moov.mp4").write_bytes(data[: data.index(b"moov") - 4])
+    lossless_path = write_video(folder / "tmp" / "good.mkv", frames)
+    lossless = lossless_path.read_bytes()
+    with av.open(str(lossless_path)) as container:  # damage the inside of the fourth frame's packet
+        packet = [p for p in container.demux(video=0) if p.size][3]
+        start, size = packet.pos, packet.size
+    damaged = bytearray(lossless)
+    damaged[start + size // 3 : start + size // 2] = bytes(b ^ 0x55 for b in damaged[start + size // 3 : start + size // 2])
+    (folder / "corrupt.mkv").write_bytes(bytes(damaged))
+    (folder / "cut.mkv").write_bytes(lossless[: len(lossless) * 2 // 3])
+    with av.open(str(folder / "audio.mkv"), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000)
+        sound = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        sound.sample_rate = 8000
+        for packet in stream.encode(sound):
+            container.mux(packet)
+    with av.open(str(folder / "empty.avi"), "w") as container:
+        stream = container.add_stream("ffv1", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 16, 16, "bgr0"
+        container.start_encoding()
+    for leftover in (folder / "tmp").iterdir():
+        leftover.unlink()
+    (folder / "tmp").rmdir()
+    return {"truncated.mp4": "cannot decode the video", "no_moov.mp4": "cannot decode the video",
+            "corrupt.mkv": "damaged video", "cut.mkv": "damaged video", "audio.mkv": "no video stream",
+            "empty.avi": "without frames"}
+
+
+def test_bad_videos_are_named_and_skipped(tmp_path: Path, rng: np.random.Generator, engine):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    reasons = _bad_videos(bad, rng)
+    write_video(tmp_path / "good" / "ok.mkv", random_frames(rng, 3, 8, 8))
+    inputs = engine.padded([str(bad), str(tmp_path / "good")], tmp_path / "pad")
+    failed = run_cli("compute", *inputs, "--ext", "png,video", "-q", *engine.options)
+    assert failed.returncode == 2 and failed.stdout == ""
+    for name, words in reasons.items():
+        line = next(line for line in failed.stderr.splitlines() if name in line)
+        assert words in line, line
+    # One line per bad video after the heading: FFmpeg's own log never reaches the terminal.
+    assert len(failed.stderr.strip().splitlines()) == 1 + len(reasons), failed.stderr
+    skipped = run_cli("compute", *inputs, "--ext", "png,video", "-q", "--on-error", "skip", *engine.options)
+    assert skipped.returncode == 0, skipped.stderr
+    assert sorted(Path(item["path"]).name for item in json.loads(skipped.stdout)["skipped"]) == sorted(reasons)
+    assert skipped.stderr == ""
+    over = run_cli("compute", *inputs, "--ext", "png,video", "-q", "--on-error", "skip", "--max-bad", "2",
+                   *engine.options)
+    assert over.returncode == 2 and "more than --max-bad 2" in over.stderr
+
+
+def test_video_options_are_checked():
+    done = run_cli("compute", "x.mp4", "--frames", "3", "--clip-len", "4")
+    assert done.returncode == 2 and "--frames and --clip-len" in done.stderr
+    done = run_cli("compute", "x.mp4", "--frame-interval", "2")
+    assert done.returncode == 2 and "give --clip-len too" in done.stderr
+
+
+@pytest.mark.slow
+def test_video_shards_merge_to_the_same_config(tmp_path: Path, rng: np.random.Generator):
+    folder = tmp_path / "videos"
+    for i in range(6):
+        write_video(folder / f"v{i}.mkv", random_frames(rng, 5, 8, 8))
+    common = [str(folder), "--ext", "mkv", "--frames", "3", "-q", "--workers", "0"]
+    whole = run_cli("compute", *common)
+    parts = [str(tmp_path / f"part{k}.json") for k in (1, 2)]
+    for k, part in enumerate(parts, 1):
+        assert run_cli("compute", *common, "--shard", f"{k}/2", "--partial", part).returncode == 0
+    merged = run_cli("merge", *parts, "-q")
+    assert merged.returncode == 0, merged.stderr
+    assert merged.stdout == whole.stdout
