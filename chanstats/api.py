@@ -310,7 +310,16 @@ def finalize(state: PartialState) -> Result:
         dtype=pixel_format.dtype or None,
         nodata=nodata_section(pixel_format, options.nodata),
         histogram=exact_histogram(totals),
+        frames=_frames(samples, images, per_channel, channels) if "decoder" in state.options else None,
     )
+
+
+def _frames(samples: np.ndarray, images: ImageTable, per_channel: bool, channels: int) -> int:
+    """The frames a run of videos measured, over every sample: each sample's pixels over its
+    video's frame size (exact unless a video's frames change size mid-stream)."""
+    counts = samples[:, :, :channels].max(axis=2) if per_channel else samples[:, :, 0]
+    sizes = np.asarray(images.width, dtype=np.float64) * np.asarray(images.height, dtype=np.float64)
+    return int(np.rint(counts / sizes[:, None]).sum())
 
 
 def _mixed_formats_advice(formats) -> str:

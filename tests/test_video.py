@@ -42,7 +42,8 @@ def test_lossless_video_is_measured_exactly_over_every_frame(lossless):
     path, frames = lossless
     result = compute([path])
     assert_stats(result, frames)
-    assert result["count"]["images"] == 1 and result["count"]["pixels"] == frames.size // 3
+    assert result["count"]["images"] == result["count"]["videos"] == 1
+    assert result["count"]["frames"] == 10 and result["count"]["pixels"] == frames.size // 3
     assert result["exact"]["min"] == frames.reshape(-1, 3).min(axis=0).tolist()
     assert result["options"]["decoder"].startswith("pyav ")
 
@@ -51,8 +52,28 @@ def test_image_configs_record_no_decoder(tmp_path: Path, rng: np.random.Generato
     from .helpers.files import write_image
 
     write_image(tmp_path / "a.png", rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
-    options = compute([tmp_path])["options"]
-    assert "decoder" not in options and "frames" not in options
+    result = compute([tmp_path])
+    assert "decoder" not in result["options"] and "frames" not in result["options"]
+    assert "videos" not in result["count"] and "frames" not in result["count"]
+
+
+def test_videos_in_tar_shards_and_list_files(tmp_path: Path, rng: np.random.Generator):
+    import tarfile
+
+    first, second = random_frames(rng, 4, 8, 8), random_frames(rng, 3, 8, 8)
+    a = write_video(tmp_path / "files" / "a.mkv", first)
+    b = write_video(tmp_path / "files" / "b.webm", second, "libvpx-vp9", "yuv420p")
+    with tarfile.open(tmp_path / "shard.tar", "w") as shard:
+        shard.add(a, "0001.mkv")
+        shard.add(b, "0002.webm")
+    oracle = np.concatenate([first, decoded_frames(b)])
+    from_shard = compute([tmp_path / "shard.tar"], extensions=("video",), frames=2)
+    assert_stats(from_shard, np.concatenate([first[[0, 3]], decoded_frames(b)[[0, 2]]]))
+    listed = tmp_path / "list.txt"
+    listed.write_text("files/a.mkv\nfiles/b.webm\n")
+    from_list = compute([f"@{listed}"])  # files named in a list are read whatever --ext says
+    assert_stats(from_list, oracle)
+    assert from_list["count"]["frames"] == 7
 
 
 def test_frames_evenly_spaced_and_per_video_rows(tmp_path: Path, rng: np.random.Generator):

@@ -52,6 +52,8 @@ class Result:
     # bits, nodata, percentiles asked for, or --histogram), for the config's ``histogram`` section
     # that ``check`` compares distributions with and ``show --plot`` draws.
     histogram: ChannelHistogram | None = field(default=None, repr=False)
+    # Runs of videos: the frames measured over all samples (``count.videos`` and ``count.frames``).
+    frames: int | None = None
 
     @property
     def mean(self) -> list[float]:
@@ -93,6 +95,7 @@ class Result:
                 "pixels": exact.pixels if isinstance(exact.pixels, int) else list(exact.pixels),
                 "skipped": len(self.skipped),
                 "dropped_alpha": self.dropped_alpha,
+                **({"videos": self.images, "frames": self.frames} if self.frames is not None else {}),
             },
             "exact": {
                 "method": self.exact_method,
