@@ -242,6 +242,21 @@ def test_bad_videos_are_named_and_skipped(tmp_path: Path, rng: np.random.Generat
     assert over.returncode == 2 and "more than --max-bad 2" in over.stderr
 
 
+def test_torchcodec_missing_is_one_line(lossless):
+    try:
+        from chanstats.decoding.video import describe_decoder
+
+        describe_decoder("torchcodec")
+    except Exception:
+        pass
+    else:
+        pytest.skip("torchcodec decodes here")
+    path, _ = lossless
+    done = run_cli("compute", str(path), "--video-decoder", "torchcodec", "--workers", "0")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "--video-decoder torchcodec needs torchcodec" in done.stderr
+
+
 def test_video_options_are_checked():
     done = run_cli("compute", "x.mp4", "--frames", "3", "--clip-len", "4")
     assert done.returncode == 2 and "--frames and --clip-len" in done.stderr

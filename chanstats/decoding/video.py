@@ -258,14 +258,29 @@ def _import_av():
 
 
 def _import_torchcodec():
+    """torchcodec, with the FFmpeg libraries it loads (only when it first decodes: a decoder made
+    on no bytes at all tells a missing library from a refused input)."""
     try:
         import torchcodec
-        from torchcodec.decoders import VideoDecoder  # noqa: F401  (loads FFmpeg: fails without it)
-    except (ImportError, OSError, RuntimeError) as error:
-        detail = " ".join(str(error).split())[:200]
-        raise ChanstatsError(f"--video-decoder torchcodec needs torchcodec and the FFmpeg libraries it loads "
-                             f"(pip install torchcodec): {detail}") from None
+        from torchcodec.decoders import VideoDecoder
+
+        VideoDecoder(b"")
+    except (ImportError, OSError) as error:
+        raise _torchcodec_missing(error) from None
+    except (RuntimeError, ValueError) as error:
+        if _cannot_load(error):
+            raise _torchcodec_missing(error) from None
     return torchcodec
+
+
+def _cannot_load(error: Exception) -> bool:
+    return "could not load" in str(error).lower()
+
+
+def _torchcodec_missing(error: Exception) -> ChanstatsError:
+    detail = " ".join(str(error).split()[:12])
+    return ChanstatsError(f"--video-decoder torchcodec needs torchcodec and the FFmpeg libraries it loads "
+                          f"(pip install torchcodec, and FFmpeg 4 to 8): {detail}...")
 
 
 def _torchcodec_frames(file: str | None, read: Any, display: str, selection: Any, mode: str, seed: int, epoch: int,
@@ -285,5 +300,7 @@ def _torchcodec_frames(file: str | None, read: Any, display: str, selection: Any
         wanted = frame_indices(selection, times, seed, epoch, index)
         batch = decoder.get_frames_at(wanted).data.numpy()
     except (RuntimeError, ValueError) as error:
+        if _cannot_load(error):
+            raise _torchcodec_missing(error) from None
         raise BadImageError(display, f"cannot decode the video: {' '.join(str(error).split())[:200]}") from None
     yield from batch
