@@ -306,7 +306,8 @@ def finalize(state: PartialState) -> Result:
         ),
         listing=state.listing,
         sample=sampled,
-        percentiles=percentiles_section(totals, options.percentiles, options.epochs),
+        # A video's clips differ from epoch to epoch: its histogram holds every epoch's clip.
+        percentiles=percentiles_section(totals, options.percentiles, 1 if "clip_len" in state.options else options.epochs),
         dtype=pixel_format.dtype or None,
         nodata=nodata_section(pixel_format, options.nodata),
         histogram=exact_histogram(totals),

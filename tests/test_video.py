@@ -113,6 +113,12 @@ def test_ten_bit_video_keeps_its_depth(tmp_path: Path, rng: np.random.Generator)
     result = compute([path], mode="keep")
     assert result["dtype"] == "uint16" and result["scale"] == 65535
     assert_stats(result, decoded_frames(path, "rgb48le"), scale=65535)
+    # Clips drawn per epoch hold every epoch's pixels in the histogram: with clips as long as the
+    # video, each epoch's clip is the whole video, and the percentiles are the frames' own.
+    clipped = compute([path], mode="keep", clip_len=6, epochs=2)
+    deep = decoded_frames(path, "rgb48le").reshape(-1, 3)
+    assert clipped["percentiles"]["raw"][3] == [int(np.percentile(deep[:, c], 50, method="inverted_cdf")) for c in range(3)]
+    assert clipped["count"]["frames"] == 12
     eight = compute([path])
     assert eight["dtype"] == "uint8"
     assert_stats(eight, decoded_frames(path, "rgb24"))
