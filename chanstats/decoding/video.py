@@ -119,20 +119,20 @@ def read_frames(file: str | None, read: Any, display: str, selection: Any, mode:
 
 
 class _Video:
-    """One open container and its first video stream; every FFmpeg call runs with its log captured,
-    and an error FFmpeg logs makes the video bad."""
+    """One open container and its first video stream, with FFmpeg's log captured for as long as it
+    is open: an error FFmpeg logs makes the video bad (checked after every step)."""
 
     def __init__(self, av: Any, source: Any, display: str) -> None:
         self.av, self.display = av, display
         # FFmpeg's errors must reach the capture (its log is off by default); restored on close.
         self.level = av.logging.get_level()
         av.logging.set_level(av.logging.ERROR)
+        self.capture = av.logging.Capture(local=False)  # decoder threads log too
+        self.logs = self.capture.__enter__()
+        self.checked = 0
+        self.container = None
         try:
             self.container = self._call(lambda: av.open(source, "r"))
-        except BaseException:
-            av.logging.set_level(self.level)
-            raise
-        try:
             if not self.container.streams.video:
                 raise BadImageError(display, "no video stream")
             self.stream = self.container.streams.video[0]
@@ -144,8 +144,10 @@ class _Video:
 
     def close(self) -> None:
         try:
-            self._call(self.container.close)
+            if self.container is not None:
+                self.container.close()
         finally:
+            self.capture.__exit__(None, None, None)
             self.av.logging.set_level(self.level)
 
     def __enter__(self) -> "_Video":
@@ -155,16 +157,17 @@ class _Video:
         self.close()
 
     def _call(self, step):
-        """Run one FFmpeg step with its log captured; FFmpeg's errors become bad-video errors."""
-        av = self.av
-        with av.logging.Capture(local=False) as logs:  # decoder threads log too
-            try:
-                result = step()
-            except av.FFmpegError as error:
-                raise BadImageError(self.display, f"cannot decode the video: {_ffmpeg_reason(error)}") from None
-        errors = [message for level, _, message in logs if level is not None and level <= av.logging.ERROR]
-        if errors:
-            raise BadImageError(self.display, f"damaged video: {' '.join(errors[0].split())}")
+        """Run one FFmpeg step; FFmpeg's errors, raised or logged, become bad-video errors."""
+        try:
+            result = step()
+        except self.av.FFmpegError as error:
+            raise BadImageError(self.display, f"cannot decode the video: {_ffmpeg_reason(error)}") from None
+        if len(self.logs) > self.checked:  # rare: only errors are logged
+            errors = [message for level, _, message in self.logs[self.checked:]
+                      if level is not None and level <= self.av.logging.ERROR]
+            self.checked = len(self.logs)
+            if errors:
+                raise BadImageError(self.display, f"damaged video: {' '.join(errors[0].split())}")
         return result
 
     def _frames(self) -> Iterator[Any]:
