@@ -271,12 +271,14 @@ def finalize(state: PartialState) -> Result:
     pixel_format = totals.format
     exact, method = exact_statistics(totals, images)
     epochs = options.epochs
+    per_item = epochs * options.samples_per_epoch  # a video's frames may each be a sample
     channels = len(pixel_format.channels)
     width = row_width(pixel_format)
     per_channel = pixel_format.masked
-    samples = images.packed_samples(epochs)  # a view of the table: no per-sample objects
-    # Epoch-major, as training visits them: all images of epoch 0, then of epoch 1, ...
-    table = MomentsTable.from_packed(samples.transpose(1, 0, 2).reshape(-1, width), channels, per_channel)
+    samples = images.packed_samples(per_item)  # a view of the table: no per-sample objects
+    # Epoch-major, as training visits them: all images of epoch 0 (a video's frames together), then of epoch 1, ...
+    in_epochs = samples.reshape(len(samples), epochs, -1, width).transpose(1, 0, 2, 3)
+    table = MomentsTable.from_packed(in_epochs.reshape(-1, width), channels, per_channel)
     running = simulate(table, options.settings, epochs=epochs)
     sampled = None
     if options.sample is not None:
@@ -302,7 +304,7 @@ def finalize(state: PartialState) -> Result:
             DisplayNames(images.sources),
             images.width,
             images.height,
-            table if epochs == 1 else MomentsTable.from_packed(samples.reshape(-1, width), channels, per_channel).pooled(epochs),
+            table if per_item == 1 else MomentsTable.from_packed(samples.reshape(-1, width), channels, per_channel).pooled(per_item),
         ),
         listing=state.listing,
         sample=sampled,

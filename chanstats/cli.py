@@ -21,7 +21,7 @@ from .cli_help import GroupedHelpGroup
 from .errors import ChanstatsError, cannot_write
 from .exits import (EXIT_BROKEN_PIPE, EXIT_CHECK_FAILED, EXIT_CODES_HELP, EXIT_INPUT_ERROR, EXIT_INTERRUPTED,
                     EXIT_TERMINATED, Terminated, handle_sigterm)
-from .options import BATCHES, CONVENTION_NAMES, DEFAULTS, LAYOUTS, MODES, ON_ERROR, VIDEO_DECODERS
+from .options import BATCHES, CONVENTION_NAMES, DEFAULTS, LAYOUTS, MODES, ON_ERROR, VIDEO_DECODERS, VIDEO_SAMPLES
 from .report.export import FORMATS as EXPORT_FORMATS
 from .report.export import MM_FLAVOURS
 
@@ -237,6 +237,9 @@ def video_options(command):
                      metavar="K", help="Videos: with --clip-len, take every K-th frame."),
         click.option("--video-decoder", type=click.Choice(VIDEO_DECODERS), default=DEFAULTS.video_decoder,
                      show_default=True, help="Videos: PyAV (FFmpeg in its wheels) or torchcodec (when installed)."),
+        click.option("--video-sample", type=click.Choice(VIDEO_SAMPLES), default=DEFAULTS.video_sample,
+                     show_default=True, help="Videos: a BatchNorm sample is a clip (BatchNorm3d) or each frame (BatchNorm2d; "
+                                             "needs --frames or --clip-len)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -245,7 +248,7 @@ def video_options(command):
 
 def _video(values: dict) -> dict:
     """The video options' values as RunOptions fields."""
-    return {name: values[name] for name in ("frames", "fps", "clip_len", "frame_interval", "video_decoder")}
+    return {name: values[name] for name in ("frames", "fps", "clip_len", "frame_interval", "video_decoder", "video_sample")}
 
 
 def dataset_options(command):

@@ -247,11 +247,29 @@ class Measurer:
             open_file(source).close()  # refuses what is not a regular file, as for images
         if self.transform is not None:
             return self._transformed_video(index, source, content)
+        measure = self._frames_measurement if self.video.sample == "clip" else self._each_frame
         if not self.video.random:
-            return self._frames_measurement(self._video_frames(source, content, 0, index), source.display, self.epochs)
-        measurements = [self._frames_measurement(self._video_frames(source, content, epoch, index), source.display, 1)
+            return measure(self._video_frames(source, content, 0, index), source.display, self.epochs)
+        measurements = [measure(self._video_frames(source, content, epoch, index), source.display, 1)
                         for epoch in range(self.epochs)]
-        return epochs_measurement(measurements, source.display)
+        return _samples_of_epochs(measurements, source.display)
+
+    def _each_frame(self, frames, shown: str, epochs: int) -> Measurement:
+        """``--video-sample frame``: each frame one sample (as a 2-D model's ``BatchNorm2d`` sees
+        frames), the same frames for each of ``epochs``; the histogram holds them once."""
+        measured = [self._array(frame, shown, None) for frame in frames]
+        if not measured:
+            raise BadImageError(shown, "a video without frames")
+        first = measured[0]
+        histogram = first.histogram
+        for other in measured[1:]:
+            if other.format != first.format:
+                raise BadImageError(shown, f"frames changed kind mid-stream ({first.format.label}, then {other.format.label})")
+            if histogram is not None and other.histogram is not None:
+                histogram = histogram.merge(other.histogram)
+        moments = [m.moments[0] for m in measured]
+        rows = [m.rows[0] for m in measured]
+        return Measurement(first.format, first.width, first.height, False, moments * epochs, rows * epochs, histogram)
 
     def _video_frames(self, source: ImageSource, content: Encoded, epoch: int, index: int):
         from .decoding.video import read_frames
@@ -332,7 +350,13 @@ class Measurer:
                     if not same_output(output, self._apply(pipeline, index, epoch, lambda: make_input(epoch), source)[0]):
                         raise BadSpecError(_not_reproducible(spec, source.display))
                     _CHECKED_HERE.add(spec)
-                samples.append(measure_output(output, input_format, source.display))
+                if self.video.sample == "frame":  # each frame of the transformed clip, one sample
+                    if getattr(output, "ndim", 0) != 4:
+                        raise BadSpecError(f"{source.display}: --video-sample frame needs the transform to return the "
+                                           "clip as a (T, C, H, W) tensor")
+                    samples.extend(measure_output(frame, input_format, source.display) for frame in output)
+                else:
+                    samples.append(measure_output(output, input_format, source.display))
         formats = {fmt for fmt, _, _ in samples}
         if len(formats) > 1:
             kinds = ", ".join(sorted(fmt.label for fmt in formats))
@@ -668,6 +692,22 @@ def measure_pixels_of(pixels: np.ndarray, shown: str, epochs: int = 1, measurer:
     """The measurement of one ``(H, W, C)`` image, the same for each of ``epochs`` samples, with
     ``measurer``'s pixel options (default: none); see :meth:`Measurer.measure_array`."""
     return (measurer if measurer is not None else Measurer()).measure_array(pixels, shown, epochs)
+
+
+def _samples_of_epochs(measurements: list[Measurement], shown: str) -> Measurement:
+    """One measurement holding every sample of each epoch's measurement, in epoch order (a video
+    gives one clip, or each of its frames, per epoch); the histograms merged."""
+    first = measurements[0]
+    if any(m.format != first.format for m in measurements):
+        kinds = ", ".join(sorted({m.format.label for m in measurements}))
+        raise BadImageError(shown, f"the sample changed kind across epochs ({kinds})")
+    histogram = first.histogram
+    for other in measurements[1:]:
+        if histogram is not None and other.histogram is not None:
+            histogram = histogram.merge(other.histogram)
+    return Measurement(first.format, first.width, first.height, False,
+                       [moments for m in measurements for moments in m.moments],
+                       [row for m in measurements for row in m.rows], histogram)
 
 
 def epochs_measurement(measurements: list[Measurement], shown: str) -> Measurement:

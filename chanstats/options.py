@@ -112,6 +112,7 @@ class RunOptions:
     clip_len: int | None = None
     frame_interval: int = 1
     video_decoder: str = "pyav"
+    video_sample: str = "clip"
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -297,6 +298,8 @@ class RecordedOptions:
     sample: "SampleSpec | None"
     percentiles: tuple[float, ...] | None
     nodata: str | None
+    # Samples each item gives per epoch: 1, or a video's frames under --video-sample frame.
+    samples_per_epoch: int = 1
 
     @classmethod
     def parse(cls, record: Mapping[str, Any]) -> "RecordedOptions":
@@ -312,6 +315,8 @@ class RecordedOptions:
             sample=SampleSpec.parse(record.get("sample")),
             percentiles=_parse_percentiles(record.get("percentiles", DEFAULT_PERCENTILES_TEXT)),
             nodata=record.get("nodata"),
+            samples_per_epoch=(record.get("frames") or record.get("clip_len") or 1)
+            if record.get("video_sample") == "frame" else 1,
         )
 
 
@@ -377,6 +382,9 @@ class PixelOptions:
 
 # --video-decoder: PyAV (FFmpeg bundled in its wheels) or torchcodec (when installed).
 VIDEO_DECODERS = ("pyav", "torchcodec")
+# --video-sample: what one BatchNorm sample of a video is: its clip (a first BatchNorm3d pools a
+# clip's T·H·W pixels) or each frame (a 2-D model's BatchNorm2d sees frames).
+VIDEO_SAMPLES = ("clip", "frame")
 
 
 @dataclass(frozen=True)
@@ -390,6 +398,7 @@ class VideoOptions:
     clip_len: int | None = None
     frame_interval: int = 1
     decoder: str = "pyav"
+    sample: str = "clip"
 
     @classmethod
     def parse(cls, options: "RunOptions") -> "VideoOptions":
@@ -414,7 +423,20 @@ class VideoOptions:
             fps = int(fps) if fps.is_integer() else fps
         if options.video_decoder not in VIDEO_DECODERS:
             raise ChanstatsError(f"unknown video decoder {options.video_decoder!r}: choose {', '.join(VIDEO_DECODERS)}")
-        return cls(options.frames, fps, options.clip_len, options.frame_interval, options.video_decoder)
+        if options.video_sample not in VIDEO_SAMPLES:
+            raise ChanstatsError(f"unknown video sample {options.video_sample!r}: choose {', '.join(VIDEO_SAMPLES)}")
+        if options.video_sample == "frame" and options.frames is None and options.clip_len is None:
+            raise ChanstatsError("--video-sample frame needs as many frames from every video: give --frames N or "
+                                 "--clip-len T (every frame and --fps take as many as each video has)")
+        return cls(options.frames, fps, options.clip_len, options.frame_interval, options.video_decoder,
+                   options.video_sample)
+
+    @property
+    def samples_per_epoch(self) -> int:
+        """BatchNorm samples one video gives per epoch: its clip, or each of its frames."""
+        if self.sample != "frame":
+            return 1
+        return self.frames if self.frames is not None else self.clip_len  # type: ignore[return-value]
 
     @property
     def random(self) -> bool:
@@ -429,6 +451,8 @@ class VideoOptions:
             record["frame_interval"] = self.frame_interval
         if self.decoder != "pyav":
             record["video_decoder"] = self.decoder
+        if self.sample != "clip":
+            record["video_sample"] = self.sample
 
 
 def _items(value: Any) -> list[str]:

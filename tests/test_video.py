@@ -283,3 +283,43 @@ def test_video_shards_merge_to_the_same_config(tmp_path: Path, rng: np.random.Ge
     merged = run_cli("merge", *parts, "-q")
     assert merged.returncode == 0, merged.stderr
     assert merged.stdout == whole.stdout
+
+
+def test_each_frame_as_a_sample(tmp_path: Path, rng: np.random.Generator):
+    for i in range(3):
+        write_video(tmp_path / f"v{i}.mkv", random_frames(rng, 6, 8, 8))
+    by_frame = compute([tmp_path], extensions=("mkv",), frames=4, video_sample="frame", epochs=2, batch_size=5)
+    by_clip = compute([tmp_path], extensions=("mkv",), frames=4, epochs=2, batch_size=5)
+    assert by_frame["count"]["samples"] == 3 * 2 * 4 and by_clip["count"]["samples"] == 3 * 2
+    assert by_frame["running"]["batches"] == 2 * 3  # 12 frames an epoch in batches of 5: 5, 5, 2
+    assert by_frame["exact"] == by_clip["exact"]  # what is measured does not change, only the batches
+    assert by_frame["options"]["video_sample"] == "frame"
+    refused = run_cli("compute", str(tmp_path), "--ext", "mkv", "--video-sample", "frame")
+    assert refused.returncode == 2 and "give --frames N or --clip-len T" in refused.stderr
+
+
+@pytest.mark.slow  # imports torch
+def test_batchnorm_simulation_matches_real_layers_on_clips_and_frames(tmp_path: Path, rng: np.random.Generator):
+    import torch
+
+    videos = [random_frames(rng, 4, 6, 8) for _ in range(3)]
+    for i, frames in enumerate(videos):
+        write_video(tmp_path / f"v{i}.mkv", frames)
+    common = dict(extensions=("mkv",), frames=4, shuffle=False)
+    tensors = [torch.from_numpy(v).permute(0, 3, 1, 2).double() / 255 for v in videos]  # (T, C, H, W)
+    # Clips: a BatchNorm3d fed (B, C, T, H, W) batches of 2 clips, in listing order.
+    clips = compute([tmp_path], batch_size=2, **common)
+    layer = torch.nn.BatchNorm3d(3, momentum=0.1).double().train()
+    stacked = torch.stack([t.permute(1, 0, 2, 3) for t in tensors])
+    for start in (0, 2):
+        layer(stacked[start:start + 2])
+    assert clips["running"]["mean"] == pytest.approx(layer.running_mean.tolist(), rel=1e-6)
+    assert clips["running"]["var"] == pytest.approx(layer.running_var.tolist(), rel=1e-6)
+    # Frames: a BatchNorm2d fed (B, C, H, W) batches of 5 frames, a video's frames in order.
+    frames = compute([tmp_path], batch_size=5, video_sample="frame", **common)
+    layer = torch.nn.BatchNorm2d(3, momentum=0.1).double().train()
+    every = torch.cat(tensors)
+    for start in range(0, len(every), 5):
+        layer(every[start:start + 5])
+    assert frames["running"]["mean"] == pytest.approx(layer.running_mean.tolist(), rel=1e-6)
+    assert frames["running"]["var"] == pytest.approx(layer.running_var.tolist(), rel=1e-6)
