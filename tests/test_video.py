@@ -323,3 +323,16 @@ def test_batchnorm_simulation_matches_real_layers_on_clips_and_frames(tmp_path: 
         layer(every[start:start + 5])
     assert frames["running"]["mean"] == pytest.approx(layer.running_mean.tolist(), rel=1e-6)
     assert frames["running"]["var"] == pytest.approx(layer.running_var.tolist(), rel=1e-6)
+
+
+def test_check_replays_a_video_config(tmp_path: Path, rng: np.random.Generator):
+    path = write_video(tmp_path / "v" / "a.mkv", random_frames(rng, 6, 8, 8))
+    config = tmp_path / "video.json"
+    done = run_cli("compute", str(tmp_path / "v"), "--ext", "video", "--clip-len", "3", "--epochs", "2",
+                   "--workers", "0", "-q", "-o", str(config))
+    assert done.returncode == 0, done.stderr
+    same = run_cli("check", "--against", str(config), "--workers", "0")
+    assert same.returncode == 0, same.stderr
+    write_video(path, random_frames(rng, 6, 8, 8, low=200))  # brighter frames: the statistics moved
+    moved = run_cli("check", "--against", str(config), "--workers", "0")
+    assert moved.returncode == 1, moved.stdout + moved.stderr
