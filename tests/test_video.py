@@ -243,9 +243,9 @@ def test_bad_videos_are_named_and_skipped(tmp_path: Path, rng: np.random.Generat
     assert skipped.returncode == 0, skipped.stderr
     assert sorted(Path(item["path"]).name for item in json.loads(skipped.stdout)["skipped"]) == sorted(reasons)
     assert skipped.stderr == ""
-    over = run_cli("compute", *inputs, "--ext", "png,video", "-q", "--on-error", "skip", "--max-bad", "2",
-                   *engine.options)
-    assert over.returncode == 2 and "more than --max-bad 2" in over.stderr
+    if engine.workers == 0:  # the budget is counted after measuring, the same for any engine
+        over = run_cli("compute", *inputs, "--ext", "png,video", "-q", "--on-error", "skip", "--max-bad", "2")
+        assert over.returncode == 2 and "more than --max-bad 2" in over.stderr
 
 
 def test_torchcodec_missing_is_one_line(lossless):
