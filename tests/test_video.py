@@ -336,3 +336,15 @@ def test_check_replays_a_video_config(tmp_path: Path, rng: np.random.Generator):
     write_video(path, random_frames(rng, 6, 8, 8, low=200))  # brighter frames: the statistics moved
     moved = run_cli("check", "--against", str(config), "--workers", "0")
     assert moved.returncode == 1, moved.stdout + moved.stderr
+
+
+def test_help_and_image_runs_do_not_import_pyav():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom chanstats.cli import cli\n"
+            "CliRunner().invoke(cli, ['--help'])\nimport chanstats\n"
+            f"chanstats.compute({str(Path(__file__).parent.parent / 'examples' / 'images')!r}, workers=0)\n"
+            "print('av' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr
