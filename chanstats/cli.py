@@ -16,6 +16,7 @@ import traceback
 
 import click
 
+from . import collector
 from ._version import __version__
 from .cli_help import GroupedHelpGroup
 from .errors import ChanstatsError, cannot_write
@@ -702,5 +703,6 @@ def show(config_path, plot_path):
 
 
 def main() -> None:
+    collector.pause()  # until the work starts: see chanstats.collector
     handle_sigterm()
     cli(prog_name="chanstats")
