@@ -348,3 +348,52 @@ def test_help_and_image_runs_do_not_import_pyav():
             "print('av' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def _size_changing_video(path: Path, rng: np.random.Generator) -> Path:
+    """An H.264 stream whose frames go from 16×16 to 24×16 after three frames, in Matroska."""
+    import io
+
+    import av
+
+    def raw(width: int, height: int, count: int) -> bytes:
+        buffer = io.BytesIO()
+        with av.open(buffer, "w", format="h264") as container:
+            stream = container.add_stream("libx264", rate=10)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            for _ in range(count):
+                pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+                for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        return buffer.getvalue()
+
+    with av.open(io.BytesIO(raw(16, 16, 3) + raw(24, 16, 2)), format="h264") as source, av.open(str(path), "w") as target:
+        stream = target.add_stream_from_template(source.streams.video[0])
+        for k, packet in enumerate(p for p in source.demux(video=0) if p.size):
+            packet.pts = packet.dts = k
+            packet.time_base = Fraction(1, 10)
+            packet.stream = stream
+            target.mux(packet)
+    return path
+
+
+def test_frames_that_change_size_are_measured_as_decoded(tmp_path: Path, rng: np.random.Generator):
+    import av
+
+    path = _size_changing_video(tmp_path / "sizes.mkv", rng)
+    with av.open(str(path)) as container:
+        decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    assert sorted({frame.shape for frame in decoded}) == [(16, 16, 3), (16, 24, 3)]
+    result = api.compute([str(path)], RunOptions(), workers=0)
+    assert_stats(result.to_dict(), np.concatenate([frame.reshape(-1, 3) for frame in decoded]))
+    assert (result.per_image.widths[0], result.per_image.heights[0]) == (16, 16)  # the first frame's
+
+
+@pytest.mark.slow  # imports torch
+def test_a_clip_for_a_transform_needs_frames_of_one_size(tmp_path: Path, rng: np.random.Generator):
+    path = _size_changing_video(tmp_path / "sizes.mkv", rng)
+    done = run_cli("compute", str(path), "--transform", '[{"RandomCrop": {"size": 8}}]', "--workers", "0", "-q")
+    assert done.returncode == 2
+    assert "frames change size mid-stream (16x16, then 24x16)" in done.stderr
