@@ -239,7 +239,8 @@ class Measurer:
 
     def _video(self, index: int, source: ImageSource, content: Encoded) -> Measurement:
         """A video: its selected frames (see :mod:`chanstats.decoding.video`) pooled into one
-        sample per epoch, as a first ``BatchNorm3d`` pools a clip's T·H·W pixels. Every frame is
+        sample per epoch, as a first ``BatchNorm3d`` pools a clip's T·H·W pixels, or under
+        ``--video-sample frame`` each frame a sample, as a ``BatchNorm2d`` sees them. Every frame is
         measured at its own size (a video whose frames change size mid-stream is measured as
         decoded); the width and height reported are the first frame's. Without a clip drawn per
         epoch or a transform, every epoch sees the same frames: they are measured once."""
