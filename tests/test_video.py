@@ -397,3 +397,16 @@ def test_a_clip_for_a_transform_needs_frames_of_one_size(tmp_path: Path, rng: np
     done = run_cli("compute", str(path), "--transform", '[{"RandomCrop": {"size": 8}}]', "--workers", "0", "-q")
     assert done.returncode == 2
     assert "frames change size mid-stream (16x16, then 24x16)" in done.stderr
+
+
+def test_a_video_over_http_is_measured_as_the_local_file(tmp_path: Path, rng: np.random.Generator):
+    pytest.importorskip("fsspec")
+    pytest.importorskip("aiohttp")
+    from .helpers.object_servers import HttpFileServer
+
+    frames = random_frames(rng, 5, 8, 8)
+    write_video(tmp_path / "served" / "clip.mkv", frames)
+    with HttpFileServer(tmp_path / "served") as server:
+        remote = compute([f"{server.url}/clip.mkv"], frames=3)
+    assert_stats(remote, frames[[0, 2, 4]])
+    assert remote["count"]["frames"] == 3
