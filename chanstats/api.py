@@ -42,7 +42,7 @@ from .sources.kinds import kind_of
 from .sources.listing import fingerprint
 from .sources.shared import list_shared
 from .sources.storage import storage_options as _storage_options_in_effect
-from .sources.video import any_video
+from .sources.video import any_video, is_video
 from .sources.datasets import classify as classify_source
 from .sources.datasets import load as load_dataset
 from .sources.parquet import TableRow, choose_column
@@ -313,16 +313,18 @@ def finalize(state: PartialState) -> Result:
         dtype=pixel_format.dtype or None,
         nodata=nodata_section(pixel_format, options.nodata),
         histogram=exact_histogram(totals),
-        frames=_frames(samples, images, per_channel, channels) if "decoder" in state.options else None,
+        videos_and_frames=_videos_and_frames(samples, images, per_channel, channels) if "decoder" in state.options else None,
     )
 
 
-def _frames(samples: np.ndarray, images: ImageTable, per_channel: bool, channels: int) -> int:
-    """The frames a run of videos measured, over every sample: each sample's pixels over its
-    video's frame size (exact unless a video's frames change size mid-stream)."""
+def _videos_and_frames(samples: np.ndarray, images: ImageTable, per_channel: bool, channels: int) -> tuple[int, int]:
+    """The videos a run measured (images beside them are left out) and their frames over every
+    sample: each sample's pixels over its video's frame size (exact unless a video's frames change
+    size mid-stream)."""
+    videos = np.fromiter((is_video(source.name) for source in images.sources), dtype=bool, count=len(images))
     counts = samples[:, :, :channels].max(axis=2) if per_channel else samples[:, :, 0]
     sizes = np.asarray(images.width, dtype=np.float64) * np.asarray(images.height, dtype=np.float64)
-    return int(np.rint(counts / sizes[:, None]).sum())
+    return int(videos.sum()), int(np.rint(counts[videos] / sizes[videos][:, None]).sum())
 
 
 def _mixed_formats_advice(formats) -> str:

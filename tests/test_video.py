@@ -410,3 +410,15 @@ def test_a_video_over_http_is_measured_as_the_local_file(tmp_path: Path, rng: np
         remote = compute([f"{server.url}/clip.mkv"], frames=3)
     assert_stats(remote, frames[[0, 2, 4]])
     assert remote["count"]["frames"] == 3
+
+
+def test_images_beside_videos_pool_and_are_not_counted_as_videos(tmp_path: Path, rng: np.random.Generator):
+    from .helpers.files import write_image
+
+    frames = random_frames(rng, 4, 8, 8)
+    write_video(tmp_path / "a.mkv", frames)
+    photo = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    write_image(tmp_path / "b.png", photo)
+    result = compute([tmp_path], extensions=("png", "video"))
+    assert_stats(result, np.concatenate([frames.reshape(-1, 3), photo.reshape(-1, 3)]))
+    assert (result["count"]["images"], result["count"]["videos"], result["count"]["frames"]) == (2, 1, 4)
