@@ -280,6 +280,7 @@ def finalize(state: PartialState) -> Result:
     in_epochs = samples.reshape(len(samples), epochs, -1, width).transpose(1, 0, 2, 3)
     table = MomentsTable.from_packed(in_epochs.reshape(-1, width), channels, per_channel)
     running = simulate(table, options.settings, epochs=epochs)
+    videos = _video_frames(samples, images, per_channel, channels) if "decoder" in state.options else None
     sampled = None
     if options.sample is not None:
         if state.population is None:
@@ -305,6 +306,7 @@ def finalize(state: PartialState) -> Result:
             images.width,
             images.height,
             table if per_item == 1 else MomentsTable.from_packed(samples.reshape(-1, width), channels, per_channel).pooled(per_item),
+            None if videos is None else [int(n) if v else None for v, n in zip(*videos)],
         ),
         listing=state.listing,
         sample=sampled,
@@ -313,18 +315,18 @@ def finalize(state: PartialState) -> Result:
         dtype=pixel_format.dtype or None,
         nodata=nodata_section(pixel_format, options.nodata),
         histogram=exact_histogram(totals),
-        videos_and_frames=_videos_and_frames(samples, images, per_channel, channels) if "decoder" in state.options else None,
+        videos_and_frames=None if videos is None else (int(videos[0].sum()), int(videos[1][videos[0]].sum())),
     )
 
 
-def _videos_and_frames(samples: np.ndarray, images: ImageTable, per_channel: bool, channels: int) -> tuple[int, int]:
-    """The videos a run measured (images beside them are left out) and their frames over every
-    sample: each sample's pixels over its video's frame size (exact unless a video's frames change
-    size mid-stream)."""
+def _video_frames(samples: np.ndarray, images: ImageTable, per_channel: bool, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which items of a run are videos (images may be measured beside them), and each item's
+    frames over all its samples: each sample's pixels over the item's (first) frame size, exact
+    unless a video's frames change size mid-stream."""
     videos = np.fromiter((is_video(source.name) for source in images.sources), dtype=bool, count=len(images))
     counts = samples[:, :, :channels].max(axis=2) if per_channel else samples[:, :, 0]
     sizes = np.asarray(images.width, dtype=np.float64) * np.asarray(images.height, dtype=np.float64)
-    return int(videos.sum()), int(np.rint(counts[videos] / sizes[videos][:, None]).sum())
+    return videos, np.rint(counts / sizes[:, None]).sum(axis=1).astype(np.int64)
 
 
 def _mixed_formats_advice(formats) -> str:

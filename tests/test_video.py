@@ -93,7 +93,7 @@ def test_frames_evenly_spaced_and_per_video_rows(tmp_path: Path, rng: np.random.
     assert [row["path"] for row in rows] == [str(path), str(tmp_path / "v" / "other.mkv")]
     mean, _ = population_stats(frames[[0, 3, 6, 9]])
     assert [float(rows[0][f"mean_{c}"]) for c in "RGB"] == pytest.approx(mean, rel=1e-12)
-    assert (rows[0]["width"], rows[0]["height"]) == ("32", "24")
+    assert (rows[0]["width"], rows[0]["height"], rows[0]["frames"], rows[1]["frames"]) == ("32", "24", "4", "4")
 
 
 def test_h264_and_vp9_match_pyav_decoding(tmp_path: Path, rng: np.random.Generator):
@@ -424,3 +424,4 @@ def test_images_beside_videos_pool_and_are_not_counted_as_videos(tmp_path: Path,
     result = compute([tmp_path], extensions=("png", "video"))
     assert_stats(result, np.concatenate([frames.reshape(-1, 3), photo.reshape(-1, 3)]))
     assert (result["count"]["images"], result["count"]["videos"], result["count"]["frames"]) == (2, 1, 4)
+    assert list(api.compute([str(tmp_path)], RunOptions(extensions=("png", "video")), workers=0).per_image.frames) == [4, None]
