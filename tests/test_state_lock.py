@@ -53,7 +53,7 @@ def test_a_second_run_on_a_checkpoint_refuses_at_once_and_the_first_is_undisturb
     make_dataset(tmp_path, count=12)
     run(["compute", "data", "-o", "uninterrupted.json", *IN_PROCESS], cwd=tmp_path)
     args = ["compute", "data", "-o", "out.json", "--checkpoint", "ckpt.json", "--checkpoint-every", "1", *IN_PROCESS]
-    first = start_slow(tmp_path, args, delay=0.25)
+    first = start_slow(tmp_path, args, delay=0.6)  # long enough for two more runs to start on a busy machine
     try:
         refused_while_running(tmp_path, args, first)
         # another command on the same checkpoint (a shard) is refused too
