@@ -220,13 +220,17 @@ def measure(
     # A dataset's workers must be forked, to inherit the dataset.
     clean_start = run.measurer.transform is not None and not (len(todo) and kind_of(todo[0]).forked)
     start_method = "forkserver" if clean_start else None
+    cache = _measurement_cache()
+    measurer = run.measurer if cache is None else cache.measurer_for(run.measurer, run.options.record, todo)
     chunks = measure_chunks(
-        todo, run.measurer, workers=workers, progress=progress, offset=state.done, start_method=start_method
+        todo, measurer, workers=workers, progress=progress, offset=state.done, start_method=start_method
     )
     delay = delay_per_image_for_tests()
     try:
-        with closing(chunks):  # Ctrl-C or an error here stops the workers at once
+        with closing(chunks), (nullcontext() if cache is None else closing(cache)):
             for chunk in chunks:
+                if cache is not None:
+                    cache.absorb(chunk.cache)
                 state.add_chunk(chunk)
                 if delay:
                     time.sleep(delay * len(chunk))
@@ -241,6 +245,14 @@ def measure(
     if run.options.on_error == "fail":
         _apply_error_policy(state.bad, stop - start, "fail", None)
     return state
+
+
+def _measurement_cache():
+    """The measurement cache of this run (see :mod:`chanstats.scale.cache`), or ``None``."""
+    from .scale.cache import MeasurementCache, active_settings
+
+    settings = active_settings()
+    return None if settings is None else MeasurementCache(settings)
 
 
 def finalize(state: PartialState) -> Result:
@@ -720,6 +732,34 @@ def _accepts_storage_options(function):
     return with_storage_options
 
 
+def _accepts_cache(function):
+    """Give ``function`` a keyword ``cache``: a folder (or a
+    :class:`~chanstats.scale.cache.CacheSettings`) where each item's measurement is kept and
+    reused by later runs on unchanged items (see docs/cache.md); ``None``: no cache."""
+    import functools
+
+    @functools.wraps(function)
+    def with_cache(*args: Any, cache: Any = None, **kwargs: Any):
+        if cache is None:
+            return function(*args, **kwargs)
+        from .scale.cache import CacheSettings, cache_in_effect
+
+        settings = cache if isinstance(cache, CacheSettings) else CacheSettings(os.fspath(cache))
+        with cache_in_effect(settings):
+            return function(*args, **kwargs)
+
+    signature = inspect.signature(function)
+    parameters = list(signature.parameters.values())
+    keyword = inspect.Parameter("cache", inspect.Parameter.KEYWORD_ONLY, default=None)
+    at = next((i for i, p in enumerate(parameters) if p.kind is inspect.Parameter.VAR_KEYWORD), len(parameters))
+    with_cache.__signature__ = signature.replace(parameters=parameters[:at] + [keyword] + parameters[at:])
+    return with_cache
+
+
+compute = _accepts_cache(compute)
+compute_shard = _accepts_cache(compute_shard)
+check = _accepts_cache(check)
+compare = _accepts_cache(compare)
 compute = _accepts_storage_options(compute)
 compute_shard = _accepts_storage_options(compute_shard)
 compute_distributed = _accepts_storage_options(compute_distributed)

@@ -11,7 +11,7 @@ process then merges a handful of totals and appends a few arrays per chunk
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -46,6 +46,9 @@ class ChunkResult:
     row_lengths: np.ndarray
     float_moments: list[list[FloatMoments] | None] | None
     bad: list[BadRecord]
+    # With a measurement cache: the chunk's new entries and reuses, for the main process to store
+    # (a :class:`~chanstats.scale.cache.Drained`).
+    cache: Any = None
 
     def __len__(self) -> int:
         return self.stop - self.start

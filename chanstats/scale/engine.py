@@ -341,7 +341,11 @@ def _measure_chunk(
     if packed:
         from .chunk import pack_chunk
 
-        return pack_chunk(start, chunk, [outcome for _, outcome in results])
+        packed_chunk = pack_chunk(start, chunk, [outcome for _, outcome in results])
+        drain = getattr(measure, "drain", None)  # a cached measurer: what it found and measured
+        if drain is not None:
+            packed_chunk.cache = drain()
+        return packed_chunk
     return results
 
 

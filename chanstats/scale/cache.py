@@ -1,0 +1,475 @@
+"""A cache of per-item measurements, so that a rerun decodes only new and changed items.
+
+Each item's exact :class:`~chanstats.measure.Measurement` (what a worker computes for it: integer
+sums, histogram, per-sample rows, size) is kept in one SQLite file, keyed by
+
+- the item's *content identity*: a file's absolute path, size and modification time in
+  nanoseconds; a container's (tar shard, Parquet or NumPy file) path, size and mtime plus the
+  item's place in it (member offset and name, row, key); an object's URL and version (ETag);
+  or, with ``verify="hash"``, a BLAKE2b digest of the item's bytes instead (mtimes that cannot be
+  trusted: a fresh checkout, a copy);
+- the *context*: chanstats' version, the recorded options that decide the numbers (not the
+  BatchNorm settings nor the error policy), and Pillow's and its JPEG library's versions, which
+  decide the decoded pixels. The compiled kernel is left out on purpose: it gives the same numbers.
+
+With a ``--transform``, per-sample seeds come from the listing index, so the index enters the key
+too (an insertion invalidates the items after it) and the transform must be data (a YAML/JSON
+spec, an albumentations pipeline), whose text and the torchvision version enter the context; a
+Python transform (``module:attr``, an object) cannot be identified by content and the cache does
+not apply. Python datasets have no content identity either. Bad images are never cached.
+
+Safety: workers only read (one connection per process); the main process writes each chunk's new
+entries in one transaction (SQLite in WAL mode: atomic, concurrent runs wait for each other,
+kill -9 loses at most the chunk being written). Every entry carries a checksum of its bytes,
+checked when read; a file that is not a usable cache is ignored for the run with one note.
+Entries of a file modified in the last two seconds are not stored (its mtime could repeat).
+
+Size: the entries' bytes are bounded by ``max_size``; past it, the least recently used entries
+go first (an entry is marked used when a run reuses it, at most once an hour).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import sqlite3
+import sys
+import time
+import zlib
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+from .._version import __version__
+from ..sources.base import ContainedItem, Decoded, ImageSource, RemoteImageFile
+
+SCHEMA = 1
+FILE_NAME = "measurements.sqlite"
+DEFAULT_MAX_SIZE = 2 * 1024**3  # bytes of entries
+VERIFY = ("stat", "hash")
+TOUCH_AFTER = 3600  # seconds: a reused entry's last-use stamp is renewed at most this often
+RECENT = 2.0  # seconds: a file modified this recently may change again within its mtime's step
+BUSY_TIMEOUT = 30.0  # seconds a run waits for another that is writing the same cache
+
+# Options of the record that do not change any item's measurement (only the run's totals, the
+# BatchNorm simulation or which items are listed): left out of the key so they can change freely.
+_NOT_MEASURING = frozenset({
+    "inputs", "extensions", "on_error", "max_bad", "convention", "momentum", "batch_size", "shuffle",
+    "drop_last", "batches", "sample", "listing", "column",
+})
+
+
+def default_directory() -> str:
+    """``${XDG_CACHE_HOME:-~/.cache}/chanstats/measurements``: where ``--cache default`` keeps
+    the cache (``CHANSTATS_CACHE_HOME`` overrides it, which the test suite uses)."""
+    override = os.environ.get("CHANSTATS_CACHE_HOME")
+    if override:
+        return override
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "chanstats", "measurements")
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from ``"500M"``, ``"2G"``, ``"1.5GiB"`` or a plain number (binary units).
+
+    >>> parse_size("2G"), parse_size("512k"), parse_size(1000)
+    (2147483648, 524288, 1000)
+    """
+    if isinstance(text, int):
+        return text
+    value = text.strip().lower().removesuffix("ib").removesuffix("b")
+    factor = 1
+    for suffix, multiple in (("k", 1024), ("m", 1024**2), ("g", 1024**3), ("t", 1024**4)):
+        if value.endswith(suffix):
+            value, factor = value[:-1], multiple
+            break
+    try:
+        size = int(float(value) * factor)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a size (such as 500M or 2G)") from None
+    if size <= 0:
+        raise ValueError(f"{text!r}: the cache size must be positive")
+    return size
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """Where the cache is and how items are identified: ``verify`` ``"stat"`` (path, size and
+    mtime) or ``"hash"`` (the bytes' BLAKE2b); ``max_size`` bounds its entries' bytes."""
+
+    directory: str
+    verify: str = "stat"
+    max_size: int = DEFAULT_MAX_SIZE
+
+    def __post_init__(self) -> None:
+        if self.verify not in VERIFY:
+            raise ValueError(f"cache verify must be one of {', '.join(VERIFY)}, not {self.verify!r}")
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.directory, FILE_NAME)
+
+
+_ACTIVE: list[CacheSettings | None] = [None]
+
+
+@contextmanager
+def cache_in_effect(settings: CacheSettings | None) -> Iterator[None]:
+    """Runs inside use ``settings`` (``None``: no cache)."""
+    _ACTIVE.append(settings)
+    try:
+        yield
+    finally:
+        _ACTIVE.pop()
+
+
+def active_settings() -> CacheSettings | None:
+    """The cache the current run should use, if any."""
+    return _ACTIVE[-1]
+
+
+def _note(text: str) -> None:
+    print(f"chanstats: cache: {text}", file=sys.stderr)
+
+
+def context_key(record: dict[str, Any], transform: Any, verify: str) -> bytes | None:
+    """What decides an item's numbers besides its content, hashed; ``None`` when the transform is
+    code the cache cannot identify by content."""
+    parts: dict[str, Any] = {
+        "schema": SCHEMA, "chanstats": __version__, "verify": verify,
+        "options": {k: v for k, v in sorted(record.items()) if k not in _NOT_MEASURING},
+        "pillow": _pillow_versions(),
+    }
+    if transform is not None:
+        if transform.reference is not None or transform.pickled is not None:
+            return None
+        parts["transform"] = [transform.steps_json, transform.prefix_json, transform.albumentations_json]
+        parts["libraries"] = _versions("torch", "torchvision", "albumentations")
+    text = json.dumps(parts, sort_keys=True, default=repr).encode()
+    return hashlib.blake2b(text, digest_size=16).digest()
+
+
+def _pillow_versions() -> list[str | None]:
+    import PIL
+    from PIL import features
+
+    return [PIL.__version__, features.version("jpg"), features.version("zlib")]
+
+
+def _versions(*names: str) -> dict[str, str | None]:
+    from importlib import metadata
+
+    found: dict[str, str | None] = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def pack_measurement(measurement: Any) -> tuple[bytes, bytes]:
+    """(stored bytes, their checksum) of a measurement."""
+    value = zlib.compress(pickle.dumps(measurement, protocol=pickle.HIGHEST_PROTOCOL), 1)
+    return value, hashlib.blake2b(value, digest_size=8).digest()
+
+
+def unpack_measurement(value: bytes, checksum: bytes) -> Any:
+    """The measurement of stored bytes; ``ValueError`` when they do not match their checksum."""
+    if hashlib.blake2b(value, digest_size=8).digest() != checksum:
+        raise ValueError("an entry does not match its checksum")
+    return pickle.loads(zlib.decompress(value))
+
+
+def _connect(path: str, readonly: bool) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+    if readonly:
+        connection.execute("PRAGMA query_only=1")
+    return connection
+
+
+def _open_store(path: str) -> sqlite3.Connection:
+    """The cache file at ``path``, created when missing; raises ``sqlite3.DatabaseError`` (or
+    ``OSError``) when it is not a usable cache."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    connection = _connect(path, readonly=False)
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        connection.execute("CREATE TABLE IF NOT EXISTS entries (key BLOB PRIMARY KEY, value BLOB NOT NULL, "
+                           "checksum BLOB NOT NULL, size INTEGER NOT NULL, used INTEGER NOT NULL) WITHOUT ROWID")
+        connection.execute("CREATE INDEX IF NOT EXISTS entries_by_use ON entries (used)")
+        connection.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA),))
+        connection.execute("COMMIT")
+        (schema,) = connection.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
+    except BaseException:
+        connection.close()
+        raise
+    if schema != str(SCHEMA):
+        connection.close()
+        raise sqlite3.DatabaseError(f"written with cache schema {schema}, this chanstats uses {SCHEMA}")
+    return connection
+
+
+@dataclass
+class Drained:
+    """What a chunk's measuring left for the main process: new entries, entries to mark used,
+    how many items were reused and measured, and why reading failed (if it did)."""
+
+    fresh: list[tuple[bytes, bytes, bytes]] = field(default_factory=list)
+    touched: list[bytes] = field(default_factory=list)
+    reused: int = 0
+    measured: int = 0
+    broken: str | None = None
+
+
+class CachedMeasurer:
+    """A measurer that looks each item up in the cache first; picklable (workers open their own
+    read-only connection). New measurements and reuses are collected until :meth:`drain`."""
+
+    def __init__(self, measurer: Callable[[int, ImageSource], Any], path: str, context: bytes, verify: str,
+                 by_index: bool, started: float) -> None:
+        self.measurer = measurer
+        self.transform = getattr(measurer, "transform", None)
+        self.path = path
+        self.context = context
+        self.verify = verify
+        self.by_index = by_index
+        self.started = started
+        self._reset()
+
+    def _reset(self) -> None:
+        self._connection: sqlite3.Connection | None = None
+        self._pid = -1
+        self._stats: dict[str, os.stat_result | None] = {}
+        self._drained = Drained()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    def drain(self) -> Drained:
+        """Everything collected since the last call."""
+        drained, self._drained = self._drained, Drained()
+        return drained
+
+    def __call__(self, index: int, source: ImageSource) -> Any:
+        drained = self._drained
+        key, stamp = (None, None) if source.problem or drained.broken else self._key(index, source)
+        if key is not None:
+            found = self._lookup(key)
+            if found is not None:
+                measurement, used = found
+                drained.reused += 1
+                if used < self.started - TOUCH_AFTER:
+                    drained.touched.append(key)
+                return measurement
+        measurement = self.measurer(index, source)
+        drained.measured += 1
+        if key is not None and (stamp is None or stamp == self._stamp(source, fresh=True)):
+            value, checksum = pack_measurement(measurement)
+            drained.fresh.append((key, value, checksum))
+        return measurement
+
+    def _lookup(self, key: bytes) -> tuple[Any, int] | None:
+        try:
+            if self._pid != os.getpid():  # a forked worker: never the parent's connection
+                self._connection = _connect(self.path, readonly=True)
+                self._pid = os.getpid()
+            assert self._connection is not None
+            row = self._connection.execute("SELECT value, checksum, used FROM entries WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                return None
+            return unpack_measurement(row[0], row[1]), row[2]
+        except (sqlite3.Error, ValueError, pickle.UnpicklingError, zlib.error, EOFError, AttributeError,
+                ImportError, TypeError) as error:
+            self._drained.broken = f"{type(error).__name__}: {error}"
+            return None
+
+    def _key(self, index: int, source: ImageSource) -> tuple[bytes | None, tuple | None]:
+        """The item's key and, for a local file read by stat, its (size, mtime) to check again
+        after measuring; ``(None, None)`` when it cannot be identified (it is measured, not cached)."""
+        stamp: tuple | None = None
+        if self.verify == "hash":
+            identity = self._content_digest(source)
+            if identity is None:
+                return None, None
+        elif isinstance(source, RemoteImageFile):
+            if source.version == -1:
+                return None, None
+            identity = repr(("remote", source.root, source.name, source.size, source.version)).encode()
+        else:
+            stamp = self._stamp(source)
+            if stamp is None:
+                return None, None
+            fields = _item_fields(source) if isinstance(source, ContainedItem) else ()
+            identity = repr((type(source).__name__, os.path.abspath(source.path), stamp, fields)).encode()
+        if self.by_index:
+            identity += b"@%d" % index
+        return hashlib.blake2b(identity, digest_size=20, key=self.context).digest(), stamp
+
+    def _stamp(self, source: ImageSource, fresh: bool = False) -> tuple | None:
+        path = source.path
+        if "://" in path:
+            return None  # a remote container: no version to key it by (use verify="hash")
+        stat = self._stats.get(path) if not fresh else None
+        if stat is None or fresh:
+            try:
+                stat = os.stat(path)
+            except OSError:
+                stat = None
+            if not fresh:
+                self._stats[path] = stat
+        if stat is None or time.time() - stat.st_mtime_ns / 1e9 < RECENT:
+            return None
+        return (stat.st_size, stat.st_mtime_ns)
+
+    def _content_digest(self, source: ImageSource) -> bytes | None:
+        from ..sources.kinds import read_item
+
+        digest = hashlib.blake2b(digest_size=20)
+        try:
+            if type(source) is ImageSource:
+                with open(source.path, "rb") as handle:
+                    while block := handle.read(1 << 20):
+                        digest.update(block)
+                return b"hash:" + digest.digest()
+            content = read_item(source)
+        except Exception:  # unreadable: measuring names the file and the reason
+            return None
+        if isinstance(content, Decoded):
+            pixels = content.pixels
+            digest.update(repr((getattr(pixels, "shape", None), str(getattr(pixels, "dtype", "")),
+                                content.channel_names, content.follows_mode)).encode())
+            try:
+                digest.update(memoryview(pixels).cast("B") if hasattr(pixels, "__array_interface__") and
+                              pixels.flags.c_contiguous else pixels.tobytes())
+            except (AttributeError, TypeError, ValueError):
+                return None
+        else:
+            try:
+                digest.update(content.read())
+            except Exception:
+                return None
+            digest.update(repr(content.hint).encode())
+        return b"hash:" + digest.digest()
+
+
+def _item_fields(source: ContainedItem) -> tuple:
+    """A contained item's own fields (its place in the container), ``problem`` left out."""
+    slots = []
+    for klass in type(source).__mro__:
+        slots.extend(getattr(klass, "__slots__", ()))
+    return tuple((name, getattr(source, name)) for name in sorted(set(slots)) if name not in ("root", "problem"))
+
+
+class MeasurementCache:
+    """The main process's side of a run's cache: opens (or creates) the file, makes the
+    :class:`CachedMeasurer` the workers use, stores each chunk's new entries and, at the end,
+    evicts past the size bound and says what was reused."""
+
+    def __init__(self, settings: CacheSettings) -> None:
+        self.settings = settings
+        self.connection: sqlite3.Connection | None = None
+        self.started = time.time()
+        self.reused = 0
+        self.measured = 0
+        self.stored = 0
+        self.problem: str | None = None
+
+    def measurer_for(self, measurer: Any, record: dict[str, Any], sources: Sequence[ImageSource]) -> Any:
+        """``measurer`` wrapped to use the cache, or ``measurer`` itself (with a note saying why)
+        when the cache cannot apply to this run."""
+        from ..sources.datasets import DatasetItem
+
+        if len(sources) and isinstance(sources[0], DatasetItem):
+            _note("not used: items of a Python dataset have no content identity to key them by")
+            return measurer
+        transform = getattr(measurer, "transform", None)
+        context = context_key(record, transform, self.settings.verify)
+        if context is None:
+            _note(f"not used: {transform.describe()} is Python code, whose results cannot be keyed by content "
+                  "(a YAML/JSON transform spec can be)")
+            return measurer
+        try:
+            self.connection = _open_store(self.settings.path)
+        except (sqlite3.Error, OSError) as error:
+            _note(f"{self.settings.path} is not a usable cache ({error}): ignored for this run; "
+                  "remove it or pass --no-cache")
+            return measurer
+        by_index = transform is not None
+        return CachedMeasurer(measurer, self.settings.path, context, self.settings.verify, by_index, self.started)
+
+    def absorb(self, drained: Drained | None) -> None:
+        """Store a chunk's new entries and renew the stamps of the entries it reused."""
+        if drained is None:
+            return
+        self.reused += drained.reused
+        self.measured += drained.measured
+        if drained.broken is not None and self.problem is None:
+            self.problem = drained.broken
+            _note(f"{self.settings.path} could not be read ({drained.broken}): its entries are not used "
+                  "for the rest of this run; remove it or pass --no-cache")
+        if self.connection is None or self.problem is not None or not (drained.fresh or drained.touched):
+            return
+        now = int(time.time())
+        try:
+            self.connection.execute("BEGIN IMMEDIATE")
+            self.connection.executemany(
+                "INSERT OR REPLACE INTO entries (key, value, checksum, size, used) VALUES (?, ?, ?, ?, ?)",
+                [(key, value, checksum, len(value) + len(key) + 32, now) for key, value, checksum in drained.fresh])
+            self.connection.executemany("UPDATE entries SET used = ? WHERE key = ?",
+                                        [(now, key) for key in drained.touched])
+            self.connection.execute("COMMIT")
+            self.stored += len(drained.fresh)
+        except sqlite3.Error as error:
+            self._rollback()
+            self.problem = str(error)
+            _note(f"{self.settings.path} could not be written ({error}): new measurements are not stored")
+
+    def close(self) -> None:
+        """Evict the least recently used entries past the size bound, and close the file."""
+        if self.connection is None:
+            return
+        _note(f"reused {self.reused} of {self.reused + self.measured} measurements, stored {self.stored} "
+              f"({self.settings.directory})")
+        try:
+            if self.stored and self.problem is None:
+                self._evict()
+        except sqlite3.Error as error:
+            self._rollback()
+            _note(f"{self.settings.path}: eviction failed ({error})")
+        finally:
+            self.connection.close()
+            self.connection = None
+
+    def _evict(self) -> None:
+        assert self.connection is not None
+        (total,) = self.connection.execute("SELECT COALESCE(SUM(size), 0) FROM entries").fetchone()
+        if total <= self.settings.max_size:
+            return
+        target = int(self.settings.max_size * 0.9)  # some room, so that the next run does not evict again
+        self.connection.execute("BEGIN IMMEDIATE")
+        freed = 0
+        doomed = []
+        for key, size in self.connection.execute("SELECT key, size FROM entries ORDER BY used, key"):
+            if total - freed <= target:
+                break
+            doomed.append((key,))
+            freed += size
+        self.connection.executemany("DELETE FROM entries WHERE key = ?", doomed)
+        self.connection.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        try:
+            if self.connection is not None and self.connection.in_transaction:
+                self.connection.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
