@@ -255,6 +255,12 @@ class CachedMeasurer:
         self.__dict__.update(state)
         self._reset()
 
+    def close(self) -> None:
+        """Close this process's connection (the main process's, after an in-process run)."""
+        if self._connection is not None and self._pid == os.getpid():
+            self._connection.close()
+        self._connection, self._pid = None, -1
+
     def drain(self) -> Drained:
         """Everything collected since the last call."""
         drained, self._drained = self._drained, Drained()
@@ -383,6 +389,7 @@ class MeasurementCache:
         self.measured = 0
         self.stored = 0
         self.problem: str | None = None
+        self.measurer: CachedMeasurer | None = None
 
     def measurer_for(self, measurer: Any, record: dict[str, Any], sources: Sequence[ImageSource]) -> Any:
         """``measurer`` wrapped to use the cache, or ``measurer`` itself (with a note saying why)
@@ -405,7 +412,9 @@ class MeasurementCache:
                   "remove it or pass --no-cache")
             return measurer
         by_index = transform is not None
-        return CachedMeasurer(measurer, self.settings.path, context, self.settings.verify, by_index, self.started)
+        self.measurer = CachedMeasurer(measurer, self.settings.path, context, self.settings.verify, by_index,
+                                       self.started)
+        return self.measurer
 
     def absorb(self, drained: Drained | None) -> None:
         """Store a chunk's new entries and renew the stamps of the entries it reused."""
@@ -436,6 +445,8 @@ class MeasurementCache:
 
     def close(self) -> None:
         """Evict the least recently used entries past the size bound, and close the file."""
+        if self.measurer is not None:
+            self.measurer.close()
         if self.connection is None:
             return
         _note(f"reused {self.reused} of {self.reused + self.measured} measurements, stored {self.stored} "
