@@ -47,6 +47,7 @@ from ..sources.base import ContainedItem, Decoded, ImageSource, RemoteImageFile
 
 SCHEMA = 1
 FILE_NAME = "measurements.sqlite"
+PICKLED = b"P"  # an entry's first byte: a pickled measurement (else a compact one, see cached_chunk)
 DEFAULT_MAX_SIZE = 2 * 1024**3  # bytes of entries
 VERIFY = ("stat", "hash")
 TOUCH_AFTER = 3600  # seconds: a reused entry's last-use stamp is renewed at most this often
@@ -170,19 +171,6 @@ def _versions(*names: str) -> dict[str, str | None]:
     return found
 
 
-def pack_measurement(measurement: Any) -> tuple[bytes, bytes]:
-    """(stored bytes, their checksum) of a measurement."""
-    value = zlib.compress(pickle.dumps(measurement, protocol=pickle.HIGHEST_PROTOCOL), 1)
-    return value, hashlib.blake2b(value, digest_size=8).digest()
-
-
-def unpack_measurement(value: bytes, checksum: bytes) -> Any:
-    """The measurement of stored bytes; ``ValueError`` when they do not match their checksum."""
-    if hashlib.blake2b(value, digest_size=8).digest() != checksum:
-        raise ValueError("an entry does not match its checksum")
-    return pickle.loads(zlib.decompress(value))
-
-
 def _connect(path: str, readonly: bool) -> sqlite3.Connection:
     connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
     if readonly:
@@ -203,6 +191,7 @@ def _open_store(path: str) -> sqlite3.Connection:
         connection.execute("CREATE TABLE IF NOT EXISTS entries (key BLOB PRIMARY KEY, value BLOB NOT NULL, "
                            "checksum BLOB NOT NULL, size INTEGER NOT NULL, used INTEGER NOT NULL) WITHOUT ROWID")
         connection.execute("CREATE INDEX IF NOT EXISTS entries_by_use ON entries (used)")
+        connection.execute("CREATE TABLE IF NOT EXISTS formats (tag BLOB PRIMARY KEY, value BLOB NOT NULL)")
         connection.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA),))
         connection.execute("COMMIT")
         (schema,) = connection.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
@@ -221,6 +210,7 @@ class Drained:
     how many items were reused and measured, and why reading failed (if it did)."""
 
     fresh: list[tuple[bytes, bytes, bytes]] = field(default_factory=list)
+    formats: dict[bytes, bytes] = field(default_factory=dict)
     touched: list[bytes] = field(default_factory=list)
     reused: int = 0
     measured: int = 0
@@ -228,8 +218,10 @@ class Drained:
 
 
 class CachedMeasurer:
-    """A measurer that looks each item up in the cache first; picklable (workers open their own
-    read-only connection). New measurements and reuses are collected until :meth:`drain`."""
+    """A measurer that takes what the cache holds and measures the rest; picklable (workers open
+    their own read-only connection). The engine hands it whole chunks (:meth:`measure_chunk`): a
+    chunk's entries are looked up in one query and reused ones are packed without a per-image
+    object; new measurements and reuses are collected for the main process (:class:`Drained`)."""
 
     def __init__(self, measurer: Callable[[int, ImageSource], Any], path: str, context: bytes, verify: str,
                  by_index: bool, started: float) -> None:
@@ -246,6 +238,9 @@ class CachedMeasurer:
         self._connection: sqlite3.Connection | None = None
         self._pid = -1
         self._stats: dict[str, os.stat_result | None] = {}
+        self._roots: dict[str, str] = {}
+        self._formats: dict[bytes, Any] = {}
+        self._tags: dict[Any, bytes] = {}
         self._drained = Drained()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -254,6 +249,9 @@ class CachedMeasurer:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._reset()
+
+    def __call__(self, index: int, source: ImageSource) -> Any:
+        return self.measurer(index, source)  # one item at a time: not worth a lookup
 
     def close(self) -> None:
         """Close this process's connection (the main process's, after an in-process run)."""
@@ -266,38 +264,132 @@ class CachedMeasurer:
         drained, self._drained = self._drained, Drained()
         return drained
 
-    def __call__(self, index: int, source: ImageSource) -> Any:
-        drained = self._drained
-        key, stamp = (None, None) if source.problem or drained.broken else self._key(index, source)
-        if key is not None:
-            found = self._lookup(key)
-            if found is not None:
-                measurement, used = found
-                drained.reused += 1
-                if used < self.started - TOUCH_AFTER:
-                    drained.touched.append(key)
-                return measurement
-        measurement = self.measurer(index, source)
-        drained.measured += 1
-        if key is not None and (stamp is None or stamp == self._stamp(source, fresh=True)):
-            value, checksum = pack_measurement(measurement)
-            drained.fresh.append((key, value, checksum))
-        return measurement
+    def measure_chunk(self, start: int, chunk: Sequence[ImageSource], measure_run: Callable) -> Any:
+        """The :class:`~chanstats.scale.chunk.ChunkResult` of images ``start, start + 1, ...``:
+        reused from the cache where it holds them, measured by ``measure_run(measurer, sources,
+        start, packed=False)`` (the engine's loop) otherwise."""
+        from ..errors import BadImageError
+        from .cached_chunk import TAG, CompactHits, assemble
+        from .chunk import pack_chunk
 
-    def _lookup(self, key: bytes) -> tuple[Any, int] | None:
+        drained = self._drained
+        keys = [(None, None) if source.problem or drained.broken else self._key(start + offset, source)
+                for offset, source in enumerate(chunk)]
+        found = self._lookup([key for key, _ in keys if key is not None])
+        hits = CompactHits([], [], [])
+        positions: list[int] = []
+        sources: list[ImageSource] = []
+        outcomes: list[Any] = []
+        missing: list[int] = []
+        for offset, (key, _) in enumerate(keys):
+            entry = None if key is None else found.get(key)
+            reused = None if entry is None else self._reused(entry)
+            if reused is None:
+                missing.append(offset)
+                continue
+            drained.reused += 1
+            if entry[2] < self.started - TOUCH_AFTER:
+                drained.touched.append(key)
+            if isinstance(reused, tuple):
+                hits.positions.append(start + offset)
+                hits.tags.append(reused[0])
+                hits.payloads.append(reused[1])
+            else:
+                positions.append(start + offset)
+                sources.append(chunk[offset])
+                outcomes.append(reused)
+        for first, stop in _runs(missing):
+            for (index, outcome), (key, stamp) in zip(measure_run(self.measurer, chunk[first:stop], start + first, False),
+                                                      keys[first:stop]):
+                positions.append(index)
+                sources.append(chunk[index - start])
+                outcomes.append(outcome)
+                if isinstance(outcome, BadImageError):
+                    continue
+                drained.measured += 1
+                if key is not None and (stamp is None or stamp == self._stamp(chunk[index - start], fresh=True)):
+                    drained.fresh.append(self._entry(key, outcome))
+        if len(outcomes) > 1 and positions != sorted(positions):
+            ordered = sorted(range(len(positions)), key=positions.__getitem__)
+            positions = [positions[i] for i in ordered]
+            sources = [sources[i] for i in ordered]
+            outcomes = [outcomes[i] for i in ordered]
+        measured = pack_chunk(start, sources, outcomes, positions) if outcomes else None
+        if not hits:
+            result = measured
+        else:
+            result = assemble(start, start + len(chunk), hits, self._formats, measured,
+                              lambda index: chunk[index - start].display)
+        result.cache = self.drain()
+        return result
+
+    def _reader(self) -> sqlite3.Connection:
+        if self._pid != os.getpid():  # a forked worker: never the parent's connection
+            self._connection = _connect(self.path, readonly=True)
+            self._pid = os.getpid()
+        assert self._connection is not None
+        return self._connection
+
+    def _lookup(self, keys: list[bytes]) -> dict[bytes, tuple[bytes, bytes, int]]:
+        """The stored (value, checksum, last use) of those of ``keys`` the cache holds."""
+        found: dict[bytes, tuple[bytes, bytes, int]] = {}
+        if not keys:
+            return found
         try:
-            if self._pid != os.getpid():  # a forked worker: never the parent's connection
-                self._connection = _connect(self.path, readonly=True)
-                self._pid = os.getpid()
-            assert self._connection is not None
-            row = self._connection.execute("SELECT value, checksum, used FROM entries WHERE key = ?", (key,)).fetchone()
-            if row is None:
-                return None
-            return unpack_measurement(row[0], row[1]), row[2]
+            connection = self._reader()
+            for begin in range(0, len(keys), 500):
+                batch = keys[begin : begin + 500]
+                query = f"SELECT key, value, checksum, used FROM entries WHERE key IN ({','.join('?' * len(batch))})"
+                for key, value, checksum, used in connection.execute(query, batch):
+                    found[key] = (value, checksum, used)
+        except sqlite3.Error as error:
+            self._drained.broken = f"{type(error).__name__}: {error}"
+            return {}
+        return found
+
+    def _reused(self, entry: tuple[bytes, bytes, int]) -> Any:
+        """A stored entry as ``(format tag, payload)`` (compact) or a measurement; ``None`` (and
+        the cache marked broken) when it does not check out."""
+        from .cached_chunk import TAG
+
+        value, checksum, _ = entry
+        try:
+            if hashlib.blake2b(value, digest_size=8).digest() != checksum:
+                raise ValueError("an entry does not match its checksum")
+            if value[:1] == TAG:
+                tag = value[1:17]
+                if tag not in self._formats:
+                    row = self._reader().execute("SELECT value FROM formats WHERE tag = ?", (tag,)).fetchone()
+                    if row is None:
+                        raise ValueError("an entry names a pixel format the cache does not hold")
+                    self._formats[tag] = pickle.loads(row[0])
+                return tag, value[17:]
+            if value[:1] == PICKLED:
+                return pickle.loads(zlib.decompress(value[1:]))
+            raise ValueError("an entry of an unknown kind")
         except (sqlite3.Error, ValueError, pickle.UnpicklingError, zlib.error, EOFError, AttributeError,
-                ImportError, TypeError) as error:
+                ImportError, TypeError, IndexError) as error:
             self._drained.broken = f"{type(error).__name__}: {error}"
             return None
+
+    def _entry(self, key: bytes, measurement: Any) -> tuple[bytes, bytes, bytes]:
+        """(key, stored value, checksum) of a new measurement; a new pixel format goes along."""
+        from .cached_chunk import encode_compact
+
+        pixel_format = measurement.format
+        # Formats equal as kinds of pixels may differ in what the output shows (dtype "" or
+        # "uint16", a scale of 255 or 255.0): the memo tells every field apart.
+        exact = (pixel_format.channels, pixel_format.scale, type(pixel_format.scale), pixel_format.dtype,
+                 pixel_format.masked)
+        tag = self._tags.get(exact)
+        if tag is None:
+            pickled = pickle.dumps(pixel_format, protocol=pickle.HIGHEST_PROTOCOL)
+            tag = self._tags[exact] = hashlib.blake2b(pickled, digest_size=16).digest()
+            self._drained.formats[tag] = pickled
+        value = encode_compact(measurement, tag)
+        if value is None:
+            value = PICKLED + zlib.compress(pickle.dumps(measurement, protocol=pickle.HIGHEST_PROTOCOL), 1)
+        return key, value, hashlib.blake2b(value, digest_size=8).digest()
 
     def _key(self, index: int, source: ImageSource) -> tuple[bytes | None, tuple | None]:
         """The item's key and, for a local file read by stat, its (size, mtime) to check again
@@ -315,8 +407,13 @@ class CachedMeasurer:
             stamp = self._stamp(source)
             if stamp is None:
                 return None, None
-            fields = _item_fields(source) if isinstance(source, ContainedItem) else ()
-            identity = repr((type(source).__name__, os.path.abspath(source.path), stamp, fields)).encode()
+            root = self._roots.get(source.root)
+            if root is None:
+                root = self._roots[source.root] = os.path.abspath(source.root)
+            if isinstance(source, ContainedItem):
+                identity = repr((type(source).__name__, root, stamp, _item_fields(source))).encode()
+            else:
+                identity = repr((root, source.name, stamp)).encode()
         if self.by_index:
             identity += b"@%d" % index
         return hashlib.blake2b(identity, digest_size=20, key=self.context).digest(), stamp
@@ -366,6 +463,21 @@ class CachedMeasurer:
                 return None
             digest.update(repr(content.hint).encode())
         return b"hash:" + digest.digest()
+
+
+def _runs(offsets: list[int]) -> Iterator[tuple[int, int]]:
+    """Consecutive runs ``[first, stop)`` of sorted ``offsets``."""
+    first = previous = None
+    for offset in offsets:
+        if first is None:
+            first = previous = offset
+        elif offset == previous + 1:
+            previous = offset
+        else:
+            yield first, previous + 1
+            first = previous = offset
+    if first is not None:
+        yield first, previous + 1
 
 
 def _item_fields(source: ContainedItem) -> tuple:
@@ -426,11 +538,13 @@ class MeasurementCache:
             self.problem = drained.broken
             _note(f"{self.settings.path} could not be read ({drained.broken}): its entries are not used "
                   "for the rest of this run; remove it or pass --no-cache")
-        if self.connection is None or self.problem is not None or not (drained.fresh or drained.touched):
+        if self.connection is None or self.problem is not None or not (drained.fresh or drained.touched or drained.formats):
             return
         now = int(time.time())
         try:
             self.connection.execute("BEGIN IMMEDIATE")
+            self.connection.executemany("INSERT OR IGNORE INTO formats (tag, value) VALUES (?, ?)",
+                                        list(drained.formats.items()))
             self.connection.executemany(
                 "INSERT OR REPLACE INTO entries (key, value, checksum, size, used) VALUES (?, ?, ?, ?, ?)",
                 [(key, value, checksum, len(value) + len(key) + 32, now) for key, value, checksum in drained.fresh])

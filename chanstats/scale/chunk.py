@@ -54,8 +54,10 @@ class ChunkResult:
         return self.stop - self.start
 
 
-def pack_chunk(start: int, sources: Sequence[ImageSource], outcomes: Sequence[Measurement | BadImageError]) -> ChunkResult:
-    """The :class:`ChunkResult` of ``outcomes`` (one per source, images ``start, start + 1, ...``)."""
+def pack_chunk(start: int, sources: Sequence[ImageSource], outcomes: Sequence[Measurement | BadImageError],
+               positions: Sequence[int] | None = None) -> ChunkResult:
+    """The :class:`ChunkResult` of ``outcomes`` (one per source, images ``start, start + 1, ...``,
+    or at the listing indices ``positions``)."""
     formats: dict = {}
     index, format_id, alpha, width, height, lengths = [], [], [], [], [], []
     rows: list[float] = []
@@ -63,7 +65,7 @@ def pack_chunk(start: int, sources: Sequence[ImageSource], outcomes: Sequence[Me
     any_float = False
     bad: list[BadRecord] = []
     for offset, (source, outcome) in enumerate(zip(sources, outcomes)):
-        position = start + offset
+        position = start + offset if positions is None else positions[offset]
         if isinstance(outcome, BadImageError):
             bad.append(BadRecord(position, source.display, outcome.path, outcome.reason))
             continue

@@ -320,6 +320,9 @@ def _measure_chunk(
 ) -> "list[tuple[int, Outcome]] | ChunkResult":
     from ..sources.storage import read_ahead
 
+    if packed and hasattr(measure, "measure_chunk"):
+        # A measurement cache: it packs the items it holds itself, and measures the others here.
+        return measure.measure_chunk(start, chunk, _measure_chunk)
     results: list[tuple[int, Outcome]] = []
     board = _WORKER_BOARD
     with read_ahead(chunk):  # remote data: requests in flight for the images that come next
@@ -341,11 +344,7 @@ def _measure_chunk(
     if packed:
         from .chunk import pack_chunk
 
-        packed_chunk = pack_chunk(start, chunk, [outcome for _, outcome in results])
-        drain = getattr(measure, "drain", None)  # a cached measurer: what it found and measured
-        if drain is not None:
-            packed_chunk.cache = drain()
-        return packed_chunk
+        return pack_chunk(start, chunk, [outcome for _, outcome in results])
     return results
 
 
