@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import chanstats.errors
 from chanstats import api
 from chanstats.scale import cache as cache_module
 
@@ -400,3 +401,53 @@ def test_bad_images_are_never_cached_and_skipping_stays_identical(tmp_path, caps
     cached_run(tmp_path, capsys, [str(root)], "cold", cache, 0, on_error="skip")
     _, counts = cached_run(tmp_path, capsys, [str(root)], "warm", cache, 0, on_error="skip")
     assert counts == (5, 5)  # the bad image is read again (and skipped again), never reused
+
+
+@pytest.mark.parametrize("percentiles", ["none", "auto"], ids=["numbers", "histograms"])
+def test_rasters_of_equal_formats_from_two_containers_keep_the_first_ones_dtype(tmp_path, capsys, engine, percentiles):
+    """16-bit grey PNGs and uint16 TIFFs are measured together, the first image's format
+    representing them: reused entries of either kind must not change which one that is."""
+    tifffile = pytest.importorskip("tifffile")
+    rng = np.random.default_rng(11)
+    root = tmp_path / "rasters"
+    root.mkdir()
+    count = 10 + engine.padding
+    for i in range(count):
+        pixels = rng.integers(0, 60000, (5 + i % 3, 6), dtype=np.uint16)
+        path = root / f"{i:03d}.{'tif' if i % 2 else 'png'}"
+        if i % 2:
+            tifffile.imwrite(path, pixels)
+        else:
+            Image.fromarray(pixels).save(path)
+        aged(path)
+    cache = tmp_path / "cache"
+    options = dict(mode="keep", percentiles=percentiles)
+    cached_run(tmp_path, capsys, [str(root)], "cold", cache, engine.workers, **options)
+    (root / "000.png").unlink()  # now a TIFF comes first, and represents the format
+    _, counts = cached_run(tmp_path, capsys, [str(root)], "warm", cache, engine.workers, **options)
+    assert counts == (count - 1, count - 1)
+
+
+def test_images_of_different_formats_fail_with_the_same_message_from_the_cache(tmp_path, capsys):
+    root = tmp_path / "data"
+    image_folder(root, 4)
+    aged(write_image(root / "d2" / "grey.png", np.full((5, 5), 9, dtype=np.uint8)))
+    cache = tmp_path / "cache"
+    messages = []
+    for _ in ("plain", "cold", "warm"):
+        with pytest.raises(chanstats.errors.ChanstatsError) as failure:
+            api.compute([str(root)], workers=0, mode="keep", cache=cache if messages else None)
+        messages.append(str(failure.value))
+    assert messages[0] == messages[1] == messages[2] and "different channels" in messages[0]
+
+
+def test_the_github_actions_example_restores_the_cache_that_check_uses():
+    yaml = pytest.importorskip("yaml")
+    workflow = yaml.safe_load((Path(__file__).resolve().parent.parent / "examples/ci/github-actions.yml").read_text())
+    steps = workflow["jobs"]["check-stats"]["steps"]
+    restore = [step for step in steps if str(step.get("uses", "")).startswith("actions/cache@")]
+    check = [step for step in steps if "chanstats check" in str(step.get("run", ""))]
+    assert len(restore) == 1 and len(check) == 1
+    assert steps.index(restore[0]) < steps.index(check[0])
+    assert restore[0]["with"]["path"] == "~/.cache/chanstats/measurements"  # what --cache default means
+    assert "--cache default" in check[0]["run"] and "--cache-verify hash" in check[0]["run"]
