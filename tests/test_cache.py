@@ -198,7 +198,7 @@ def corrupt_value(cache: Path) -> None:
         connection.commit()
 
 
-@pytest.mark.parametrize("fault", ["garbage", "truncated", "empty", "tampered entry", "other schema"])
+@pytest.mark.parametrize("fault", ["garbage", "truncated", "empty", "tampered entry", "other schema", "a folder"])
 def test_a_damaged_cache_is_ignored_with_one_line_and_numbers_stay_right(tmp_path, capsys, fault):
     root = tmp_path / "data"
     image_folder(root, 6)
@@ -214,6 +214,10 @@ def test_a_damaged_cache_is_ignored_with_one_line_and_numbers_stay_right(tmp_pat
         store.write_bytes(data[: len(data) // 3])
     elif fault == "empty":
         store.write_bytes(b"")
+    elif fault == "a folder":  # not a file at all: nothing can be opened or created there
+        for leftover in cache.iterdir():
+            leftover.unlink()
+        store.mkdir()
     elif fault == "tampered entry":
         corrupt_value(cache)
     else:
@@ -451,3 +455,13 @@ def test_the_github_actions_example_restores_the_cache_that_check_uses():
     assert steps.index(restore[0]) < steps.index(check[0])
     assert restore[0]["with"]["path"] == "~/.cache/chanstats/measurements"  # what --cache default means
     assert "--cache default" in check[0]["run"] and "--cache-verify hash" in check[0]["run"]
+
+
+def test_files_modified_just_now_are_measured_and_not_stored(tmp_path, capsys):
+    root = tmp_path / "data"
+    image_folder(root, 4)
+    write_image(root / "d0" / "fresh.png", random_rgb(np.random.default_rng(7), 6, 6))  # mtime: now
+    capsys.readouterr()
+    config_bytes(tmp_path, [str(root)], "first", cache=tmp_path / "cache", workers=0)
+    err = capsys.readouterr().err
+    assert "stored 4 " in err and "1 not storable" in err, err

@@ -217,6 +217,7 @@ class Drained:
     touched: list[bytes] = field(default_factory=list)
     reused: int = 0
     measured: int = 0
+    unkeyed: int = 0  # measured items with nothing stable to key them by (see CachedMeasurer._key)
     broken: str | None = None
 
 
@@ -311,6 +312,8 @@ class CachedMeasurer:
                 if isinstance(outcome, BadImageError):
                     continue
                 drained.measured += 1
+                if key is None and not drained.broken:
+                    drained.unkeyed += 1
                 if key is not None and (stamp is None or stamp == self._stamp(chunk[index - start], fresh=True)):
                     drained.fresh.append(self._entry(key, outcome))
         if len(outcomes) > 1 and positions != sorted(positions):
@@ -504,6 +507,7 @@ class MeasurementCache:
         self.reused = 0
         self.measured = 0
         self.stored = 0
+        self.unkeyed = 0
         self.problem: str | None = None
         self.measurer: CachedMeasurer | None = None
 
@@ -538,6 +542,7 @@ class MeasurementCache:
             return
         self.reused += drained.reused
         self.measured += drained.measured
+        self.unkeyed += drained.unkeyed
         if drained.broken is not None and self.problem is None:
             self.problem = drained.broken
             _note(f"{self.settings.path} could not be read ({drained.broken}): its entries are not used "
@@ -567,8 +572,12 @@ class MeasurementCache:
             self.measurer.close()
         if self.connection is None:
             return
+        unkeyed = ""
+        if self.unkeyed:
+            unkeyed = (f"; {self.unkeyed} not storable (modified in the last {RECENT:g} s, or a remote object or "
+                       "container without a version: --cache-verify hash keys those by content)")
         _note(f"reused {self.reused} of {self.reused + self.measured} measurements, stored {self.stored} "
-              f"({self.settings.directory})")
+              f"({self.settings.directory}){unkeyed}")
         try:
             if self.stored and self.problem is None:
                 self._evict()
