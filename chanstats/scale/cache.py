@@ -241,7 +241,7 @@ class CachedMeasurer:
     def _reset(self) -> None:
         self._connection: sqlite3.Connection | None = None
         self._pid = -1
-        self._stats: dict[str, os.stat_result | None] = {}
+        self._last_stat: tuple[str | None, tuple[int, int] | None] = (None, None)
         self._roots: dict[str, str] = {}
         self._formats: dict[bytes, Any] = {}
         self._tags: dict[Any, bytes] = {}
@@ -273,7 +273,7 @@ class CachedMeasurer:
         reused from the cache where it holds them, measured by ``measure_run(measurer, sources,
         start, packed=False)`` (the engine's loop) otherwise."""
         from ..errors import BadImageError
-        from .cached_chunk import TAG, CompactHits, assemble
+        from .cached_chunk import CompactHits, assemble
         from .chunk import pack_chunk
 
         drained = self._drained
@@ -399,20 +399,22 @@ class CachedMeasurer:
         return key, value, hashlib.blake2b(value, digest_size=8).digest()
 
     def _key(self, index: int, source: ImageSource) -> tuple[bytes | None, tuple | None]:
-        """The item's key and, for a local file read by stat, its (size, mtime) to check again
-        after measuring; ``(None, None)`` when it cannot be identified (it is measured, not cached)."""
-        stamp: tuple | None = None
+        """The item's key and, for an item in a local file, the file's (size, mtime) to check
+        again after measuring (a file changed meanwhile is not stored); ``(None, None)`` when
+        nothing stable identifies it (it is measured, not stored)."""
+        local = "://" not in source.path
+        stamp = self._stamp(source) if local else None
         if self.verify == "hash":
             identity = self._content_digest(source)
-            if identity is None:
+            if identity is None or (local and stamp is None):
                 return None, None
-        elif isinstance(source, RemoteImageFile):
-            if source.version == -1:
-                return None, None
+        elif not local:
+            if not isinstance(source, RemoteImageFile) or source.version == -1:
+                return None, None  # a remote container has no version to key it by: hash keys it
             identity = repr(("remote", source.root, source.name, source.size, source.version)).encode()
         else:
-            stamp = self._stamp(source)
-            if stamp is None:
+            # A file modified in the last moments may change again within its mtime's step.
+            if stamp is None or time.time() - stamp[1] / 1e9 < RECENT:
                 return None, None
             root = self._roots.get(source.root)
             if root is None:
@@ -425,21 +427,20 @@ class CachedMeasurer:
             identity += b"@%d" % index
         return hashlib.blake2b(identity, digest_size=20, key=self.context).digest(), stamp
 
-    def _stamp(self, source: ImageSource, fresh: bool = False) -> tuple | None:
+    def _stamp(self, source: ImageSource, fresh: bool = False) -> tuple[int, int] | None:
+        """(size, mtime in ns) of the local file holding ``source``; the items of one container
+        share one ``stat`` (unless ``fresh``)."""
         path = source.path
-        if "://" in path:
-            return None  # a remote container: no version to key it by (use verify="hash")
-        stat = self._stats.get(path) if not fresh else None
-        if stat is None or fresh:
-            try:
-                stat = os.stat(path)
-            except OSError:
-                stat = None
-            if not fresh:
-                self._stats[path] = stat
-        if stat is None or time.time() - stat.st_mtime_ns / 1e9 < RECENT:
-            return None
-        return (stat.st_size, stat.st_mtime_ns)
+        if not fresh and isinstance(source, ContainedItem) and self._last_stat[0] == path:
+            return self._last_stat[1]
+        try:
+            stat = os.stat(path)
+            stamp: tuple[int, int] | None = (stat.st_size, stat.st_mtime_ns)
+        except OSError:
+            stamp = None
+        if isinstance(source, ContainedItem):
+            self._last_stat = (path, stamp)
+        return stamp
 
     def _content_digest(self, source: ImageSource) -> bytes | None:
         from ..sources.kinds import read_item
