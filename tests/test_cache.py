@@ -465,3 +465,18 @@ def test_files_modified_just_now_are_measured_and_not_stored(tmp_path, capsys):
     config_bytes(tmp_path, [str(root)], "first", cache=tmp_path / "cache", workers=0)
     err = capsys.readouterr().err
     assert "stored 4 " in err and "1 not storable" in err, err
+
+
+def test_shards_measured_with_the_cache_merge_into_the_plain_result(tmp_path, capsys):
+    root = tmp_path / "data"
+    image_folder(root, 9)
+    cache = tmp_path / "cache"
+    config_bytes(tmp_path, [str(root)], "fill", cache=cache, workers=0)  # every image cached
+    capsys.readouterr()
+    parts = [tmp_path / f"part{k}.json" for k in (1, 2)]
+    for k, part in enumerate(parts, 1):
+        api.compute_shard([str(root)], (k, 2), part, workers=0, cache=cache)
+    assert [reused(line) for line in capsys.readouterr().err.splitlines() if "reused" in line] == [(4, 4), (5, 5)]
+    merged = tmp_path / "merged.json"
+    api.write(api.merge(parts), merged)
+    assert merged.read_bytes() == config_bytes(tmp_path, [str(root)], "plain", workers=0)
