@@ -480,3 +480,11 @@ def test_shards_measured_with_the_cache_merge_into_the_plain_result(tmp_path, ca
     merged = tmp_path / "merged.json"
     api.write(api.merge(parts), merged)
     assert merged.read_bytes() == config_bytes(tmp_path, [str(root)], "plain", workers=0)
+
+
+def test_a_bad_cache_size_is_a_usage_error(tmp_path):
+    root = tmp_path / "data"
+    image_folder(root, 1)
+    result = run_cli("compute", str(root), "--cache", str(tmp_path / "cache"), "--cache-max-size", "banana")
+    assert result.returncode == 2 and "--cache-max-size" in result.stderr and "banana" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "cache").exists()
