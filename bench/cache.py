@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -107,6 +108,13 @@ def main() -> None:
     plain, plain_out, _ = timed(check, options.repeat)
     warm, warm_out, warm_err = timed([*check, *cache], 1)  # the first warm run after the change
     again, again_out, _ = timed([*check, *cache], options.repeat)
+    # Where the time goes: compute's --timings phases, without the cache and with the warm one.
+    phases = {}
+    for name, extra in (("plain", []), ("warm", cache)):
+        _, _, timings = timed(["compute", str(root), "-q", "-o", str(work / f"{name}.json"), "--timings", *workers,
+                               *extra], options.repeat)
+        phases[name] = {phase: float(seconds) for phase, seconds in re.findall(r"(\w+) ([\d.]+) s", timings)}
+    startup, _, _ = timed(["--version"], options.repeat)
     size = sum(f.stat().st_size for f in (work / "cache").iterdir())
     identical = plain_out == warm_out == again_out
     summary = next((line for line in warm_err.splitlines() if "reused" in line), "")
@@ -116,6 +124,12 @@ def main() -> None:
     print(f"| {options.images:,} ({options.size}×{options.size} PNG) | {changed:,} | {plain:.2f} s | {cold:.2f} s | "
           f"{warm:.2f} s | {plain / warm:.1f}× | {again:.2f} s | {'yes' if identical else 'NO'} | "
           f"{size / 2**20:.0f} MiB |")
+    print()
+    print("| compute phase | no cache | warm cache |")
+    print("| --- | ---: | ---: |")
+    print(f"| start-up (`chanstats --version`) | {startup:.2f} s | {startup:.2f} s |")
+    for phase in ("listing", "measuring", "finalizing", "writing"):
+        print(f"| {phase} | {phases['plain'].get(phase, 0):.2f} s | {phases['warm'].get(phase, 0):.2f} s |")
     print(summary.replace(str(work / "cache"), "cache"), file=sys.stderr)
     shutil.rmtree(work, ignore_errors=True)
     if not identical:
