@@ -44,10 +44,12 @@ from typing import Any, Callable, Iterator, Sequence
 
 from .._version import __version__
 from ..sources.base import ContainedItem, Decoded, ImageSource, RemoteImageFile
+from .cached_chunk import TAG as COMPACT
+from .cached_chunk import CompactHits, assemble, encode_compact
 
 SCHEMA = 1
 FILE_NAME = "measurements.sqlite"
-PICKLED = b"P"  # an entry's first byte: a pickled measurement (else a compact one, see cached_chunk)
+PICKLED = b"P"  # an entry's first byte: a pickled measurement (a compact one starts with COMPACT)
 DEFAULT_MAX_SIZE = 2 * 1024**3  # bytes of entries
 VERIFY = ("stat", "hash")
 TOUCH_AFTER = 3600  # seconds: a reused entry's last-use stamp is renewed at most this often
@@ -273,7 +275,6 @@ class CachedMeasurer:
         reused from the cache where it holds them, measured by ``measure_run(measurer, sources,
         start, packed=False)`` (the engine's loop) otherwise."""
         from ..errors import BadImageError
-        from .cached_chunk import CompactHits, assemble
         from .chunk import pack_chunk
 
         drained = self._drained
@@ -357,13 +358,11 @@ class CachedMeasurer:
     def _reused(self, entry: tuple[bytes, bytes, int]) -> Any:
         """A stored entry as ``(format tag, payload)`` (compact) or a measurement; ``None`` (and
         the cache marked broken) when it does not check out."""
-        from .cached_chunk import TAG
-
         value, checksum, _ = entry
         try:
             if hashlib.blake2b(value, digest_size=8).digest() != checksum:
                 raise ValueError("an entry does not match its checksum")
-            if value[:1] == TAG:
+            if value[:1] == COMPACT:
                 tag = value[1:17]
                 if tag not in self._formats:
                     row = self._reader().execute("SELECT value FROM formats WHERE tag = ?", (tag,)).fetchone()
@@ -381,8 +380,6 @@ class CachedMeasurer:
 
     def _entry(self, key: bytes, measurement: Any) -> tuple[bytes, bytes, bytes]:
         """(key, stored value, checksum) of a new measurement; a new pixel format goes along."""
-        from .cached_chunk import encode_compact
-
         pixel_format = measurement.format
         # Formats equal as kinds of pixels may differ in what the output shows (dtype "" or
         # "uint16", a scale of 255 or 255.0): the memo tells every field apart.

@@ -23,7 +23,7 @@ from .chunk import ChunkResult
 from .state import FormatTotals
 from .table import pack_rows
 
-TAG = b"C"  # a compact entry's first byte
+TAG = b"C"  # a compact entry's first byte (a pickled one starts otherwise: see cache.PICKLED)
 _LIMIT = 1 << 62  # larger totals (32-bit pixels of huge images) are stored the general way
 
 
