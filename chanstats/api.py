@@ -42,6 +42,7 @@ from .sources.kinds import kind_of
 from .sources.listing import fingerprint
 from .sources.shared import list_shared
 from .sources.storage import storage_options as _storage_options_in_effect
+from .sources.video import any_video, is_video
 from .sources.datasets import classify as classify_source
 from .sources.datasets import load as load_dataset
 from .sources.parquet import TableRow, choose_column
@@ -98,8 +99,12 @@ def plan(paths: Paths | Any, options: RunOptions | None = None, *, workdir: str 
     if resolved.options.column is not None and not any(isinstance(source, TableRow) for source in _rows(sources)):
         raise ChanstatsError(f"--column {resolved.options.column} applies to Parquet and Arrow tables, and the inputs "
                              "hold none")
+    if any_video(sources):  # decoders differ slightly in their RGB: a config of videos names its decoder
+        from .decoding.video import describe_decoder
+
+        resolved = resolved.recording(decoder=describe_decoder(resolved.video.decoder))
     measurer = Measurer(resolved.options.mode, resolved.transform, resolved.options.epochs, resolved.settings.seed,
-                        resolved.pixels)
+                        resolved.pixels, resolved.video)
     return _sampled(Plan(sources, measurer, resolved, fingerprint(sources)), workdir)
 
 
@@ -278,13 +283,16 @@ def finalize(state: PartialState) -> Result:
     pixel_format = totals.format
     exact, method = exact_statistics(totals, images)
     epochs = options.epochs
+    per_item = epochs * options.samples_per_epoch  # a video's frames may each be a sample
     channels = len(pixel_format.channels)
     width = row_width(pixel_format)
     per_channel = pixel_format.masked
-    samples = images.packed_samples(epochs)  # a view of the table: no per-sample objects
-    # Epoch-major, as training visits them: all images of epoch 0, then of epoch 1, ...
-    table = MomentsTable.from_packed(samples.transpose(1, 0, 2).reshape(-1, width), channels, per_channel)
+    samples = images.packed_samples(per_item)  # a view of the table: no per-sample objects
+    # Epoch-major, as training visits them: all images of epoch 0 (a video's frames together), then of epoch 1, ...
+    in_epochs = samples.reshape(len(samples), epochs, -1, width).transpose(1, 0, 2, 3)
+    table = MomentsTable.from_packed(in_epochs.reshape(-1, width), channels, per_channel)
     running = simulate(table, options.settings, epochs=epochs)
+    videos = _video_frames(samples, images, per_channel, channels) if "decoder" in state.options else None
     sampled = None
     if options.sample is not None:
         if state.population is None:
@@ -309,15 +317,28 @@ def finalize(state: PartialState) -> Result:
             DisplayNames(images.sources),
             images.width,
             images.height,
-            table if epochs == 1 else MomentsTable.from_packed(samples.reshape(-1, width), channels, per_channel).pooled(epochs),
+            table if per_item == 1 else MomentsTable.from_packed(samples.reshape(-1, width), channels, per_channel).pooled(per_item),
+            None if videos is None else [int(n) if v else None for v, n in zip(*videos)],
         ),
         listing=state.listing,
         sample=sampled,
-        percentiles=percentiles_section(totals, options.percentiles, options.epochs),
+        # A video's clips differ from epoch to epoch: its histogram holds every epoch's clip.
+        percentiles=percentiles_section(totals, options.percentiles, 1 if "clip_len" in state.options else options.epochs),
         dtype=pixel_format.dtype or None,
         nodata=nodata_section(pixel_format, options.nodata),
         histogram=exact_histogram(totals),
+        videos_and_frames=None if videos is None else (int(videos[0].sum()), int(videos[1][videos[0]].sum())),
     )
+
+
+def _video_frames(samples: np.ndarray, images: ImageTable, per_channel: bool, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which items of a run are videos (images may be measured beside them), and each item's
+    frames over all its samples: each sample's pixels over the item's (first) frame size, exact
+    unless a video's frames change size mid-stream."""
+    videos = np.fromiter((is_video(source.name) for source in images.sources), dtype=bool, count=len(images))
+    counts = samples[:, :, :channels].max(axis=2) if per_channel else samples[:, :, 0]
+    sizes = np.asarray(images.width, dtype=np.float64) * np.asarray(images.height, dtype=np.float64)
+    return videos, np.rint(counts / sizes[:, None]).sum(axis=1).astype(np.int64)
 
 
 def _mixed_formats_advice(formats) -> str:

@@ -16,12 +16,13 @@ import traceback
 
 import click
 
+from . import collector
 from ._version import __version__
 from .cli_help import GroupedHelpGroup
 from .errors import ChanstatsError, cannot_write
 from .exits import (EXIT_BROKEN_PIPE, EXIT_CHECK_FAILED, EXIT_CODES_HELP, EXIT_INPUT_ERROR, EXIT_INTERRUPTED,
                     EXIT_TERMINATED, Terminated, handle_sigterm)
-from .options import BATCHES, CONVENTION_NAMES, DEFAULTS, LAYOUTS, MODES, ON_ERROR
+from .options import BATCHES, CONVENTION_NAMES, DEFAULTS, LAYOUTS, MODES, ON_ERROR, VIDEO_DECODERS, VIDEO_SAMPLES
 from .report.export import FORMATS as EXPORT_FORMATS
 from .report.export import MM_FLAVOURS
 
@@ -264,6 +265,33 @@ def sample_options(command):
     return command
 
 
+def video_options(command):
+    """Which frames of each video are measured, and by what: shared by compute and compare."""
+    options = [
+        click.option("--frames", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="Videos: N frames evenly spaced per video (default: every frame)."),
+        click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=None, metavar="F",
+                     help="Videos: the frames shown at F frames per second."),
+        click.option("--clip-len", type=click.IntRange(min=1), default=None, metavar="T",
+                     help="Videos: one clip of T frames per video and epoch, its start drawn from (--seed, epoch, video)."),
+        click.option("--frame-interval", type=click.IntRange(min=1), default=DEFAULTS.frame_interval, show_default=True,
+                     metavar="K", help="Videos: with --clip-len, take every K-th frame."),
+        click.option("--video-decoder", type=click.Choice(VIDEO_DECODERS), default=DEFAULTS.video_decoder,
+                     show_default=True, help="Videos: PyAV (FFmpeg in its wheels) or torchcodec (when installed)."),
+        click.option("--video-sample", type=click.Choice(VIDEO_SAMPLES), default=DEFAULTS.video_sample,
+                     show_default=True, help="Videos: a BatchNorm sample is a clip (BatchNorm3d) or each frame (BatchNorm2d; "
+                                             "needs --frames or --clip-len)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _video(values: dict) -> dict:
+    """The video options' values as RunOptions fields."""
+    return {name: values[name] for name in ("frames", "fps", "clip_len", "frame_interval", "video_decoder", "video_sample")}
+
+
 def dataset_options(command):
     """The options that name a Python dataset instead of paths: shared by compute and compare."""
     options = [
@@ -302,6 +330,7 @@ def _extensions(value: str | None):
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the config here (JSON, or YAML for .yaml/.yml) instead of stdout.")
 @click.option("--format", "fmt", type=click.Choice(["json", "yaml"]), help="Output format (default: from the -o extension, else JSON).")
 @sample_options
+@video_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULTS.batch_size, show_default=True, help="BatchNorm simulation: images per batch.")
 @click.option("--momentum", default=DEFAULTS.momentum, show_default=True,
               help="BatchNorm momentum: a number, or 'none' for torch's cumulative average (default: 0.1 torch, 0.99 keras).")
@@ -342,7 +371,7 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
             on_error, max_bad, sample, workers, transform, resize, center_crop, epochs, shard, partial_path, partial_format,
             workdir, distributed,
             checkpoint_path, checkpoint_every, restart, quiet, per_image, listing, timings, bands, channel_names, nodata,
-            scale, percentiles, column, dataset, key, layout, batches, histogram):
+            scale, percentiles, column, dataset, key, layout, batches, histogram, **video):
     """Compute exact per-channel mean/std of the images under PATHS.
 
     PATHS are folders (searched recursively, hidden entries skipped), image files, @list.txt
@@ -407,6 +436,7 @@ def compute(paths, output, fmt, mode, extensions, batch_size, momentum, conventi
         layout=layout,
         batches=batches,
         histogram=histogram,
+        **_video(video),
     )
     checkpointer = Checkpointer(checkpoint_path, every, restart) if checkpoint_path and not distributed else None
     runtime = dict(workers=workers, progress=not quiet and sys.stderr.isatty(), checkpoint=checkpointer or checkpoint_path or None,
@@ -590,12 +620,13 @@ def _int_list(value: str, name: str) -> list[int]:
 @click.option("--no-shuffle", is_flag=True, help="Batch in listing order (then one seed).")
 @click.option("--drop-last", is_flag=True, help="Drop each epoch's last partial batch.")
 @sample_options
+@video_options
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), metavar="FILE", help="Write the raw rows (one per combination and channel) as CSV.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), metavar="FILE.png",
               help="Draw each estimate's trajectory against images seen, beside the exact value (needs the 'plot' extra: matplotlib).")
 def compare(paths, batch_sizes, momenta, conventions, seeds, no_shuffle, drop_last, mode, extensions, transform, resize,
             center_crop, epochs, workers, csv_path, plot_path, bands, channel_names, nodata, scale, percentiles, column,
-            dataset, key, layout):
+            dataset, key, layout, **video):
     """How far BatchNorm's running mean/std land from the exact values, for every combination.
 
     One decoding pass; every (convention, batch size, momentum, seed) is simulated from the
@@ -618,7 +649,8 @@ def compare(paths, batch_sizes, momenta, conventions, seeds, no_shuffle, drop_la
         list(paths),
         RunOptions(mode=mode, extensions=tuple(_extensions(extensions)), transform=transform, resize=resize,
                    center_crop=center_crop, epochs=epochs, bands=bands, channels=channel_names, nodata=nodata, scale=scale,
-                   percentiles="none", column=column, dataset=dataset, key=_sample_key(key), layout=layout),
+                   percentiles="none", column=column, dataset=dataset, key=_sample_key(key), layout=layout,
+                   **_video(video)),
         batch_sizes=_int_list(batch_sizes, "--batch-size"), momenta=_csv_list(momenta), conventions=_csv_list(conventions),
         seeds=_int_list(seeds, "--seeds"), shuffle=not no_shuffle, drop_last=drop_last, trajectory=bool(plot_path),
         workers=workers, progress=sys.stderr.isatty(),
@@ -714,5 +746,6 @@ def show(config_path, plot_path):
 
 
 def main() -> None:
+    collector.pause()  # until the work starts: see chanstats.collector
     handle_sigterm()
     cli(prog_name="chanstats")

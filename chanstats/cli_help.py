@@ -1,7 +1,8 @@
 """How ``chanstats --help`` and ``chanstats COMMAND --help`` are laid out: tables of groups, by name.
 
 The options themselves are declared in ``cli.py``; this module only says under which heading each
-one is shown (cloup draws the headings). Every option of every command must be in exactly one
+one is shown. cloup draws the headings (:mod:`chanstats.help_layout`), and only when help is shown:
+importing it costs about 30 ms, which every run would otherwise pay at start-up. Every option of every command must be in exactly one
 group of ``OPTION_GROUPS``, and every name there must be an option of its command:
 tests/test_cli_help.py checks the whole table (``grouping_problems``), so an option added later
 without a group fails the tests; until then it is shown under "Other options".
@@ -10,7 +11,6 @@ without a group fails the tests; until then it is shown under "Other options".
 from __future__ import annotations
 
 import click
-import cloup
 
 # command → [(heading, [option names as typed on the command line])], in display order.
 # "--help" names the heading that shows the help option.
@@ -19,6 +19,7 @@ OPTION_GROUPS: dict[str, list[tuple[str, list[str]]]] = {
         ("Inputs", ["--dataset", "--key", "--layout", "--ext", "--column", "--storage-option", "--mode", "--workers"]),
         ("Augmentation", ["--transform", "--resize", "--center-crop", "--epochs", "--seed"]),
         ("Rasters and value range", ["--bands", "--channels", "--nodata", "--scale", "--percentiles", "--histogram"]),
+        ("Video", ["--frames", "--fps", "--clip-len", "--frame-interval", "--video-decoder", "--video-sample"]),
         ("BatchNorm simulation", ["--batch-size", "--momentum", "--convention", "--batches", "--no-shuffle",
                                   "--drop-last"]),
         ("Bad input and sampling", ["--on-error", "--max-bad", "--sample"]),
@@ -31,6 +32,7 @@ OPTION_GROUPS: dict[str, list[tuple[str, list[str]]]] = {
         ("Inputs", ["--dataset", "--key", "--layout", "--ext", "--column", "--storage-option", "--mode", "--workers"]),
         ("Augmentation", ["--transform", "--resize", "--center-crop", "--epochs"]),
         ("Rasters and value range", ["--bands", "--channels", "--nodata", "--scale", "--percentiles"]),
+        ("Video", ["--frames", "--fps", "--clip-len", "--frame-interval", "--video-decoder", "--video-sample"]),
         ("BatchNorm settings to compare", ["--batch-size", "--momentum", "--convention", "--seeds", "--no-shuffle",
                                            "--drop-last"]),
         ("Cache", ["--cache", "--no-cache", "--cache-verify", "--cache-max-size"]),
@@ -81,65 +83,24 @@ def grouping_problems(command: str, params: list[click.Parameter]) -> list[str]:
     return problems
 
 
-class GroupedCommand(cloup.Command):
-    """A command whose help shows its options under the headings ``OPTION_GROUPS`` gives them.
+class GroupedCommand(click.Command):
+    """A click command whose help shows its options under the headings ``OPTION_GROUPS`` gives
+    them; parsing and running are click's own. An option the table misses is shown under "Other
+    options" (and fails tests/test_cli_help.py)."""
 
-    An option the table misses is shown under "Other options" (and fails tests/test_cli_help.py)."""
+    def get_help(self, ctx: click.Context) -> str:
+        from .help_layout import grouped_help
 
-    def __init__(self, *args, **kwargs):
-        name = kwargs.get("name", args[0] if args else None)
-        groups = OPTION_GROUPS.get(name, [])
-        options = {option_name(p): p for p in kwargs.get("params") or [] if isinstance(p, click.Option)}
-        self.help_heading = next((heading for heading, names in groups if "--help" in names), None)
-        for heading, names in groups:
-            group = cloup.OptionGroup(heading)
-            for option in names:
-                if option in options:
-                    options[option].group = group  # what cloup reads
-        super().__init__(*args, **kwargs)
-        # Headings and the options under them in table order (the parameters keep theirs: click
-        # processes them in declaration order, which decides which of two errors is reported).
-        order = [heading for heading, _ in groups]
-        self.option_groups.sort(key=lambda group: order.index(group.title))
-        rank = {option: i for i, option in enumerate(n for _, names in groups for n in names)}
-        for group in self.option_groups:
-            group.options = sorted(group.options, key=lambda option: rank[option_name(option)])
-
-    def _shows_help_in_a_group(self) -> bool:
-        return any(group.title == self.help_heading for group in self.option_groups)
-
-    def get_ungrouped_options(self, ctx: click.Context):
-        if self._shows_help_in_a_group():
-            return self.ungrouped_options
-        return super().get_ungrouped_options(ctx)  # with cloup's "Options" (or "Other options")
-
-    def make_option_group_help_section(self, group: cloup.OptionGroup, ctx: click.Context):
-        section = super().make_option_group_help_section(group, ctx)
-        help_option = self.get_help_option(ctx)
-        if group in self.option_groups and group.title == self.help_heading and help_option is not None:
-            section.definitions.append(help_option.get_help_record(ctx))
-        return section
+        return grouped_help(self, ctx, OPTION_GROUPS.get(self.name, []), option_name)
 
 
-class GroupedHelpGroup(cloup.Group):
-    """A click group whose commands are :class:`GroupedCommand` s, listed under the headings of
-    ``COMMAND_SECTIONS``."""
+class GroupedHelpGroup(click.Group):
+    """A click group whose commands are :class:`GroupedCommand` s, and whose help lists them under
+    the headings of ``COMMAND_SECTIONS``."""
 
     command_class = GroupedCommand
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.command_sections = {heading: cloup.Section(heading) for heading, _ in COMMAND_SECTIONS}
-        for section in self.command_sections.values():
-            self.add_section(section)
+    def get_help(self, ctx: click.Context) -> str:
+        from .help_layout import sectioned_help
 
-    def add_command(self, cmd: click.Command, name: str | None = None, section: cloup.Section | None = None,
-                    fallback_to_default_section: bool = True) -> None:
-        name = name or cmd.name
-        heading = next((heading for heading, names in COMMAND_SECTIONS if name in names), None)
-        if section is None and heading is not None:
-            section = self.command_sections[heading]
-        super().add_command(cmd, name, section, fallback_to_default_section)
-        if section is not None and heading is not None:  # in table order, not definition order
-            order = dict(COMMAND_SECTIONS)[heading]
-            section.commands = dict(sorted(section.commands.items(), key=lambda item: order.index(item[0])))
+        return sectioned_help(self, ctx, COMMAND_SECTIONS)

@@ -26,7 +26,7 @@ from .decoding.jpeg import measure_jpeg
 from .decoding.pillow import decode, histogram_moments
 from .decoding.png import decode_png16, measure_png
 from .decoding.raster import read_raster
-from .options import PixelOptions
+from .options import PixelOptions, VideoOptions
 from .errors import BadImageError, BadSpecError, ChanstatsError, DecompressionBombError
 from .stats.moments import (
     FloatMoments,
@@ -38,6 +38,7 @@ from .stats.moments import (
 from .sources.base import Decoded, Encoded, ImageSource
 from .sources.files import open_file
 from .sources.kinds import kind_of, read_item
+from .sources.video import is_video
 from .transforms import TransformSpec, same_output
 from .user_code import contained
 
@@ -224,6 +225,7 @@ class Measurer:
     epochs: int = 1
     seed: int = 0
     pixels: PixelOptions = PixelOptions()
+    video: VideoOptions = VideoOptions()
 
     def __call__(self, index: int, source: ImageSource) -> Measurement:
         if kind_of(source).per_epoch:
@@ -231,7 +233,137 @@ class Measurer:
         content = read_item(source)
         if isinstance(content, Decoded):
             return self._decoded(index, source, content)
+        if is_video(source.name):
+            return self._video(index, source, content)
         return self._encoded(index, source, content)
+
+    def _video(self, index: int, source: ImageSource, content: Encoded) -> Measurement:
+        """A video: its selected frames (see :mod:`chanstats.decoding.video`) pooled into one
+        sample per epoch, as a first ``BatchNorm3d`` pools a clip's T·H·W pixels, or under
+        ``--video-sample frame`` each frame a sample, as a ``BatchNorm2d`` sees them. Every frame is
+        measured at its own size (a video whose frames change size mid-stream is measured as
+        decoded); the width and height reported are the first frame's. Without a clip drawn per
+        epoch or a transform, every epoch sees the same frames: they are measured once."""
+        if content.file is not None:
+            open_file(source).close()  # refuses what is not a regular file, as for images
+        if self.transform is not None:
+            return self._transformed_video(index, source, content)
+        measure = self._frames_measurement if self.video.sample == "clip" else self._each_frame
+        if not self.video.random:
+            return measure(self._video_frames(source, content, 0, index), source.display, self.epochs)
+        measurements = [measure(self._video_frames(source, content, epoch, index), source.display, 1)
+                        for epoch in range(self.epochs)]
+        return _samples_of_epochs(measurements, source.display)
+
+    def _each_frame(self, frames, shown: str, epochs: int) -> Measurement:
+        """``--video-sample frame``: each frame one sample (as a 2-D model's ``BatchNorm2d`` sees
+        frames), the same frames for each of ``epochs``; the histogram holds them once."""
+        measured = [self._array(frame, shown, None) for frame in frames]
+        if not measured:
+            raise BadImageError(shown, "a video without frames")
+        first = measured[0]
+        histogram = first.histogram
+        for other in measured[1:]:
+            if other.format != first.format:
+                raise BadImageError(shown, f"frames changed kind mid-stream ({first.format.label}, then {other.format.label})")
+            if histogram is not None and other.histogram is not None:
+                histogram = histogram.merge(other.histogram)
+        moments = [m.moments[0] for m in measured]
+        rows = [m.rows[0] for m in measured]
+        return Measurement(first.format, first.width, first.height, False, moments * epochs, rows * epochs, histogram)
+
+    def _video_frames(self, source: ImageSource, content: Encoded, epoch: int, index: int):
+        from .decoding.video import read_frames
+
+        frames = read_frames(content.file, content.read, source.display, self.video, self.mode, self.seed, epoch, index)
+        if self.mode != "L":
+            return frames
+        return (in_mode(frame, "L", source.display) for frame in frames)  # Pillow's grey, as for images
+
+    def _frames_measurement(self, frames, shown: str, epochs: int) -> Measurement:
+        """One sample of the frames: consecutive frames of one size measured together (exact
+        integers: the same totals as frame by frame), the totals and histograms merged."""
+        total: Measurement | None = None
+        batch: list[np.ndarray] = []
+
+        def flush() -> None:
+            nonlocal total
+            if not batch:
+                return
+            measured = self._array(np.concatenate(batch) if len(batch) > 1 else batch[0], shown, None)
+            batch.clear()
+            if total is None:
+                total = measured
+                return
+            if measured.format != total.format:
+                raise BadImageError(shown, f"frames changed kind mid-stream ({total.format.label}, then {measured.format.label})")
+            total.moments[0].merge(measured.moments[0])
+            if total.histogram is not None and measured.histogram is not None:
+                total.histogram = total.histogram.merge(measured.histogram)
+
+        first_shape = None
+        for frame in frames:
+            if first_shape is None:
+                first_shape = frame.shape
+            if batch and (frame.shape != batch[0].shape or len(batch) * frame.nbytes >= _FRAME_BATCH_BYTES):
+                flush()
+            batch.append(frame)
+        flush()
+        if total is None or first_shape is None:
+            raise BadImageError(shown, "a video without frames")
+        moments = total.moments[0]
+        row = integer_sample_row(moments, total.format.scale)
+        return Measurement(total.format, first_shape[1], first_shape[0], False, [moments] * epochs, [row] * epochs,
+                           total.histogram)
+
+    def _transformed_video(self, index: int, source: ImageSource, content: Encoded) -> Measurement:
+        """``--transform`` on each epoch's clip as one ``(T, C, H, W)`` torchvision ``Video``:
+        torchvision v2 transforms draw once per call, so every frame of the clip gets the same
+        crop, flip or colour change; the clip's output is one sample."""
+        from .transforms import single_threaded
+
+        spec: TransformSpec = self.transform  # type: ignore[assignment]
+        pipeline = spec.build()
+        shape: list[int] = []
+
+        def make_input(epoch: int) -> tuple[Any, PixelFormat]:
+            import torch
+            from torchvision import tv_tensors
+
+            frames = list(self._video_frames(source, content, epoch, index))
+            if not frames:
+                raise BadImageError(source.display, "a video without frames")
+            sizes = {frame.shape for frame in frames}
+            if len(sizes) > 1:
+                first, other = frames[0].shape, next(s for s in sizes if s != frames[0].shape)
+                raise BadImageError(source.display, f"frames change size mid-stream ({first[1]}x{first[0]}, then "
+                                    f"{other[1]}x{other[0]}): a clip for --transform needs frames of one size")
+            clip = np.stack(frames)
+            shape[:] = clip.shape[1:]
+            video = tv_tensors.Video(torch.from_numpy(np.ascontiguousarray(clip.transpose(0, 3, 1, 2))))
+            return video, _input_format(frames[0], self.pixels.channels)
+
+        samples = []
+        with single_threaded():
+            for epoch in range(self.epochs):
+                output, input_format = self._apply(pipeline, index, epoch, lambda: make_input(epoch), source)
+                if spec not in _CHECKED_HERE:
+                    if not same_output(output, self._apply(pipeline, index, epoch, lambda: make_input(epoch), source)[0]):
+                        raise BadSpecError(_not_reproducible(spec, source.display))
+                    _CHECKED_HERE.add(spec)
+                if self.video.sample == "frame":  # each frame of the transformed clip, one sample
+                    if getattr(output, "ndim", 0) != 4:
+                        raise BadSpecError(f"{source.display}: --video-sample frame needs the transform to return the "
+                                           "clip as a (T, C, H, W) tensor")
+                    samples.extend(measure_output(frame, input_format, source.display) for frame in output)
+                else:
+                    samples.append(measure_output(output, input_format, source.display))
+        formats = {fmt for fmt, _, _ in samples}
+        if len(formats) > 1:
+            kinds = ", ".join(sorted(fmt.label for fmt in formats))
+            raise BadSpecError(f"{source.display}: the transform gave different kinds of output across epochs ({kinds})")
+        return Measurement(samples[0][0], shape[1], shape[0], False,
+                           [moments for _, moments, _ in samples], [row for _, _, row in samples])
 
     def _encoded(self, index: int, source: ImageSource, content: Encoded) -> Measurement:
         """An item stored encoded: the decoders (fast paths first, Pillow the reference; TIFF
@@ -456,6 +588,9 @@ class Measurer:
                 raise BadSpecError(f"transform failed on {source.display} (epoch {epoch}): {detail}") from None
 
 
+# Consecutive frames of one size are measured in one call up to about this many bytes.
+_FRAME_BATCH_BYTES = 8 << 20
+
 # Specs whose reproducibility this process has checked (on the first sample it measured).
 _CHECKED_HERE: set[TransformSpec] = set()
 
@@ -558,6 +693,22 @@ def measure_pixels_of(pixels: np.ndarray, shown: str, epochs: int = 1, measurer:
     """The measurement of one ``(H, W, C)`` image, the same for each of ``epochs`` samples, with
     ``measurer``'s pixel options (default: none); see :meth:`Measurer.measure_array`."""
     return (measurer if measurer is not None else Measurer()).measure_array(pixels, shown, epochs)
+
+
+def _samples_of_epochs(measurements: list[Measurement], shown: str) -> Measurement:
+    """One measurement holding every sample of each epoch's measurement, in epoch order (a video
+    gives one clip, or each of its frames, per epoch); the histograms merged."""
+    first = measurements[0]
+    if any(m.format != first.format for m in measurements):
+        kinds = ", ".join(sorted({m.format.label for m in measurements}))
+        raise BadImageError(shown, f"the sample changed kind across epochs ({kinds})")
+    histogram = first.histogram
+    for other in measurements[1:]:
+        if histogram is not None and other.histogram is not None:
+            histogram = histogram.merge(other.histogram)
+    return Measurement(first.format, first.width, first.height, False,
+                       [moments for m in measurements for moments in m.moments],
+                       [row for m in measurements for row in m.rows], histogram)
 
 
 def epochs_measurement(measurements: list[Measurement], shown: str) -> Measurement:

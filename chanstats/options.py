@@ -106,6 +106,13 @@ class RunOptions:
     layout: str = "auto"
     batches: str = "seeded"
     histogram: bool = False
+    # Videos (see chanstats.decoding.video): which frames of each video are measured, and by what.
+    frames: int | None = None
+    fps: float | None = None
+    clip_len: int | None = None
+    frame_interval: int = 1
+    video_decoder: str = "pyav"
+    video_sample: str = "clip"
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -167,6 +174,7 @@ class RunOptions:
             raise ChanstatsError(f"--epochs must be a positive integer, got {epochs!r}")
         spec, recorded_transform = resolve_transform(self.transform, resize=self.resize, center_crop=self.center_crop)
         pixels = PixelOptions.parse(self)
+        video = VideoOptions.parse(self)
         if pixels.nodata is not None and not pixels.nodata.is_none and spec is not None:
             raise BadSpecError("--nodata with --transform: a nodata mask does not follow geometric transforms")
         if spec is not None and (pixels.histogram or (pixels.percentiles is not None and not pixels.percentiles_auto)):
@@ -210,7 +218,8 @@ class RunOptions:
             raise ChanstatsError(f"unknown batches {self.batches!r}: choose {', '.join(BATCHES)}")
         if self.batches != "seeded":
             record["batches"] = self.batches
-        return ResolvedOptions(self, extensions, settings, budget, spec, sample_spec, record, pixels)
+        video.record_into(record)
+        return ResolvedOptions(self, extensions, settings, budget, spec, sample_spec, record, pixels, video)
 
     def _check_applies(self, dataset: bool) -> None:
         """Refuse the options that cannot apply to the kind of source measured."""
@@ -238,7 +247,7 @@ DEFAULTS = RunOptions()
 
 # Recorded keys that are not options of the run: the paths (the caller gives them) and run-time
 # knobs that never change the statistics.
-_NOT_OPTIONS = ("inputs", "workers", "progress", "dataset_kind")
+_NOT_OPTIONS = ("inputs", "workers", "progress", "dataset_kind", "decoder")
 
 
 @dataclass(frozen=True)
@@ -257,6 +266,7 @@ class ResolvedOptions:
     sample: "SampleSpec | None"
     record: dict[str, Any]
     pixels: "PixelOptions"
+    video: "VideoOptions" = None  # type: ignore[assignment]  # set by RunOptions.resolve
 
     @property
     def on_error(self) -> str:
@@ -288,6 +298,8 @@ class RecordedOptions:
     sample: "SampleSpec | None"
     percentiles: tuple[float, ...] | None
     nodata: str | None
+    # Samples each item gives per epoch: 1, or a video's frames under --video-sample frame.
+    samples_per_epoch: int = 1
 
     @classmethod
     def parse(cls, record: Mapping[str, Any]) -> "RecordedOptions":
@@ -303,6 +315,8 @@ class RecordedOptions:
             sample=SampleSpec.parse(record.get("sample")),
             percentiles=_parse_percentiles(record.get("percentiles", DEFAULT_PERCENTILES_TEXT)),
             nodata=record.get("nodata"),
+            samples_per_epoch=(record.get("frames") or record.get("clip_len") or 1)
+            if record.get("video_sample") == "frame" else 1,
         )
 
 
@@ -364,6 +378,81 @@ class PixelOptions:
             record["percentiles"] = "none" if self.percentiles is None else list(self.percentiles)
         if self.histogram:
             record["histogram"] = True
+
+
+# --video-decoder: PyAV (FFmpeg bundled in its wheels) or torchcodec (when installed).
+VIDEO_DECODERS = ("pyav", "torchcodec")
+# --video-sample: what one BatchNorm sample of a video is: its clip (a first BatchNorm3d pools a
+# clip's T·H·W pixels) or each frame (a 2-D model's BatchNorm2d sees frames).
+VIDEO_SAMPLES = ("clip", "frame")
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """Which frames of each video are measured (``--frames``, ``--fps``, ``--clip-len`` with
+    ``--frame-interval``; by default every frame) and the decoder. Only options that differ from
+    the defaults enter the record, so that configs of images keep their bytes."""
+
+    frames: int | None = None
+    fps: float | None = None
+    clip_len: int | None = None
+    frame_interval: int = 1
+    decoder: str = "pyav"
+    sample: str = "clip"
+
+    @classmethod
+    def parse(cls, options: "RunOptions") -> "VideoOptions":
+        chosen = [name for name, value in (("--frames", options.frames), ("--fps", options.fps),
+                                           ("--clip-len", options.clip_len)) if value is not None]
+        if len(chosen) > 1:
+            raise ChanstatsError(f"{' and '.join(chosen)}: choose one way of picking frames")
+        for name, value in (("--frames", options.frames), ("--clip-len", options.clip_len),
+                            ("--frame-interval", options.frame_interval)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ChanstatsError(f"{name} must be a positive integer, got {value!r}")
+        if options.frame_interval != 1 and options.clip_len is None:
+            raise ChanstatsError("--frame-interval spaces the frames of a clip: give --clip-len too")
+        fps = options.fps
+        if fps is not None:
+            try:
+                fps = float(fps)
+            except (TypeError, ValueError):
+                raise ChanstatsError(f"--fps must be a positive number, got {options.fps!r}") from None
+            if not 0 < fps < float("inf"):
+                raise ChanstatsError(f"--fps must be a positive number, got {options.fps!r}")
+            fps = int(fps) if fps.is_integer() else fps
+        if options.video_decoder not in VIDEO_DECODERS:
+            raise ChanstatsError(f"unknown video decoder {options.video_decoder!r}: choose {', '.join(VIDEO_DECODERS)}")
+        if options.video_sample not in VIDEO_SAMPLES:
+            raise ChanstatsError(f"unknown video sample {options.video_sample!r}: choose {', '.join(VIDEO_SAMPLES)}")
+        if options.video_sample == "frame" and options.frames is None and options.clip_len is None:
+            raise ChanstatsError("--video-sample frame needs as many frames from every video: give --frames N or "
+                                 "--clip-len T (every frame and --fps take as many as each video has)")
+        return cls(options.frames, fps, options.clip_len, options.frame_interval, options.video_decoder,
+                   options.video_sample)
+
+    @property
+    def samples_per_epoch(self) -> int:
+        """BatchNorm samples one video gives per epoch: its clip, or each of its frames."""
+        if self.sample != "frame":
+            return 1
+        return self.frames if self.frames is not None else self.clip_len  # type: ignore[return-value]
+
+    @property
+    def random(self) -> bool:
+        """Whether each epoch draws its own clip (a random start per video and epoch)."""
+        return self.clip_len is not None
+
+    def record_into(self, record: dict[str, Any]) -> None:
+        for name, value in (("frames", self.frames), ("fps", self.fps), ("clip_len", self.clip_len)):
+            if value is not None:
+                record[name] = value
+        if self.frame_interval != 1:
+            record["frame_interval"] = self.frame_interval
+        if self.decoder != "pyav":
+            record["video_decoder"] = self.decoder
+        if self.sample != "clip":
+            record["video_sample"] = self.sample
 
 
 def _items(value: Any) -> list[str]:

@@ -77,7 +77,8 @@ def test_nothing_below_the_api_imports_it():
 def test_each_kind_of_source_imports_only_the_base():
     graph = import_graph()
     for kind in ("chanstats.sources.folders", "chanstats.sources.tar", "chanstats.sources.parquet",
-                 "chanstats.sources.arrays", "chanstats.sources.datasets", "chanstats.sources.files"):
+                 "chanstats.sources.arrays", "chanstats.sources.datasets", "chanstats.sources.files",
+                 "chanstats.sources.video"):
         # user_code: importing the user's own file for --dataset; decoding.limits: the
         # decompression-bomb limit every reader checks before it allocates (leaves that import only
         # errors); storage: the file system under every kind (a shard or a table may be a URL)

@@ -145,6 +145,9 @@ WRITERS: dict[str, Callable[[Path, list[np.ndarray], bool], Written]] = {
     "Python dataset": write_dataset,
 }
 KIND_NAMES = [kind.name for kind in KINDS]
+# Videos are not a kind of their own but a content format that every kind above can hold (a video
+# file in a folder, a list, a shard): a video of N frames is one item, not N images, so the suite's
+# "the same images stored your way" does not apply; tests/test_video.py covers them.
 
 
 def test_every_registered_kind_has_a_writer():

@@ -132,6 +132,8 @@ def compare(result: Result, settings: Sequence[RunningSettings], *, notes: Seque
     if result.table is None:
         raise BadSpecError("this result has no per-sample table to simulate from")
     epochs = max(1, result.samples // max(1, result.images))  # the table holds every epoch of every image
+    if result.options.get("video_sample") == "frame":  # each video gives several samples an epoch
+        epochs = int(result.options.get("epochs", 1))
     estimates = simulate_many(result.table, list(settings), epochs=epochs, trajectory=trajectory)
     return Comparison(list(result.channels), result.mean, result.std, estimates, list(notes), len(result.table), epochs)
 

@@ -52,6 +52,9 @@ class Result:
     # bits, nodata, percentiles asked for, or --histogram), for the config's ``histogram`` section
     # that ``check`` compares distributions with and ``show --plot`` draws.
     histogram: ChannelHistogram | None = field(default=None, repr=False)
+    # Runs of videos: the videos measured and their frames over all samples (``count.videos`` and
+    # ``count.frames``).
+    videos_and_frames: tuple[int, int] | None = None
 
     @property
     def mean(self) -> list[float]:
@@ -93,6 +96,7 @@ class Result:
                 "pixels": exact.pixels if isinstance(exact.pixels, int) else list(exact.pixels),
                 "skipped": len(self.skipped),
                 "dropped_alpha": self.dropped_alpha,
+                **(dict(zip(("videos", "frames"), self.videos_and_frames)) if self.videos_and_frames is not None else {}),
             },
             "exact": {
                 "method": self.exact_method,

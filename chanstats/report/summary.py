@@ -22,7 +22,7 @@ def config_summary(config: dict[str, Any]) -> str:
     unit = "[0,1] scale" if exact.get("method", "integer") == "integer" else "pipeline output units"
     pixels = count.get("pixels")
     lines = [
-        f"chanstats {config.get('chanstats')}: {count.get('images')} images, {count.get('samples')} samples, "
+        f"chanstats {config.get('chanstats')}: {count.get('images')} images{_videos(count)}, {count.get('samples')} samples, "
         f"{pixels:,} pixels per channel ({unit}, std ddof 0)" if isinstance(pixels, int) else
         f"chanstats {config.get('chanstats')}: {count.get('images')} images ({unit}, std ddof 0)",
         f"{'channel':<8} {'mean':>10} {'std':>10} {'run mean':>10} {'run std':>10} {'gap mean':>10} {'gap std':>10}",
@@ -72,3 +72,10 @@ def _sample_lines(sample: dict[str, Any], channels: list[str]) -> list[str]:
         (mean_lo, mean_hi), (std_lo, std_hi) = ci["mean"][c], ci["std"][c]
         lines.append(f"  {name:<6} {level} CI mean [{mean_lo:.6f}, {mean_hi:.6f}]  std [{std_lo:.6f}, {std_hi:.6f}]")
     return lines
+
+
+def _videos(count: dict[str, Any]) -> str:
+    """`` (2 videos, 48 frames)`` in a summary of videos; nothing for images."""
+    if "videos" not in count:
+        return ""
+    return f" ({count['videos']} videos, {count.get('frames')} frames)"

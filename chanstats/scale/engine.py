@@ -37,6 +37,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterator, Sequence
 
+from .. import collector
 from ..exits import default_signals, stops_held_back
 from ..errors import BadImageError, ChanstatsError, WorkerError, one_line
 from ..measure import Measurement
@@ -91,6 +92,7 @@ def measure_all(
     :class:`~chanstats.errors.WorkerError` naming the file. Close the iterator (or use
     :func:`contextlib.closing`) when stopping early, so that the workers stop at once.
     """
+    collector.work_starts()  # before any fork: see chanstats.collector
     if workers is None:
         workers = default_workers()
     if workers < 0:

@@ -23,6 +23,8 @@ from ..errors import ChanstatsError
 
 # The extensions torchvision's ImageFolder accepts, compared case-insensitively.
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+# The containers read as videos (see chanstats.sources.video); ``--ext video`` names them all.
+VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".mkv", ".webm", ".avi", ".mov")
 
 
 @dataclass(frozen=True, slots=True)
@@ -474,15 +476,20 @@ _SPECIAL_KINDS = (
 
 
 def normalize_extensions(extensions: Iterable[str]) -> tuple[str, ...]:
-    """``["JPG", ".png"]`` → ``(".jpg", ".png")``.
+    """``["JPG", ".png"]`` → ``(".jpg", ".png")``; ``video`` stands for every video extension.
 
     >>> normalize_extensions(["JPG", ".png"])
     ('.jpg', '.png')
+    >>> normalize_extensions(["video"])
+    ('.mp4', '.mkv', '.webm', '.avi', '.mov')
     """
-    result = []
+    result: list[str] = []
     for ext in extensions:
         ext = ext.strip().lower()
         if not ext:
+            continue
+        if ext == "video":
+            result.extend(VIDEO_EXTENSIONS)
             continue
         result.append(ext if ext.startswith(".") else "." + ext)
     if not result:

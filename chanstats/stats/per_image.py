@@ -33,12 +33,14 @@ _MEAN_AD_FACTOR = 1.253314
 @dataclass
 class PerImage:
     """Per-image statistics in listing order: ``paths[i]`` is ``widths[i]`` × ``heights[i]`` pixels
-    and ``table`` row ``i`` holds its (pixel count, mean, M2) per channel."""
+    and ``table`` row ``i`` holds its (pixel count, mean, M2) per channel. ``frames``, in runs of
+    videos only: each video's frames measured (``None`` for an image beside them)."""
 
     paths: Sequence[str]
     widths: Sequence[int]
     heights: Sequence[int]
     table: MomentsTable
+    frames: Sequence[int | None] | None = None
 
     @property
     def mean(self) -> np.ndarray:
@@ -52,7 +54,8 @@ class PerImage:
         return np.sqrt(np.maximum(self.table.m2, 0.0) / count)
 
     def to_csv(self, channels: Sequence[str]) -> str:
-        """``path,width,height,mean_<C>...,std_<C>...`` with full float64 precision (repr)."""
+        """``path,width,height,mean_<C>...,std_<C>...`` with full float64 precision (repr); runs of
+        videos have a ``frames`` column after ``height``."""
         return "".join(self.csv_pieces(channels))
 
     def csv_pieces(self, channels: Sequence[str], rows: int = CSV_ROWS_PER_PIECE) -> Iterator[str]:
@@ -60,13 +63,16 @@ class PerImage:
         millions of rows is written without holding it (or every image's mean) in memory."""
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["path", "width", "height"] + [f"mean_{c}" for c in channels] + [f"std_{c}" for c in channels])
+        frames = self.frames
+        writer.writerow(["path", "width", "height"] + (["frames"] if frames is not None else [])
+                        + [f"mean_{c}" for c in channels] + [f"std_{c}" for c in channels])
         for start in range(0, len(self.paths), rows):
             stop = min(len(self.paths), start + rows)
             block = PerImage(self.paths, self.widths, self.heights, self.table.take(slice(start, stop)))
             mean, std = block.mean, block.std
             for i in range(stop - start):
-                writer.writerow([self.paths[start + i], self.widths[start + i], self.heights[start + i]]
+                counted = [] if frames is None else ["" if frames[start + i] is None else frames[start + i]]
+                writer.writerow([self.paths[start + i], self.widths[start + i], self.heights[start + i]] + counted
                                 + [repr(float(v)) for v in mean[i]] + [repr(float(v)) for v in std[i]])
             yield out.getvalue()
             out.seek(0)
