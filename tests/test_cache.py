@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -488,3 +489,20 @@ def test_a_bad_cache_size_is_a_usage_error(tmp_path):
     result = run_cli("compute", str(root), "--cache", str(tmp_path / "cache"), "--cache-max-size", "banana")
     assert result.returncode == 2 and "--cache-max-size" in result.stderr and "banana" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("options", [{}, {"clip_len": 3, "epochs": 2}], ids=["every-frame", "random-clips"])
+def test_videos_rerun_identical_with_the_cache(tmp_path, capsys, options):
+    pytest.importorskip("av")
+    root = tmp_path / "videos"
+    root.mkdir()
+    source = Path(__file__).resolve().parent.parent / "examples" / "video" / "clip.mp4"
+    videos = [str(aged(Path(shutil.copyfile(source, root / name)))) for name in ("a.mp4", "b.mp4")]
+    cache = tmp_path / "cache"
+    cached_run(tmp_path, capsys, videos, "cold", cache, 0, **options)
+    _, counts = cached_run(tmp_path, capsys, videos, "warm", cache, 0, **options)
+    assert counts == (2, 2)
+    if options:  # random clips are drawn by listing index: a video listed first shifts the others
+        first = str(aged(Path(shutil.copyfile(source, root / "0.mp4"))))
+        _, counts = cached_run(tmp_path, capsys, [first, *videos], "shifted", cache, 0, **options)
+        assert counts == (0, 3)

@@ -529,7 +529,8 @@ class MeasurementCache:
             _note(f"{self.settings.path} is not a usable cache ({error}): ignored for this run; "
                   "remove it or pass --no-cache")
             return measurer
-        by_index = transform is not None
+        # Seeds come from the listing index: a random transform, or a random clip of each video.
+        by_index = transform is not None or bool(getattr(getattr(measurer, "video", None), "random", False))
         self.measurer = CachedMeasurer(measurer, self.settings.path, context, self.settings.verify, by_index,
                                        self.started)
         return self.measurer
