@@ -506,3 +506,18 @@ def test_videos_rerun_identical_with_the_cache(tmp_path, capsys, options):
         first = str(aged(Path(shutil.copyfile(source, root / "0.mp4"))))
         _, counts = cached_run(tmp_path, capsys, [first, *videos], "shifted", cache, 0, **options)
         assert counts == (0, 3)
+
+
+@pytest.mark.slow
+def test_a_transform_through_the_worker_pool_reruns_identical(tmp_path, capsys):
+    """Transform runs start their workers from a clean fork server: the cached measurer travels
+    pickled with each chunk and opens its own connection there."""
+    pytest.importorskip("torchvision")
+    root = tmp_path / "data"
+    image_folder(root, 40)
+    spec = str(write_spec(tmp_path / "aug.yaml"))
+    cache = tmp_path / "cache"
+    cached_run(tmp_path, capsys, [str(root)], "cold", cache, 2, transform=spec)
+    aged(write_image(root / "d2" / "zz.png", random_rgb(np.random.default_rng(12), 8, 8)))  # sorts last: no shift
+    _, counts = cached_run(tmp_path, capsys, [str(root)], "warm", cache, 2, transform=spec)
+    assert counts == (40, 41)
