@@ -12,11 +12,16 @@ sums, histogram, per-sample rows, size) is kept in one SQLite file, keyed by
   BatchNorm settings nor the error policy), and Pillow's and its JPEG library's versions, which
   decide the decoded pixels. The compiled kernel is left out on purpose: it gives the same numbers.
 
-With a ``--transform``, per-sample seeds come from the listing index, so the index enters the key
-too (an insertion invalidates the items after it) and the transform must be data (a YAML/JSON
-spec, an albumentations pipeline), whose text and the torchvision version enter the context; a
-Python transform (``module:attr``, an object) cannot be identified by content and the cache does
-not apply. Python datasets have no content identity either. Bad images are never cached.
+With a ``--transform`` or random video clips, per-sample seeds come from the listing index, so
+the index enters the key too (an insertion invalidates the items after it); the transform must be
+data (a YAML/JSON spec, an albumentations pipeline), whose text and the torch, torchvision and
+albumentations versions enter the context: a Python transform (``module:attr``, an object) cannot
+be identified by content and the cache does not apply. Python datasets have no content identity
+either. Bad images are never cached.
+
+The common measurement (one sample of integer pixels, no nodata, no histogram) is stored as
+fixed-width numbers and reused a chunk at a time without a per-image object
+(:mod:`~chanstats.scale.cached_chunk`); any other is stored pickled and compressed.
 
 Safety: workers only read (one connection per process); the main process writes each chunk's new
 entries in one transaction (SQLite in WAL mode: atomic, concurrent runs wait for each other,
