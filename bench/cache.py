@@ -87,6 +87,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--changed", type=float, default=0.01, help="fraction of images replaced")
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--verify", choices=["stat", "hash"], default="stat", help="--cache-verify")
     options = parser.parse_args()
 
     root = CACHE / f"cache-tree-{options.size}"
@@ -101,7 +102,7 @@ def main() -> None:
     workers = ["--workers", str(options.workers)]
     subprocess.run([sys.executable, "-m", "chanstats", "compute", str(root), "-q", "-o", str(config), *workers],
                    check=True)
-    cache = ["--cache", str(work / "cache")]
+    cache = ["--cache", str(work / "cache"), "--cache-verify", options.verify]
     check = ["check", str(root), "--against", str(config), *workers]
     cold, _, _ = timed([*check, *cache], 1)  # fills the cache
     changed = change(root, options.images, options.size, options.changed, seed=int(time.time()) % 1000)
@@ -121,7 +122,7 @@ def main() -> None:
     print(f"| images | changed | check, no cache | check, cache filling | check, warm cache (after change) | "
           f"speed-up | warm, nothing changed | output identical | cache size |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: | ---: |")
-    print(f"| {options.images:,} ({options.size}×{options.size} PNG) | {changed:,} | {plain:.2f} s | {cold:.2f} s | "
+    print(f"| {options.images:,} ({options.size}×{options.size} PNG, {options.verify}) | {changed:,} | {plain:.2f} s | {cold:.2f} s | "
           f"{warm:.2f} s | {plain / warm:.1f}× | {again:.2f} s | {'yes' if identical else 'NO'} | "
           f"{size / 2**20:.0f} MiB |")
     print()

@@ -253,6 +253,7 @@ class CachedMeasurer:
         self._formats: dict[bytes, Any] = {}
         self._tags: dict[Any, bytes] = {}
         self._drained = Drained()
+        self._buffer: memoryview | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
@@ -445,15 +446,17 @@ class CachedMeasurer:
         return stamp
 
     def _content_digest(self, source: ImageSource) -> bytes | None:
-        from ..sources.kinds import read_item
-
         digest = hashlib.blake2b(digest_size=20)
         try:
-            if type(source) is ImageSource:
-                with open(source.path, "rb") as handle:
-                    while block := handle.read(1 << 20):
-                        digest.update(block)
+            if type(source) is ImageSource:  # a local file: its bytes, read into one reused buffer
+                if self._buffer is None:
+                    self._buffer = memoryview(bytearray(1 << 20))
+                with open(source.path, "rb", buffering=0) as handle:
+                    while count := handle.readinto(self._buffer):
+                        digest.update(self._buffer[:count])
                 return b"hash:" + digest.digest()
+            from ..sources.kinds import read_item
+
             content = read_item(source)
         except Exception:  # unreadable: measuring names the file and the reason
             return None
