@@ -227,17 +227,21 @@ def measure(
     # A dataset's workers must be forked, to inherit the dataset.
     clean_start = run.measurer.transform is not None and not (len(todo) and kind_of(todo[0]).forked)
     start_method = "forkserver" if clean_start else None
+    cache = _measurement_cache()
+    measurer = run.measurer if cache is None else cache.measurer_for(run.measurer, run.options.record, todo)
     on_ray = ray_engine.current()
     if on_ray is not None:  # --engine ray: the same units of work, as Ray tasks
-        chunks = on_ray.measure_chunks(todo, run.measurer, offset=state.done, progress=progress, cpus=workers or None)
+        chunks = on_ray.measure_chunks(todo, measurer, offset=state.done, progress=progress, cpus=workers or None)
     else:
         chunks = measure_chunks(
-            todo, run.measurer, workers=workers, progress=progress, offset=state.done, start_method=start_method
+            todo, measurer, workers=workers, progress=progress, offset=state.done, start_method=start_method
         )
     delay = delay_per_image_for_tests()
     try:
-        with closing(chunks):  # Ctrl-C or an error here stops the workers at once
+        with closing(chunks), (nullcontext() if cache is None else closing(cache)):
             for chunk in chunks:
+                if cache is not None:
+                    cache.absorb(chunk.cache)
                 state.add_chunk(chunk)
                 if delay:
                     time.sleep(delay * len(chunk))
@@ -252,6 +256,14 @@ def measure(
     if run.options.on_error == "fail":
         _apply_error_policy(state.bad, stop - start, "fail", None)
     return state
+
+
+def _measurement_cache():
+    """The measurement cache of this run (see :mod:`chanstats.scale.cache`), or ``None``."""
+    from .scale.cache import MeasurementCache, active_settings
+
+    settings = active_settings()
+    return None if settings is None else MeasurementCache(settings)
 
 
 def finalize(state: PartialState) -> Result:
@@ -755,50 +767,56 @@ def write(result: Result, path: str | os.PathLike, fmt: str | None = None) -> No
     result.write(os.fspath(path), fmt)
 
 
-def _accepts_storage_options(function):
-    """Give ``function`` a keyword ``storage_options``: keyword arguments of the fsspec file
-    systems that read URL inputs (credentials, ``endpoint_url``, ``anon``), plus ``retries`` and
-    ``read_ahead``; never recorded in a config, partial state or checkpoint."""
+def _accepts_keywords(keywords: tuple[str, ...], in_effect: Callable[..., Any]):
+    """A decorator giving a function the keyword-only ``keywords`` (default ``None``, shown in its
+    signature), which are taken off each call and given to ``in_effect``: the call runs inside the
+    context manager that returns. They set how a run reaches its data or does its work, never what
+    it computes, so none is recorded in a config, partial state or checkpoint."""
     import functools
 
-    @functools.wraps(function)
-    def with_storage_options(*args: Any, storage_options: dict[str, Any] | None = None, **kwargs: Any):
-        with _storage_options_in_effect(storage_options):
-            return function(*args, **kwargs)
+    def decorate(function):
+        @functools.wraps(function)
+        def wrapped(*args: Any, **kwargs: Any):
+            given = [kwargs.pop(name, None) for name in keywords]
+            with in_effect(*given):
+                return function(*args, **kwargs)
 
-    signature = inspect.signature(function)
-    parameters = list(signature.parameters.values())
-    keyword = inspect.Parameter("storage_options", inspect.Parameter.KEYWORD_ONLY, default=None)
-    at = next((i for i, p in enumerate(parameters) if p.kind is inspect.Parameter.VAR_KEYWORD), len(parameters))
-    with_storage_options.__signature__ = signature.replace(parameters=parameters[:at] + [keyword] + parameters[at:])
-    return with_storage_options
+        signature = inspect.signature(function)
+        parameters = list(signature.parameters.values())
+        added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None) for name in keywords]
+        at = next((i for i, p in enumerate(parameters) if p.kind is inspect.Parameter.VAR_KEYWORD), len(parameters))
+        wrapped.__signature__ = signature.replace(parameters=parameters[:at] + added + parameters[at:])
+        return wrapped
 
-
-def _accepts_engine(function):
-    """Give ``function`` the keywords ``engine`` (``"local"``: this machine's process pool;
-    ``"ray"``: Ray tasks, see :mod:`chanstats.scale.ray_engine`) and ``ray_address`` (the Ray
-    cluster; default: the one this process is connected to, ``RAY_ADDRESS``, or a local one).
-    Never recorded: the output is the same on every engine."""
-    import functools
-
-    @functools.wraps(function)
-    def with_engine(*args: Any, engine: str | None = None, ray_address: str | None = None, **kwargs: Any):
-        with ray_engine.engine_in_effect(engine, ray_address):
-            return function(*args, **kwargs)
-
-    signature = inspect.signature(function)
-    parameters = list(signature.parameters.values())
-    keywords = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None) for name in ("engine", "ray_address")]
-    at = next((i for i, p in enumerate(parameters) if p.kind is inspect.Parameter.VAR_KEYWORD), len(parameters))
-    with_engine.__signature__ = signature.replace(parameters=parameters[:at] + keywords + parameters[at:])
-    return with_engine
+    return decorate
 
 
-compute = _accepts_storage_options(_accepts_engine(compute))
-compute_shard = _accepts_storage_options(_accepts_engine(compute_shard))
+@contextmanager
+def _cache_in_effect(cache: Any) -> Iterator[None]:
+    if cache is None:
+        yield
+        return
+    from .scale.cache import CacheSettings, cache_in_effect
+
+    with cache_in_effect(cache if isinstance(cache, CacheSettings) else CacheSettings(os.fspath(cache))):
+        yield
+
+
+# storage_options: keyword arguments of the fsspec file systems that read URL inputs (credentials,
+# endpoint_url, anon), plus retries and read_ahead.
+_accepts_storage_options = _accepts_keywords(("storage_options",), _storage_options_in_effect)
+# engine: "local" (this machine's process pool) or "ray" (Ray tasks: scale/ray_engine.py), and
+# ray_address (default: the cluster this process is connected to, RAY_ADDRESS, or a local one).
+_accepts_engine = _accepts_keywords(("engine", "ray_address"), ray_engine.engine_in_effect)
+# cache: a folder (or a scale.cache.CacheSettings) where each item's measurement is kept and reused
+# by later runs on unchanged items (docs/cache.md).
+_accepts_cache = _accepts_keywords(("cache",), _cache_in_effect)
+
+compute = _accepts_storage_options(_accepts_engine(_accepts_cache(compute)))
+compute_shard = _accepts_storage_options(_accepts_engine(_accepts_cache(compute_shard)))
 compute_distributed = _accepts_storage_options(compute_distributed)
-check = _accepts_storage_options(_accepts_engine(check))
-compare = _accepts_storage_options(_accepts_engine(compare))
+check = _accepts_storage_options(_accepts_engine(_accepts_cache(check)))
+compare = _accepts_storage_options(_accepts_engine(_accepts_cache(compare)))
 
 
 def _show_options(function) -> None:

@@ -153,6 +153,46 @@ def _use_storage_options(ctx: click.Context, _param: click.Parameter, pairs: tup
         ctx.with_resource(storage_options(parsed))
 
 
+def _use_cache(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    # The four cache options arrive one callback at a time; the cache is set up once all are known.
+    wanted = ctx.meta.setdefault("chanstats.cache", {})
+    wanted[param.name] = value
+    if len(wanted) < len(CACHE_OPTIONS):
+        return
+    if wanted["no_cache"] or not wanted["cache"]:
+        return
+    from .scale.cache import CacheSettings, cache_in_effect, default_directory, parse_size
+
+    try:
+        size = parse_size(wanted["cache_max_size"])
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--cache-max-size") from None
+    directory = default_directory() if wanted["cache"] == "default" else wanted["cache"]
+    ctx.with_resource(cache_in_effect(CacheSettings(directory, wanted["cache_verify"], size)))
+
+
+CACHE_OPTIONS = [
+    click.option("--cache", metavar="DIR|default", envvar="CHANSTATS_CACHE", expose_value=False, callback=_use_cache,
+                 help="Keep each image's measurement in DIR and reuse it for unchanged images (output identical); "
+                      "'default': ${XDG_CACHE_HOME:-~/.cache}/chanstats/measurements. Also $CHANSTATS_CACHE."),
+    click.option("--no-cache", is_flag=True, expose_value=False, callback=_use_cache,
+                 help="Use no cache, even with --cache or $CHANSTATS_CACHE."),
+    click.option("--cache-verify", type=click.Choice(["stat", "hash"]), default="stat", show_default=True,
+                 expose_value=False, callback=_use_cache,
+                 help="Identify an unchanged image by path, size and mtime (stat) or by a BLAKE2b hash of its bytes "
+                      "(hash: for fresh checkouts and copies, whose mtimes change)."),
+    click.option("--cache-max-size", metavar="SIZE", default="2G", show_default=True, expose_value=False,
+                 callback=_use_cache, help="Bound on the cache's entries; the least recently used go first."),
+]
+
+
+def cache_options(command):
+    """The cache options (see docs/cache.md) of the commands that measure."""
+    for option in reversed(CACHE_OPTIONS):
+        command = option(command)
+    return command
+
+
 storage_option = click.option(
     "--storage-option", multiple=True, metavar="KEY=VALUE", expose_value=False, callback=_use_storage_options,
     help="For URL inputs (s3://, gs://, az://, hf://, https://): an option of the fsspec file system, such as "
@@ -317,6 +357,7 @@ def _extensions(value: str | None):
 @click.argument("paths", nargs=-1)
 @storage_option
 @engine_options
+@cache_options
 @dataset_options
 @click.option("--batches", type=click.Choice(BATCHES), default=DEFAULTS.batches, show_default=True,
               help="BatchNorm simulation: a seeded shuffle into --batch-size batches, or (a --dataset that is a DataLoader) its own batches.")
@@ -512,6 +553,7 @@ def _check_thresholds():
 @click.argument("paths", nargs=-1)
 @storage_option
 @engine_options
+@cache_options
 @click.option("--against", "config_path", required=True, type=click.Path(dir_okay=False), metavar="CONFIG",
               help="The config (JSON/YAML) written by `chanstats compute`; its recorded options are replayed.")
 @click.option("--tolerance", type=click.FloatRange(min=0), default=_check_thresholds().DEFAULT_TOLERANCE, show_default=True,
@@ -605,6 +647,7 @@ def _int_list(value: str, name: str) -> list[int]:
 @click.argument("paths", nargs=-1)
 @storage_option
 @engine_options
+@cache_options
 @dataset_options
 @click.option("--batch-size", "batch_sizes", default="16,64,256", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--momentum", "momenta", default="0.1,0.01,none", show_default=True,

@@ -23,6 +23,7 @@ OPTION_GROUPS: dict[str, list[tuple[str, list[str]]]] = {
         ("BatchNorm simulation", ["--batch-size", "--momentum", "--convention", "--batches", "--no-shuffle",
                                   "--drop-last"]),
         ("Bad input and sampling", ["--on-error", "--max-bad", "--sample"]),
+        ("Cache", ["--cache", "--no-cache", "--cache-verify", "--cache-max-size"]),
         ("Scale and resume", ["--shard", "--partial", "--partial-format", "--distributed", "--workdir",
                               "--checkpoint", "--checkpoint-every", "--restart", "--engine", "--ray-address"]),
         ("Output", ["--output", "--format", "--per-image", "--listing", "--quiet", "--timings", "--help"]),
@@ -35,12 +36,14 @@ OPTION_GROUPS: dict[str, list[tuple[str, list[str]]]] = {
         ("Video", ["--frames", "--fps", "--clip-len", "--frame-interval", "--video-decoder", "--video-sample"]),
         ("BatchNorm settings to compare", ["--batch-size", "--momentum", "--convention", "--seeds", "--no-shuffle",
                                            "--drop-last"]),
+        ("Cache", ["--cache", "--no-cache", "--cache-verify", "--cache-max-size"]),
         ("Output", ["--csv", "--plot", "--help"]),
     ],
     "check": [
         ("Config and tolerance", ["--against", "--tolerance", "--storage-option", "--workers", "--engine",
                                   "--ray-address"]),
         ("Distribution drift", ["--max-wasserstein", "--max-jsd", "--max-psi", "--max-ks", "--ks-alpha"]),
+        ("Cache", ["--cache", "--no-cache", "--cache-verify", "--cache-max-size"]),
         ("Output", ["--report", "--plot", "--help"]),
     ],
     "merge": [

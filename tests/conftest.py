@@ -35,6 +35,24 @@ def rgb_folder(tmp_path: Path, rng: np.random.Generator) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _measurement_cache_isolated(tmp_path_factory):
+    """No test uses a measurement cache it did not ask for, nor writes into the user's cache
+    folder: ``$CHANSTATS_CACHE`` (which turns the cache on) is cleared and ``--cache default``
+    points into a temporary folder (``$CHANSTATS_CACHE_HOME``); subprocesses inherit both."""
+    import os
+
+    saved = {name: os.environ.get(name) for name in ("CHANSTATS_CACHE", "CHANSTATS_CACHE_HOME")}
+    os.environ.pop("CHANSTATS_CACHE", None)
+    os.environ["CHANSTATS_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache-home"))
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture(autouse=True)
 def _pillow_limit_restored():
     """Pillow's decompression-bomb limit is process-wide: a test (or an example it runs) that lifts

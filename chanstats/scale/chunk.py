@@ -11,7 +11,7 @@ process then merges a handful of totals and appends a few arrays per chunk
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -46,13 +46,18 @@ class ChunkResult:
     row_lengths: np.ndarray
     float_moments: list[list[FloatMoments] | None] | None
     bad: list[BadRecord]
+    # With a measurement cache: the chunk's new entries and reuses, for the main process to store
+    # (a :class:`~chanstats.scale.cache.Drained`).
+    cache: Any = None
 
     def __len__(self) -> int:
         return self.stop - self.start
 
 
-def pack_chunk(start: int, sources: Sequence[ImageSource], outcomes: Sequence[Measurement | BadImageError]) -> ChunkResult:
-    """The :class:`ChunkResult` of ``outcomes`` (one per source, images ``start, start + 1, ...``)."""
+def pack_chunk(start: int, sources: Sequence[ImageSource], outcomes: Sequence[Measurement | BadImageError],
+               positions: Sequence[int] | None = None) -> ChunkResult:
+    """The :class:`ChunkResult` of ``outcomes`` (one per source, images ``start, start + 1, ...``,
+    or at the listing indices ``positions``)."""
     formats: dict = {}
     index, format_id, alpha, width, height, lengths = [], [], [], [], [], []
     rows: list[float] = []
@@ -60,7 +65,7 @@ def pack_chunk(start: int, sources: Sequence[ImageSource], outcomes: Sequence[Me
     any_float = False
     bad: list[BadRecord] = []
     for offset, (source, outcome) in enumerate(zip(sources, outcomes)):
-        position = start + offset
+        position = start + offset if positions is None else positions[offset]
         if isinstance(outcome, BadImageError):
             bad.append(BadRecord(position, source.display, outcome.path, outcome.reason))
             continue

@@ -322,6 +322,9 @@ def _measure_chunk(
 ) -> "list[tuple[int, Outcome]] | ChunkResult":
     from ..sources.storage import read_ahead
 
+    if packed and hasattr(measure, "measure_chunk"):
+        # A measurement cache: it packs the items it holds itself, and measures the others here.
+        return measure.measure_chunk(start, chunk, _measure_chunk)
     results: list[tuple[int, Outcome]] = []
     board = _WORKER_BOARD
     with read_ahead(chunk):  # remote data: requests in flight for the images that come next
