@@ -31,8 +31,7 @@ from .helpers.cli import chanstats_command, run_cli
 from .helpers.files import write_image
 from .helpers.optional import require
 
-# Every test here runs in one xdist worker: one Ray cluster for the module, not one per worker.
-pytestmark = pytest.mark.xdist_group("ray")
+# The suite runs each file in one xdist worker (--dist loadfile): one Ray cluster for the module.
 
 OBJECT_STORE_BYTES = 200 * 1024 * 1024
 COUNT = 70  # more images than one chunk: several Ray tasks per run
