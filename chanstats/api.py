@@ -230,6 +230,8 @@ def measure(
     cache = _measurement_cache()
     measurer = run.measurer if cache is None else cache.measurer_for(run.measurer, run.options.record, todo)
     on_ray = ray_engine.current()
+    if cache is not None and on_ray is None and cache.few_to_measure(todo, state.done):
+        workers = 0  # nearly everything is reused: measuring the rest here costs less than starting workers
     if on_ray is not None:  # --engine ray: the same units of work, as Ray tasks
         chunks = on_ray.measure_chunks(todo, measurer, offset=state.done, progress=progress, cpus=workers or None)
     else:

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 from .._version import __version__
-from ..sources.base import ContainedItem, Decoded, ImageSource, RemoteImageFile
+from ..sources.base import ContainedItem, Decoded, ImageSource, Listing, RemoteImageFile
 from .cached_chunk import TAG as COMPACT
 from .cached_chunk import CompactHits, assemble, encode_compact
 
@@ -60,6 +60,15 @@ VERIFY = ("stat", "hash")
 TOUCH_AFTER = 3600  # seconds: a reused entry's last-use stamp is renewed at most this often
 RECENT = 2.0  # seconds: a file modified this recently may change again within its mtime's step
 BUSY_TIMEOUT = 30.0  # seconds a run waits for another that is writing the same cache
+PRESENCE_SAMPLE = 1000  # keys looked up to estimate how many images a run must measure
+LOOKUP_BATCH = 2000  # keys per SQL query (SQLite allows 32,766 parameters)
+IN_PROCESS_STEP = 2048  # images per chunk when the main process measures (mostly reuses) them itself
+MOSTLY_REUSED = 0.1  # at most this share of images to measure: in-process chunks may be large
+# Measuring this little in this process is cheaper than starting workers (about 0.2 s): estimated
+# from the bytes to decode (PNG and JPEG decode at roughly 50 MB/s on one core) and a per-image cost.
+IN_PROCESS_SECONDS = 0.2
+DECODE_BYTES_PER_SECOND = 50e6
+SECONDS_PER_IMAGE = 100e-6
 
 # Options of the record that do not change any item's measurement (only the run's totals, the
 # BatchNorm simulation or which items are listed): left out of the key so they can change freely.
@@ -262,6 +271,39 @@ class CachedMeasurer:
         self.__dict__.update(state)
         self._reset()
 
+    # Images per chunk when this process measures: set by MeasurementCache.few_to_measure when
+    # nearly all are reused (the engine's small default otherwise: new entries are stored often).
+    in_process_step: int | None = None
+
+    def lacking(self, sources: Sequence[ImageSource], offset: int) -> tuple[int, int]:
+        """About how many of ``sources`` (listing indices from ``offset``) the cache lacks, and
+        their bytes: estimated from an evenly spread sample of them (looking every item up here
+        would cost as much again as the run's own lookups). Decides whether a worker pool is worth
+        starting (see :meth:`MeasurementCache.few_to_measure`)."""
+        step = max(1, len(sources) // PRESENCE_SAMPLE)
+        positions = range(0, len(sources), step)
+        sample = [sources[position] for position in positions]
+        keys = [None if source.problem else self._key(offset + position, source)[0]
+                for position, source in zip(positions, sample)]
+        present = self._present([key for key in keys if key is not None])
+        if present is None:
+            return len(sources), sum(source.size for source in sample) * step
+        missing = [source.size for source, key in zip(sample, keys) if key is None or key not in present]
+        return round(len(missing) * step), round(sum(missing) * step)
+
+    def _present(self, keys: list[bytes]) -> set[bytes] | None:
+        """Those of ``keys`` the cache holds (``None`` when it cannot be read)."""
+        present: set[bytes] = set()
+        try:
+            connection = self._reader()
+            for begin in range(0, len(keys), LOOKUP_BATCH):
+                batch = keys[begin : begin + LOOKUP_BATCH]
+                query = f"SELECT key FROM entries WHERE key IN ({','.join('?' * len(batch))})"
+                present.update(key for (key,) in connection.execute(query, batch))
+        except sqlite3.Error:
+            return None  # measure_chunk's lookups meet the problem again and report it
+        return present
+
     def __call__(self, index: int, source: ImageSource) -> Any:
         return self.measurer(index, source)  # one item at a time: not worth a lookup
 
@@ -284,9 +326,9 @@ class CachedMeasurer:
         from .chunk import pack_chunk
 
         drained = self._drained
-        chunk = list(chunk)  # a listing's view makes its items anew each time it is indexed
-        keys = [(None, None) if source.problem or drained.broken else self._key(start + offset, source)
-                for offset, source in enumerate(chunk)]
+        # A listing's view makes its items anew each time it is indexed: reused files are never
+        # made (see _keys), the others when measured.
+        keys = self._keys(start, chunk)
         found = self._lookup([key for key, _ in keys if key is not None])
         hits = CompactHits([], [], [])
         positions: list[int] = []
@@ -300,7 +342,7 @@ class CachedMeasurer:
                 missing.append(offset)
                 continue
             drained.reused += 1
-            if entry[2] < self.started - TOUCH_AFTER:
+            if entry[3] < self.started - TOUCH_AFTER:
                 drained.touched.append(key)
             if isinstance(reused, tuple):
                 hits.positions.append(start + offset)
@@ -337,6 +379,45 @@ class CachedMeasurer:
         result.cache = self.drain()
         return result
 
+    def _keys(self, start: int, chunk: Sequence[ImageSource]) -> list[tuple[bytes | None, tuple | None]]:
+        """(key, stamp) of each item of the chunk (see :meth:`_key`); a chunk of local files is
+        keyed from the listing's columns, without making its items."""
+        broken = self._drained.broken
+        rows = chunk.local_files() if isinstance(chunk, Listing) and self.verify == "stat" and not broken else None
+        if rows is None:
+            return [(None, None) if source.problem or broken else self._key(index, source)
+                    for index, source in enumerate(list(chunk), start)]
+        keys: list[tuple[bytes | None, tuple | None]] = []
+        roots, context, by_index = self._roots, self.context, self.by_index
+        prefixes: dict[str, str] = {}  # os.path.join(root, name) is the prefix and the (relative) name
+        recent = time.time() - RECENT
+        blake2b, stat = hashlib.blake2b, os.stat
+        for index, (source_root, name, bad) in enumerate(rows, start):
+            if bad:
+                keys.append((None, None))
+                continue
+            prefix = prefixes.get(source_root)
+            if prefix is None:
+                prefix = prefixes[source_root] = os.path.join(source_root, "")
+            try:
+                info = stat(prefix + name)
+            except OSError:
+                keys.append((None, None))
+                continue
+            stamp = (info.st_size, info.st_mtime_ns)
+            if stamp[1] / 1e9 > recent:  # modified in the last moments: see _key
+                keys.append((None, None))
+                continue
+            root = roots.get(source_root)
+            if root is None:
+                root = roots[source_root] = os.path.abspath(source_root)
+            # repr((root, name, stamp)), the identity _key gives a file, built in one step
+            identity = ("(%r, %r, (%d, %d))" % (root, name, *stamp)).encode()
+            if by_index:
+                identity += b"@%d" % index
+            keys.append((blake2b(identity, digest_size=20, key=context).digest(), stamp))
+        return keys
+
     def _reader(self) -> sqlite3.Connection:
         if self._pid != os.getpid():  # a forked worker: never the parent's connection
             self._connection = _connect(self.path, readonly=True)
@@ -344,27 +425,26 @@ class CachedMeasurer:
         assert self._connection is not None
         return self._connection
 
-    def _lookup(self, keys: list[bytes]) -> dict[bytes, tuple[bytes, bytes, int]]:
-        """The stored (value, checksum, last use) of those of ``keys`` the cache holds."""
-        found: dict[bytes, tuple[bytes, bytes, int]] = {}
+    def _lookup(self, keys: list[bytes]) -> dict[bytes, tuple[bytes, bytes, bytes, int]]:
+        """The stored (key, value, checksum, last use) of those of ``keys`` the cache holds."""
+        found: dict[bytes, tuple[bytes, bytes, bytes, int]] = {}
         if not keys:
             return found
         try:
             connection = self._reader()
-            for begin in range(0, len(keys), 500):
-                batch = keys[begin : begin + 500]
+            for begin in range(0, len(keys), LOOKUP_BATCH):
+                batch = keys[begin : begin + LOOKUP_BATCH]
                 query = f"SELECT key, value, checksum, used FROM entries WHERE key IN ({','.join('?' * len(batch))})"
-                for key, value, checksum, used in connection.execute(query, batch):
-                    found[key] = (value, checksum, used)
+                found.update({row[0]: row for row in connection.execute(query, batch)})
         except sqlite3.Error as error:
             self._drained.broken = f"{type(error).__name__}: {error}"
             return {}
         return found
 
-    def _reused(self, entry: tuple[bytes, bytes, int]) -> Any:
+    def _reused(self, entry: tuple[bytes, bytes, bytes, int]) -> Any:
         """A stored entry as ``(format tag, payload)`` (compact) or a measurement; ``None`` (and
         the cache marked broken) when it does not check out."""
-        value, checksum, _ = entry
+        _, value, checksum, _ = entry
         try:
             if hashlib.blake2b(value, digest_size=8).digest() != checksum:
                 raise ValueError("an entry does not match its checksum")
@@ -542,6 +622,18 @@ class MeasurementCache:
         self.measurer = CachedMeasurer(measurer, self.settings.path, context, self.settings.verify, by_index,
                                        self.started)
         return self.measurer
+
+    def few_to_measure(self, sources: Sequence[ImageSource], offset: int) -> bool:
+        """Whether what the cache lacks of ``sources`` (listing indices from ``offset``) is so
+        little that this process should measure it rather than start a worker pool."""
+        if self.measurer is None or self.settings.verify != "stat" or not len(sources):
+            return False  # hashing reads every item: that is work for the workers
+        if not isinstance(sources, Listing) or sources.local_files() is None:
+            return False  # containers' items: workers open each container afresh, as without a cache
+        missing, missing_bytes = self.measurer.lacking(sources, offset)
+        if missing <= len(sources) * MOSTLY_REUSED:
+            self.measurer.in_process_step = IN_PROCESS_STEP
+        return missing_bytes / DECODE_BYTES_PER_SECOND + missing * SECONDS_PER_IMAGE < IN_PROCESS_SECONDS
 
     def absorb(self, drained: Drained | None) -> None:
         """Store a chunk's new entries and renew the stamps of the entries it reused."""

@@ -101,6 +101,8 @@ def measure_all(
         # In-process chunks send nothing anywhere, so packed ones stay small: a checkpoint lands
         # between chunks, and small runs and --workers 0 keep it fine-grained.
         step = min(chunk_size, IN_PROCESS_PACKED) if packed else chunk_size
+        if packed and getattr(measure, "in_process_step", None):  # a measurement cache: mostly reuses, in bulk
+            step = measure.in_process_step
         chunks = (
             _measure_chunk(measure, sources[i : i + step], offset + i, packed=packed)
             for i in range(0, len(sources), step)

@@ -258,6 +258,26 @@ class Listing(Sequence[ImageSource]):
             yield bytes(names[begin:end]), sizes[i]
             begin = end
 
+    def local_files(self) -> Iterator[tuple[str, str, bool]] | None:
+        """Each row's root, name and whether it is a bad entry (a problem found while listing),
+        without making sources; ``None`` unless every row is a local file (not a member, an
+        object or another container's item)."""
+        import numpy as np
+
+        columns = self._columns
+        if len(self) and np.frombuffer(columns.flags, np.uint8)[self._start : self._stop].any():
+            return None
+        return self._local_files()
+
+    def _local_files(self) -> Iterator[tuple[str, str, bool]]:
+        columns = self._columns
+        roots, root_ids, names, ends, problems = columns.roots, columns.root_ids, columns.names, columns.name_ends, columns.problems
+        begin = ends[self._start - 1] if self._start else 0
+        for i in range(self._start, self._stop):
+            end = ends[i]
+            yield roots[root_ids[i]], names[begin:end].decode(_FS_ENCODING, _FS_ERRORS), i in problems
+            begin = end
+
     def archive_keys(self) -> list[int] | None:
         """For each image, the number of the gzip-compressed shard it is a member of (its root),
         or -1: what keeps a compressed shard in one piece of work (see :mod:`chanstats.scale.engine`).
