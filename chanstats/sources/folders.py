@@ -45,6 +45,7 @@ def walk(root: str, extensions: tuple[str, ...], folders: list[str] | None = Non
     if folders is not None:
         folders.extend(os.path.join(root, relative) if relative else root for relative in children)
     stack = [_sorted_entries(root, "", children, extensions)]
+    prefix = os.path.join(root, "")  # os.path.join(root, name) of a relative name, without a call per file
     while stack:
         entry = next(stack[-1], None)
         if entry is None:
@@ -57,7 +58,7 @@ def walk(root: str, extensions: tuple[str, ...], folders: list[str] | None = Non
             except OSError as error:
                 yield _unlistable(root, name, error)
         else:
-            listed = _listed(root, name)
+            listed = _listed(root, name, prefix + name)
             if listed is not None:  # None: removed since the folder was read
                 yield listed
 
@@ -151,8 +152,7 @@ def _unlistable(root: str, name: str, error: OSError) -> Listed:
     return ImageSource(root, name + "/", 0, problem=problem), identity
 
 
-def _listed(root: str, name: str) -> Listed | None:
-    path = os.path.join(root, name)
+def _listed(root: str, name: str, path: str) -> Listed | None:
     try:
         stat = os.stat(path)
     except OSError:

@@ -20,6 +20,7 @@ import hashlib
 import itertools
 import os
 import re
+import sys
 from typing import Callable, Iterable, Iterator, Sequence
 
 from ..errors import ChanstatsError, NoImagesError
@@ -106,13 +107,14 @@ def _collect(listed: Iterator[Listed], writer: ListingWriter):
     seen = FirstSightings()
     digest = hashlib.sha256()
     rows: list[ImageSource] | None = None
+    encoding, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()  # os.fsencode's, inlined
     for batch in _batches(listed, BATCH):
         kept = seen.first_sightings([identity for _, identity in batch])
         hashed = []
         for (source, _), keep in zip(batch, kept):
             if not keep:
                 continue
-            hashed.append(os.fsencode(source.name))
+            hashed.append(source.name.encode(encoding, errors))
             hashed.append(b"\0%d\n" % source.size)
             if "://" in source.root and storage.is_url(source.root):
                 hashed.append(storage.fingerprint_tag(source))
