@@ -35,7 +35,7 @@ from .scale.checkpoint import Checkpointer, Interval, delay_per_image_for_tests
 from .scale.columns import run_directory
 from .scale import ray_engine
 from .scale.ray_data import is_ray_dataset
-from .scale.engine import measure_chunks
+from .scale.engine import default_workers, measure_chunks
 from .scale.merge import merge_states
 from .scale.state import BadRecord, PartialState, shard_bounds
 from .scale.table import ImageTable, row_width
@@ -230,8 +230,9 @@ def measure(
     cache = _measurement_cache()
     measurer = run.measurer if cache is None else cache.measurer_for(run.measurer, run.options.record, todo)
     on_ray = ray_engine.current()
-    if cache is not None and on_ray is None and cache.few_to_measure(todo, state.done):
-        workers = 0  # nearly everything is reused: measuring the rest here costs less than starting workers
+    if cache is not None and on_ray is None and \
+            cache.few_to_measure(todo, state.done, default_workers() if workers is None else max(workers, 1)):
+        workers = 0  # little to do once reused: here, rather than start workers
     if on_ray is not None:  # --engine ray: the same units of work, as Ray tasks
         chunks = on_ray.measure_chunks(todo, measurer, offset=state.done, progress=progress, cpus=workers or None)
     else:

@@ -64,11 +64,13 @@ PRESENCE_SAMPLE = 1000  # keys looked up to estimate how many images a run must 
 LOOKUP_BATCH = 2000  # keys per SQL query (SQLite allows 32,766 parameters)
 IN_PROCESS_STEP = 2048  # images per chunk when the main process measures (mostly reuses) them itself
 MOSTLY_REUSED = 0.1  # at most this share of images to measure: in-process chunks may be large
-# Measuring this little in this process is cheaper than starting workers (about 0.2 s): estimated
-# from the bytes to decode (PNG and JPEG decode at roughly 50 MB/s on one core) and a per-image cost.
-IN_PROCESS_SECONDS = 0.2
+# Whether this process measures a run itself rather than start workers (see few_to_measure):
+# estimated from the bytes to decode (PNG and JPEG decode at roughly 50 MB/s on one core), a
+# cost per measured image, and one per reused image (a stat, a key, a lookup: about 10 µs).
+POOL_START_SECONDS = 0.15
 DECODE_BYTES_PER_SECOND = 50e6
 SECONDS_PER_IMAGE = 100e-6
+SECONDS_PER_REUSE = 10e-6
 
 # Options of the record that do not change any item's measurement (only the run's totals, the
 # BatchNorm simulation or which items are listed): left out of the key so they can change freely.
@@ -623,9 +625,10 @@ class MeasurementCache:
                                        self.started)
         return self.measurer
 
-    def few_to_measure(self, sources: Sequence[ImageSource], offset: int) -> bool:
-        """Whether what the cache lacks of ``sources`` (listing indices from ``offset``) is so
-        little that this process should measure it rather than start a worker pool."""
+    def few_to_measure(self, sources: Sequence[ImageSource], offset: int, workers: int) -> bool:
+        """Whether measuring ``sources`` (listing indices from ``offset``) in this process costs
+        less than starting ``workers`` worker processes and sharing the work among them: the
+        estimated seconds of reusing what the cache holds and measuring what it lacks."""
         if self.measurer is None or self.settings.verify != "stat" or not len(sources):
             return False  # hashing reads every item: that is work for the workers
         if not isinstance(sources, Listing) or sources.local_files() is None:
@@ -633,7 +636,9 @@ class MeasurementCache:
         missing, missing_bytes = self.measurer.lacking(sources, offset)
         if missing <= len(sources) * MOSTLY_REUSED:
             self.measurer.in_process_step = IN_PROCESS_STEP
-        return missing_bytes / DECODE_BYTES_PER_SECOND + missing * SECONDS_PER_IMAGE < IN_PROCESS_SECONDS
+        seconds = (missing_bytes / DECODE_BYTES_PER_SECOND + missing * SECONDS_PER_IMAGE
+                   + (len(sources) - missing) * SECONDS_PER_REUSE)
+        return workers <= 1 or seconds * (1 - 1 / workers) < POOL_START_SECONDS
 
     def absorb(self, drained: Drained | None) -> None:
         """Store a chunk's new entries and renew the stamps of the entries it reused."""
