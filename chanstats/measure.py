@@ -358,12 +358,7 @@ class Measurer:
                     samples.extend(measure_output(frame, input_format, source.display) for frame in output)
                 else:
                     samples.append(measure_output(output, input_format, source.display))
-        formats = {fmt for fmt, _, _ in samples}
-        if len(formats) > 1:
-            kinds = ", ".join(sorted(fmt.label for fmt in formats))
-            raise BadSpecError(f"{source.display}: the transform gave different kinds of output across epochs ({kinds})")
-        return Measurement(samples[0][0], shape[1], shape[0], False,
-                           [moments for _, moments, _ in samples], [row for _, _, row in samples])
+        return _of_transformed_samples(samples, shape, source.display)
 
     def _encoded(self, index: int, source: ImageSource, content: Encoded) -> Measurement:
         """An item stored encoded: the decoders (fast paths first, Pillow the reference; TIFF
@@ -486,12 +481,7 @@ class Measurer:
             return transform_input(pixels, original, pipeline), _input_format(pixels, self.pixels.channels)
 
         samples = self._transformed(index, source, make_input)
-        formats = {fmt for fmt, _, _ in samples}
-        if len(formats) > 1:
-            kinds = ", ".join(sorted(fmt.label for fmt in formats))
-            raise BadSpecError(f"{source.display}: the transform gave different kinds of output across epochs ({kinds})")
-        return Measurement(samples[0][0], shape[1], shape[0], False,
-                           [moments for _, moments, _ in samples], [row for _, _, row in samples])
+        return _of_transformed_samples(samples, shape, source.display)
 
     @property
     def _histograms_of_8bit(self) -> bool:
@@ -787,3 +777,14 @@ def in_mode(pixels: np.ndarray, mode: str, shown: str) -> np.ndarray:
 
 
 _GREY_FROM = {2: "LA", 3: "RGB", 4: "RGBA"}
+
+
+def _of_transformed_samples(samples: list, shape: Sequence[int], shown: str) -> Measurement:
+    """One item's measurement from its transformed samples (``(format, moments, row)`` per sample,
+    ``shape`` the input's ``(H, W, ...)``): every sample must be of one kind of output."""
+    formats = {fmt for fmt, _, _ in samples}
+    if len(formats) > 1:
+        kinds = ", ".join(sorted(fmt.label for fmt in formats))
+        raise BadSpecError(f"{shown}: the transform gave different kinds of output across epochs ({kinds})")
+    return Measurement(samples[0][0], shape[1], shape[0], False,
+                       [moments for _, moments, _ in samples], [row for _, _, row in samples])

@@ -334,7 +334,7 @@ def test_check_replays_a_video_config(tmp_path: Path, rng: np.random.Generator):
     same = run_cli("check", "--against", str(config), "--workers", "0")
     assert same.returncode == 0, same.stderr
     shown = run_cli("show", str(config))
-    assert ": 1 images (1 videos, 6 frames), 2 samples," in shown.stdout + shown.stderr
+    assert ": 1 image (1 video, 6 frames), 2 samples," in shown.stdout + shown.stderr
     write_video(path, random_frames(rng, 6, 8, 8, low=200))  # brighter frames: the statistics moved
     moved = run_cli("check", "--against", str(config), "--workers", "0")
     assert moved.returncode == 1, moved.stdout + moved.stderr

@@ -22,9 +22,10 @@ def config_summary(config: dict[str, Any]) -> str:
     unit = "[0,1] scale" if exact.get("method", "integer") == "integer" else "pipeline output units"
     pixels = count.get("pixels")
     lines = [
-        f"chanstats {config.get('chanstats')}: {count.get('images')} images{_videos(count)}, {count.get('samples')} samples, "
+        f"chanstats {config.get('chanstats')}: {_counted(count.get('images'), 'image')}{_videos(count)}, "
+        f"{_counted(count.get('samples'), 'sample')}, "
         f"{pixels:,} pixels per channel ({unit}, std ddof 0)" if isinstance(pixels, int) else
-        f"chanstats {config.get('chanstats')}: {count.get('images')} images ({unit}, std ddof 0)",
+        f"chanstats {config.get('chanstats')}: {_counted(count.get('images'), 'image')} ({unit}, std ddof 0)",
         f"{'channel':<8} {'mean':>10} {'std':>10} {'run mean':>10} {'run std':>10} {'gap mean':>10} {'gap std':>10}",
     ]
     run_mean = running.get("mean") or [math.nan] * len(channels)
@@ -78,4 +79,9 @@ def _videos(count: dict[str, Any]) -> str:
     """`` (2 videos, 48 frames)`` in a summary of videos; nothing for images."""
     if "videos" not in count:
         return ""
-    return f" ({count['videos']} videos, {count.get('frames')} frames)"
+    return f" ({_counted(count['videos'], 'video')}, {_counted(count.get('frames'), 'frame')})"
+
+
+def _counted(number: Any, noun: str) -> str:
+    """``1 image``, ``2 images`` (a count missing from a config is shown as it is)."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
