@@ -532,3 +532,24 @@ def test_a_transform_through_the_worker_pool_reruns_identical(tmp_path, capsys):
     aged(write_image(root / "d2" / "zz.png", random_rgb(np.random.default_rng(12), 8, 8)))  # sorts last: no shift
     _, counts = cached_run(tmp_path, capsys, [str(root)], "warm", cache, 2, transform=spec)
     assert counts == (40, 41)
+
+
+@pytest.mark.parametrize("pool_start, pooled", [(-1.0, True), (10.0, False)])
+def test_a_warm_run_measured_here_or_by_workers_gives_the_same_bytes(tmp_path, capsys, monkeypatch, pool_start, pooled):
+    # A warm run with little to measure skips the worker pool (see MeasurementCache.few_to_measure);
+    # either way, a replaced image is measured and the config is the plain run's.
+    from chanstats.scale import cache as cache_module
+    from chanstats.scale import engine as engine_module
+
+    root = tmp_path / "data"
+    paths = image_folder(root, 60)
+    cache = tmp_path / "cache"
+    cached_run(tmp_path, capsys, [str(root)], "cold", cache, 2)
+    aged(write_image(paths[7], random_rgb(np.random.default_rng(9), 9, 9)), 7200)
+    monkeypatch.setattr(cache_module, "POOL_START_SECONDS", pool_start)
+    started = []
+    real = engine_module._parallel_chunks
+    monkeypatch.setattr(engine_module, "_parallel_chunks", lambda *args, **kwargs: started.append(1) or real(*args, **kwargs))
+    _, counts = cached_run(tmp_path, capsys, [str(root)], "warm", cache, 2)
+    assert counts == (59, 60)
+    assert len(started) == (2 if pooled else 1)  # the plain run (60 images, 2 workers) starts workers
