@@ -288,6 +288,7 @@ class CachedMeasurer:
         keys = [None if source.problem else self._key(offset + position, source)[0]
                 for position, source in zip(positions, sample)]
         present = self._present([key for key in keys if key is not None])
+        self.close()  # workers forked next open their own connection, never a copy of this one
         if present is None:
             return len(sources), sum(source.size for source in sample) * step
         missing = [source.size for source, key in zip(sample, keys) if key is None or key not in present]
