@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import stat as stat_module
+import sys
 from typing import Iterator
 
 from ..errors import ChanstatsError
@@ -47,20 +48,19 @@ def walk(root: str, extensions: tuple[str, ...], folders: list[str] | None = Non
     stack = [_sorted_entries(root, "", children, extensions)]
     prefix = os.path.join(root, "")  # os.path.join(root, name) of a relative name, without a call per file
     while stack:
-        entry = next(stack[-1], None)
-        if entry is None:
-            stack.pop()
-            continue
-        name, is_folder = entry
-        if is_folder:
-            try:
-                stack.append(_sorted_entries(root, name, children, extensions))
-            except OSError as error:
-                yield _unlistable(root, name, error)
+        for name, is_folder in stack[-1]:  # resumed where it stopped when a sub-folder was entered
+            if is_folder:
+                try:
+                    stack.append(_sorted_entries(root, name, children, extensions))
+                    break
+                except OSError as error:
+                    yield _unlistable(root, name, error)
+            else:
+                listed = _listed(root, name, prefix + name)
+                if listed is not None:  # None: removed since the folder was read
+                    yield listed
         else:
-            listed = _listed(root, name, prefix + name)
-            if listed is not None:  # None: removed since the folder was read
-                yield listed
+            stack.pop()
 
 
 def _folders_to_walk(root: str) -> dict[str, set[str]]:
@@ -110,12 +110,13 @@ def _sorted_entries(root: str, relative_dir: str, children: dict[str, set[str]],
         if not relative_dir:
             raise _root_error(directory, error) from None
         raise
+    encoding, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()  # os.fsencode's, inlined
     for name, is_folder in entries:
         if is_folder:
             if name in walked:
-                keyed.append((os.fsencode(name) + b"/", name, True))
+                keyed.append((name.encode(encoding, errors) + b"/", name, True))
         elif name.lower().endswith(extensions):
-            keyed.append((os.fsencode(name), name, False))  # regular or not: told apart by _listed
+            keyed.append((name.encode(encoding, errors), name, False))  # regular or not: told apart by _listed
     keyed.sort()
     prefix = relative_dir + "/" if relative_dir else ""
     return ((prefix + name, is_folder) for _, name, is_folder in keyed)
