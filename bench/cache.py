@@ -9,6 +9,12 @@ Usage::
 
     python -m bench.cache                 # 100k images, 2 workers
     python -m bench.cache --images 20000 --workers 2 --size 64
+    python -m bench.cache --photos --repeat 1   # 100k photographs instead (see below)
+
+``--photos``: the tree holds copies of the 2,000 photographs of ``bench/corpus.py`` (ImageNet-like
+JPEG and PNG, about 500×375, 127 KiB on average: 12 GiB for 100k), over and over (copies, not hard
+links: chanstats reads a file reached by two paths once), and a changed image is replaced by a copy
+of another photograph.
 """
 
 from __future__ import annotations
@@ -49,8 +55,27 @@ def generate(root: Path, count: int, size: int, seed: int = 0) -> None:
     marker.touch()
 
 
-def change(root: Path, count: int, size: int, fraction: float, seed: int) -> int:
-    """Replace ``fraction`` of the images (evenly spread) with new pixels and a new mtime."""
+def link_photos(root: Path, count: int) -> list[Path]:
+    """``count`` copies of the bench corpus's photographs, cycled, in folders of 1000 (kept between
+    runs); returns the tree's files in order."""
+    from bench.corpus import build_corpus
+
+    photos = build_corpus(2000)
+    files = [root / f"{i // 1000:04d}" / f"{i:07d}{photos[i % len(photos)].suffix.lower()}" for i in range(count)]
+    marker = root / f".complete-photos-{count}"
+    if not marker.exists():
+        shutil.rmtree(root, ignore_errors=True)
+        for i, path in enumerate(files):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(photos[i % len(photos)], path)
+        marker.touch()
+    return files
+
+
+def change(root: Path, count: int, size: int, fraction: float, seed: int, photos: list[Path] | None = None) -> int:
+    """Replace ``fraction`` of the images (evenly spread) with new pixels and a new mtime: new
+    random pixels, or (``photos``: the tree's files) a copy of the next photograph, written as a new
+    file so that the photograph it linked to is left alone."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
@@ -58,8 +83,17 @@ def change(root: Path, count: int, size: int, fraction: float, seed: int) -> int
     changed = 0
     stamp = time.time() - 3600 + seed
     for i in range(0, count, step):
-        path = root / f"{i // 1000:04d}" / f"{i:07d}.png"
-        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
+        if photos is not None:
+            path = photos[i]
+            other = next(photos[(i + k + seed) % len(photos)] for k in range(1, len(photos))
+                         if photos[(i + k + seed) % len(photos)].suffix == path.suffix
+                         and (i + k + seed) % 2000 != i % 2000)
+            replacement = other.read_bytes()
+            path.unlink()
+            path.write_bytes(replacement)
+        else:
+            path = root / f"{i // 1000:04d}" / f"{i:07d}.png"
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
         os.utime(path, (stamp, stamp))
         changed += 1
     return changed
@@ -88,16 +122,23 @@ def main() -> None:
     parser.add_argument("--changed", type=float, default=0.01, help="fraction of images replaced")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--verify", choices=["stat", "hash"], default="stat", help="--cache-verify")
+    parser.add_argument("--photos", action="store_true", help="a tree of the bench corpus's photographs instead")
     options = parser.parse_args()
 
-    root = CACHE / f"cache-tree-{options.size}"
+    root = CACHE / (f"cache-photos-{options.images}" if options.photos else f"cache-tree-{options.size}")
     work = CACHE / "cache-work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     began = time.perf_counter()
-    generate(root, options.images, options.size)
-    print(f"tree: {options.images} images of {options.size}x{options.size} ({time.perf_counter() - began:.0f} s to "
-          "generate or find)", file=sys.stderr)
+    photos = None
+    if options.photos:
+        photos = link_photos(root, options.images)
+        kind = "photographs (JPEG/PNG, ~500×375)"
+    else:
+        generate(root, options.images, options.size)
+        kind = f"{options.size}×{options.size} PNG"
+    print(f"tree: {options.images} images, {kind} ({time.perf_counter() - began:.0f} s to generate or find)",
+          file=sys.stderr)
     config = work / "config.json"
     workers = ["--workers", str(options.workers)]
     subprocess.run([sys.executable, "-m", "chanstats", "compute", str(root), "-q", "-o", str(config), *workers],
@@ -105,7 +146,7 @@ def main() -> None:
     cache = ["--cache", str(work / "cache"), "--cache-verify", options.verify]
     check = ["check", str(root), "--against", str(config), *workers]
     cold, _, _ = timed([*check, *cache], 1)  # fills the cache
-    changed = change(root, options.images, options.size, options.changed, seed=int(time.time()) % 1000)
+    changed = change(root, options.images, options.size, options.changed, seed=int(time.time()) % 1000, photos=photos)
     plain, plain_out, _ = timed(check, options.repeat)
     warm, warm_out, warm_err = timed([*check, *cache], 1)  # the first warm run after the change
     again, again_out, _ = timed([*check, *cache], options.repeat)
@@ -122,7 +163,7 @@ def main() -> None:
     print(f"| images | changed | check, no cache | check, cache filling | check, warm cache (after change) | "
           f"speed-up | warm, nothing changed | output identical | cache size |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: | ---: |")
-    print(f"| {options.images:,} ({options.size}×{options.size} PNG, {options.verify}) | {changed:,} | {plain:.2f} s | {cold:.2f} s | "
+    print(f"| {options.images:,} ({kind}, {options.verify}) | {changed:,} | {plain:.2f} s | {cold:.2f} s | "
           f"{warm:.2f} s | {plain / warm:.1f}× | {again:.2f} s | {'yes' if identical else 'NO'} | "
           f"{size / 2**20:.0f} MiB |")
     print()
