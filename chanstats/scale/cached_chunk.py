@@ -20,7 +20,7 @@ import numpy as np
 from ..decoding.formats import PixelFormat
 from ..stats.moments import IntegerMoments
 from .chunk import ChunkResult
-from .state import FormatTotals
+from .state import FormatTotals, merge_totals
 from .table import pack_rows
 
 TAG = b"C"  # a compact entry's first byte (a pickled one starts otherwise: see cache.PICKLED)
@@ -138,17 +138,8 @@ def _merged(start: int, stop: int, parts: Sequence[_Part], bad: list) -> ChunkRe
         same = next((n for n, known in enumerate(formats) if known.format == totals.format), None)
         if same is None:
             same = len(formats)
-            formats.append(FormatTotals(totals.format, totals.first_index, totals.example, None, totals.histogram))
-            if totals.integer is not None:
-                formats[same].integer = IntegerMoments.empty(totals.integer.channels).merge(totals.integer)
-        else:
-            known = formats[same]
-            if totals.histogram is not None:
-                known.histogram = totals.histogram if known.histogram is None else known.histogram.merge(totals.histogram)
-            if totals.integer is not None:
-                if known.integer is None:
-                    known.integer = IntegerMoments.empty(totals.integer.channels)
-                known.integer.merge(totals.integer)
+            formats.append(FormatTotals(totals.format, totals.first_index, totals.example, None, None))
+        merge_totals(formats[same], totals)
         numbering[(p, f)] = same
     index = np.concatenate([part.index for part in parts]) if parts else np.zeros(0, np.int64)
     order = np.argsort(index, kind="stable")

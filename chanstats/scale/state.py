@@ -111,14 +111,14 @@ class PartialState:
             totals = self.formats.get(part.format)
             if totals is None:
                 totals = self.formats[part.format] = FormatTotals(part.format, part.first_index, part.example, None)
-            _merge_totals(totals, part)
+            merge_totals(totals, part)
             format_ids.append(self.images.format_number(totals.format))
         self.images.append_chunk(chunk, format_ids)
         self.bad.extend(chunk.bad)
         self.done = chunk.stop
 
 
-def _merge_totals(into: FormatTotals, part: FormatTotals) -> None:
+def merge_totals(into: FormatTotals, part: FormatTotals) -> None:
     """Add ``part``'s exact totals and histogram (which may be taken over, not copied) to ``into``."""
     if part.histogram is not None:
         into.histogram = part.histogram if into.histogram is None else into.histogram.merge(part.histogram)
