@@ -377,3 +377,22 @@ def test_compute_without_transform_does_not_import_torch_or_albumentations(folde
     assert run.returncode == 0, run.stderr
     imported = {line.split("|")[-1].strip() for line in run.stderr.splitlines() if line.startswith("import time:")}
     assert "torch" not in imported and "torchvision" not in imported and "albumentations" not in imported
+
+
+@pytest.mark.slow  # a transform's workers start from a fork server, with torch: several seconds
+def test_a_transform_run_under_a_temporary_folder_too_long_for_a_unix_socket(tmp_path):
+    # The fork server's socket lives in a folder under TMPDIR; past the socket path limit (107
+    # bytes) Python 3.11 fails with "AF_UNIX path too long" unless chanstats moves that folder.
+    from .helpers.cli import run
+    from .helpers.files import make_dataset
+
+    make_dataset(tmp_path, count=20)
+    long_tmp = tmp_path / ("t" * max(1, 110 - len(str(tmp_path))))
+    long_tmp.mkdir()
+    args = ["compute", "data", "--transform", "[{CenterCrop: {size: 8}}]", "--workers", "2", "-q"]
+    plain = run([*args, "-o", "plain.json"], cwd=tmp_path)
+    assert plain.returncode == 0
+    under_long = run([*args, "-o", "long.json"], cwd=tmp_path, env={"TMPDIR": str(long_tmp)})
+    assert under_long.returncode == 0, under_long.stderr
+    assert (tmp_path / "long.json").read_bytes() == (tmp_path / "plain.json").read_bytes()
+    assert list(long_tmp.iterdir()) == []  # the run folder removed, nothing else left there

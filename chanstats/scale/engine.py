@@ -543,6 +543,7 @@ def _context(start_method: str | None = None) -> multiprocessing.context.BaseCon
     # the workers from there.
     methods = multiprocessing.get_all_start_methods()
     if start_method == "forkserver" and "forkserver" in methods:
+        _short_socket_folder()
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["torchvision.transforms.v2", "chanstats.measure"])
         return context
@@ -557,3 +558,29 @@ def _progress_bar(total: int, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="img", desc="chanstats", leave=False, mininterval=0.5)
+
+
+# The fork server listens on a Unix socket at <multiprocessing's folder>/listener-XXXXXXXX, and a
+# socket path may not be longer than this (108 bytes with its NUL on Linux).
+_SOCKET_PATH_LIMIT = 107
+_SOCKET_NAME_ROOM = len("/pymp-xxxxxxxx/listener-xxxxxxxx")
+
+
+def _short_socket_folder() -> None:
+    """Let the fork server start under a long TMPDIR: multiprocessing keeps its socket in a folder
+    under TMPDIR, and a path past the socket limit fails with "AF_UNIX path too long" before any
+    worker starts. Then that folder is made under the system's own temporary folder (``/tmp``)
+    instead, as Python 3.13 does itself; it is removed at exit as multiprocessing removes its own."""
+    import shutil
+    import tempfile
+    from multiprocessing import process, util
+
+    config = process.current_process()._config  # where multiprocessing.util.get_temp_dir keeps it
+    if config.get("tempdir") is not None or len(tempfile.gettempdir()) + _SOCKET_NAME_ROOM <= _SOCKET_PATH_LIMIT:
+        return
+    for base in ("/tmp", "/var/tmp", "/dev/shm"):
+        if os.path.isdir(base) and os.access(base, os.W_OK | os.X_OK):
+            folder = tempfile.mkdtemp(prefix="pymp-", dir=base)
+            util.Finalize(None, shutil.rmtree, args=(folder, True), exitpriority=-100)
+            config["tempdir"] = folder
+            return
