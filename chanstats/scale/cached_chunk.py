@@ -61,28 +61,8 @@ def assemble(start: int, stop: int, hits: CompactHits, formats: dict[bytes, Pixe
     items (a :class:`ChunkResult` of the rest, or ``None``); ``display(index)`` names an image."""
     parts = [_decoded(hits, group, formats, display) for group in _groups(hits)]
     if measured is not None:
-        parts.append(_Part.of(measured))
+        parts.append(measured)
     return _merged(start, stop, parts, [] if measured is None else measured.bad)
-
-
-@dataclass
-class _Part:
-    """Some of a chunk's good images: formats with their totals, and per-image arrays."""
-
-    formats: list[FormatTotals]
-    index: np.ndarray
-    format_id: np.ndarray
-    dropped_alpha: np.ndarray
-    width: np.ndarray
-    height: np.ndarray
-    rows: np.ndarray
-    row_lengths: np.ndarray
-    float_moments: list | None
-
-    @classmethod
-    def of(cls, chunk: ChunkResult) -> "_Part":
-        return cls(chunk.formats, chunk.index, chunk.format_id, chunk.dropped_alpha, chunk.width, chunk.height,
-                   chunk.rows, chunk.row_lengths, chunk.float_moments)
 
 
 def _groups(hits: CompactHits) -> list[np.ndarray]:
@@ -94,7 +74,9 @@ def _groups(hits: CompactHits) -> list[np.ndarray]:
 
 
 def _decoded(hits: CompactHits, members: np.ndarray, formats: dict[bytes, PixelFormat],
-             display: Callable[[int], str]) -> _Part:
+             display: Callable[[int], str]) -> ChunkResult:
+    """The reused images at ``members`` of ``hits`` (one format, one payload length) as the part
+    of a chunk they are: their merged totals and per-image arrays, in ``hits``' order."""
     first = int(members[0])
     pixel_format = formats[hits.tags[first]]
     channels = len(pixel_format.channels)
@@ -113,9 +95,9 @@ def _decoded(hits: CompactHits, members: np.ndarray, formats: dict[bytes, PixelF
     )
     first_index = int(positions[0])
     totals = FormatTotals(pixel_format, first_index, display(first_index), moments)
-    return _Part([totals], positions, np.zeros(count, dtype=np.uint8), ints[:, 2].astype(np.uint8),
-                 ints[:, 0].copy(), ints[:, 1].copy(), rows.reshape(-1), np.full(count, rows.shape[1], dtype=np.int64),
-                 None)
+    return ChunkResult(first_index, int(positions[-1]) + 1, [totals], positions, np.zeros(count, dtype=np.uint8),
+                       ints[:, 2].astype(np.uint8), ints[:, 0].copy(), ints[:, 1].copy(), rows.reshape(-1),
+                       np.full(count, rows.shape[1], dtype=np.int64), None, [])
 
 
 def _exact_sum(columns: np.ndarray) -> list[int]:
@@ -126,9 +108,10 @@ def _exact_sum(columns: np.ndarray) -> list[int]:
     return [(int(h) << 32) + int(lo) for h, lo in zip(high, low)]
 
 
-def _merged(start: int, stop: int, parts: Sequence[_Part], bad: list) -> ChunkResult:
-    """One chunk from ``parts``: formats in order of first appearance (equal formats merged, the
-    first image's representing them), images in listing order."""
+def _merged(start: int, stop: int, parts: Sequence[ChunkResult], bad: list) -> ChunkResult:
+    """One chunk from ``parts`` (chunks of the reused images and of the measured ones; their bad
+    images are ``bad``): formats in order of first appearance (equal formats merged, the first
+    image's representing them), images in listing order."""
     by_first = sorted(((totals.first_index, p, f) for p, part in enumerate(parts)
                        for f, totals in enumerate(part.formats)), key=lambda item: item[0])
     formats: list[FormatTotals] = []
