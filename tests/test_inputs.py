@@ -357,13 +357,19 @@ def _write_config(path: Path, config: dict) -> None:
     path.write_text(text)
 
 
-@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
-def test_every_command_that_reads_a_config_refuses_an_unusable_one(tmp_path, good_config, case):
+def _bad_config(tmp_path, good_config, case):
+    """The good config changed as BAD_CONFIGS[case] says: (its file, the mapping, the reason given)."""
     change, reason = BAD_CONFIGS[case]
     config = copy.deepcopy(good_config)
     change(config)
     path = tmp_path / "bad.json"
     _write_config(path, config)
+    return path, config, reason
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_every_command_that_reads_a_config_refuses_an_unusable_one(tmp_path, good_config, case):
+    path, config, reason = _bad_config(tmp_path, good_config, case)
     error = one_line_error(run_cli("show", str(path)))
     assert error.startswith(f"Error: {path}: {reason}"), error
     for read in (lambda: chanstats.export(str(path), "json"), lambda: chanstats.check(str(path), workers=0)):
@@ -378,11 +384,7 @@ def test_every_command_that_reads_a_config_refuses_an_unusable_one(tmp_path, goo
 
 @pytest.mark.parametrize("case", ["nan-std", "newer"])
 def test_show_export_and_check_share_the_one_validation(tmp_path, good_config, case):
-    change, reason = BAD_CONFIGS[case]
-    config = copy.deepcopy(good_config)
-    change(config)
-    path = tmp_path / "bad.json"
-    _write_config(path, config)
+    path, _, reason = _bad_config(tmp_path, good_config, case)
     for command in (["show", str(path)], ["export", str(path), "--to", "torchvision"],
                     ["export", str(path), "--to", "json"], ["check", "--against", str(path)]):
         error = one_line_error(run_cli(*command))
