@@ -52,7 +52,7 @@ from ..sources.base import ContainedItem, Decoded, ImageSource, Listing, RemoteI
 from .cached_chunk import TAG as COMPACT
 from .cached_chunk import CompactHits, assemble, encode_compact
 
-SCHEMA = 1
+SCHEMA = 2  # 1: entries keyed by a BLOB primary key (twice the index searches of an id)
 FILE_NAME = "measurements.sqlite"
 PICKLED = b"P"  # an entry's first byte: a pickled measurement (a compact one starts with COMPACT)
 DEFAULT_MAX_SIZE = 2 * 1024**3  # bytes of entries
@@ -197,8 +197,9 @@ def _connect(path: str, readonly: bool) -> sqlite3.Connection:
 
 
 def _open_store(path: str) -> sqlite3.Connection:
-    """The cache file at ``path``, created when missing; raises ``sqlite3.DatabaseError`` (or
-    ``OSError``) when it is not a usable cache."""
+    """The cache file at ``path``, created when missing and emptied when an older chanstats wrote
+    it (its entries are keyed otherwise: none could be reused); raises ``sqlite3.DatabaseError``
+    (or ``OSError``) when it is not a usable cache, such as one of a newer chanstats."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     connection = _connect(path, readonly=False)
     try:
@@ -207,22 +208,46 @@ def _open_store(path: str) -> sqlite3.Connection:
         connection.execute("PRAGMA cache_size=-65536")  # 64 MiB of pages: the key index stays in memory
         connection.execute("BEGIN IMMEDIATE")
         connection.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        # A rowid table: new rows are appended and only the small key index takes random inserts
-        # (several times faster to fill than a table clustered on the random keys). No index on
-        # ``used``: eviction is rare and may sort.
-        connection.execute("CREATE TABLE IF NOT EXISTS entries (key BLOB PRIMARY KEY, value BLOB NOT NULL, "
-                           "checksum BLOB NOT NULL, size INTEGER NOT NULL, used INTEGER NOT NULL)")
-        connection.execute("CREATE TABLE IF NOT EXISTS formats (tag BLOB PRIMARY KEY, value BLOB NOT NULL)")
         connection.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA),))
-        connection.execute("COMMIT")
         (schema,) = connection.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
+        older = schema.isdigit() and int(schema) < SCHEMA
+        if older:
+            connection.execute("DROP TABLE IF EXISTS entries")
+            connection.execute("DROP TABLE IF EXISTS formats")
+            connection.execute("UPDATE meta SET value = ? WHERE name = 'schema'", (str(SCHEMA),))
+        if older or schema == str(SCHEMA):
+            # A rowid table, looked up through a unique index on ``id`` (the key's first 8 bytes
+            # as an integer): rows are appended and only the small index takes random inserts,
+            # and an integer index is searched faster than one of 20-byte keys. The whole key is
+            # kept and compared, so two keys sharing an id are a miss, never a wrong entry. No
+            # index on ``used``: eviction is rare and may sort.
+            connection.execute("CREATE TABLE IF NOT EXISTS entries (id INTEGER NOT NULL, key BLOB NOT NULL, "
+                               "value BLOB NOT NULL, checksum INTEGER NOT NULL, size INTEGER NOT NULL, "
+                               "used INTEGER NOT NULL)")
+            connection.execute("CREATE UNIQUE INDEX IF NOT EXISTS entry_ids ON entries (id)")
+            connection.execute("CREATE TABLE IF NOT EXISTS formats (tag BLOB PRIMARY KEY, value BLOB NOT NULL)")
+        connection.execute("COMMIT")
     except BaseException:
         connection.close()
         raise
-    if schema != str(SCHEMA):
+    if schema != str(SCHEMA) and not older:
         connection.close()
-        raise sqlite3.DatabaseError(f"written with cache schema {schema}, this chanstats uses {SCHEMA}")
+        raise sqlite3.DatabaseError(f"written with cache schema {schema} by a newer chanstats, "
+                                    f"this one uses {SCHEMA}")
+    if older:
+        _note(f"{path} was written by an older chanstats (cache schema {schema}): emptied, "
+              "its entries are keyed otherwise")
     return connection
+
+
+def entry_id(key: bytes) -> int:
+    """The integer a key is looked up by: its first 8 bytes."""
+    return int.from_bytes(key[:8], "little", signed=True)
+
+
+def checksum(value: bytes) -> int:
+    """An entry's checksum, which finds a damaged value (a flipped bit, a stray write)."""
+    return zlib.crc32(value)
 
 
 @dataclass
@@ -230,7 +255,7 @@ class Drained:
     """What a chunk's measuring left for the main process: new entries, entries to mark used,
     how many items were reused and measured, and why reading failed (if it did)."""
 
-    fresh: list[tuple[bytes, bytes, bytes]] = field(default_factory=list)
+    fresh: list[tuple[bytes, bytes, int]] = field(default_factory=list)
     formats: dict[bytes, bytes] = field(default_factory=dict)
     touched: list[bytes] = field(default_factory=list)
     reused: int = 0
@@ -301,8 +326,8 @@ class CachedMeasurer:
             connection = self._reader()
             for begin in range(0, len(keys), LOOKUP_BATCH):
                 batch = keys[begin : begin + LOOKUP_BATCH]
-                query = f"SELECT key FROM entries WHERE key IN ({','.join('?' * len(batch))})"
-                present.update(key for (key,) in connection.execute(query, batch))
+                query = f"SELECT key FROM entries WHERE id IN ({','.join('?' * len(batch))})"
+                present.update(key for (key,) in connection.execute(query, [entry_id(key) for key in batch]))
         except sqlite3.Error:
             return None  # measure_chunk's lookups meet the problem again and report it
         return present
@@ -391,31 +416,31 @@ class CachedMeasurer:
             return [(None, None) if source.problem or broken else self._key(index, source)
                     for index, source in enumerate(list(chunk), start)]
         keys: list[tuple[bytes | None, tuple | None]] = []
-        roots, context, by_index = self._roots, self.context, self.by_index
-        prefixes: dict[str, str] = {}  # os.path.join(root, name) is the prefix and the (relative) name
+        context, by_index = self.context, self.by_index
+        roots: dict[str, tuple[bytes, bytes]] = {}  # root → its absolute path and its prefix, encoded
         recent = time.time() - RECENT
         blake2b, stat = hashlib.blake2b, os.stat
-        for index, (source_root, name, bad) in enumerate(rows, start):
+        for index, (source_root, name, size, mtime, bad) in enumerate(rows, start):
             if bad:
                 keys.append((None, None))
                 continue
-            prefix = prefixes.get(source_root)
-            if prefix is None:
-                prefix = prefixes[source_root] = os.path.join(source_root, "")
-            try:
-                info = stat(prefix + name)
-            except OSError:
-                keys.append((None, None))
-                continue
-            stamp = (info.st_size, info.st_mtime_ns)
+            encoded = roots.get(source_root)
+            if encoded is None:
+                encoded = roots[source_root] = (os.fsencode(os.path.abspath(source_root)),
+                                                os.fsencode(os.path.join(source_root, "")))
+            if mtime is not None:  # as this run's walk found it: what the run measures
+                stamp = (size, mtime)
+            else:  # a listing saved by an earlier run: the file may have changed since
+                try:
+                    info = stat(encoded[1] + name)
+                except OSError:
+                    keys.append((None, None))
+                    continue
+                stamp = (info.st_size, info.st_mtime_ns)
             if stamp[1] / 1e9 > recent:  # modified in the last moments: see _key
                 keys.append((None, None))
                 continue
-            root = roots.get(source_root)
-            if root is None:
-                root = roots[source_root] = os.path.abspath(source_root)
-            # repr((root, name, stamp)), the identity _key gives a file, built in one step
-            identity = ("(%r, %r, (%d, %d))" % (root, name, *stamp)).encode()
+            identity = _FILE_IDENTITY % (encoded[0], name, *stamp)
             if by_index:
                 identity += b"@%d" % index
             keys.append((blake2b(identity, digest_size=20, key=context).digest(), stamp))
@@ -428,28 +453,29 @@ class CachedMeasurer:
         assert self._connection is not None
         return self._connection
 
-    def _lookup(self, keys: list[bytes]) -> dict[bytes, tuple[bytes, bytes, bytes, int]]:
-        """The stored (key, value, checksum, last use) of those of ``keys`` the cache holds."""
-        found: dict[bytes, tuple[bytes, bytes, bytes, int]] = {}
+    def _lookup(self, keys: list[bytes]) -> dict[bytes, tuple[bytes, bytes, int, int]]:
+        """The stored (key, value, checksum, last use) of those of ``keys`` the cache holds (found
+        by id, kept only where the whole key matches)."""
+        found: dict[bytes, tuple[bytes, bytes, int, int]] = {}
         if not keys:
             return found
         try:
             connection = self._reader()
             for begin in range(0, len(keys), LOOKUP_BATCH):
                 batch = keys[begin : begin + LOOKUP_BATCH]
-                query = f"SELECT key, value, checksum, used FROM entries WHERE key IN ({','.join('?' * len(batch))})"
-                found.update({row[0]: row for row in connection.execute(query, batch)})
+                query = f"SELECT key, value, checksum, used FROM entries WHERE id IN ({','.join('?' * len(batch))})"
+                found.update({row[0]: row for row in connection.execute(query, [entry_id(key) for key in batch])})
         except sqlite3.Error as error:
             self._drained.broken = f"{type(error).__name__}: {error}"
             return {}
         return found
 
-    def _reused(self, entry: tuple[bytes, bytes, bytes, int]) -> Any:
+    def _reused(self, entry: tuple[bytes, bytes, int, int]) -> Any:
         """A stored entry as ``(format tag, payload)`` (compact) or a measurement; ``None`` (and
         the cache marked broken) when it does not check out."""
         _, value, checksum, _ = entry
         try:
-            if hashlib.blake2b(value, digest_size=8).digest() != checksum:
+            if zlib.crc32(value) != checksum:
                 raise ValueError("an entry does not match its checksum")
             if value[:1] == COMPACT:
                 tag = value[1:17]
@@ -467,7 +493,7 @@ class CachedMeasurer:
             self._drained.broken = f"{type(error).__name__}: {error}"
             return None
 
-    def _entry(self, key: bytes, measurement: Any) -> tuple[bytes, bytes, bytes]:
+    def _entry(self, key: bytes, measurement: Any) -> tuple[bytes, bytes, int]:
         """(key, stored value, checksum) of a new measurement; a new pixel format goes along."""
         pixel_format = measurement.format
         # Formats equal as kinds of pixels may differ in what the output shows (dtype "" or
@@ -482,7 +508,7 @@ class CachedMeasurer:
         value = encode_compact(measurement, tag)
         if value is None:
             value = PICKLED + zlib.compress(pickle.dumps(measurement, protocol=pickle.HIGHEST_PROTOCOL), 1)
-        return key, value, hashlib.blake2b(value, digest_size=8).digest()
+        return key, value, checksum(value)
 
     def _key(self, index: int, source: ImageSource) -> tuple[bytes | None, tuple | None]:
         """The item's key and, for an item in a local file, the file's (size, mtime) to check
@@ -508,7 +534,7 @@ class CachedMeasurer:
             if isinstance(source, ContainedItem):
                 identity = repr((type(source).__name__, root, stamp, _item_fields(source))).encode()
             else:
-                identity = repr((root, source.name, stamp)).encode()
+                identity = _FILE_IDENTITY % (os.fsencode(root), os.fsencode(source.name), *stamp)
         if self.by_index:
             identity += b"@%d" % index
         return hashlib.blake2b(identity, digest_size=20, key=self.context).digest(), stamp
@@ -559,6 +585,10 @@ class CachedMeasurer:
                 return None
             digest.update(repr(content.hint).encode())
         return b"hash:" + digest.digest()
+
+
+# A local file's identity: its folder's absolute path, its name in it, size and mtime (ns).
+_FILE_IDENTITY = b"%s\0%s\0%d\0%d"
 
 
 def _runs(offsets: list[int]) -> Iterator[tuple[int, int]]:
@@ -660,10 +690,11 @@ class MeasurementCache:
             self.connection.executemany("INSERT OR IGNORE INTO formats (tag, value) VALUES (?, ?)",
                                         list(drained.formats.items()))
             self.connection.executemany(
-                "INSERT OR REPLACE INTO entries (key, value, checksum, size, used) VALUES (?, ?, ?, ?, ?)",
-                [(key, value, checksum, len(value) + len(key) + 32, now) for key, value, checksum in drained.fresh])
-            self.connection.executemany("UPDATE entries SET used = ? WHERE key = ?",
-                                        [(now, key) for key in drained.touched])
+                "INSERT OR REPLACE INTO entries (id, key, value, checksum, size, used) VALUES (?, ?, ?, ?, ?, ?)",
+                [(entry_id(key), key, value, crc, len(value) + len(key) + 40, now)
+                 for key, value, crc in drained.fresh])
+            self.connection.executemany("UPDATE entries SET used = ? WHERE id = ?",
+                                        [(now, entry_id(key)) for key in drained.touched])
             self.connection.execute("COMMIT")
             self.stored += len(drained.fresh)
         except sqlite3.Error as error:
@@ -702,12 +733,12 @@ class MeasurementCache:
         self.connection.execute("BEGIN IMMEDIATE")
         freed = 0
         doomed = []
-        for key, size in self.connection.execute("SELECT key, size FROM entries ORDER BY used, key"):
+        for number, size in self.connection.execute("SELECT id, size FROM entries ORDER BY used, id"):
             if total - freed <= target:
                 break
-            doomed.append((key,))
+            doomed.append((number,))
             freed += size
-        self.connection.executemany("DELETE FROM entries WHERE key = ?", doomed)
+        self.connection.executemany("DELETE FROM entries WHERE id = ?", doomed)
         self.connection.execute("COMMIT")
 
     def _rollback(self) -> None:

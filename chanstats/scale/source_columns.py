@@ -42,7 +42,7 @@ def write_sources(sources: Listing, start: int, stop: int, directory: str) -> di
     with open(os.path.join(directory, NAMES_FILE), "wb") as names:
         for block_start in range(start, stop, BLOCK):
             view = sources[block_start : min(stop, block_start + BLOCK)]
-            block_roots, root_ids, name_bytes, ends, sizes, offsets, flags, block_problems = \
+            block_roots, root_ids, name_bytes, ends, sizes, offsets, flags, block_problems, _ = \
                 view._columns.rows(view._start, view._stop)
             for root in block_roots:
                 if root not in root_number:

@@ -23,16 +23,18 @@ import sys
 from typing import Iterator
 
 from ..errors import ChanstatsError
-from .base import ImageSource, Listed, not_regular, printable_path
+from .base import FileRun, ImageSource, Listed, not_regular, printable_path
 
 
-def walk(root: str, extensions: tuple[str, ...], folders: list[str] | None = None) -> Iterator[Listed]:
-    """Image files under ``root``, sorted by the bytes of their path relative to ``root``.
+def walk(root: str, extensions: tuple[str, ...], folders: list[str] | None = None) -> Iterator[Listed | FileRun]:
+    """Image files under ``root``, sorted by the bytes of their path relative to ``root``:
+    regular files as :class:`FileRun` columns (consecutive files of one folder, at most
+    :data:`RUN` of them), anything else as a :data:`Listed` pair.
 
-    One ``stat`` per image (for its size and identity) and none per rejected entry: ``scandir``'s
-    file types answer ``is_dir``/``is_file`` without a system call except for symlinks. An entry
-    with an image extension that is not a regular file (a dangling link, a FIFO, a socket, a
-    device) is listed as a bad image, never opened.
+    One ``stat`` per image (for its size, modification time and identity) and none per rejected
+    entry: ``scandir``'s file types answer ``is_dir``/``is_file`` without a system call except for
+    symlinks. An entry with an image extension that is not a regular file (a dangling link, a
+    FIFO, a socket, a device) is listed as a bad image, never opened.
 
     Memory does not grow with the tree: a first pass finds the folders to walk (each folder once,
     by identity), a second reads them again in order, one folder's entries at a time. Sorting by
@@ -47,8 +49,27 @@ def walk(root: str, extensions: tuple[str, ...], folders: list[str] | None = Non
         folders.extend(os.path.join(root, relative) if relative else root for relative in children)
     stack = [_sorted_entries(root, "", children, extensions)]
     prefix = os.path.join(root, "")  # os.path.join(root, name) of a relative name, without a call per file
+    run = FileRun(root, [], [], [], [])
+    stat, regular = os.stat, stat_module.S_IFREG
     while stack:
         for name, is_folder in stack[-1]:  # resumed where it stopped when a sub-folder was entered
+            if not is_folder:
+                try:
+                    info = stat(prefix + name)
+                except OSError:
+                    info = None
+                if info is not None and info.st_mode & 0o170000 == regular:  # S_ISREG, without a call
+                    run.names.append(name)
+                    run.sizes.append(info.st_size)
+                    run.mtimes.append(info.st_mtime_ns)
+                    run.identities.append((info.st_dev, info.st_ino))
+                    if len(run.names) >= RUN:
+                        yield run
+                        run = FileRun(root, [], [], [], [])
+                    continue
+            if run.names:  # files before what comes next, in order
+                yield run
+                run = FileRun(root, [], [], [], [])
             if is_folder:
                 try:
                     stack.append(_sorted_entries(root, name, children, extensions))
@@ -61,6 +82,12 @@ def walk(root: str, extensions: tuple[str, ...], folders: list[str] | None = Non
                     yield listed
         else:
             stack.pop()
+    if run.names:
+        yield run
+
+
+# Files per FileRun at most: a folder of millions of files is not held twice.
+RUN = 4096
 
 
 def _folders_to_walk(root: str) -> dict[str, set[str]]:

@@ -24,7 +24,7 @@ import sys
 from typing import Callable, Iterable, Iterator, Sequence
 
 from ..errors import ChanstatsError, NoImagesError
-from .base import (IMAGE_EXTENSIONS, ArchiveMember, ImageSource, Listed, Listing, RemoteImageFile, SourceKind,
+from .base import (IMAGE_EXTENSIONS, ArchiveMember, FileRun, ImageSource, Listed, Listing, RemoteImageFile, SourceKind,
                    not_regular, printable_path)
 from .folders import walk
 from . import storage
@@ -100,7 +100,7 @@ def _holds_nothing(item: str) -> str:
 BATCH = 4096
 
 
-def _collect(listed: Iterator[Listed], writer: ListingWriter):
+def _collect(listed: Iterator[Listed | FileRun], writer: ListingWriter):
     """Write the first sighting of every source in ``listed`` to ``writer``, fingerprinting them
     in the same pass; once a row of a table or an array comes, the rows go to a list instead (see
     :func:`list_images`). Returns that list (or ``None``) and the fingerprint's digest."""
@@ -109,6 +109,18 @@ def _collect(listed: Iterator[Listed], writer: ListingWriter):
     rows: list[ImageSource] | None = None
     encoding, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()  # os.fsencode's, inlined
     for batch in _batches(listed, BATCH):
+        if isinstance(batch, FileRun):  # a folder's files, as columns: no object per file
+            kept = seen.first_sightings(batch.identities)
+            if not all(kept):
+                batch = batch.only(kept)
+            encoded = [name.encode(encoding, errors) for name in batch.names]
+            digest.update(b"".join([part for pair in zip(encoded, [b"\0%d\n" % size for size in batch.sizes])
+                                    for part in pair]))
+            if rows is None:
+                writer.extend_files(batch, encoded)
+            else:
+                rows.extend(batch.sources())
+            continue
         kept = seen.first_sightings([identity for _, identity in batch])
         hashed = []
         for (source, _), keep in zip(batch, kept):
@@ -130,9 +142,16 @@ def _collect(listed: Iterator[Listed], writer: ListingWriter):
     return rows, digest
 
 
-def _batches(items: Iterator[Listed], size: int) -> Iterator[list[Listed]]:
+def _batches(items: Iterator[Listed | FileRun], size: int) -> Iterator[list[Listed] | FileRun]:
+    """``items`` in order, the pairs gathered in lists of up to ``size``; runs as they come."""
     batch: list[Listed] = []
     for item in items:
+        if isinstance(item, FileRun):
+            if batch:
+                yield batch
+                batch = []
+            yield item
+            continue
         batch.append(item)
         if len(batch) == size:
             yield batch
@@ -209,7 +228,7 @@ def fingerprint(sources: Iterable[ImageSource]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def _expand(inputs: list[str], extensions: tuple[str, ...], read: list[str] | None = None) -> Iterator[Listed]:
+def _expand(inputs: list[str], extensions: tuple[str, ...], read: list[str] | None = None) -> Iterator[Listed | FileRun]:
     """The sources of ``inputs`` with their identities; ``read``, when given, receives every path
     whose change would change the listing (folders walked, files, list files, shards)."""
     for item in inputs:
@@ -299,7 +318,7 @@ def _remote(url: str, extensions: tuple[str, ...], read: list[str] | None, name:
         yield RemoteImageFile(root, name, entry.size, None, storage.version_tag(entry.version)), storage.identity(url)
 
 
-def _from_list_file(list_path: str, extensions: tuple[str, ...], read: list[str] | None = None) -> Iterator[Listed]:
+def _from_list_file(list_path: str, extensions: tuple[str, ...], read: list[str] | None = None) -> Iterator[Listed | FileRun]:
     """Paths in a list file, one per line; relative ones are relative to the list file's folder.
 
     Blank lines and lines starting with ``#`` are ignored. Listed directories are walked and listed

@@ -24,16 +24,17 @@ from array import array
 from typing import Any
 
 from ..errors import ChanstatsError
-from .base import ImageSource, Listing, _Columns
+from .base import FileRun, ImageSource, Listing, _Columns
 
 # Below this many images a listing stays in memory: no files, and nothing to map.
 IN_MEMORY_ROWS = 50_000
 FLUSH_ROWS = 65_536
 
 # Column name → array typecode, in file order (names are raw bytes, "B").
-COLUMNS = (("names", "B"), ("name_ends", "q"), ("sizes", "q"), ("offsets", "q"), ("flags", "B"), ("root_ids", "I"))
+COLUMNS = (("names", "B"), ("name_ends", "q"), ("sizes", "q"), ("offsets", "q"), ("flags", "B"), ("root_ids", "I"),
+           ("mtimes", "q"))
 HEADER = "listing.json"
-FORMAT = 1
+FORMAT = 2
 
 
 class ListingWriter:
@@ -58,6 +59,14 @@ class ListingWriter:
     def append(self, source: ImageSource) -> None:
         """Add ``source`` as the next row."""
         self.buffer.append(source)
+        self._flush_when_full()
+
+    def extend_files(self, run: FileRun, encoded_names: list[bytes]) -> None:
+        """Add the files of ``run`` (names as ``os.fsencode`` gives them) as the next rows."""
+        self.buffer.extend_files(run, encoded_names)
+        self._flush_when_full()
+
+    def _flush_when_full(self) -> None:
         buffered = len(self.buffer.sizes)
         if buffered >= FLUSH_ROWS or (self.directory is None and buffered > self.in_memory_rows):
             self._flush()
@@ -119,7 +128,8 @@ class ListingWriter:
             ends = array("q", (end + self.name_bytes_written for end in ends))
         try:
             for name, column in (("names", buffer.names), ("name_ends", ends), ("sizes", buffer.sizes),
-                                 ("offsets", buffer.offsets), ("flags", buffer.flags), ("root_ids", buffer.root_ids)):
+                                 ("offsets", buffer.offsets), ("flags", buffer.flags), ("root_ids", buffer.root_ids),
+                                 ("mtimes", buffer.mtimes)):
                 self.files[name].write(column)
         except OSError as error:
             self.discard()
@@ -128,7 +138,7 @@ class ListingWriter:
         self.rows_written += len(buffer.sizes)
         # Keep the roots and problems (problems numbered by global row), drop the rows.
         buffer.names, buffer.name_ends, buffer.sizes = bytearray(), array("q"), array("q")
-        buffer.offsets, buffer.flags, buffer.root_ids = array("q"), array("B"), array("I")
+        buffer.offsets, buffer.flags, buffer.root_ids, buffer.mtimes = array("q"), array("B"), array("I"), array("q")
         buffer.row_base = self.rows_written
 
     def _close_files(self) -> None:
@@ -209,7 +219,11 @@ def load(directory: str) -> tuple[dict[str, Any], Listing] | None:
         return None
     problems = {int(k): v for k, v in header["problems"].items()}
     try:
-        return header, map_columns(directory, header["roots"], problems, header["rows"])
+        listing = map_columns(directory, header["roots"], problems, header["rows"])
     except (OSError, ChanstatsError):
         # Removed or replaced under us (another process found it stale), or damaged: list afresh.
         return None
+    # Images rewritten in place since it was saved keep their rows but not their times: a
+    # measurement cache stats the files itself rather than trust these.
+    listing._columns.mtimes = None
+    return header, listing

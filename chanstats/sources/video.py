@@ -30,6 +30,5 @@ def is_video(name: str) -> bool:
 def any_video(sources: Sequence[ImageSource]) -> bool:
     """Whether any of ``sources`` is a video, without making a source per item of a packed listing."""
     if isinstance(sources, Listing):
-        encoded = tuple(extension.encode() for extension in VIDEO_EXTENSIONS)
-        return any(name.lower().endswith(encoded) for name, _ in sources.name_bytes_and_sizes())
+        return sources.any_name_ends_with(tuple(extension.encode() for extension in VIDEO_EXTENSIONS))
     return any(is_video(source.name) for source in sources)
