@@ -16,7 +16,7 @@ import os
 import stat as stat_module
 import sys
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Iterable, Iterator, Sequence
 
 from ..errors import ChanstatsError
@@ -580,22 +580,23 @@ NO_MTIME = -(1 << 63)  # a listing row whose modification time no walk found
 @dataclass(slots=True)
 class FileRun:
     """Consecutive regular image files of one folder walk, as columns: what a :data:`Listed`
-    pair per file says (``ImageSource(root, name, size)`` and ``(dev, inode)``) without an object
-    per file, plus each file's modification time in nanoseconds, taken by the same ``stat``. The
-    listing keeps the times, and the measurement cache keys files by them instead of ``stat``-ing
-    every file a second time."""
+    pair per file says (``ImageSource(root, name, size)`` and the identity ``(device, inode)``)
+    without an object per file, plus each file's modification time in nanoseconds, taken by the
+    same ``stat``. The listing keeps the times, and the measurement cache keys files by them
+    instead of ``stat``-ing every file a second time."""
 
     root: str
-    names: list[str]
-    sizes: list[int]
-    mtimes: list[int]
-    identities: list[tuple[int, int]]
+    names: list[str] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    mtimes: list[int] = field(default_factory=list)
+    devices: list[int] = field(default_factory=list)
+    inodes: list[int] = field(default_factory=list)
 
     def only(self, keep: Sequence[bool]) -> "FileRun":
         """The files where ``keep`` is true."""
         chosen = [i for i, kept in enumerate(keep) if kept]
-        return FileRun(self.root, [self.names[i] for i in chosen], [self.sizes[i] for i in chosen],
-                       [self.mtimes[i] for i in chosen], [self.identities[i] for i in chosen])
+        return FileRun(self.root, *([column[i] for i in chosen] for column in
+                                    (self.names, self.sizes, self.mtimes, self.devices, self.inodes)))
 
     def sources(self) -> Iterator[ImageSource]:
         return (ImageSource(self.root, name, size) for name, size in zip(self.names, self.sizes))

@@ -37,19 +37,20 @@ def walk(root: str, extensions: tuple[str, ...], folders: list[str] | None = Non
     FIFO, a socket, a device) is listed as a bad image, never opened.
 
     Memory does not grow with the tree: a first pass finds the folders to walk (each folder once,
-    by identity), a second reads them again in order, one folder's entries at a time. Sorting by
+    by identity), a second reads them again in order, one folder's entries at a time (the first
+    :data:`KEPT_ENTRIES` entries the first pass read are kept for it, not read twice). Sorting by
     whole relative paths is the same as visiting each folder's entries sorted by their name's
     bytes, a folder's name followed by ``/``: a path's first differing component decides both
     orders alike (a file ``a.png`` before the folder ``a``'s files, since ``.`` < ``/``).
 
     ``folders``, when given, receives the path of every folder walked.
     """
-    children = _folders_to_walk(root)
+    children, kept = _folders_to_walk(root)
     if folders is not None:
         folders.extend(os.path.join(root, relative) if relative else root for relative in children)
-    stack = [_sorted_entries(root, "", children, extensions)]
+    stack = [_sorted_entries(root, "", children, extensions, kept)]
     prefix = os.path.join(root, "")  # os.path.join(root, name) of a relative name, without a call per file
-    run = FileRun(root, [], [], [], [])
+    run = FileRun(root)
     stat, regular = os.stat, stat_module.S_IFREG
     while stack:
         for name, is_folder in stack[-1]:  # resumed where it stopped when a sub-folder was entered
@@ -62,17 +63,18 @@ def walk(root: str, extensions: tuple[str, ...], folders: list[str] | None = Non
                     run.names.append(name)
                     run.sizes.append(info.st_size)
                     run.mtimes.append(info.st_mtime_ns)
-                    run.identities.append((info.st_dev, info.st_ino))
+                    run.devices.append(info.st_dev)
+                    run.inodes.append(info.st_ino)
                     if len(run.names) >= RUN:
                         yield run
-                        run = FileRun(root, [], [], [], [])
+                        run = FileRun(root)
                     continue
             if run.names:  # files before what comes next, in order
                 yield run
-                run = FileRun(root, [], [], [], [])
+                run = FileRun(root)
             if is_folder:
                 try:
-                    stack.append(_sorted_entries(root, name, children, extensions))
+                    stack.append(_sorted_entries(root, name, children, extensions, kept))
                     break
                 except OSError as error:
                     yield _unlistable(root, name, error)
@@ -88,13 +90,19 @@ def walk(root: str, extensions: tuple[str, ...], folders: list[str] | None = Non
 
 # Files per FileRun at most: a folder of millions of files is not held twice.
 RUN = 4096
+# Entries the first pass keeps for the second (about 100 bytes each): a tree of up to this many
+# entries is read once; the folders of a larger one beyond them are read again.
+KEPT_ENTRIES = 250_000
 
 
-def _folders_to_walk(root: str) -> dict[str, set[str]]:
+def _folders_to_walk(root: str) -> tuple[dict[str, set[str]], dict[str, list[tuple[str, bool]]]]:
     """Each folder to walk (relative to ``root``, ``""`` for ``root``) → the names of its
-    sub-folders to walk. A folder reached twice (a symlink loop, a second link to it) is walked
-    where the depth-first scan meets it first."""
+    sub-folders to walk, and the entries read of the first folders (see :data:`KEPT_ENTRIES`). A
+    folder reached twice (a symlink loop, a second link to it) is walked where the depth-first
+    scan meets it first."""
     children: dict[str, set[str]] = {}
+    kept: dict[str, list[tuple[str, bool]]] = {}
+    room = KEPT_ENTRIES
     visited: set[tuple[int, int]] = set()
     stack = [""]
     while stack:
@@ -118,21 +126,27 @@ def _folders_to_walk(root: str) -> dict[str, set[str]]:
             if not relative_dir:
                 raise _root_error(directory, error) from None
             continue  # listed as a bad entry where the walk meets it (see _unlistable)
+        if len(entries) <= room:
+            kept[relative_dir] = entries
+            room -= len(entries)
         for name, is_folder in entries:
             if is_folder:
                 stack.append(prefix + name)
-    return children
+    return children, kept
 
 
-def _sorted_entries(root: str, relative_dir: str, children: dict[str, set[str]],
-                    extensions: tuple[str, ...]) -> Iterator[tuple[str, bool]]:
+def _sorted_entries(root: str, relative_dir: str, children: dict[str, set[str]], extensions: tuple[str, ...],
+                    kept: dict[str, list[tuple[str, bool]]]) -> Iterator[tuple[str, bool]]:
     """The image files and walked sub-folders of one folder as (relative path, is a folder), in
-    the order of their paths' bytes (see :func:`walk`)."""
+    the order of their paths' bytes (see :func:`walk`); its entries are taken from ``kept`` when
+    the first pass kept them."""
     directory = os.path.join(root, relative_dir) if relative_dir else root
     walked = children[relative_dir]
     keyed = []
+    entries = kept.pop(relative_dir, None)
     try:
-        entries = _entries(directory)
+        if entries is None:
+            entries = _entries(directory)
     except OSError as error:
         if not relative_dir:
             raise _root_error(directory, error) from None

@@ -110,7 +110,7 @@ def _collect(listed: Iterator[Listed | FileRun], writer: ListingWriter):
     encoding, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()  # os.fsencode's, inlined
     for batch in _batches(listed, BATCH):
         if isinstance(batch, FileRun):  # a folder's files, as columns: no object per file
-            kept = seen.first_sightings(batch.identities)
+            kept = seen.first_sightings_of_files(batch.devices, batch.inodes)
             if not all(kept):
                 batch = batch.only(kept)
             encoded = [name.encode(encoding, errors) for name in batch.names]
@@ -182,16 +182,34 @@ class FirstSightings:
             groups.setdefault(identity[:-1], []).append(position)
         for group, positions in groups.items():
             last = np.fromiter((identities[p][-1] & _UINT64 for p in positions), np.uint64, len(positions))
-            values, first = np.unique(last, return_index=True)  # the first of equal values in the batch
-            fresh = np.ones(len(values), dtype=bool)
-            runs = self.runs.setdefault(group, [])
-            for run in runs:
-                at = np.minimum(np.searchsorted(run, values), len(run) - 1)
-                fresh &= run[at] != values
-            keep[np.asarray(positions)[first[fresh]]] = True
-            if fresh.any():
-                self._add_run(runs, values[fresh])
+            keep[np.asarray(positions)] = self._first_in_group(group, last)
         return keep.tolist()
+
+    def first_sightings_of_files(self, devices: list[int], inodes: list[int]) -> list[bool]:
+        """:meth:`first_sightings` of the identities ``(device, inode)``, without a tuple per file
+        when all are on one device (as a folder's files nearly always are)."""
+        import numpy as np
+
+        if not devices or devices.count(devices[0]) != len(devices):
+            return self.first_sightings(list(zip(devices, inodes)))
+        return self._first_in_group((devices[0],), np.array(inodes, dtype=np.uint64)).tolist()
+
+    def _first_in_group(self, group: tuple[int, ...], last):
+        """Whether each of ``last`` (the identities' last parts, of one ``group``) is seen for the
+        first time, as a boolean array; they are remembered."""
+        import numpy as np
+
+        values, first = np.unique(last, return_index=True)  # the first of equal values in the batch
+        fresh = np.ones(len(values), dtype=bool)
+        runs = self.runs.setdefault(group, [])
+        for run in runs:
+            at = np.minimum(np.searchsorted(run, values), len(run) - 1)
+            fresh &= run[at] != values
+        keep = np.zeros(len(last), dtype=bool)
+        keep[first[fresh]] = True
+        if fresh.any():
+            self._add_run(runs, values[fresh])
+        return keep
 
     @staticmethod
     def _add_run(runs: list, values) -> None:
