@@ -553,3 +553,91 @@ def test_a_warm_run_measured_here_or_by_workers_gives_the_same_bytes(tmp_path, c
     _, counts = cached_run(tmp_path, capsys, [str(root)], "warm", cache, 2)
     assert counts == (59, 60)
     assert len(started) == (2 if pooled else 1)  # the plain run (60 images, 2 workers) starts workers
+
+
+SCHEMA_1 = (  # the tables chanstats 0.1's first cache wrote (entries keyed by a BLOB primary key)
+    "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE entries (key BLOB PRIMARY KEY, value BLOB NOT NULL, checksum BLOB NOT NULL, "
+    "size INTEGER NOT NULL, used INTEGER NOT NULL)",
+    "CREATE TABLE formats (tag BLOB PRIMARY KEY, value BLOB NOT NULL)",
+    "INSERT INTO meta VALUES ('schema', '1')",
+    "INSERT INTO entries VALUES (x'00', x'43', x'00', 10, 0)",
+)
+
+
+def test_a_cache_of_an_older_chanstats_is_emptied_with_one_line_then_filled(tmp_path, capsys):
+    root = tmp_path / "data"
+    image_folder(root, 6)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    with closing(sqlite3.connect(cache / "measurements.sqlite")) as connection:
+        for statement in SCHEMA_1:
+            connection.execute(statement)
+        connection.commit()
+    capsys.readouterr()
+    upgraded = config_bytes(tmp_path, [str(root)], "upgraded", cache=cache, workers=0)
+    err = capsys.readouterr().err
+    notes = [line for line in err.splitlines() if "cache:" in line and "reused" not in line]
+    assert len(notes) == 1 and "older chanstats" in notes[0] and "emptied" in notes[0], err
+    assert reused(err) == (0, 6)
+    assert upgraded == config_bytes(tmp_path, [str(root)], "plain", workers=0)
+    _, counts = cached_run(tmp_path, capsys, [str(root)], "again", cache, 0)
+    assert counts == (6, 6)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_listing_kept_by_an_earlier_run_is_not_trusted_for_modification_times(tmp_path, capsys, monkeypatch, workers):
+    # A run lists with one stat per file and the cache keys files by those (size, mtime), with no
+    # second stat. A listing kept in --workdir by an earlier run is reused while the folders are
+    # unchanged, which an image rewritten in place (same name, same size) leaves them: its times
+    # are out of date, so the cache must stat the files itself and measure the rewritten one.
+    from chanstats.sources import listing as listing_module
+
+    root = tmp_path / "data"
+    rng = np.random.default_rng(4)
+    paths = [aged(write_image(root / f"{i:02d}.bmp", random_rgb(rng, 8, 8))) for i in range(30)]
+    cache, workdir = tmp_path / "cache", tmp_path / "work"
+    first = config_bytes(tmp_path, [str(root)], "first", cache=cache, workers=workers, workdir=workdir)
+    folder_times = os.stat(root).st_atime_ns, os.stat(root).st_mtime_ns
+    size = paths[11].stat().st_size
+    write_image(paths[11], random_rgb(rng, 8, 8))  # rewritten in place: an uncompressed BMP keeps its size
+    aged(paths[11], 7200)
+    os.utime(root, ns=folder_times)
+    assert paths[11].stat().st_size == size
+    walks = []
+    real_walk = listing_module.walk
+    monkeypatch.setattr(listing_module, "walk", lambda *args: walks.append(1) or real_walk(*args))
+    capsys.readouterr()
+    second = config_bytes(tmp_path, [str(root)], "second", cache=cache, workers=workers, workdir=workdir)
+    assert not walks, "the kept listing was not reused: the test would prove nothing"
+    assert reused(capsys.readouterr().err) == (29, 30)
+    assert second == config_bytes(tmp_path, [str(root)], "plain", workers=workers) != first
+
+
+def test_an_image_rewritten_between_listing_and_measuring_is_not_stored_under_the_listed_time(tmp_path, capsys, monkeypatch):
+    # The listing's (size, mtime) keys an image; one rewritten after the listing is measured as it
+    # now is, and that measurement must not be stored under the key of the listed content, which a
+    # later run of the listed content (its mtime put back) would reuse.
+    from chanstats import api as api_module
+
+    root = tmp_path / "data"
+    paths = image_folder(root, 8)
+    cache = tmp_path / "cache"
+    listed_times = paths[3].stat().st_atime_ns, paths[3].stat().st_mtime_ns
+    listed_bytes = paths[3].read_bytes()
+    real_list = api_module.list_shared
+
+    def list_then_rewrite(*args, **kwargs):
+        listing = real_list(*args, **kwargs)
+        write_image(paths[3], random_rgb(np.random.default_rng(21), 9, 9))
+        aged(paths[3], 7200)
+        return listing
+
+    monkeypatch.setattr(api_module, "list_shared", list_then_rewrite)
+    config_bytes(tmp_path, [str(root)], "raced", cache=cache, workers=0)
+    monkeypatch.setattr(api_module, "list_shared", real_list)
+    paths[3].write_bytes(listed_bytes)
+    os.utime(paths[3], ns=listed_times)
+    capsys.readouterr()
+    _, counts = cached_run(tmp_path, capsys, [str(root)], "restored", cache, 0)
+    assert counts == (7, 8)

@@ -137,6 +137,96 @@ def test_first_sightings_is_a_set_of_identities():
         assert seen.first_sightings(batch) == expected
 
 
+def test_first_sightings_of_files_is_a_set_of_device_inode_pairs():
+    rng = np.random.default_rng(8)
+    seen_oracle: set[tuple] = set()
+    seen = FirstSightings()
+    for batch_number in range(40):
+        size = int(rng.integers(1, 300))
+        # Mostly one device (a folder's files), sometimes several; identities repeat within and across batches.
+        devices = [7] * size if batch_number % 3 else [int(d) for d in rng.integers(6, 9, size)]
+        inodes = [int(i) for i in rng.integers(0, 500, size)]
+        inodes[0] = 2**64 - 1 - batch_number  # the largest inode numbers too
+        expected = []
+        for identity in zip(devices, inodes):
+            expected.append(identity not in seen_oracle)
+            seen_oracle.add(identity)
+        assert seen.first_sightings_of_files(devices, inodes) == expected
+        # Either form remembers for the other: a (device, inode) pair is the same identity.
+        assert seen.first_sightings([(devices[0], inodes[0])]) == [False]
+
+
+@pytest.mark.parametrize("spilled", [False, True])
+def test_walked_files_carry_the_modification_time_of_their_one_stat(corpus, monkeypatch, spilled):
+    root, _ = corpus
+    if spilled:
+        on_disk(monkeypatch)
+    # The list names tree/a.png (a file) and tree/b (a folder, walked); then tree/a is walked.
+    listing = list_images([f"@{root / 'list.txt'}", str(root / "tree" / "a")])
+    assert listing._columns.mapped == spilled
+    rows = list(listing.local_files())
+    assert [(os.fsdecode(name), size) for _, name, size, _, _ in rows] == [(s.name, s.size) for s in listing]
+    named = [os.fsdecode(name) for _, name, _, mtime, _ in rows if mtime is None]
+    assert named == ["tree/a.png"]  # a file a list names: listed without a walk's stat
+    for source_root, name, size, mtime, bad in rows:
+        path = os.path.join(source_root, os.fsdecode(name))
+        if mtime is not None:
+            assert (size, mtime) == (os.stat(path).st_size, os.stat(path).st_mtime_ns), path
+        assert not bad
+    assert len(rows) == 1 + 10 + 16 - 2  # a.png; tree/b: 8 and two links; tree/a and a/b, less the two linked
+    # Views and pickled chunks keep them.
+    view = pickle.loads(pickle.dumps(listing[3:20]))
+    assert list(view.local_files()) == rows[3:20]
+
+
+def test_a_saved_listing_read_back_has_no_modification_times(corpus, tmp_path):
+    root, _ = corpus
+    inputs = [str(root / "tree")]
+    saved = shared.list_shared(inputs, (".png",), None, str(tmp_path / "work"))
+    assert all(mtime is not None for _, _, _, mtime, _ in saved.local_files())  # this run's own walk
+    again = shared.list_shared(inputs, (".png",), None, str(tmp_path / "work"))
+    assert again == saved
+    assert all(mtime is None for _, _, _, mtime, _ in again.local_files())  # an earlier run's: may be stale
+
+
+def test_a_walk_beyond_the_kept_entries_reads_folders_again_and_lists_the_same(corpus, monkeypatch):
+    from chanstats.sources import folders
+
+    root, _ = corpus
+    inputs = [str(root / "tree")]
+    everything_kept = list_images(inputs)
+    read = []
+    real_entries = folders._entries
+    monkeypatch.setattr(folders, "_entries", lambda directory: read.append(directory) or real_entries(directory))
+    assert list_images(inputs) == everything_kept
+    once = len(read)
+    monkeypatch.setattr(folders, "KEPT_ENTRIES", 10)  # the first folders' entries kept, the rest read again
+    read.clear()
+    assert list_images(inputs) == everything_kept
+    assert once < len(read) < 2 * once
+    assert [(s.name, s.size) for s in everything_kept] == expected_identities(inputs)
+
+
+@pytest.mark.parametrize("spilled", [False, True])
+def test_any_name_ends_with_looks_at_whole_names_only(tmp_path, monkeypatch, spilled):
+    from chanstats.sources.base import ImageSource, Listing
+    from chanstats.sources.video import any_video
+
+    if spilled:
+        on_disk(monkeypatch)
+    writer = stored.ListingWriter()
+    names = ["a.mp4.png", "b.MP4x.jpg", "clip.MoV", "c.png", "mp4", "d.webm.tif"]
+    for name in names:
+        writer.append(ImageSource(str(tmp_path), name, 1))
+    listing = writer.finish()
+    assert listing._columns.mapped == spilled
+    for start in range(len(names)):
+        for stop in range(start, len(names) + 1):
+            expected = any(name.lower().endswith((".mp4", ".mkv", ".webm", ".avi", ".mov")) for name in names[start:stop])
+            assert any_video(listing[start:stop]) == expected, (start, stop)
+    assert Listing([ImageSource("r", "x.png", 1)]).any_name_ends_with((b".png",))
+
+
 @pytest.mark.parametrize("population,size,seed", [(100, 10, 0), (70_001, 2000, 3), (70_001, 70_001, 1)])
 def test_sample_indices_are_the_permutations_first(population, size, seed):
     expected = np.sort(np.random.default_rng([seed, SAMPLE_STREAM]).permutation(population)[:size])

@@ -358,11 +358,12 @@ class CachedMeasurer:
         # made (see _keys), the others when measured.
         keys = self._keys(start, chunk)
         found = self._lookup([key for key, _ in keys if key is not None])
-        hits = CompactHits([], [], [])
+        hits = CompactHits()
         positions: list[int] = []
         sources: list[ImageSource] = []
         outcomes: list[Any] = []
         missing: list[int] = []
+        stale = self.started - TOUCH_AFTER
         for offset, (key, _) in enumerate(keys):
             entry = None if key is None else found.get(key)
             reused = None if entry is None else self._reused(entry)
@@ -370,12 +371,10 @@ class CachedMeasurer:
                 missing.append(offset)
                 continue
             drained.reused += 1
-            if entry[3] < self.started - TOUCH_AFTER:
+            if entry[3] < stale:
                 drained.touched.append(key)
-            if isinstance(reused, tuple):
-                hits.positions.append(start + offset)
-                hits.tags.append(reused[0])
-                hits.payloads.append(reused[1])
+            if reused.__class__ is bytes:  # a compact entry, packed with the others of its group
+                hits.add(start + offset, reused)
             else:
                 positions.append(start + offset)
                 sources.append(chunk[offset])
@@ -399,7 +398,7 @@ class CachedMeasurer:
             sources = [sources[i] for i in ordered]
             outcomes = [outcomes[i] for i in ordered]
         measured = pack_chunk(start, sources, outcomes, positions) if outcomes else None
-        if not hits:
+        if not hits.groups:
             result = measured
         else:
             result = assemble(start, start + len(chunk), hits, self._formats, measured,
@@ -471,8 +470,8 @@ class CachedMeasurer:
         return found
 
     def _reused(self, entry: tuple[bytes, bytes, int, int]) -> Any:
-        """A stored entry as ``(format tag, payload)`` (compact) or a measurement; ``None`` (and
-        the cache marked broken) when it does not check out."""
+        """A stored entry checked: its value as it is (a compact entry, whose pixel format is now
+        known) or a measurement; ``None`` (and the cache marked broken) when it does not check out."""
         _, value, checksum, _ = entry
         try:
             if zlib.crc32(value) != checksum:
@@ -484,7 +483,7 @@ class CachedMeasurer:
                     if row is None:
                         raise ValueError("an entry names a pixel format the cache does not hold")
                     self._formats[tag] = pickle.loads(row[0])
-                return tag, value[17:]
+                return value
             if value[:1] == PICKLED:
                 return pickle.loads(zlib.decompress(value[1:]))
             raise ValueError("an entry of an unknown kind")

@@ -12,7 +12,7 @@ that :func:`~chanstats.scale.chunk.pack_chunk` would have given for all of them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -45,48 +45,44 @@ def encode_compact(measurement, format_tag: bytes) -> bytes | None:
 
 @dataclass
 class CompactHits:
-    """A chunk's reused compact entries: listing positions, format tags and payloads."""
+    """A chunk's reused compact entries, grouped by their value's first 17 bytes (the tag and the
+    format tag) and length, each group's listing positions and entry values in order."""
 
-    positions: list[int]
-    tags: list[bytes]
-    payloads: list[bytes]
+    groups: dict[tuple[bytes, int], tuple[list[int], list[bytes]]] = field(default_factory=dict)
 
-    def __len__(self) -> int:
-        return len(self.positions)
+    def add(self, position: int, value: bytes) -> None:
+        """The compact entry ``value`` (checked) reused for the image at listing ``position``."""
+        group = self.groups.get((value[:17], len(value)))
+        if group is None:
+            group = self.groups[(value[:17], len(value))] = ([], [])
+        group[0].append(position)
+        group[1].append(value)
 
 
 def assemble(start: int, stop: int, hits: CompactHits, formats: dict[bytes, PixelFormat],
              measured: ChunkResult | None, display: Callable[[int], str]) -> ChunkResult:
     """The chunk ``[start, stop)`` from its reused ``hits`` (formats by tag) and its ``measured``
     items (a :class:`ChunkResult` of the rest, or ``None``); ``display(index)`` names an image."""
-    parts = [_decoded(hits, group, formats, display) for group in _groups(hits)]
+    parts = [_decoded(head[1:], positions, values, formats, display)
+             for (head, _), (positions, values) in hits.groups.items()]
     if measured is not None:
         parts.append(measured)
     return _merged(start, stop, parts, [] if measured is None else measured.bad)
 
 
-def _groups(hits: CompactHits) -> list[np.ndarray]:
-    """Positions into ``hits`` grouped by (format tag, payload length), each group in order."""
-    groups: dict[tuple[bytes, int], list[int]] = {}
-    for i, (tag, payload) in enumerate(zip(hits.tags, hits.payloads)):
-        groups.setdefault((tag, len(payload)), []).append(i)
-    return [np.array(members, dtype=np.int64) for members in groups.values()]
-
-
-def _decoded(hits: CompactHits, members: np.ndarray, formats: dict[bytes, PixelFormat],
+def _decoded(tag: bytes, listed_at: list[int], entries: list[bytes], formats: dict[bytes, PixelFormat],
              display: Callable[[int], str]) -> ChunkResult:
-    """The reused images at ``members`` of ``hits`` (one format, one payload length) as the part
-    of a chunk they are: their merged totals and per-image arrays, in ``hits``' order."""
-    first = int(members[0])
-    pixel_format = formats[hits.tags[first]]
+    """The reused images at listing positions ``listed_at`` (in order), whose compact entries are
+    ``entries`` (one format ``tag``, one length), as the part of a chunk they are: their merged
+    totals and per-image arrays."""
+    pixel_format = formats[tag]
     channels = len(pixel_format.channels)
-    count = len(members)
-    payload = b"".join([hits.payloads[i] for i in members.tolist()])
+    count = len(entries)
     width_ints = 4 + 4 * channels
-    values = np.frombuffer(payload, dtype=np.uint8).reshape(count, -1)
+    values = np.frombuffer(b"".join(entries), dtype=np.uint8).reshape(count, -1)[:, 17:]  # past the tags
     ints = np.ascontiguousarray(values[:, : 8 * width_ints]).view(np.int64)
     rows = np.ascontiguousarray(values[:, 8 * width_ints:]).view(np.float64)
-    positions = np.array(hits.positions, dtype=np.int64)[members]
+    positions = np.array(listed_at, dtype=np.int64)
     c = channels
     moments = IntegerMoments(
         _exact_sum(ints[:, 3:4])[0], _exact_sum(ints[:, 4 : 4 + c]), _exact_sum(ints[:, 4 + c : 4 + 2 * c]),
