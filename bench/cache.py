@@ -1,15 +1,16 @@
 """Benchmark of the measurement cache: ``chanstats check`` with a warm cache against without one.
 
 A tree of small PNG images (default 100,000 of 32×32, generated once into bench/.cache/cache-tree),
-a config computed on it, the cache filled by a first ``check --cache``; then 1 % of the images are
-replaced (new pixels, new mtime) and ``check`` runs without the cache and with the warm cache.
-Prints a table of wall times (best of ``--repeat``) and whether both runs printed the same bytes.
+a config computed on it, the cache filled by a first ``check --cache``; then, in each of
+``--repeat`` rounds, 1 % of the images are replaced (new pixels, new mtime) and ``check`` runs
+with the warm cache (twice: right after the change, and with nothing changed) and without it.
+Prints a table of wall times per round and whether all three runs printed the same bytes.
 
 Usage::
 
     python -m bench.cache                 # 100k images, 2 workers
     python -m bench.cache --images 20000 --workers 2 --size 64
-    python -m bench.cache --photos --repeat 1   # 100k photographs instead (see below)
+    python -m bench.cache --photos        # 100k photographs instead (see below)
 
 ``--photos``: the tree holds copies of the 2,000 photographs of ``bench/corpus.py`` (ImageNet-like
 JPEG and PNG, about 500×375, 127 KiB on average: 12 GiB for 100k), over and over (copies, not hard
@@ -99,19 +100,14 @@ def change(root: Path, count: int, size: int, fraction: float, seed: int, photos
     return changed
 
 
-def timed(args: list[str], repeat: int) -> tuple[float, bytes, str]:
-    """Best wall time of ``chanstats ARGS`` over ``repeat`` runs, its stdout and stderr."""
-    best = float("inf")
-    out = b""
-    err = ""
-    for _ in range(repeat):
-        began = time.perf_counter()
-        run = subprocess.run([sys.executable, "-m", "chanstats", *args], capture_output=True)
-        best = min(best, time.perf_counter() - began)
-        if run.returncode not in (0, 1):
-            raise SystemExit(f"chanstats {' '.join(args)} failed:\n{run.stderr.decode()}")
-        out, err = run.stdout, run.stderr.decode()
-    return best, out, err
+def timed(args: list[str]) -> tuple[float, bytes, str]:
+    """Wall time of ``chanstats ARGS``, its stdout and stderr."""
+    began = time.perf_counter()
+    run = subprocess.run([sys.executable, "-m", "chanstats", *args], capture_output=True)
+    seconds = time.perf_counter() - began
+    if run.returncode not in (0, 1):
+        raise SystemExit(f"chanstats {' '.join(args)} failed:\n{run.stderr.decode()}")
+    return seconds, run.stdout, run.stderr.decode()
 
 
 def main() -> None:
@@ -120,7 +116,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--changed", type=float, default=0.01, help="fraction of images replaced")
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of change, warm check, plain check")
     parser.add_argument("--verify", choices=["stat", "hash"], default="stat", help="--cache-verify")
     parser.add_argument("--photos", action="store_true", help="a tree of the bench corpus's photographs instead")
     options = parser.parse_args()
@@ -145,27 +141,38 @@ def main() -> None:
                    check=True)
     cache = ["--cache", str(work / "cache"), "--cache-verify", options.verify]
     check = ["check", str(root), "--against", str(config), *workers]
-    cold, _, _ = timed([*check, *cache], 1)  # fills the cache
-    changed = change(root, options.images, options.size, options.changed, seed=int(time.time()) % 1000, photos=photos)
-    plain, plain_out, _ = timed(check, options.repeat)
-    warm, warm_out, warm_err = timed([*check, *cache], 1)  # the first warm run after the change
-    again, again_out, _ = timed([*check, *cache], options.repeat)
+    cold, _, _ = timed([*check, *cache])  # fills the cache
+    # Each round changes other images, then times the first warm check after the change (what CI
+    # meets), a second one (nothing changed since), and the check without the cache on the same files.
+    rounds = []
+    summary = ""
+    for number in range(options.repeat):
+        changed = change(root, options.images, options.size, options.changed,
+                         seed=(int(time.time()) + 97 * number) % 1000, photos=photos)
+        warm, warm_out, warm_err = timed([*check, *cache])
+        again, again_out, _ = timed([*check, *cache])
+        plain, plain_out, _ = timed(check)
+        rounds.append((changed, plain, warm, again, plain_out == warm_out == again_out))
+        summary = next((line for line in warm_err.splitlines() if "reused" in line), "")
     # Where the time goes: compute's --timings phases, without the cache and with the warm one.
     phases = {}
     for name, extra in (("plain", []), ("warm", cache)):
         _, _, timings = timed(["compute", str(root), "-q", "-o", str(work / f"{name}.json"), "--timings", *workers,
-                               *extra], options.repeat)
+                               *extra])
         phases[name] = {phase: float(seconds) for phase, seconds in re.findall(r"(\w+) ([\d.]+) s", timings)}
-    startup, _, _ = timed(["--version"], options.repeat)
+    startup = min(timed(["--version"])[0] for _ in range(3))
     size = sum(f.stat().st_size for f in (work / "cache").iterdir())
-    identical = plain_out == warm_out == again_out
-    summary = next((line for line in warm_err.splitlines() if "reused" in line), "")
-    print(f"| images | changed | check, no cache | check, cache filling | check, warm cache (after change) | "
-          f"speed-up | warm, nothing changed | output identical | cache size |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: | ---: |")
-    print(f"| {options.images:,} ({kind}, {options.verify}) | {changed:,} | {plain:.2f} s | {cold:.2f} s | "
-          f"{warm:.2f} s | {plain / warm:.1f}× | {again:.2f} s | {'yes' if identical else 'NO'} | "
-          f"{size / 2**20:.0f} MiB |")
+    print(f"{options.images:,} images ({kind}, --cache-verify {options.verify}); filling the cache: {cold:.2f} s; "
+          f"cache size {size / 2**20:.0f} MiB")
+    print()
+    print("| round | changed | check, no cache | check, warm cache (after change) | speed-up | "
+          "warm, nothing changed | output identical |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | :---: |")
+    for number, (changed, plain, warm, again, identical) in enumerate(rounds, start=1):
+        print(f"| {number} | {changed:,} | {plain:.2f} s | {warm:.2f} s | {plain / warm:.1f}× | {again:.2f} s | "
+              f"{'yes' if identical else 'NO'} |")
+    ratios = sorted(plain / warm for _, plain, warm, _, _ in rounds)
+    print(f"| median | | | | **{ratios[len(ratios) // 2]:.1f}×** | | |")
     print()
     print("| compute phase | no cache | warm cache |")
     print("| --- | ---: | ---: |")
@@ -174,8 +181,8 @@ def main() -> None:
         print(f"| {phase} | {phases['plain'].get(phase, 0):.2f} s | {phases['warm'].get(phase, 0):.2f} s |")
     print(summary.replace(str(work / "cache"), "cache"), file=sys.stderr)
     shutil.rmtree(work, ignore_errors=True)
-    if not identical:
-        raise SystemExit("the cached check printed other bytes than the check without a cache")
+    if not all(identical for *_, identical in rounds):
+        raise SystemExit("a cached check printed other bytes than the check without a cache")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Each item's exact :class:`~chanstats.measure.Measurement` (what a worker compute
 sums, histogram, per-sample rows, size) is kept in one SQLite file, keyed by
 
 - the item's *content identity*: a file's absolute path, size and modification time in
-  nanoseconds; a container's (tar shard, Parquet or NumPy file) path, size and mtime plus the
+  nanoseconds (as the listing's one ``stat`` found them: see
+  :class:`~chanstats.sources.base.FileRun`; stat-ed here when the listing did not); a container's (tar shard, Parquet or NumPy file) path, size and mtime plus the
   item's place in it (member offset and name, row, key); an object's URL and version (ETag);
   or, with ``verify="hash"``, a BLAKE2b digest of the item's bytes instead (mtimes that cannot be
   trusted: a fresh checkout, a copy);
@@ -25,9 +26,12 @@ fixed-width numbers and reused a chunk at a time without a per-image object
 
 Safety: workers only read (one connection per process); the main process writes each chunk's new
 entries in one transaction (SQLite in WAL mode: atomic, concurrent runs wait for each other,
-kill -9 loses at most the chunk being written). Every entry carries a checksum of its bytes,
-checked when read; a file that is not a usable cache is ignored for the run with one note.
-Entries of a file modified in the last two seconds are not stored (its mtime could repeat).
+kill -9 loses at most the chunk being written). Every entry carries a CRC-32 of its bytes,
+checked when read; a file that is not a usable cache is ignored for the run with one note (one
+of an older cache schema is emptied instead). A file's size and mtime are read again after
+measuring it, and its entry is stored only when they are still the key's (it did not change
+since the listing); entries of a file modified in the last two seconds are not stored (its
+mtime could repeat).
 
 Size: the entries' bytes are bounded by ``max_size``; past it, the least recently used entries
 go first (an entry is marked used when a run reuses it, at most once an hour).
