@@ -4,9 +4,10 @@ Each item's exact :class:`~chanstats.measure.Measurement` (what a worker compute
 sums, histogram, per-sample rows, size) is kept in one SQLite file, keyed by
 
 - the item's *content identity*: a file's absolute path, size and modification time in
-  nanoseconds (as the listing's one ``stat`` found them: see
-  :class:`~chanstats.sources.base.FileRun`; stat-ed here when the listing did not); a container's (tar shard, Parquet or NumPy file) path, size and mtime plus the
-  item's place in it (member offset and name, row, key); an object's URL and version (ETag);
+  nanoseconds (as the listing's one ``stat`` found them, see
+  :class:`~chanstats.sources.base.FileRun`; stat-ed here where the listing did not); a
+  container's (tar shard, Parquet or NumPy file) path, size and mtime plus the item's place in
+  it (member offset and name, row, key); an object's URL and version (ETag);
   or, with ``verify="hash"``, a BLAKE2b digest of the item's bytes instead (mtimes that cannot be
   trusted: a fresh checkout, a copy);
 - the *context*: chanstats' version, the recorded options that decide the numbers (not the
@@ -476,9 +477,9 @@ class CachedMeasurer:
     def _reused(self, entry: tuple[bytes, bytes, int, int]) -> Any:
         """A stored entry checked: its value as it is (a compact entry, whose pixel format is now
         known) or a measurement; ``None`` (and the cache marked broken) when it does not check out."""
-        _, value, checksum, _ = entry
+        _, value, crc, _ = entry
         try:
-            if zlib.crc32(value) != checksum:
+            if checksum(value) != crc:
                 raise ValueError("an entry does not match its checksum")
             if value[:1] == COMPACT:
                 tag = value[1:17]

@@ -28,8 +28,8 @@ from .base import FileRun, ImageSource, Listed, not_regular, printable_path
 
 def walk(root: str, extensions: tuple[str, ...], folders: list[str] | None = None) -> Iterator[Listed | FileRun]:
     """Image files under ``root``, sorted by the bytes of their path relative to ``root``:
-    regular files as :class:`FileRun` columns (consecutive files of one folder, at most
-    :data:`RUN` of them), anything else as a :data:`Listed` pair.
+    regular files as :class:`FileRun` columns (consecutive files, at most :data:`RUN` of them),
+    anything else as a :data:`Listed` pair.
 
     One ``stat`` per image (for its size, modification time and identity) and none per rejected
     entry: ``scandir``'s file types answer ``is_dir``/``is_file`` without a system call except for
@@ -50,42 +50,62 @@ def walk(root: str, extensions: tuple[str, ...], folders: list[str] | None = Non
         folders.extend(os.path.join(root, relative) if relative else root for relative in children)
     stack = [_sorted_entries(root, "", children, extensions, kept)]
     prefix = os.path.join(root, "")  # os.path.join(root, name) of a relative name, without a call per file
-    run = FileRun(root)
-    stat, regular = os.stat, stat_module.S_IFREG
+    files: list[str] = []  # consecutive files met, listed together before what comes next
     while stack:
         for name, is_folder in stack[-1]:  # resumed where it stopped when a sub-folder was entered
             if not is_folder:
-                try:
-                    info = stat(prefix + name)
-                except OSError:
-                    info = None
-                if info is not None and info.st_mode & 0o170000 == regular:  # S_ISREG, without a call
-                    run.names.append(name)
-                    run.sizes.append(info.st_size)
-                    run.mtimes.append(info.st_mtime_ns)
-                    run.devices.append(info.st_dev)
-                    run.inodes.append(info.st_ino)
-                    if len(run.names) >= RUN:
-                        yield run
-                        run = FileRun(root)
-                    continue
-            if run.names:  # files before what comes next, in order
-                yield run
-                run = FileRun(root)
-            if is_folder:
-                try:
-                    stack.append(_sorted_entries(root, name, children, extensions, kept))
-                    break
-                except OSError as error:
-                    yield _unlistable(root, name, error)
-            else:
-                listed = _listed(root, name, prefix + name)
-                if listed is not None:  # None: removed since the folder was read
-                    yield listed
+                files.append(name)
+                if len(files) == RUN:
+                    yield from _file_runs(root, prefix, files)
+                    files = []
+                continue
+            yield from _file_runs(root, prefix, files)
+            files = []
+            try:
+                stack.append(_sorted_entries(root, name, children, extensions, kept))
+                break
+            except OSError as error:
+                yield _unlistable(root, name, error)
         else:
             stack.pop()
-    if run.names:
-        yield run
+    yield from _file_runs(root, prefix, files)
+
+
+def _file_runs(root: str, prefix: str, names: list[str]) -> Iterator[Listed | FileRun]:
+    """The files ``names`` (relative to ``root``, whose path ends ``prefix``), in order: regular
+    files as runs of at most :data:`RUN`, anything else as a bad entry."""
+    regular = stat_module.S_IFREG
+    for begin in range(0, len(names), RUN):
+        part = names[begin : begin + RUN]
+        try:
+            infos = list(map(os.stat, [prefix + name for name in part]))  # the common case, without a loop here
+        except OSError:
+            infos = None  # one vanished, or is a dangling link: see below
+        if infos is not None and all(info.st_mode & 0o170000 == regular for info in infos):  # S_ISREG
+            yield FileRun(root, part, [info.st_size for info in infos], [info.st_mtime_ns for info in infos],
+                          [info.st_dev for info in infos], [info.st_ino for info in infos])
+            continue
+        run = FileRun(root)
+        for name in part:  # one at a time: the entries that are not regular files go between runs
+            try:
+                info = os.stat(prefix + name)
+            except OSError:
+                info = None
+            if info is not None and info.st_mode & 0o170000 == regular:
+                run.names.append(name)
+                run.sizes.append(info.st_size)
+                run.mtimes.append(info.st_mtime_ns)
+                run.devices.append(info.st_dev)
+                run.inodes.append(info.st_ino)
+                continue
+            if run.names:
+                yield run
+                run = FileRun(root)
+            listed = _listed(root, name, prefix + name)  # a bad entry, named with the reason
+            if listed is not None:  # None: removed since the folder was read
+                yield listed
+        if run.names:
+            yield run
 
 
 # Files per FileRun at most: a folder of millions of files is not held twice.
