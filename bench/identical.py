@@ -5,8 +5,9 @@ The commands cover compute on every source kind (a folder, a tar shard, a ``.tar
 ``@list`` file, a Parquet table, ``.npy``/``.npz`` stacks, a ``--dataset``, rasters with
 ``--mode keep``, ``--bands`` and ``--nodata``), bad images skipped, a transform over epochs,
 ``--sample`` and ``--listing``, the per-image CSV, shards in both partial formats + merge, a
-checkpoint interrupted and resumed, torchrun (two ranks), ``compare``, ``check`` and every export
-format. Each command's exit code, stdout, stderr and written files are stored; partial-state files
+checkpoint interrupted and resumed, torchrun (two ranks), ``compare``, ``check``, every export
+format, a video (``--frames``, random clips) and the measurement cache (filled, then reused by
+``compute`` and ``check``). Each command's exit code, stdout, stderr and written files are stored; partial-state files
 are left out (they name temporary folders).
 
 Run::
@@ -113,6 +114,13 @@ def build_corpus(root: Path) -> None:
     rasters = root / "rasters"
     rasters.mkdir()
     shutil.copy("examples/rasters/tile.tif", rasters / "tile.tif")
+    videos = root / "videos"
+    videos.mkdir()
+    shutil.copy("examples/video/clip.mp4", videos / "clip.mp4")
+    # One fixed modification time: the measurement cache stores no file modified in the last two
+    # seconds, and its commands must reuse the same entries in every recording.
+    for path in root.rglob("*"):
+        os.utime(path, (1_600_000_000, 1_600_000_000))
 
 
 # (name, arguments); each compute writes its config to stdout unless it names -o.
@@ -147,11 +155,17 @@ COMMANDS: list[tuple[str, list[str]]] = [
     *[(f"export-{fmt}", ["export", "OUT/config.json", "--to", fmt]) for fmt in EXPORT_FORMATS],
     ("export-bn-state", ["export", "OUT/config.json", "--to", "bn-state", "-o", "OUT/bn.pt"]),
     ("export-raster-torchgeo", ["export", "OUT/raster.json", "--to", "torchgeo"]),
+    ("video-frames", ["compute", "videos", "--ext", "video", "--frames", "4", "--workers", "2"]),
+    ("video-clips", ["compute", "videos", "--ext", "video", "--clip-len", "6", "--frame-interval", "2", "--seed", "1"]),
+    ("cache-cold", ["compute", "images", "shard.tar", "--cache", "OUT/cache", "--workers", "2"]),
+    ("cache-warm", ["compute", "images", "shard.tar", "--cache", "OUT/cache", "--workers", "2"]),
+    ("cache-warm-check", ["check", "images", "shard.tar", "--against", "OUT/config.json", "--cache", "OUT/cache"]),
 ]
 
 # Files a command writes that are not compared: partial states name the temporary folders of their
-# columns, and a bn-state file is a torch pickle (its values are in the json export).
-NOT_COMPARED = ("p1.json", "p2.json", "p2.json.columns", "bn.pt")
+# columns, a bn-state file is a torch pickle (its values are in the json export), and the
+# measurement cache's file holds the times its entries were last used.
+NOT_COMPARED = ("p1.json", "p2.json", "p2.json.columns", "bn.pt", "cache")
 
 # A run interrupted after its first checkpoint, then resumed by the command line.
 INTERRUPT = '''
