@@ -207,6 +207,34 @@ def test_a_walk_beyond_the_kept_entries_reads_folders_again_and_lists_the_same(c
     assert [(s.name, s.size) for s in everything_kept] == expected_identities(inputs)
 
 
+@pytest.mark.parametrize("run", [1, 2, 3, 4096])
+def test_runs_of_any_length_list_the_files_special_entries_and_folders_in_order(tmp_path, monkeypatch, run):
+    # A walk gives a folder's regular files as runs of up to RUN; a special entry (a dangling link,
+    # a FIFO) or a sub-folder ends a run, and a run is cut at RUN files. Whatever the cuts, the
+    # listing is every entry in the order of its path's bytes, the special ones as bad entries.
+    from chanstats.sources import folders
+
+    root = tmp_path / "tree"
+    (root / "b").mkdir(parents=True)
+    names = []
+    for i in range(7):
+        (root / f"a{i}.png").write_bytes(png(i))
+        names.append(f"a{i}.png")
+    os.symlink(root / "gone.png", root / "a3x.png")  # sorts between a3.png and a4.png
+    os.mkfifo(root / "a5x.png")
+    for i in range(4):
+        (root / "b" / f"c{i}.png").write_bytes(png(10 + i))
+    (root / "b.png").write_bytes(png(20))  # a file named like the folder sorts before its files
+    expected = sorted(names + ["a3x.png", "a5x.png", "b.png"] + [f"b/c{i}.png" for i in range(4)],
+                      key=lambda name: name.encode())
+    monkeypatch.setattr(folders, "RUN", run)
+    listing = list_images([str(root)])
+    assert [source.name for source in listing] == expected
+    assert {source.name for source in listing if source.problem} == {"a3x.png", "a5x.png"}
+    assert [source.size for source in listing if not source.problem] == \
+        [(root / name).stat().st_size for name in expected if name not in ("a3x.png", "a5x.png")]
+
+
 @pytest.mark.parametrize("spilled", [False, True])
 def test_any_name_ends_with_looks_at_whole_names_only(tmp_path, monkeypatch, spilled):
     from chanstats.sources.base import ImageSource, Listing
