@@ -9,6 +9,7 @@ with one line and exit code 143.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from contextlib import contextmanager
@@ -60,13 +61,25 @@ def stops_held_back() -> Iterator[None]:
     its locks unlinked) would print a traceback of its own. Outputs being renamed into place: all
     of them or none.
 
-    Signal handlers belong to the main thread, so elsewhere nothing is held back."""
+    Signal handlers belong to the main thread, so elsewhere nothing is held back. A process forked
+    during the step (a worker starting) inherits the handler until it sets its own: a signal sent
+    to it there is handled as a worker handles it (:func:`default_signals`), not held back for a
+    step it is not part of. Held back, the main process's SIGTERM to a worker that had just been
+    forked was lost, and the worker outlived the run's stop."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     received: list[int] = []
-    previous = {signum: signal.signal(signum, lambda number, frame: received.append(number))
-                for signum in (signal.SIGINT, signal.SIGTERM)}
+    owner = os.getpid()
+
+    def hold(number: int, frame) -> None:
+        if os.getpid() == owner:
+            received.append(number)
+        elif number == signal.SIGTERM:  # in a forked worker: end it now (Ctrl-C it ignores)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = {signum: signal.signal(signum, hold) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:

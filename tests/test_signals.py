@@ -227,3 +227,58 @@ def test_a_restart_stopped_before_its_first_save_leaves_no_stale_checkpoint(tmp_
         api.compute([str(tmp_path / "data")], workers=0, checkpoint=checkpoint, restart=True)
     # --restart discarded the old checkpoint: its header must not survive to point at new columns.
     assert not checkpoint.exists() and not (tmp_path / "ckpt.columns").exists()
+
+
+# The race behind a run that outlived its SIGTERM (about 1 in 200 under load): the main process
+# holds SIGTERM back while its first submissions fork the workers; SIGTERM arrives then, and once
+# released the main process terminates both workers. The one forked a moment before still had the
+# main process's holding handler (its own is set by its initializer), which swallowed the signal;
+# it then waited for ever for the call queue's lock, held by the terminated worker, and the pool's
+# shutdown waited for it. Each half of the fix is tested on its own.
+
+
+def test_a_worker_forked_while_stops_are_held_back_still_ends_on_sigterm():
+    import multiprocessing
+
+    from chanstats.exits import stops_held_back
+
+    context = multiprocessing.get_context("fork")
+    with stops_held_back():
+        child = context.Process(target=time.sleep, args=(60,))
+        child.start()
+    try:
+        time.sleep(0.2)  # it sleeps with the inherited handler still in place
+        child.terminate()
+        child.join(10)
+        assert child.exitcode == -signal.SIGTERM
+    finally:
+        child.kill()
+        child.join()
+
+
+def _ignore_sigterm() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _mark_then_sleep(mark: str) -> None:
+    Path(mark).touch()
+    time.sleep(60)
+
+
+def test_stopping_workers_kills_those_that_outlive_their_sigterm(tmp_path):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from chanstats.scale.engine import STOP_GRACE_SECONDS, _stop_workers
+
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"), initializer=_ignore_sigterm)
+    pool.submit(_mark_then_sleep, str(tmp_path / "started"))
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "started").exists():  # its initializer has run: SIGTERM is ignored
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    (process,) = list(pool._processes.values())
+    began = time.monotonic()
+    _stop_workers(pool)
+    assert time.monotonic() - began < STOP_GRACE_SECONDS + 10  # not the task's 60 s
+    assert not process.is_alive() and process.exitcode == -signal.SIGKILL

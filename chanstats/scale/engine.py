@@ -57,6 +57,7 @@ CHUNK_SECONDS = 0.1  # what a chunk should cost a worker, once known: the main p
 LARGEST_TIMED_CHUNK = 4096  # bounds a chunk's result (and the work a failure or Ctrl-C throws away)
 IN_FLIGHT_PER_WORKER = 4
 IN_PROCESS_PACKED = 4
+STOP_GRACE_SECONDS = 2.0  # how long stopped workers get to end on SIGTERM before they are killed
 
 
 def default_workers() -> int:
@@ -531,6 +532,13 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
     for process in processes:
         if process.is_alive():
             process.terminate()
+    # A worker still there after a moment is killed: shutdown() would wait for it for ever, and it
+    # may never end by itself (it waits for the queue's lock that a terminated worker held).
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
     # Joins the pool's manager thread, which sees the workers gone and cleans up at once.
     pool.shutdown(wait=True, cancel_futures=True)
 
