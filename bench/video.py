@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from bisect import bisect_right
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+
+from bench.datasets import best_of
 
 CACHE = Path(__file__).resolve().parent / ".cache" / "video"
 
@@ -93,15 +94,6 @@ def frames_to_decode(path: str, wanted: int) -> tuple[int, int]:
     return n, decoded
 
 
-def best(run, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips", type=int, default=16)
@@ -131,7 +123,7 @@ def main() -> None:
     timings: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(args.repeat):
         for name, run in runs.items():
-            timings[name].append(best(run, 1))
+            timings[name].append(best_of(1, run))
     alone, every, sparse = (min(timings[name]) for name in ("alone", "every", "sparse"))
     counted = [frames_to_decode(path, 8) for path in paths]
     allowed = sum(n for n, _ in counted) / sum(d for _, d in counted)

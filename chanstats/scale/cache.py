@@ -326,16 +326,19 @@ class CachedMeasurer:
 
     def _present(self, keys: list[bytes]) -> set[bytes] | None:
         """Those of ``keys`` the cache holds (``None`` when it cannot be read)."""
-        present: set[bytes] = set()
         try:
-            connection = self._reader()
-            for begin in range(0, len(keys), LOOKUP_BATCH):
-                batch = keys[begin : begin + LOOKUP_BATCH]
-                query = f"SELECT key FROM entries WHERE id IN ({','.join('?' * len(batch))})"
-                present.update(key for (key,) in connection.execute(query, [entry_id(key) for key in batch]))
+            return {key for (key,) in self._select("key", keys)}
         except sqlite3.Error:
             return None  # measure_chunk's lookups meet the problem again and report it
-        return present
+
+    def _select(self, columns: str, keys: list[bytes]) -> Iterator[tuple]:
+        """``columns`` of the entries whose id is one of ``keys``' (one query per
+        :data:`LOOKUP_BATCH` keys); callers compare the whole key. Raises ``sqlite3.Error``."""
+        connection = self._reader()
+        for begin in range(0, len(keys), LOOKUP_BATCH):
+            batch = keys[begin : begin + LOOKUP_BATCH]
+            query = f"SELECT {columns} FROM entries WHERE id IN ({','.join('?' * len(batch))})"
+            yield from connection.execute(query, [entry_id(key) for key in batch])
 
     def __call__(self, index: int, source: ImageSource) -> Any:
         return self.measurer(index, source)  # one item at a time: not worth a lookup
@@ -460,19 +463,13 @@ class CachedMeasurer:
     def _lookup(self, keys: list[bytes]) -> dict[bytes, tuple[bytes, bytes, int, int]]:
         """The stored (key, value, checksum, last use) of those of ``keys`` the cache holds (found
         by id, kept only where the whole key matches)."""
-        found: dict[bytes, tuple[bytes, bytes, int, int]] = {}
         if not keys:
-            return found
+            return {}
         try:
-            connection = self._reader()
-            for begin in range(0, len(keys), LOOKUP_BATCH):
-                batch = keys[begin : begin + LOOKUP_BATCH]
-                query = f"SELECT key, value, checksum, used FROM entries WHERE id IN ({','.join('?' * len(batch))})"
-                found.update({row[0]: row for row in connection.execute(query, [entry_id(key) for key in batch])})
+            return {row[0]: row for row in self._select("key, value, checksum, used", keys)}
         except sqlite3.Error as error:
             self._drained.broken = f"{type(error).__name__}: {error}"
             return {}
-        return found
 
     def _reused(self, entry: tuple[bytes, bytes, int, int]) -> Any:
         """A stored entry checked: its value as it is (a compact entry, whose pixel format is now

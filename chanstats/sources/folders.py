@@ -74,38 +74,43 @@ def walk(root: str, extensions: tuple[str, ...], folders: list[str] | None = Non
 def _file_runs(root: str, prefix: str, names: list[str]) -> Iterator[Listed | FileRun]:
     """The files ``names`` (relative to ``root``, whose path ends ``prefix``), in order: regular
     files as runs of at most :data:`RUN`, anything else as a bad entry."""
-    regular = stat_module.S_IFREG
     for begin in range(0, len(names), RUN):
         part = names[begin : begin + RUN]
         try:
             infos = list(map(os.stat, [prefix + name for name in part]))  # the common case, without a loop here
         except OSError:
             infos = None  # one vanished, or is a dangling link: see below
-        if infos is not None and all(info.st_mode & 0o170000 == regular for info in infos):  # S_ISREG
-            yield FileRun(root, part, [info.st_size for info in infos], [info.st_mtime_ns for info in infos],
-                          [info.st_dev for info in infos], [info.st_ino for info in infos])
+        if infos is not None and all(_regular(info) for info in infos):
+            yield _run(root, part, infos)
             continue
-        run = FileRun(root)
+        kept: list[str] = []
+        kept_infos: list[os.stat_result] = []
         for name in part:  # one at a time: the entries that are not regular files go between runs
             try:
-                info = os.stat(prefix + name)
+                info: os.stat_result | None = os.stat(prefix + name)
             except OSError:
                 info = None
-            if info is not None and info.st_mode & 0o170000 == regular:
-                run.names.append(name)
-                run.sizes.append(info.st_size)
-                run.mtimes.append(info.st_mtime_ns)
-                run.devices.append(info.st_dev)
-                run.inodes.append(info.st_ino)
+            if info is not None and _regular(info):
+                kept.append(name)
+                kept_infos.append(info)
                 continue
-            if run.names:
-                yield run
-                run = FileRun(root)
+            if kept:
+                yield _run(root, kept, kept_infos)
+                kept, kept_infos = [], []
             listed = _listed(root, name, prefix + name)  # a bad entry, named with the reason
             if listed is not None:  # None: removed since the folder was read
                 yield listed
-        if run.names:
-            yield run
+        if kept:
+            yield _run(root, kept, kept_infos)
+
+
+def _regular(info: os.stat_result) -> bool:
+    return info.st_mode & 0o170000 == stat_module.S_IFREG  # S_ISREG, without a call
+
+
+def _run(root: str, names: list[str], infos: list[os.stat_result]) -> FileRun:
+    return FileRun(root, names, [info.st_size for info in infos], [info.st_mtime_ns for info in infos],
+                   [info.st_dev for info in infos], [info.st_ino for info in infos])
 
 
 # Files per FileRun at most: a folder of millions of files is not held twice.

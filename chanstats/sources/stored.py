@@ -127,18 +127,16 @@ class ListingWriter:
         if self.name_bytes_written:
             ends = array("q", (end + self.name_bytes_written for end in ends))
         try:
-            for name, column in (("names", buffer.names), ("name_ends", ends), ("sizes", buffer.sizes),
-                                 ("offsets", buffer.offsets), ("flags", buffer.flags), ("root_ids", buffer.root_ids),
-                                 ("mtimes", buffer.mtimes)):
-                self.files[name].write(column)
+            for name, _ in COLUMNS:
+                self.files[name].write(ends if name == "name_ends" else getattr(buffer, name))
         except OSError as error:
             self.discard()
             raise ChanstatsError(f"cannot write the listing in {self.directory}: {error.strerror or error}") from None
         self.name_bytes_written += len(buffer.names)
         self.rows_written += len(buffer.sizes)
         # Keep the roots and problems (problems numbered by global row), drop the rows.
-        buffer.names, buffer.name_ends, buffer.sizes = bytearray(), array("q"), array("q")
-        buffer.offsets, buffer.flags, buffer.root_ids, buffer.mtimes = array("q"), array("B"), array("I"), array("q")
+        for name, typecode in COLUMNS:
+            setattr(buffer, name, bytearray() if name == "names" else array(typecode))
         buffer.row_base = self.rows_written
 
     def _close_files(self) -> None:
